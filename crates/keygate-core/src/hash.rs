@@ -1,0 +1,240 @@
+//! Key digests: SHA-256, or HMAC-SHA-256 with a server-side pepper.
+//!
+//! Keys are 190-bit random strings, so a slow password hash (bcrypt, argon2)
+//! buys nothing against guessing and would cost tens of milliseconds per
+//! request. A digest plus a constant-time comparison is what key-issuing
+//! platforms do. The optional pepper, kept out of the database, means a stolen
+//! database cannot even confirm which leaked keys are real.
+
+use std::fmt;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// The SHA-256 (or HMAC-SHA-256) digest of a key: what stores keep instead of
+/// the key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    /// Wraps 32 raw digest bytes, e.g. read from a database.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The 32 raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses 64 lowercase or uppercase hex digits.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidDigest`] for anything else.
+    pub fn from_hex(hex: &str) -> Result<Self, InvalidDigest> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 64 {
+            return Err(InvalidDigest(()));
+        }
+        let mut out = [0u8; 32];
+        for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            let hi = hex_val(pair[0]).ok_or(InvalidDigest(()))?;
+            let lo = hex_val(pair[1]).ok_or(InvalidDigest(()))?;
+            *o = hi << 4 | lo;
+        }
+        Ok(Self(out))
+    }
+
+    /// The digest as 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        use fmt::Write;
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            let _ = write!(s, "{b:02x}");
+        }
+        s
+    }
+
+    /// Compares two digests in constant time.
+    pub fn ct_eq(&self, other: &Self) -> bool {
+        // Compared as four words: the same guarantee as byte-wise, at a quarter
+        // of the cost (`subtle` works element by element).
+        let words = |d: &[u8; 32]| -> [u64; 4] {
+            let mut w = [0u64; 4];
+            for (w, c) in w.iter_mut().zip(d.chunks_exact(8)) {
+                *w = u64::from_ne_bytes(c.try_into().unwrap_or_default());
+            }
+            w
+        };
+        words(&self.0).ct_eq(&words(&other.0)).into()
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A prefix is enough to tell digests apart in a log.
+        write!(
+            f,
+            "KeyDigest({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
+impl Serialize for KeyDigest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The error returned when a digest is not 64 hex digits.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("a key digest is 64 hex digits")]
+pub struct InvalidDigest(());
+
+/// Computes key digests.
+///
+/// Every store and every node that verifies keys must use the same hasher
+/// (and pepper) as the node that created them.
+#[derive(Clone)]
+pub struct KeyHasher {
+    kind: HasherKind,
+}
+
+#[derive(Clone)]
+enum HasherKind {
+    Sha256,
+    // The keyed state is computed once; each digest clones it (a copy of two
+    // SHA-256 states) instead of re-deriving the pads from the pepper.
+    Hmac {
+        keyed: Box<Hmac<Sha256>>,
+        _pepper: Zeroizing<Vec<u8>>,
+    },
+}
+
+impl KeyHasher {
+    /// Plain SHA-256.
+    pub fn sha256() -> Self {
+        Self {
+            kind: HasherKind::Sha256,
+        }
+    }
+
+    /// HMAC-SHA-256 keyed with a server-side pepper, which should be at least
+    /// 32 random bytes kept outside the key database (an environment
+    /// variable or a secrets manager).
+    ///
+    /// # Errors
+    ///
+    /// [`WeakPepper`] if the pepper is shorter than 16 bytes.
+    pub fn hmac_sha256(pepper: impl Into<Vec<u8>>) -> Result<Self, WeakPepper> {
+        let pepper = Zeroizing::new(pepper.into());
+        if pepper.len() < 16 {
+            return Err(WeakPepper(pepper.len()));
+        }
+        let keyed =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&pepper).map_err(|_| WeakPepper(0))?;
+        Ok(Self {
+            kind: HasherKind::Hmac {
+                keyed: Box::new(keyed),
+                _pepper: pepper,
+            },
+        })
+    }
+
+    /// The digest of a key.
+    pub fn digest(&self, key: &str) -> KeyDigest {
+        match &self.kind {
+            HasherKind::Sha256 => KeyDigest(Sha256::digest(key.as_bytes()).into()),
+            HasherKind::Hmac { keyed, .. } => {
+                let mut mac = (**keyed).clone();
+                mac.update(key.as_bytes());
+                KeyDigest(mac.finalize().into_bytes().into())
+            }
+        }
+    }
+
+    /// Whether this hasher uses a pepper.
+    pub fn is_peppered(&self) -> bool {
+        matches!(self.kind, HasherKind::Hmac { .. })
+    }
+}
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        Self::sha256()
+    }
+}
+
+impl fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            HasherKind::Sha256 => "KeyHasher(SHA-256)",
+            HasherKind::Hmac { .. } => "KeyHasher(HMAC-SHA-256, pepper redacted)",
+        })
+    }
+}
+
+/// The error returned for a pepper too short to be useful.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the pepper is {0} bytes; use at least 16 (32 random bytes recommended)")]
+pub struct WeakPepper(usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_matches_the_standard_vector() {
+        let d = KeyHasher::sha256().digest("abc");
+        assert_eq!(
+            d.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231_case_2_shape_and_differs_from_plain() {
+        // RFC 4231 test case 2 uses the 4-byte key "Jefe", below our minimum;
+        // check the construction with a longer key against a known value instead.
+        let h = KeyHasher::hmac_sha256(vec![0x0b; 20]).unwrap();
+        assert_eq!(
+            h.digest("Hi There").to_hex(),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        assert_ne!(h.digest("k"), KeyHasher::sha256().digest("k"));
+        assert!(KeyHasher::hmac_sha256(b"short".to_vec()).is_err());
+    }
+
+    #[test]
+    fn digests_compare_and_round_trip() {
+        let h = KeyHasher::sha256();
+        let a = h.digest("one");
+        let b = h.digest("two");
+        assert!(a.ct_eq(&a));
+        assert!(!a.ct_eq(&b));
+        assert_eq!(KeyDigest::from_hex(&a.to_hex()).unwrap(), a);
+        assert!(KeyDigest::from_hex("zz").is_err());
+        assert!(!format!("{a:?}").contains(&a.to_hex()));
+    }
+}

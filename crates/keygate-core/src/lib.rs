@@ -1,0 +1,63 @@
+//! The core of [keygate](https://docs.rs/keygate): everything about API keys
+//! that needs no HTTP.
+//!
+//! * [`KeyFormat`] — `{prefix}_{live|test}_{id}{secret}{checksum}` keys from
+//!   the OS CSPRNG, parsed without allocation;
+//! * [`KeyHasher`] — SHA-256 or HMAC-SHA-256 digests, compared in constant time;
+//! * [`Scope`], [`Scopes`] — what a key may do;
+//! * [`KeyRecord`], [`KeyStore`], [`MemoryStore`] — what is stored, and where;
+//! * [`Verifier`] — the cache in front of the store, and the checks;
+//! * [`RateLimiter`], [`GovernorLimiter`], [`Quota`] — per-key limits;
+//! * [`KeyManager`] — issuing, listing, updating and revoking keys.
+//!
+//! Most applications use these through the `keygate` crate's layer;
+//! store implementations (`keygate-sqlx`, `keygate-redis`) depend on this
+//! crate only.
+//!
+//! ```
+//! use keygate_core::{Environment, KeyFormat, KeyHasher};
+//!
+//! let format = KeyFormat::new("acme")?;
+//! let key = format.generate(Environment::Live)?;
+//! assert!(key.expose_secret().starts_with("acme_live_"));
+//!
+//! // Parsing checks syntax and checksum without I/O or allocation.
+//! let parsed = format.parse(key.expose_secret())?;
+//! assert_eq!(parsed.id(), key.id());
+//!
+//! // Stores keep the digest, never the key.
+//! let digest = KeyHasher::sha256().digest(key.expose_secret());
+//! assert!(digest.ct_eq(&KeyHasher::sha256().digest(parsed.expose_secret())));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod clock;
+mod error;
+mod hash;
+mod key;
+mod limit;
+mod manage;
+mod quota;
+mod record;
+mod scope;
+mod store;
+mod verify;
+
+pub use clock::{Clock, FakeClock, SystemClock};
+pub use error::{BoxError, StoreError};
+pub use hash::{InvalidDigest, KeyDigest, KeyHasher, WeakPepper};
+pub use key::{
+    CHECKSUM_LEN, Environment, ID_LEN, InvalidPrefix, KeyFormat, KeyId, MAX_PREFIX_LEN,
+    ParseEnvironmentError, ParseError, ParseKeyIdError, ParsedKey, PlaintextKey, RandomnessError,
+    SECRET_LEN,
+};
+pub use limit::{Check, Decision, GovernorLimiter, LimiterUnavailable, PendingCheck, RateLimiter};
+pub use manage::{CreatedKey, KeyManager, ManageError, NewKey};
+pub use quota::{InvalidQuota, Quota};
+pub use record::{InvalidOwner, KeyInfo, KeyRecord, Metadata, Owner};
+pub use scope::{InvalidScope, MAX_SCOPE_LEN, Scope, Scopes};
+pub use store::{BoxFuture, Cursor, DynKeyStore, InvalidCursor, KeyStore, MemoryStore, Page};
+pub use verify::{CacheConfig, CachedKey, Denied, Lookup, Pending, Verifier};
+
+pub use ipnet::IpNet;
+pub use time;

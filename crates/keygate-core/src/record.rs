@@ -1,0 +1,241 @@
+//! What a store keeps about a key, and what a request learns about it.
+
+use std::{fmt, net::IpAddr, str::FromStr, sync::Arc};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{Environment, KeyDigest, KeyId, Quota, Scopes};
+
+/// Free-form JSON attached to a key (plan, customer id, contact…).
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+/// Who a key belongs to: a person or a service. One owner may hold many keys.
+///
+/// Its text form is `user:{id}` or `service:{name}`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    /// A person, by your application's user id.
+    User(String),
+    /// A machine client: another service, a partner, a CI job.
+    Service(String),
+}
+
+impl Owner {
+    /// An owner that is a user of your application.
+    pub fn user(id: impl Into<String>) -> Self {
+        Self::User(id.into())
+    }
+
+    /// An owner that is a service.
+    pub fn service(name: impl Into<String>) -> Self {
+        Self::Service(name.into())
+    }
+
+    /// `"user"` or `"service"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::User(_) => "user",
+            Self::Service(_) => "service",
+        }
+    }
+
+    /// The user id or service name.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::User(id) | Self::Service(id) => id,
+        }
+    }
+}
+
+impl fmt::Debug for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Owner({self})")
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind(), self.id())
+    }
+}
+
+impl FromStr for Owner {
+    type Err = InvalidOwner;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, id) = s.split_once(':').ok_or(InvalidOwner(()))?;
+        if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+            return Err(InvalidOwner(()));
+        }
+        match kind {
+            "user" => Ok(Self::User(id.to_owned())),
+            "service" => Ok(Self::Service(id.to_owned())),
+            _ => Err(InvalidOwner(())),
+        }
+    }
+}
+
+impl Serialize for Owner {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Owner {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The error returned for an owner that is not `user:{id}` or `service:{name}`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("an owner is `user:<id>` or `service:<name>` (1 to 256 characters, no control characters)")]
+pub struct InvalidOwner(());
+
+/// Everything a store keeps about one key. Never the key itself: only its
+/// [`KeyDigest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The public id, unique in the store.
+    pub id: KeyId,
+    /// The id of the first key of a rotation chain (equal to `id` for a key
+    /// that was never rotated). Rate-limit state and usage are kept per
+    /// family, so rotating a key does not hand out a fresh quota.
+    pub family: KeyId,
+    /// Who the key belongs to.
+    pub owner: Owner,
+    /// A human name: "CI deploy key", "Zapier integration".
+    pub name: String,
+    /// What the key may do.
+    pub scopes: Scopes,
+    /// `live` or `test`.
+    pub environment: Environment,
+    /// SHA-256 or HMAC-SHA-256 of the key.
+    pub digest: KeyDigest,
+    /// When the key was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the key stops working, if ever.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When the key was revoked, if it was.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// This key's own quota; `None` means the layer's default.
+    #[serde(default)]
+    pub rate_limit: Option<Quota>,
+    /// Networks the key may be used from; empty means anywhere.
+    #[serde(default)]
+    pub allowed_ips: Vec<IpNet>,
+    /// Free-form JSON.
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+impl KeyRecord {
+    /// Whether the key has been revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+
+    /// Whether the key is expired at `now`. A key is expired from the instant
+    /// of `expires_at` on.
+    pub fn is_expired_at(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+
+    /// Whether the key may be used from `ip`.
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        ip_allowed(&self.allowed_ips, ip)
+    }
+}
+
+pub(crate) fn ip_allowed(nets: &[IpNet], ip: IpAddr) -> bool {
+    if nets.is_empty() {
+        return true;
+    }
+    // An IPv4 client reaching a dual-stack socket shows up as ::ffff:a.b.c.d.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    };
+    nets.iter().any(|net| net.contains(&ip))
+}
+
+/// What a request learns about the key that authenticated it: the record
+/// without the digest and without the key.
+///
+/// The layer shares one `Arc<KeyInfo>` per cached key among all requests.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KeyInfo {
+    /// The public id.
+    pub id: KeyId,
+    /// The rotation family (see [`KeyRecord::family`]).
+    pub family: KeyId,
+    /// Who the key belongs to.
+    pub owner: Owner,
+    /// The key's name.
+    pub name: String,
+    /// What the key may do.
+    pub scopes: Scopes,
+    /// `live` or `test`.
+    pub environment: Environment,
+    /// When the key stops working, if ever.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Free-form JSON.
+    pub metadata: Metadata,
+}
+
+impl From<&KeyRecord> for KeyInfo {
+    fn from(r: &KeyRecord) -> Self {
+        Self {
+            id: r.id,
+            family: r.family,
+            owner: r.owner.clone(),
+            name: r.name.clone(),
+            scopes: r.scopes.clone(),
+            environment: r.environment,
+            expires_at: r.expires_at,
+            metadata: r.metadata.clone(),
+        }
+    }
+}
+
+impl From<&KeyRecord> for Arc<KeyInfo> {
+    fn from(r: &KeyRecord) -> Self {
+        Arc::new(KeyInfo::from(r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_round_trip() {
+        for s in ["user:42", "service:billing-sync", "user:a:b"] {
+            assert_eq!(s.parse::<Owner>().unwrap().to_string(), s);
+        }
+        for bad in ["42", "team:x", "user:", "user:\n"] {
+            assert!(bad.parse::<Owner>().is_err(), "{bad:?}");
+        }
+        assert_eq!(Owner::user("7").kind(), "user");
+    }
+
+    #[test]
+    fn ip_allowlists_match_networks_and_mapped_addresses() {
+        let nets: Vec<IpNet> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ];
+        assert!(ip_allowed(&nets, "10.1.2.3".parse().unwrap()));
+        assert!(ip_allowed(&nets, "::ffff:10.1.2.3".parse().unwrap()));
+        assert!(ip_allowed(&nets, "2001:db8::1".parse().unwrap()));
+        assert!(!ip_allowed(&nets, "192.168.1.1".parse().unwrap()));
+        assert!(ip_allowed(&[], "192.168.1.1".parse().unwrap()));
+    }
+}

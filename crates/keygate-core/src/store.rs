@@ -1,0 +1,301 @@
+//! The storage boundary: [`KeyStore`], and its in-memory implementation.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    pin::Pin,
+    str::FromStr,
+    sync::{Arc, RwLock},
+};
+
+use time::OffsetDateTime;
+
+use crate::{KeyId, KeyRecord, Owner, StoreError};
+
+/// A boxed, `Send` future, as used by [`DynKeyStore`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where in a newest-first listing to continue: the last record of the
+/// previous page. Its text form (`{unix-nanos}.{id}`) is what HTTP and CLI
+/// listings hand out as an opaque cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    /// `created_at` of the last record seen.
+    pub created_at: OffsetDateTime,
+    /// `id` of the last record seen (breaks ties between equal timestamps).
+    pub id: KeyId,
+}
+
+impl Cursor {
+    /// The cursor that continues after `record`.
+    pub fn after(record: &KeyRecord) -> Self {
+        Self {
+            created_at: record.created_at,
+            id: record.id,
+        }
+    }
+
+    /// Whether `record` comes after this cursor in newest-first order.
+    pub fn precedes(&self, record: &KeyRecord) -> bool {
+        (record.created_at, record.id) < (self.created_at, self.id)
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.created_at.unix_timestamp_nanos(), self.id)
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = InvalidCursor;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (nanos, id) = s.split_once('.').ok_or(InvalidCursor(()))?;
+        let nanos: i128 = nanos.parse().map_err(|_| InvalidCursor(()))?;
+        Ok(Self {
+            created_at: OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                .map_err(|_| InvalidCursor(()))?,
+            id: id.parse().map_err(|_| InvalidCursor(()))?,
+        })
+    }
+}
+
+/// The error returned for a cursor that was not produced by [`Cursor`]'s `Display`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid page cursor")]
+pub struct InvalidCursor(());
+
+/// One page of a listing: at most `limit` records, newest first, after
+/// `cursor` if given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// Most records to return.
+    pub limit: usize,
+    /// Continue after this record.
+    pub cursor: Option<Cursor>,
+}
+
+impl Page {
+    /// The first `limit` records.
+    pub fn first(limit: usize) -> Self {
+        Self {
+            limit,
+            cursor: None,
+        }
+    }
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self::first(100)
+    }
+}
+
+/// Where keys live: by id for the request path, by owner for management.
+///
+/// Implementations hold digests, never keys. A store's methods are only
+/// called off the hot path: the layer's cache answers warm requests.
+///
+/// The trait uses `impl Future` methods so stores need no boxing; keygate
+/// erases the type through [`DynKeyStore`], which every `KeyStore` implements.
+pub trait KeyStore: Send + Sync + 'static {
+    /// The record with this id, revoked or not.
+    fn find(&self, id: KeyId)
+    -> impl Future<Output = Result<Option<KeyRecord>, StoreError>> + Send;
+
+    /// Adds a new record.
+    ///
+    /// Returns [`StoreError::Duplicate`] if the id is taken.
+    fn insert(&self, record: &KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replaces a record.
+    ///
+    /// Returns [`StoreError::NotFound`] if there is none with its id.
+    fn update(&self, record: &KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Marks a key revoked at `at` and returns the updated record; a key
+    /// already revoked keeps its first revocation time. `Ok(None)` if there is
+    /// no such key.
+    fn revoke(
+        &self,
+        id: KeyId,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<KeyRecord>, StoreError>> + Send;
+
+    /// One page of an owner's keys, newest first (by `created_at`, then id),
+    /// revoked ones included.
+    fn list_by_owner(
+        &self,
+        owner: &Owner,
+        page: Page,
+    ) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send;
+}
+
+/// The object-safe form of [`KeyStore`], implemented for every `KeyStore`.
+///
+/// Use it to hold a store as `Arc<dyn DynKeyStore>`.
+pub trait DynKeyStore: Send + Sync + 'static {
+    /// See [`KeyStore::find`].
+    fn find(&self, id: KeyId) -> BoxFuture<'_, Result<Option<KeyRecord>, StoreError>>;
+    /// See [`KeyStore::insert`].
+    fn insert<'a>(&'a self, record: &'a KeyRecord) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// See [`KeyStore::update`].
+    fn update<'a>(&'a self, record: &'a KeyRecord) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// See [`KeyStore::revoke`].
+    fn revoke(
+        &self,
+        id: KeyId,
+        at: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<KeyRecord>, StoreError>>;
+    /// See [`KeyStore::list_by_owner`].
+    fn list_by_owner<'a>(
+        &'a self,
+        owner: &'a Owner,
+        page: Page,
+    ) -> BoxFuture<'a, Result<Vec<KeyRecord>, StoreError>>;
+}
+
+impl<S: KeyStore> DynKeyStore for S {
+    fn find(&self, id: KeyId) -> BoxFuture<'_, Result<Option<KeyRecord>, StoreError>> {
+        Box::pin(KeyStore::find(self, id))
+    }
+    fn insert<'a>(&'a self, record: &'a KeyRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(KeyStore::insert(self, record))
+    }
+    fn update<'a>(&'a self, record: &'a KeyRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(KeyStore::update(self, record))
+    }
+    fn revoke(
+        &self,
+        id: KeyId,
+        at: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<KeyRecord>, StoreError>> {
+        Box::pin(KeyStore::revoke(self, id, at))
+    }
+    fn list_by_owner<'a>(
+        &'a self,
+        owner: &'a Owner,
+        page: Page,
+    ) -> BoxFuture<'a, Result<Vec<KeyRecord>, StoreError>> {
+        Box::pin(KeyStore::list_by_owner(self, owner, page))
+    }
+}
+
+/// Keys in process memory: for tests, examples and single-process services
+/// that create their keys at start.
+///
+/// Clones share the same keys.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<RwLock<MemoryInner>>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    by_id: HashMap<KeyId, KeyRecord>,
+    by_owner: HashMap<Owner, Vec<KeyId>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of keys held, revoked ones included.
+    pub fn len(&self) -> usize {
+        self.read().by_id.len()
+    }
+
+    /// Whether the store holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, MemoryInner> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, MemoryInner> {
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("keys", &self.len())
+            .finish()
+    }
+}
+
+impl KeyStore for MemoryStore {
+    async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.read().by_id.get(&id).cloned())
+    }
+
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let mut inner = self.write();
+        if inner.by_id.contains_key(&record.id) {
+            return Err(StoreError::Duplicate(record.id));
+        }
+        inner
+            .by_owner
+            .entry(record.owner.clone())
+            .or_default()
+            .push(record.id);
+        inner.by_id.insert(record.id, record.clone());
+        Ok(())
+    }
+
+    async fn update(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        let old = inner
+            .by_id
+            .get_mut(&record.id)
+            .ok_or(StoreError::NotFound(record.id))?;
+        if old.owner != record.owner {
+            if let Some(ids) = inner.by_owner.get_mut(&old.owner) {
+                ids.retain(|id| *id != record.id);
+            }
+            inner
+                .by_owner
+                .entry(record.owner.clone())
+                .or_default()
+                .push(record.id);
+        }
+        *old = record.clone();
+        Ok(())
+    }
+
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
+        let mut inner = self.write();
+        Ok(inner.by_id.get_mut(&id).map(|r| {
+            r.revoked_at.get_or_insert(at);
+            r.clone()
+        }))
+    }
+
+    async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
+        let inner = self.read();
+        let mut out: Vec<KeyRecord> = inner
+            .by_owner
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| inner.by_id.get(id))
+            .filter(|r| page.cursor.is_none_or(|c| c.precedes(r)))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        out.truncate(page.limit);
+        Ok(out)
+    }
+}
