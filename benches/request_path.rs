@@ -1,1 +1,2 @@
+//! Placeholder; replaced by the request-path benchmark.
 fn main() {}

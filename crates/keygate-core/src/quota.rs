@@ -113,13 +113,13 @@ impl fmt::Debug for Quota {
 impl fmt::Display for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.period.as_millis();
-        let (count, unit) = if ms % 86_400_000 == 0 {
+        let (count, unit) = if ms.is_multiple_of(86_400_000) {
             (ms / 86_400_000, "d")
-        } else if ms % 3_600_000 == 0 {
+        } else if ms.is_multiple_of(3_600_000) {
             (ms / 3_600_000, "h")
-        } else if ms % 60_000 == 0 {
+        } else if ms.is_multiple_of(60_000) {
             (ms / 60_000, "min")
-        } else if ms % 1_000 == 0 {
+        } else if ms.is_multiple_of(1_000) {
             (ms / 1_000, "s")
         } else {
             (ms, "ms")

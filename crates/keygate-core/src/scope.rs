@@ -54,6 +54,12 @@ impl Scope {
         Self(Cow::Borrowed(name))
     }
 
+    /// Whether `name` is a valid scope name; usable in constants, so a macro
+    /// can reject a bad literal at compile time.
+    pub const fn is_valid_name(name: &str) -> bool {
+        is_valid(name)
+    }
+
     /// The scope's name.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -70,13 +76,21 @@ impl Scope {
     }
 }
 
-fn is_valid(name: &str) -> bool {
+const fn is_valid(name: &str) -> bool {
     let b = name.as_bytes();
-    (1..=MAX_SCOPE_LEN).contains(&b.len())
-        && b[0].is_ascii_lowercase()
-        && b.iter().all(|&c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b':' | b'.' | b'_' | b'-')
-        })
+    if b.is_empty() || b.len() > MAX_SCOPE_LEN || !b[0].is_ascii_lowercase() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b':' | b'.' | b'_' | b'-'))
+        {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 impl fmt::Debug for Scope {

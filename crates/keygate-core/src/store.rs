@@ -294,7 +294,7 @@ impl KeyStore for MemoryStore {
             .filter(|r| page.cursor.is_none_or(|c| c.precedes(r)))
             .cloned()
             .collect();
-        out.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        out.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
         out.truncate(page.limit);
         Ok(out)
     }

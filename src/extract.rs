@@ -1,0 +1,137 @@
+//! The authenticated key, as handlers see it.
+
+use std::{fmt, sync::Arc};
+
+use keygate_core::{Environment, KeyId, KeyInfo, Metadata, Owner, Scope, Scopes};
+use time::OffsetDateTime;
+
+/// The key that authenticated a request.
+///
+/// The layer puts it into the request's extensions; with the `axum` feature
+/// it is an extractor. Cloning it is one `Arc` clone.
+///
+/// ```
+/// use keygate::ApiKey;
+///
+/// async fn whoami(key: ApiKey) -> String {
+///     format!("{} ({}), scopes {}", key.name(), key.owner(), key.scopes())
+/// }
+/// ```
+///
+/// Extracting `ApiKey` on a route keygate's layer does not cover is a
+/// server misconfiguration and answers 500 saying so. In
+/// [optional](crate::KeygateBuilder::optional) mode a request without a key
+/// has none: take `Option<ApiKey>` there (plain `ApiKey` answers 401).
+#[derive(Clone)]
+pub struct ApiKey(Arc<KeyInfo>);
+
+impl ApiKey {
+    pub(crate) fn from_arc(info: Arc<KeyInfo>) -> Self {
+        Self(info)
+    }
+
+    /// The key's public id.
+    pub fn id(&self) -> KeyId {
+        self.0.id
+    }
+
+    /// The key's rotation family (see [`KeyRecord::family`](keygate_core::KeyRecord::family)).
+    pub fn family(&self) -> KeyId {
+        self.0.family
+    }
+
+    /// Who the key belongs to.
+    pub fn owner(&self) -> &Owner {
+        &self.0.owner
+    }
+
+    /// The key's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The key's scopes.
+    pub fn scopes(&self) -> &Scopes {
+        &self.0.scopes
+    }
+
+    /// Whether the key may do what `scope` guards (`admin` may do everything).
+    pub fn allows(&self, scope: &Scope) -> bool {
+        self.0.scopes.allows(scope)
+    }
+
+    /// `live` or `test`.
+    pub fn environment(&self) -> Environment {
+        self.0.environment
+    }
+
+    /// The key's metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.0.metadata
+    }
+
+    /// When the key expires, if ever.
+    pub fn expires_at(&self) -> Option<OffsetDateTime> {
+        self.0.expires_at
+    }
+
+    /// Everything above, shared.
+    pub fn info(&self) -> &Arc<KeyInfo> {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.0.id)
+            .field("owner", &self.0.owner)
+            .field("name", &self.0.name)
+            .field("scopes", &self.0.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Marks a request the layer let through without a key (optional mode), so
+/// extractors can tell "no key" from "no layer".
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Anonymous;
+
+/// What an extractor finds in the extensions.
+pub(crate) fn lookup(ext: &http::Extensions) -> Result<Option<ApiKey>, crate::Rejection> {
+    if let Some(key) = ext.get::<ApiKey>() {
+        return Ok(Some(key.clone()));
+    }
+    if ext.get::<Anonymous>().is_some() {
+        return Ok(None);
+    }
+    Err(crate::Rejection::LayerMissing)
+}
+
+#[cfg(feature = "axum")]
+mod axum_impls {
+    use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+    use http::request::Parts;
+
+    use super::{ApiKey, lookup};
+    use crate::Rejection;
+
+    impl<S: Send + Sync> FromRequestParts<S> for ApiKey {
+        type Rejection = Rejection;
+
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+            lookup(&parts.extensions)?.ok_or(Rejection::MissingKey)
+        }
+    }
+
+    impl<S: Send + Sync> OptionalFromRequestParts<S> for ApiKey {
+        type Rejection = Rejection;
+
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _: &S,
+        ) -> Result<Option<Self>, Self::Rejection> {
+            lookup(&parts.extensions)
+        }
+    }
+}

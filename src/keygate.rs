@@ -1,0 +1,454 @@
+//! [`Keygate`]: the handle that owns the cache, limiter and configuration,
+//! and hands out layers and a key manager.
+
+use std::{fmt, net::IpAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderName, Request, Response};
+use keygate_core::{
+    CacheConfig, Clock, Environment, GovernorLimiter, KeyFormat, KeyHasher, KeyManager, KeyStore,
+    Quota, RateLimiter, SystemClock, Verifier,
+};
+
+use crate::{KeySources, KeygateLayer, MethodScopes, Rejection, rejection::RenderContext};
+
+/// A custom rejection renderer; see [`KeygateBuilder::on_rejection`].
+pub type RejectionHandler = Arc<dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync>;
+
+type PeerFn = Arc<dyn Fn(&http::Extensions, &http::HeaderMap) -> Option<IpAddr> + Send + Sync>;
+
+/// API-key authentication for a service: the verifier (cache in front of a
+/// store), the rate limiter and the configuration, shared by every layer and
+/// clone.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use keygate::{Keygate, core::{MemoryStore, Quota}};
+///
+/// let keys = Keygate::builder(MemoryStore::new())
+///     .prefix("mbk")
+///     .default_rate_limit(Quota::per_second(100))
+///     .build();
+///
+/// let app: Router = Router::new()
+///     .route("/notes", get(|| async { "notes" }))
+///     .layer(keys.layer());
+/// ```
+#[derive(Clone)]
+pub struct Keygate {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) format: KeyFormat,
+    pub(crate) verifier: Arc<Verifier>,
+    pub(crate) limiter: Arc<dyn RateLimiter>,
+    pub(crate) default_quota: Option<Quota>,
+    pub(crate) sources: KeySources,
+    pub(crate) optional: bool,
+    pub(crate) strip: bool,
+    pub(crate) method_scopes: MethodScopes,
+    pub(crate) environments: Option<Environment>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) rate_limit_headers: bool,
+    pub(crate) render: RenderContext,
+    pub(crate) on_rejection: Option<RejectionHandler>,
+    pub(crate) forwarded: Option<HeaderName>,
+    pub(crate) peer_fn: Option<PeerFn>,
+    pub(crate) unavailable_retry_after: Duration,
+    pub(crate) manager: KeyManager,
+}
+
+impl Keygate {
+    /// Starts configuring keygate over a key store.
+    pub fn builder<S: KeyStore>(store: S) -> KeygateBuilder {
+        KeygateBuilder::new(Arc::new(store))
+    }
+
+    /// Starts configuring keygate over a store already behind an `Arc`.
+    pub fn builder_from_arc(store: Arc<dyn keygate_core::DynKeyStore>) -> KeygateBuilder {
+        KeygateBuilder::new(store)
+    }
+
+    /// A tower layer that authenticates every request of the service it
+    /// wraps. All layers from one `Keygate` share its cache and limiter.
+    pub fn layer(&self) -> KeygateLayer {
+        KeygateLayer::new(Arc::clone(&self.shared))
+    }
+
+    /// Issues, lists, updates and revokes keys. Changes take effect on this
+    /// `Keygate`'s layers at once.
+    pub fn manager(&self) -> &KeyManager {
+        &self.shared.manager
+    }
+
+    /// The verifier (cache and store) behind the layer.
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.shared.verifier
+    }
+
+    /// The key format this service accepts.
+    pub fn format(&self) -> &KeyFormat {
+        &self.shared.format
+    }
+}
+
+impl Shared {
+    pub(crate) fn reject(&self, rejection: &Rejection) -> Response<Bytes> {
+        match &self.on_rejection {
+            Some(handler) => handler(rejection),
+            None => rejection.render(&self.render),
+        }
+    }
+
+    /// The client's address: the trusted forwarding header if configured,
+    /// else the connection's peer.
+    pub(crate) fn peer<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        if let Some(f) = &self.peer_fn {
+            return f(req.extensions(), req.headers());
+        }
+        if let Some(name) = &self.forwarded {
+            // The last entry is the one our own proxy appended; entries
+            // before it are whatever the client claimed.
+            let last = req.headers().get_all(name).iter().next_back()?;
+            let last = last.to_str().ok()?.rsplit(',').next()?.trim();
+            return last.parse().ok();
+        }
+        connect_info_ip(req.extensions())
+    }
+}
+
+#[cfg(feature = "axum")]
+fn connect_info_ip(ext: &http::Extensions) -> Option<IpAddr> {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|ci| ci.0.ip())
+        .or_else(|| {
+            ext.get::<std::net::SocketAddr>()
+                .map(std::net::SocketAddr::ip)
+        })
+}
+
+#[cfg(not(feature = "axum"))]
+fn connect_info_ip(ext: &http::Extensions) -> Option<IpAddr> {
+    ext.get::<std::net::SocketAddr>()
+        .map(std::net::SocketAddr::ip)
+}
+
+impl fmt::Debug for Keygate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.shared;
+        f.debug_struct("Keygate")
+            .field("format", &s.format)
+            .field("sources", &s.sources)
+            .field("optional", &s.optional)
+            .field("default_quota", &s.default_quota)
+            .field("limiter", &s.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Keygate`]. Every setting has a sane default; only the store
+/// is required.
+#[must_use]
+pub struct KeygateBuilder {
+    store: Arc<dyn keygate_core::DynKeyStore>,
+    format: KeyFormat,
+    hasher: KeyHasher,
+    cache: CacheConfig,
+    limiter: Option<Arc<dyn RateLimiter>>,
+    default_quota: Option<Quota>,
+    sources: KeySources,
+    optional: bool,
+    strip: bool,
+    method_scopes: MethodScopes,
+    environments: Option<Environment>,
+    clock: Arc<dyn Clock>,
+    rate_limit_headers: bool,
+    realm: String,
+    on_rejection: Option<RejectionHandler>,
+    forwarded: Option<HeaderName>,
+    peer_fn: Option<PeerFn>,
+    unavailable_retry_after: Duration,
+}
+
+impl KeygateBuilder {
+    fn new(store: Arc<dyn keygate_core::DynKeyStore>) -> Self {
+        Self {
+            store,
+            format: KeyFormat::new("kg").unwrap_or_else(|_| unreachable!("valid default prefix")),
+            hasher: KeyHasher::sha256(),
+            cache: CacheConfig::default(),
+            limiter: None,
+            default_quota: None,
+            sources: KeySources::default(),
+            optional: false,
+            strip: false,
+            method_scopes: MethodScopes::default(),
+            environments: None,
+            clock: Arc::new(SystemClock),
+            rate_limit_headers: false,
+            realm: "api".to_owned(),
+            on_rejection: None,
+            forwarded: None,
+            peer_fn: None,
+            unavailable_retry_after: Duration::from_secs(1),
+        }
+    }
+
+    /// This application's key prefix (`mbk` for `mbk_live_…`; default `kg`).
+    ///
+    /// # Panics
+    ///
+    /// If the prefix is not 1 to 16 lowercase letters or digits. Use
+    /// [`key_format`](Self::key_format) with [`KeyFormat::new`] to handle
+    /// that as an error.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.format = KeyFormat::new(prefix).unwrap_or_else(|e| panic!("{e}"));
+        self
+    }
+
+    /// The key format, checked beforehand with [`KeyFormat::new`].
+    pub fn key_format(mut self, format: KeyFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// How keys are hashed (default SHA-256). Use
+    /// [`KeyHasher::hmac_sha256`] to add a server-side pepper.
+    pub fn hasher(mut self, hasher: KeyHasher) -> Self {
+        self.hasher = hasher;
+        self
+    }
+
+    /// Cache sizes and lifetimes.
+    pub fn cache(mut self, config: CacheConfig) -> Self {
+        self.cache = config;
+        self
+    }
+
+    /// The quota for keys that have none of their own (default: none, so
+    /// such keys are not rate-limited).
+    pub fn default_rate_limit(mut self, quota: Quota) -> Self {
+        self.default_quota = Some(quota);
+        self
+    }
+
+    /// The rate limiter (default: in-process [`GovernorLimiter`]).
+    pub fn rate_limiter(mut self, limiter: impl RateLimiter) -> Self {
+        self.limiter = Some(Arc::new(limiter));
+        self
+    }
+
+    /// Add `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` to
+    /// successful responses too (default off; 429s always carry them).
+    pub fn rate_limit_headers(mut self, enabled: bool) -> Self {
+        self.rate_limit_headers = enabled;
+        self
+    }
+
+    /// Where keys are read from (default: the `X-API-Key` header).
+    pub fn sources(mut self, sources: KeySources) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// Shorthand: read keys from these headers instead of `X-API-Key`.
+    pub fn headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.sources = self.sources.headers(names);
+        self
+    }
+
+    /// Shorthand: also read keys from this query parameter.
+    pub fn query_param(mut self, name: impl Into<String>) -> Self {
+        self.sources = self.sources.query(name);
+        self
+    }
+
+    /// Shorthand: also read keys from `Authorization: Bearer`.
+    pub fn bearer(mut self, enabled: bool) -> Self {
+        self.sources = self.sources.bearer(enabled);
+        self
+    }
+
+    /// Let requests that carry no key through, unauthenticated, so session
+    /// or JWT authentication can run on the same routes. A request that
+    /// carries a key that fails is still rejected. Handlers take
+    /// `Option<ApiKey>`.
+    pub fn optional(mut self, enabled: bool) -> Self {
+        self.optional = enabled;
+        self
+    }
+
+    /// Remove the key from the request before the inner service sees it.
+    pub fn strip_credential(mut self, enabled: bool) -> Self {
+        self.strip = enabled;
+        self
+    }
+
+    /// Which scope each HTTP method needs (default: see [`MethodScopes`]).
+    pub fn method_scopes(mut self, scopes: MethodScopes) -> Self {
+        self.method_scopes = scopes;
+        self
+    }
+
+    /// Accept keys of this environment only (default: both).
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environments = Some(environment);
+        self
+    }
+
+    /// The clock expiry is checked against (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The realm in `WWW-Authenticate` challenges (default `api`).
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = realm.into();
+        self
+    }
+
+    /// Render rejections yourself, e.g. in your API's own error format.
+    /// [`Rejection::to_response`] gives the default to start from.
+    pub fn on_rejection<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(&Rejection) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        self.on_rejection = Some(Arc::new(handler));
+        self
+    }
+
+    /// Take the client address for IP allowlists from this header (e.g.
+    /// `x-forwarded-for`), using its last entry: the one your own proxy
+    /// appended. Only set this behind a proxy you control; otherwise clients
+    /// choose their own address. Without it, the connection's address is used
+    /// (axum's `ConnectInfo<SocketAddr>`).
+    pub fn trust_forwarded_header(mut self, name: HeaderName) -> Self {
+        self.forwarded = Some(name);
+        self
+    }
+
+    /// Work out the client address yourself.
+    pub fn peer_addr_with<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&http::Extensions, &http::HeaderMap) -> Option<IpAddr> + Send + Sync + 'static,
+    {
+        self.peer_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// `Retry-After` on 503s when the store cannot answer (default 1 s).
+    pub fn unavailable_retry_after(mut self, after: Duration) -> Self {
+        self.unavailable_retry_after = after;
+        self
+    }
+
+    /// Builds the [`Keygate`].
+    pub fn build(self) -> Keygate {
+        let verifier = Arc::new(Verifier::new(
+            Arc::clone(&self.store),
+            self.hasher.clone(),
+            self.cache,
+        ));
+        let manager = KeyManager::new(
+            Arc::clone(&self.store),
+            self.format.clone(),
+            self.hasher,
+            Arc::clone(&self.clock),
+        )
+        .with_verifier(Arc::clone(&verifier));
+        let header = self
+            .sources
+            .header_names()
+            .first()
+            .map_or("X-API-Key", HeaderName::as_str)
+            .to_owned();
+        let where_ = describe_sources(&self.sources, &header);
+        let limiter = self
+            .limiter
+            .unwrap_or_else(|| Arc::new(GovernorLimiter::new()));
+        Keygate {
+            shared: Arc::new(Shared {
+                format: self.format,
+                verifier,
+                limiter,
+                default_quota: self.default_quota,
+                sources: self.sources,
+                optional: self.optional,
+                strip: self.strip,
+                method_scopes: self.method_scopes,
+                environments: self.environments,
+                clock: self.clock,
+                rate_limit_headers: self.rate_limit_headers,
+                render: RenderContext::new(&self.realm, &header, where_),
+                on_rejection: self.on_rejection,
+                forwarded: self.forwarded,
+                peer_fn: self.peer_fn,
+                unavailable_retry_after: self.unavailable_retry_after,
+                manager,
+            }),
+        }
+    }
+}
+
+fn describe_sources(sources: &KeySources, header: &str) -> String {
+    let mut s = if sources.header_names().is_empty() {
+        String::new()
+    } else {
+        format!("the `{}` header", display_header(header))
+    };
+    let mut add = |part: String| {
+        if !s.is_empty() {
+            s.push_str(" or ");
+        }
+        s.push_str(&part);
+    };
+    if sources.bearer_enabled() {
+        add("`Authorization: Bearer`".to_owned());
+    }
+    if let Some(q) = sources.query_name() {
+        add(format!("the `{q}` query parameter"));
+    }
+    s
+}
+
+/// `x-api-key` → `X-API-Key`: how people write header names.
+fn display_header(name: &str) -> String {
+    name.split('-')
+        .map(|part| match part {
+            "api" | "id" => part.to_ascii_uppercase(),
+            _ => {
+                let mut c = part.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+impl fmt::Debug for KeygateBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeygateBuilder")
+            .field("format", &self.format)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_descriptions_read_well() {
+        assert_eq!(display_header("x-api-key"), "X-API-Key");
+        let s = KeySources::new().query("api_key").bearer(true);
+        assert_eq!(
+            describe_sources(&s, "x-api-key"),
+            "the `X-API-Key` header or `Authorization: Bearer` or the `api_key` query parameter"
+        );
+    }
+}

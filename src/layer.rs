@@ -1,0 +1,479 @@
+//! The tower layer and service that authenticate each request.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use keygate_core::{
+    CachedKey, Check, Decision, Denied, KeyDigest, KeyId, Lookup, Pending, PendingCheck,
+};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{
+    ApiKey, Rejection, audit, body::ResponseBody, extract::Anonymous, keygate::Shared,
+    rejection::insert_rate_limit_headers, source::SourceError,
+};
+
+/// Applies keygate's authentication to a service. Made by
+/// [`Keygate::layer`](crate::Keygate::layer).
+#[derive(Clone)]
+pub struct KeygateLayer {
+    shared: Arc<Shared>,
+}
+
+impl KeygateLayer {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+impl fmt::Debug for KeygateLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeygateLayer")
+            .field("prefix", &self.shared.format.prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for KeygateLayer {
+    type Service = KeygateService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeygateService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// A service that lets through only requests with a valid key, the scope
+/// their method needs, and quota left; see [`KeygateLayer`].
+///
+/// Rejections are responses, never errors: `Error` is the inner service's.
+#[derive(Clone)]
+pub struct KeygateService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> KeygateService<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for KeygateService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeygateService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the synchronous part of the request path concluded.
+enum Start {
+    Anonymous,
+    Reject(Rejection, Option<KeyId>, &'static str),
+    Hit(Arc<CachedKey>, KeyDigest),
+    Miss(Pending, KeyId, KeyDigest),
+}
+
+/// What the policy checks concluded for a known key.
+enum Decided {
+    Admit(Option<Decision>),
+    Reject(Rejection, &'static str),
+    Pending(PendingCheck),
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for KeygateService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let shared = &self.shared;
+        match start(shared, &req) {
+            Start::Anonymous => {
+                audit::anonymous(shared, &req);
+                req.extensions_mut().insert(Anonymous);
+                if let Some(handler) = &shared.on_rejection {
+                    req.extensions_mut()
+                        .insert(crate::require_scope::renderer(handler));
+                }
+                ResponseFuture::inner(self.inner.call(req), None)
+            }
+            Start::Reject(rejection, id, reason) => {
+                audit::rejected(shared, &req, &rejection, id, reason);
+                ResponseFuture::rejected(shared.reject(&rejection))
+            }
+            Start::Hit(entry, digest) => match decide(shared, &entry, &digest, &req) {
+                Decided::Admit(decision) => {
+                    admit(shared, &mut req, &entry);
+                    let decision = decision.filter(|_| shared.rate_limit_headers);
+                    ResponseFuture::inner(self.inner.call(req), decision)
+                }
+                Decided::Reject(rejection, reason) => {
+                    audit::rejected(shared, &req, &rejection, Some(entry.info().id), reason);
+                    ResponseFuture::rejected(shared.reject(&rejection))
+                }
+                Decided::Pending(check) => ResponseFuture {
+                    state: State::Limiting {
+                        check,
+                        deferred: Some(self.defer(req, entry.info().id, Some(entry), digest)),
+                    },
+                },
+            },
+            Start::Miss(pending, id, digest) => ResponseFuture {
+                state: State::Loading {
+                    pending,
+                    deferred: Some(self.defer(req, id, None, digest)),
+                },
+            },
+        }
+    }
+}
+
+impl<S: Clone> KeygateService<S> {
+    /// Moves the request and the (ready) inner service into the future, for
+    /// the paths that must wait for the store or a remote limiter.
+    fn defer<B>(
+        &mut self,
+        req: Request<B>,
+        id: KeyId,
+        entry: Option<Arc<CachedKey>>,
+        digest: KeyDigest,
+    ) -> Box<Deferred<S, B>> {
+        // The clone has not been driven to readiness; keep it and hand the
+        // ready one to the future (the pattern tower's docs describe).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::new(Deferred {
+            req,
+            inner,
+            shared: Arc::clone(&self.shared),
+            id,
+            entry,
+            digest,
+        })
+    }
+}
+
+/// Steps 1–3 of the request path: extract, parse, hash, look up. No I/O.
+fn start<B>(shared: &Shared, req: &Request<B>) -> Start {
+    let presented = match shared.sources.extract(req, shared.format.prefix()) {
+        Ok(Some(p)) => p,
+        Ok(None) if shared.optional => return Start::Anonymous,
+        Ok(None) => return Start::Reject(Rejection::MissingKey, None, "missing"),
+        Err(SourceError::Conflict) => {
+            return Start::Reject(Rejection::ConflictingKeys, None, "conflicting");
+        }
+        Err(SourceError::Unreadable) => {
+            return Start::Reject(Rejection::MalformedKey, None, "unreadable_bytes");
+        }
+    };
+    let parsed = match shared.format.parse(&presented) {
+        Ok(p) => p,
+        Err(e) => return Start::Reject(Rejection::MalformedKey, None, parse_reason(e)),
+    };
+    let id = parsed.id();
+    if let Some(accepted) = shared.environments
+        && parsed.environment() != accepted
+    {
+        let rejection = Rejection::WrongEnvironment {
+            environment: parsed.environment(),
+        };
+        return Start::Reject(rejection, Some(id), "environment");
+    }
+    let digest = shared.verifier.hasher().digest(parsed.expose_secret());
+    match shared.verifier.lookup(id) {
+        Lookup::Hit(entry) => Start::Hit(entry, digest),
+        Lookup::Unknown => Start::Reject(Rejection::InvalidKey, Some(id), "unknown_key"),
+        Lookup::Miss(pending) => Start::Miss(pending, id, digest),
+    }
+}
+
+fn parse_reason(e: keygate_core::ParseError) -> &'static str {
+    use keygate_core::ParseError as P;
+    match e {
+        P::Empty => "empty",
+        P::Length => "length",
+        P::Prefix => "prefix",
+        P::Environment => "environment_syntax",
+        P::Alphabet => "alphabet",
+        P::Checksum => "checksum",
+        _ => "malformed",
+    }
+}
+
+/// Steps 4–6: digest, revocation, expiry, IP, scope, quota.
+fn decide<B>(shared: &Shared, entry: &CachedKey, digest: &KeyDigest, req: &Request<B>) -> Decided {
+    let peer = || shared.peer(req);
+    let now = shared.clock.now();
+    let checked = entry.check(digest, now, None);
+    // Only resolve the peer address for keys that have an allowlist.
+    let checked = match checked {
+        Err(Denied::PeerUnknown) => entry.check(digest, now, peer()),
+        other => other,
+    };
+    if let Err(denied) = checked {
+        let (rejection, reason) = match denied {
+            Denied::DigestMismatch => (Rejection::InvalidKey, "digest_mismatch"),
+            Denied::Revoked => (Rejection::RevokedKey, "revoked"),
+            Denied::Expired => (Rejection::ExpiredKey, "expired"),
+            Denied::PeerUnknown => (Rejection::IpNotAllowed, "peer_unknown"),
+            _ => (Rejection::IpNotAllowed, "ip_not_allowed"),
+        };
+        return Decided::Reject(rejection, reason);
+    }
+    if let Some(required) = shared.method_scopes.required(req.method())
+        && !entry.info().scopes.allows(required)
+    {
+        let rejection = Rejection::InsufficientScope {
+            required: required.clone(),
+        };
+        return Decided::Reject(rejection, "scope");
+    }
+    let Some(quota) = entry.quota().or(shared.default_quota) else {
+        return Decided::Admit(None);
+    };
+    match shared.limiter.check(entry.info().family, quota) {
+        Check::Ready(result) => decided_by_limit(shared, &result),
+        Check::Pending(p) => Decided::Pending(p),
+    }
+}
+
+fn decided_by_limit(
+    shared: &Shared,
+    result: &Result<Decision, keygate_core::LimiterUnavailable>,
+) -> Decided {
+    match *result {
+        Ok(d) if d.allowed => Decided::Admit(Some(d)),
+        Ok(decision) => Decided::Reject(Rejection::RateLimited { decision }, "rate_limited"),
+        Err(_) => Decided::Reject(
+            Rejection::Unavailable {
+                retry_after: shared.unavailable_retry_after,
+            },
+            "limiter_unavailable",
+        ),
+    }
+}
+
+/// Step 8–9: audit, attach the key, strip the credential.
+fn admit<B>(shared: &Shared, req: &mut Request<B>, entry: &CachedKey) {
+    audit::admitted(shared, req, entry.info().id);
+    if shared.strip {
+        shared.sources.strip(req, shared.format.prefix());
+    }
+    req.extensions_mut()
+        .insert(ApiKey::from_arc(Arc::clone(entry.info())));
+    if let Some(handler) = &shared.on_rejection {
+        req.extensions_mut()
+            .insert(crate::require_scope::renderer(handler));
+    }
+}
+
+/// A request waiting for the store or a remote limiter.
+struct Deferred<S, B> {
+    req: Request<B>,
+    inner: S,
+    shared: Arc<Shared>,
+    id: KeyId,
+    entry: Option<Arc<CachedKey>>,
+    digest: KeyDigest,
+}
+
+impl<S, B, ResBody> Deferred<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    fn call_inner(mut self, decision: Option<Decision>, entry: &CachedKey) -> State<S, B> {
+        admit(&self.shared, &mut self.req, entry);
+        let future = self.inner.call(self.req);
+        let decision = decision.filter(|_| self.shared.rate_limit_headers);
+        State::Inner { future, decision }
+    }
+
+    fn reject(self, rejection: &Rejection, id: Option<KeyId>, reason: &'static str) -> State<S, B> {
+        audit::rejected(&self.shared, &self.req, rejection, id, reason);
+        State::Rejected {
+            response: Some(self.shared.reject(rejection)),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`KeygateService`].
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Inner {
+            #[pin]
+            future: S::Future,
+            decision: Option<Decision>,
+        },
+        Loading {
+            pending: Pending,
+            deferred: Option<Box<Deferred<S, B>>>,
+        },
+        Limiting {
+            check: PendingCheck,
+            deferred: Option<Box<Deferred<S, B>>>,
+        },
+        Rejected {
+            response: Option<Response<Bytes>>,
+        },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn inner(future: S::Future, decision: Option<Decision>) -> Self {
+        Self {
+            state: State::Inner { future, decision },
+        }
+    }
+
+    fn rejected(response: Response<Bytes>) -> Self {
+        Self {
+            state: State::Rejected {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            let next = match state.as_mut().project() {
+                StateProj::Inner { future, decision } => {
+                    let mut res = ready!(future.poll(cx))?.map(ResponseBody::inner);
+                    if let Some(d) = decision {
+                        insert_rate_limit_headers(res.headers_mut(), d);
+                    }
+                    return Poll::Ready(Ok(res));
+                }
+                StateProj::Rejected { response } => {
+                    let res = response
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(res.map(ResponseBody::full)));
+                }
+                StateProj::Loading { pending, deferred } => {
+                    let loaded = ready!(pending.0.as_mut().poll(cx));
+                    let d = deferred
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    resume(*d, loaded)
+                }
+                StateProj::Limiting { check, deferred } => {
+                    let result = ready!(check.0.as_mut().poll(cx));
+                    let d = deferred
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    let Some(entry) = d.entry.clone() else {
+                        unreachable!("a limiter check always follows a lookup")
+                    };
+                    match decided_by_limit(&d.shared, &result) {
+                        Decided::Admit(decision) => d.call_inner(decision, &entry),
+                        Decided::Reject(r, reason) => d.reject(&r, Some(entry.info().id), reason),
+                        Decided::Pending(_) => unreachable!("decided_by_limit never defers"),
+                    }
+                }
+            };
+            state.set(next);
+        }
+    }
+}
+
+/// Continues the request path once the store has answered.
+fn resume<S, B, ResBody>(
+    mut d: Deferred<S, B>,
+    loaded: Result<Option<Arc<CachedKey>>, Arc<keygate_core::StoreError>>,
+) -> State<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    match loaded {
+        Err(err) => {
+            tracing::error!(target: "keygate::audit", error = %err, "key store unavailable");
+            let retry_after = d.shared.unavailable_retry_after;
+            let id = Some(d.id);
+            d.reject(
+                &Rejection::Unavailable { retry_after },
+                id,
+                "store_unavailable",
+            )
+        }
+        Ok(None) => {
+            let id = Some(d.id);
+            d.reject(&Rejection::InvalidKey, id, "unknown_key")
+        }
+        Ok(Some(entry)) => match decide(&d.shared, &entry, &d.digest, &d.req) {
+            Decided::Admit(decision) => d.call_inner(decision, &entry),
+            Decided::Reject(r, reason) => d.reject(&r, Some(entry.info().id), reason),
+            Decided::Pending(check) => {
+                d.entry = Some(entry);
+                State::Limiting {
+                    check,
+                    deferred: Some(Box::new(d)),
+                }
+            }
+        },
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

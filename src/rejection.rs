@@ -1,0 +1,339 @@
+//! Why a request was refused, and how that becomes a response.
+
+use std::{fmt, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use keygate_core::{Decision, Environment, Scope};
+
+/// Why keygate refused a request.
+///
+/// Every variant has a stable machine-readable [`code`](Self::code), an HTTP
+/// [`status`](Self::status) and a message for the caller that says what to do
+/// ([`detail`](Self::detail)). The default response is an RFC 9457
+/// `application/problem+json` body:
+///
+/// ```json
+/// {"type":"about:blank","title":"Unauthorized","status":401,
+///  "code":"invalid_key","detail":"The API key is not valid. …"}
+/// ```
+///
+/// Messages never include the presented key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No key in the request (401, `missing_key`).
+    MissingKey,
+    /// Something that is not a key of this application's format: wrong
+    /// prefix, length, characters or checksum (401, `malformed_key`).
+    MalformedKey,
+    /// Two different keys in one request (400, `conflicting_keys`).
+    ConflictingKeys,
+    /// A well-formed key that matches no stored key (401, `invalid_key`).
+    InvalidKey,
+    /// A revoked key (401, `revoked_key`).
+    RevokedKey,
+    /// An expired key (401, `expired_key`).
+    ExpiredKey,
+    /// A key of an environment this service does not accept, e.g. a `test`
+    /// key on a production server (401, `wrong_environment`).
+    WrongEnvironment {
+        /// The key's environment.
+        environment: Environment,
+    },
+    /// The key lacks the scope the method or route needs (403,
+    /// `insufficient_scope`).
+    InsufficientScope {
+        /// The scope that was needed.
+        required: Scope,
+    },
+    /// The key may not be used from the client's address (403,
+    /// `ip_not_allowed`).
+    IpNotAllowed,
+    /// The key has used up its quota (429, `rate_limited`).
+    RateLimited {
+        /// The limiter's decision, for the `Retry-After` and `RateLimit-*`
+        /// headers.
+        decision: Decision,
+    },
+    /// The key store or rate limiter cannot answer (503, `unavailable`).
+    /// Never reported as a 401.
+    Unavailable {
+        /// What to send in `Retry-After`.
+        retry_after: Duration,
+    },
+    /// The `ApiKey` extractor ran on a route keygate's layer does not cover
+    /// (500, `layer_missing`): a server misconfiguration.
+    LayerMissing,
+}
+
+impl Rejection {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingKey
+            | Self::MalformedKey
+            | Self::InvalidKey
+            | Self::RevokedKey
+            | Self::ExpiredKey
+            | Self::WrongEnvironment { .. } => StatusCode::UNAUTHORIZED,
+            Self::ConflictingKeys => StatusCode::BAD_REQUEST,
+            Self::InsufficientScope { .. } | Self::IpNotAllowed => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable, machine-readable code, e.g. `"invalid_key"`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingKey => "missing_key",
+            Self::MalformedKey => "malformed_key",
+            Self::ConflictingKeys => "conflicting_keys",
+            Self::InvalidKey => "invalid_key",
+            Self::RevokedKey => "revoked_key",
+            Self::ExpiredKey => "expired_key",
+            Self::WrongEnvironment { .. } => "wrong_environment",
+            Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable { .. } => "unavailable",
+            Self::LayerMissing => "layer_missing",
+        }
+    }
+
+    /// A message for the caller that says what to do.
+    pub fn detail(&self) -> String {
+        self.detail_with("the `X-API-Key` header")
+    }
+
+    fn detail_with(&self, where_: &str) -> String {
+        match self {
+            Self::MissingKey => format!("This request needs an API key. Send it in {where_}."),
+            Self::MalformedKey => format!(
+                "The API key is malformed. Send the whole key exactly as it was issued, in {where_}."
+            ),
+            Self::ConflictingKeys => "The request carries more than one different API key \
+                (for example in a header and in the query string). Send exactly one."
+                .to_owned(),
+            Self::InvalidKey => "The API key is not valid. Check that it was copied completely, \
+                or create a new key."
+                .to_owned(),
+            Self::RevokedKey => "This API key has been revoked. Use a current key, or ask the \
+                key's owner for a new one."
+                .to_owned(),
+            Self::ExpiredKey => {
+                "This API key has expired. Rotate it or create a new one.".to_owned()
+            }
+            Self::WrongEnvironment { environment } => format!(
+                "This is a `{environment}` key, which this service does not accept. Use a key of \
+                 the other environment."
+            ),
+            Self::InsufficientScope { required } => format!(
+                "This API key lacks the `{required}` scope that this request needs. Use a key \
+                 that has it."
+            ),
+            Self::IpNotAllowed => "This API key may not be used from your network address. \
+                Call from an allowed network or use another key."
+                .to_owned(),
+            Self::RateLimited { decision } => format!(
+                "This API key has used its quota of {} requests. Retry after {} seconds.",
+                decision.limit,
+                ceil_secs(decision.retry_after)
+            ),
+            Self::Unavailable { retry_after } => format!(
+                "API keys cannot be verified right now. Retry after {} seconds.",
+                ceil_secs(*retry_after)
+            ),
+            Self::LayerMissing => "Server misconfiguration: this route reads the API key but \
+                keygate's layer does not cover it. Add `.layer(keys.layer())` to the router."
+                .to_owned(),
+        }
+    }
+
+    /// The default response: problem+json body and the headers each case
+    /// needs (`WWW-Authenticate`, `Retry-After`, `RateLimit-*`).
+    pub fn to_response(&self) -> Response<Bytes> {
+        self.render(&RenderContext::default())
+    }
+
+    pub(crate) fn render(&self, ctx: &RenderContext) -> Response<Bytes> {
+        let status = self.status();
+        let mut body = serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "code": self.code(),
+            "detail": self.detail_with(&ctx.where_),
+        });
+        match self {
+            Self::InsufficientScope { required } => {
+                body["required_scope"] = required.as_str().into();
+            }
+            Self::RateLimited { decision } => {
+                body["retry_after"] = ceil_secs(decision.retry_after).into();
+            }
+            Self::Unavailable { retry_after } => {
+                body["retry_after"] = ceil_secs(*retry_after).into();
+            }
+            _ => {}
+        }
+        let mut res = Response::new(Bytes::from(body.to_string()));
+        *res.status_mut() = status;
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            Self::RateLimited { decision } => {
+                headers.insert(header::RETRY_AFTER, ceil_secs(decision.retry_after).into());
+                insert_rate_limit_headers(headers, decision);
+            }
+            Self::Unavailable { retry_after } => {
+                headers.insert(header::RETRY_AFTER, ceil_secs(*retry_after).into());
+            }
+            _ if status == StatusCode::UNAUTHORIZED => {
+                let challenge = if matches!(self, Self::MissingKey) {
+                    ctx.challenge.clone()
+                } else {
+                    ctx.challenge_invalid.clone()
+                };
+                headers.insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.code(), self.status())
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Whole seconds, rounded up, at least 1: a `Retry-After` of 0 invites an
+/// immediate retry that would fail again.
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// Adds `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
+pub(crate) fn insert_rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
+    headers.insert(RATELIMIT_LIMIT, d.limit.into());
+    headers.insert(RATELIMIT_REMAINING, d.remaining.into());
+    let reset = d.reset.as_secs() + u64::from(d.reset.subsec_nanos() > 0);
+    headers.insert(RATELIMIT_RESET, reset.into());
+}
+
+const RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
+
+/// What rendering needs from the layer's configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct RenderContext {
+    pub(crate) where_: Box<str>,
+    pub(crate) challenge: HeaderValue,
+    pub(crate) challenge_invalid: HeaderValue,
+}
+
+impl RenderContext {
+    pub(crate) fn new(realm: &str, header: &str, where_: String) -> Self {
+        let quote = |s: &str| s.replace(['"', '\\'], "");
+        let base = format!(
+            "ApiKey realm=\"{}\", header=\"{}\"",
+            quote(realm),
+            quote(header)
+        );
+        let invalid = format!("{base}, error=\"invalid_key\"");
+        Self {
+            where_: where_.into_boxed_str(),
+            challenge: HeaderValue::from_str(&base)
+                .unwrap_or_else(|_| HeaderValue::from_static("ApiKey")),
+            challenge_invalid: HeaderValue::from_str(&invalid)
+                .unwrap_or_else(|_| HeaderValue::from_static("ApiKey error=\"invalid_key\"")),
+        }
+    }
+}
+
+impl Default for RenderContext {
+    fn default() -> Self {
+        Self::new("api", "X-API-Key", "the `X-API-Key` header".to_owned())
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for Rejection {
+    fn into_response(self) -> axum::response::Response {
+        self.to_response().map(axum::body::Body::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(ceil_secs(Duration::ZERO), 1);
+        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(ceil_secs(Duration::from_secs(3)), 3);
+    }
+
+    #[test]
+    fn every_case_renders_problem_json() {
+        let d = Decision {
+            allowed: false,
+            limit: 5,
+            remaining: 0,
+            reset: Duration::from_millis(1500),
+            retry_after: Duration::from_millis(200),
+        };
+        for r in [
+            Rejection::MissingKey,
+            Rejection::MalformedKey,
+            Rejection::ConflictingKeys,
+            Rejection::InvalidKey,
+            Rejection::RevokedKey,
+            Rejection::ExpiredKey,
+            Rejection::WrongEnvironment {
+                environment: Environment::Test,
+            },
+            Rejection::InsufficientScope {
+                required: Scope::WRITE,
+            },
+            Rejection::IpNotAllowed,
+            Rejection::RateLimited { decision: d },
+            Rejection::Unavailable {
+                retry_after: Duration::from_secs(1),
+            },
+            Rejection::LayerMissing,
+        ] {
+            let res = r.to_response();
+            assert_eq!(res.status(), r.status());
+            assert_eq!(res.headers()["content-type"], "application/problem+json");
+            let v: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+            assert_eq!(v["code"], r.code());
+            assert_eq!(v["status"], r.status().as_u16());
+            assert!(!v["detail"].as_str().unwrap().is_empty());
+            assert_eq!(
+                res.headers().contains_key("www-authenticate"),
+                r.status() == StatusCode::UNAUTHORIZED,
+                "{r}"
+            );
+        }
+        let res = Rejection::RateLimited { decision: d }.to_response();
+        assert_eq!(res.headers()["retry-after"], "1");
+        assert_eq!(res.headers()["ratelimit-limit"], "5");
+        assert_eq!(res.headers()["ratelimit-remaining"], "0");
+        assert_eq!(res.headers()["ratelimit-reset"], "2");
+    }
+}
