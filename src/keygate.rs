@@ -91,6 +91,28 @@ impl Keygate {
     pub fn format(&self) -> &KeyFormat {
         &self.shared.format
     }
+
+    /// Writes the usage counted so far (request counts, `last_used_at`) to
+    /// the store now. This also happens by itself every
+    /// [`CacheConfig::usage_flush_interval`](keygate_core::CacheConfig::usage_flush_interval).
+    ///
+    /// # Errors
+    ///
+    /// The store's error; the counts are kept for the next flush.
+    pub async fn flush_usage(&self) -> Result<usize, keygate_core::StoreError> {
+        self.shared.verifier.flush_usage().await
+    }
+
+    /// Call after the server has stopped taking requests (e.g. after
+    /// `axum::serve(..).with_graceful_shutdown(..)` returns): writes all
+    /// pending usage so nothing counted is lost.
+    ///
+    /// # Errors
+    ///
+    /// The store's error if the final flush fails.
+    pub async fn shutdown(&self) -> Result<(), keygate_core::StoreError> {
+        self.flush_usage().await.map(drop)
+    }
 }
 
 impl Shared {
@@ -349,8 +371,12 @@ impl KeygateBuilder {
         let verifier = Arc::new(Verifier::new(
             Arc::clone(&self.store),
             self.hasher.clone(),
+            Arc::clone(&self.clock),
             self.cache,
         ));
+        // Usage flushing and the store's invalidation feed; outside a
+        // runtime this waits for the first request.
+        verifier.start_background();
         let manager = KeyManager::new(
             Arc::clone(&self.store),
             self.format.clone(),

@@ -14,6 +14,7 @@ use keygate_core::{
     CachedKey, Check, Decision, Denied, KeyDigest, KeyId, Lookup, Pending, PendingCheck,
 };
 use pin_project_lite::pin_project;
+use time::OffsetDateTime;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -93,7 +94,7 @@ impl<S: fmt::Debug> fmt::Debug for KeygateService<S> {
 enum Start {
     Anonymous,
     Reject(Rejection, Option<KeyId>, &'static str),
-    Hit(Arc<CachedKey>, KeyDigest),
+    Hit(Arc<CachedKey>, KeyDigest, OffsetDateTime),
     Miss(Pending, KeyId, KeyDigest),
 }
 
@@ -118,6 +119,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
+        shared.verifier.start_background();
         match start(shared, &req) {
             Start::Anonymous => {
                 audit::anonymous(shared, &req);
@@ -132,9 +134,9 @@ where
                 audit::rejected(shared, &req, &rejection, id, reason);
                 ResponseFuture::rejected(shared.reject(&rejection))
             }
-            Start::Hit(entry, digest) => match decide(shared, &entry, &digest, &req) {
+            Start::Hit(entry, digest, now) => match decide(shared, &entry, &digest, &req, now) {
                 Decided::Admit(decision) => {
-                    admit(shared, &mut req, &entry);
+                    admit(shared, &mut req, &entry, now);
                     let decision = decision.filter(|_| shared.rate_limit_headers);
                     ResponseFuture::inner(self.inner.call(req), decision)
                 }
@@ -211,8 +213,9 @@ fn start<B>(shared: &Shared, req: &Request<B>) -> Start {
         return Start::Reject(rejection, Some(id), "environment");
     }
     let digest = shared.verifier.hasher().digest(parsed.expose_secret());
-    match shared.verifier.lookup(id) {
-        Lookup::Hit(entry) => Start::Hit(entry, digest),
+    let now = shared.clock.now();
+    match shared.verifier.lookup(id, now) {
+        Lookup::Hit(entry) => Start::Hit(entry, digest, now),
         Lookup::Unknown => Start::Reject(Rejection::InvalidKey, Some(id), "unknown_key"),
         Lookup::Miss(pending) => Start::Miss(pending, id, digest),
     }
@@ -232,9 +235,14 @@ fn parse_reason(e: keygate_core::ParseError) -> &'static str {
 }
 
 /// Steps 4–6: digest, revocation, expiry, IP, scope, quota.
-fn decide<B>(shared: &Shared, entry: &CachedKey, digest: &KeyDigest, req: &Request<B>) -> Decided {
+fn decide<B>(
+    shared: &Shared,
+    entry: &CachedKey,
+    digest: &KeyDigest,
+    req: &Request<B>,
+    now: OffsetDateTime,
+) -> Decided {
     let peer = || shared.peer(req);
-    let now = shared.clock.now();
     let checked = entry.check(digest, now, None);
     // Only resolve the peer address for keys that have an allowlist.
     let checked = match checked {
@@ -284,8 +292,9 @@ fn decided_by_limit(
     }
 }
 
-/// Step 8–9: audit, attach the key, strip the credential.
-fn admit<B>(shared: &Shared, req: &mut Request<B>, entry: &CachedKey) {
+/// Steps 7–9: count usage, audit, attach the key, strip the credential.
+fn admit<B>(shared: &Shared, req: &mut Request<B>, entry: &CachedKey, now: OffsetDateTime) {
+    entry.record_use(now);
     audit::admitted(shared, req, entry.info().id);
     if shared.strip {
         shared.sources.strip(req, shared.format.prefix());
@@ -313,7 +322,8 @@ where
     S: Service<Request<B>, Response = Response<ResBody>>,
 {
     fn call_inner(mut self, decision: Option<Decision>, entry: &CachedKey) -> State<S, B> {
-        admit(&self.shared, &mut self.req, entry);
+        let now = self.shared.clock.now();
+        admit(&self.shared, &mut self.req, entry, now);
         let future = self.inner.call(self.req);
         let decision = decision.filter(|_| self.shared.rate_limit_headers);
         State::Inner { future, decision }
@@ -455,7 +465,8 @@ where
             let id = Some(d.id);
             d.reject(&Rejection::InvalidKey, id, "unknown_key")
         }
-        Ok(Some(entry)) => match decide(&d.shared, &entry, &d.digest, &d.req) {
+        Ok(Some(entry)) => match decide(&d.shared, &entry, &d.digest, &d.req, d.shared.clock.now())
+        {
             Decided::Admit(decision) => d.call_inner(decision, &entry),
             Decided::Reject(r, reason) => d.reject(&r, Some(entry.info().id), reason),
             Decided::Pending(check) => {

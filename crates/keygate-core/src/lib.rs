@@ -43,6 +43,7 @@ mod quota;
 mod record;
 mod scope;
 mod store;
+mod usage;
 mod verify;
 
 pub use clock::{Clock, FakeClock, SystemClock};
@@ -59,6 +60,7 @@ pub use quota::{InvalidQuota, Quota};
 pub use record::{InvalidOwner, KeyInfo, KeyRecord, Metadata, Owner};
 pub use scope::{InvalidScope, MAX_SCOPE_LEN, Scope, Scopes};
 pub use store::{BoxFuture, Cursor, DynKeyStore, InvalidCursor, KeyStore, MemoryStore, Page};
+pub use usage::{Invalidation, InvalidationFeed, UsageBucket, UsageDelta, usage_bucket};
 pub use verify::{CacheConfig, CachedKey, Denied, Lookup, Pending, Verifier};
 
 pub use ipnet::IpNet;

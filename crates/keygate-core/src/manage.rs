@@ -171,12 +171,16 @@ impl KeyManager {
         if new.name.is_empty() || new.name.chars().count() > 200 {
             return Err(ManageError::InvalidName);
         }
-        let now = self.clock.now();
+        let now = self.now();
         let expires_at = match new.expires_in {
-            Some(d) => Some(
-                now.checked_add(d.try_into().map_err(|_| ManageError::ExpiryOutOfRange)?)
-                    .ok_or(ManageError::ExpiryOutOfRange)?,
-            ),
+            Some(d) => {
+                let d: time::Duration = d.try_into().map_err(|_| ManageError::ExpiryOutOfRange)?;
+                let at = now.checked_add(d).ok_or(ManageError::ExpiryOutOfRange)?;
+                Some(
+                    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+                        .unwrap_or(at),
+                )
+            }
             None => None,
         };
         // Ids are 59 random bits; a collision is a once-in-a-lifetime event,
@@ -198,6 +202,8 @@ impl KeyManager {
                 rate_limit: new.rate_limit,
                 allowed_ips: new.allowed_ips.clone(),
                 metadata: new.metadata.clone(),
+                last_used_at: None,
+                superseded_by: None,
             };
             match self.store.insert(&record).await {
                 Ok(()) => {
@@ -257,6 +263,8 @@ impl KeyManager {
             created_at: current.created_at,
             revoked_at: current.revoked_at,
             environment: current.environment,
+            last_used_at: current.last_used_at,
+            superseded_by: current.superseded_by,
             ..record.clone()
         };
         self.store.update(&merged).await?;
@@ -275,12 +283,20 @@ impl KeyManager {
     pub async fn revoke(&self, id: KeyId) -> Result<KeyRecord, ManageError> {
         let record = self
             .store
-            .revoke(id, self.clock.now())
+            .revoke(id, self.now())
             .await?
             .ok_or(StoreError::NotFound(id))?;
         self.invalidate(id);
         tracing::info!(target: "keygate::audit", event = "key.revoked", key_id = %id);
         Ok(record)
+    }
+
+    /// Now, to the microsecond: what every store (PostgreSQL included) can
+    /// keep exactly, so records round-trip unchanged.
+    fn now(&self) -> time::OffsetDateTime {
+        let now = self.clock.now();
+        now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(now)
     }
 
     fn invalidate(&self, id: KeyId) {

@@ -133,6 +133,15 @@ pub struct KeyRecord {
     /// Free-form JSON.
     #[serde(default)]
     pub metadata: Metadata,
+    /// When the key last authenticated a request, as of the last usage
+    /// flush (usage is written in batches, so this lags by up to the flush
+    /// interval).
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// The key that replaced this one in a rotation. The old key keeps
+    /// working until its `expires_at` (the end of the grace period).
+    #[serde(default)]
+    pub superseded_by: Option<KeyId>,
 }
 
 impl KeyRecord {

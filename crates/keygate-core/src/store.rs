@@ -11,7 +11,7 @@ use std::{
 
 use time::OffsetDateTime;
 
-use crate::{KeyId, KeyRecord, Owner, StoreError};
+use crate::{InvalidationFeed, KeyId, KeyRecord, Owner, StoreError, UsageBucket, UsageDelta};
 
 /// A boxed, `Send` future, as used by [`DynKeyStore`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -131,6 +131,39 @@ pub trait KeyStore: Send + Sync + 'static {
         owner: &Owner,
         page: Page,
     ) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send;
+
+    /// Keys that are not revoked and expire at or before `before` (expired
+    /// ones included), soonest first, at most `limit`.
+    fn list_expiring(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send;
+
+    /// Adds a batch of usage counts: each delta's `requests` to its family's
+    /// hourly bucket, and `last_used_at` to its key (keeping the later time).
+    fn record_usage(
+        &self,
+        batch: &[UsageDelta],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A key family's hourly usage from `since` on, oldest first.
+    fn usage(
+        &self,
+        family: KeyId,
+        since: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<UsageBucket>, StoreError>> + Send;
+
+    /// Subscribes to invalidations that other processes publish when they
+    /// change keys in this store, so their revocations reach this process's
+    /// cache. Called once, from within a tokio runtime, when a `Keygate` is
+    /// built. Stores shared by one process only return `None` (the default).
+    ///
+    /// A feed that loses messages must send [`Invalidation::All`](crate::Invalidation::All)
+    /// when it recovers.
+    fn subscribe(&self) -> Option<InvalidationFeed> {
+        None
+    }
 }
 
 /// The object-safe form of [`KeyStore`], implemented for every `KeyStore`.
@@ -155,6 +188,23 @@ pub trait DynKeyStore: Send + Sync + 'static {
         owner: &'a Owner,
         page: Page,
     ) -> BoxFuture<'a, Result<Vec<KeyRecord>, StoreError>>;
+    /// See [`KeyStore::list_expiring`].
+    fn list_expiring(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<KeyRecord>, StoreError>>;
+    /// See [`KeyStore::record_usage`].
+    fn record_usage<'a>(&'a self, batch: &'a [UsageDelta])
+    -> BoxFuture<'a, Result<(), StoreError>>;
+    /// See [`KeyStore::usage`].
+    fn usage(
+        &self,
+        family: KeyId,
+        since: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Vec<UsageBucket>, StoreError>>;
+    /// See [`KeyStore::subscribe`].
+    fn subscribe(&self) -> Option<InvalidationFeed>;
 }
 
 impl<S: KeyStore> DynKeyStore for S {
@@ -181,6 +231,29 @@ impl<S: KeyStore> DynKeyStore for S {
     ) -> BoxFuture<'a, Result<Vec<KeyRecord>, StoreError>> {
         Box::pin(KeyStore::list_by_owner(self, owner, page))
     }
+    fn list_expiring(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<KeyRecord>, StoreError>> {
+        Box::pin(KeyStore::list_expiring(self, before, limit))
+    }
+    fn record_usage<'a>(
+        &'a self,
+        batch: &'a [UsageDelta],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(KeyStore::record_usage(self, batch))
+    }
+    fn usage(
+        &self,
+        family: KeyId,
+        since: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Vec<UsageBucket>, StoreError>> {
+        Box::pin(KeyStore::usage(self, family, since))
+    }
+    fn subscribe(&self) -> Option<InvalidationFeed> {
+        KeyStore::subscribe(self)
+    }
 }
 
 /// Keys in process memory: for tests, examples and single-process services
@@ -196,6 +269,7 @@ pub struct MemoryStore {
 struct MemoryInner {
     by_id: HashMap<KeyId, KeyRecord>,
     by_owner: HashMap<Owner, Vec<KeyId>>,
+    usage: HashMap<(KeyId, OffsetDateTime), u64>,
 }
 
 impl MemoryStore {
@@ -296,6 +370,50 @@ impl KeyStore for MemoryStore {
             .collect();
         out.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
         out.truncate(page.limit);
+        Ok(out)
+    }
+
+    async fn list_expiring(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let inner = self.read();
+        let mut out: Vec<KeyRecord> = inner
+            .by_id
+            .values()
+            .filter(|r| r.revoked_at.is_none() && r.expires_at.is_some_and(|at| at <= before))
+            .cloned()
+            .collect();
+        out.sort_by_key(|r| (r.expires_at, r.id));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
+        let mut inner = self.write();
+        for d in batch {
+            *inner.usage.entry((d.family, d.bucket)).or_default() += d.requests;
+            if let Some(r) = inner.by_id.get_mut(&d.key_id) {
+                r.last_used_at = r.last_used_at.max(Some(d.last_used_at));
+            }
+        }
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        family: KeyId,
+        since: OffsetDateTime,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        let inner = self.read();
+        let mut out: Vec<UsageBucket> = inner
+            .usage
+            .iter()
+            .filter(|((f, bucket), _)| *f == family && *bucket >= crate::usage_bucket(since))
+            .map(|(&(_, bucket), &requests)| UsageBucket { bucket, requests })
+            .collect();
+        out.sort_by_key(|b| b.bucket);
         Ok(out)
     }
 }

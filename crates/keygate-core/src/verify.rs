@@ -6,8 +6,8 @@ use std::{
     fmt,
     net::IpAddr,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -17,8 +17,8 @@ use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
 use crate::{
-    KeyDigest, KeyHasher, KeyId, KeyInfo, KeyRecord, Quota, StoreError, record::ip_allowed,
-    store::BoxFuture,
+    Clock, Invalidation, InvalidationFeed, KeyDigest, KeyHasher, KeyId, KeyInfo, KeyRecord, Quota,
+    StoreError, UsageDelta, record::ip_allowed, store::BoxFuture, usage_bucket,
 };
 
 /// What the verifier keeps per key: everything the request path checks, and
@@ -30,11 +30,18 @@ pub struct CachedKey {
     expires_at: Option<OffsetDateTime>,
     allowed_ips: Box<[IpNet]>,
     quota: Option<Quota>,
+    superseded: bool,
+    loaded_at: OffsetDateTime,
+    refreshing: AtomicBool,
+    // Usage since the last flush: counted here, on the entry the request
+    // already holds, so accounting costs one atomic add and no lookup.
+    requests: AtomicU64,
+    last_used: AtomicI64,
 }
 
 impl CachedKey {
-    /// Builds the cache entry for a record.
-    pub fn new(record: &KeyRecord) -> Self {
+    /// Builds the cache entry for a record read at `loaded_at`.
+    pub fn new(record: &KeyRecord, loaded_at: OffsetDateTime) -> Self {
         Self {
             info: Arc::new(KeyInfo::from(record)),
             digest: record.digest,
@@ -42,7 +49,44 @@ impl CachedKey {
             expires_at: record.expires_at,
             allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
             quota: record.rate_limit,
+            superseded: record.superseded_by.is_some(),
+            loaded_at,
+            refreshing: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            last_used: AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// Whether the key was replaced in a rotation and is in its grace period.
+    pub fn is_superseded(&self) -> bool {
+        self.superseded
+    }
+
+    /// Counts one admitted request at `now` towards the key's usage.
+    pub fn record_use(&self, now: OffsetDateTime) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let t = now.unix_timestamp();
+        // Written at most once a second per key, to keep a hot key's cache
+        // line from bouncing between cores.
+        if self.last_used.load(Ordering::Relaxed) < t {
+            self.last_used.store(t, Ordering::Relaxed);
+        }
+    }
+
+    fn take_usage(&self) -> Option<UsageDelta> {
+        let requests = self.requests.swap(0, Ordering::AcqRel);
+        if requests == 0 {
+            return None;
+        }
+        let last = OffsetDateTime::from_unix_timestamp(self.last_used.load(Ordering::Relaxed))
+            .unwrap_or(self.loaded_at);
+        Some(UsageDelta {
+            key_id: self.info.id,
+            family: self.info.family,
+            bucket: usage_bucket(last),
+            requests,
+            last_used_at: last,
+        })
     }
 
     /// The key's public information.
@@ -133,11 +177,18 @@ pub enum Denied {
 pub struct CacheConfig {
     /// Most keys kept in the positive cache (default 100 000).
     pub capacity: u64,
-    /// How long a positive entry lives before it is re-read from the store
-    /// (default 5 min). Revocations made through keygate invalidate
-    /// entries at once; this is only the backstop for changes made behind
-    /// keygate's back.
+    /// How long a positive entry is served before it is re-read from the
+    /// store (default 5 min). The re-read happens in the background while
+    /// the entry keeps serving. Revocations made through keygate (and, with
+    /// an invalidation feed, on other nodes) invalidate entries at once; this
+    /// is only the backstop for changes made behind keygate's back.
     pub ttl: Duration,
+    /// How long after its last successful read an entry may still be served
+    /// when the store cannot answer (default 15 min). Past that, requests
+    /// with the key get 503 until the store is back.
+    pub max_stale: Duration,
+    /// How often usage counts are written to the store (default 5 s).
+    pub usage_flush_interval: Duration,
     /// Most unknown ids remembered (default 100 000).
     pub negative_capacity: u64,
     /// How long an unknown id is remembered (default 60 s): a flood of
@@ -151,6 +202,8 @@ impl Default for CacheConfig {
         Self {
             capacity: 100_000,
             ttl: Duration::from_secs(300),
+            max_stale: Duration::from_secs(900),
+            usage_flush_interval: Duration::from_secs(5),
             negative_capacity: 100_000,
             negative_ttl: Duration::from_secs(60),
         }
@@ -182,38 +235,76 @@ impl fmt::Debug for Pending {
 
 /// Finds keys by id: cache first, store on a miss.
 ///
-/// Holds a bounded positive cache (moka, with a TTL as backstop), a negative
-/// cache of unknown ids, and the set of store queries in flight so that
-/// concurrent misses for one id cost one query.
+/// Holds a bounded positive cache (moka), a negative cache of unknown ids,
+/// and the set of store queries in flight so that concurrent misses for one
+/// id cost one query. Entries older than [`CacheConfig::ttl`] are re-read in
+/// the background while they keep serving; if the store cannot answer, they
+/// serve until [`CacheConfig::max_stale`]. Usage is counted on the entries
+/// and written to the store in batches by [`flush_usage`](Self::flush_usage).
 pub struct Verifier {
     store: Arc<dyn crate::DynKeyStore>,
     hasher: KeyHasher,
+    clock: Arc<dyn Clock>,
+    config: CacheConfig,
+    ttl: time::Duration,
+    max_stale: time::Duration,
     cache: moka::sync::Cache<KeyId, Arc<CachedKey>>,
     negative: moka::sync::Cache<KeyId, ()>,
     inflight: Mutex<HashMap<KeyId, Arc<OnceCell<Loaded>>>>,
+    // Entries that left the cache (evicted, replaced, invalidated) with
+    // usage possibly still uncounted; drained by the next flush.
+    retired: Arc<Mutex<Vec<Arc<CachedKey>>>>,
+    // Usage a failed flush could not write; retried by the next one.
+    unflushed: Mutex<Vec<UsageDelta>>,
     // Bumped by every invalidation, so a load that read the store before an
     // invalidation does not put its stale answer into the cache after it.
     generation: AtomicU64,
     store_queries: AtomicU64,
+    background: AtomicBool,
 }
 
+/// Most usage deltas kept across failing flushes before the oldest are
+/// dropped (and logged).
+const MAX_UNFLUSHED: usize = 100_000;
+
 impl Verifier {
-    /// A verifier over `store`, hashing with `hasher`.
-    pub fn new(store: Arc<dyn crate::DynKeyStore>, hasher: KeyHasher, config: CacheConfig) -> Self {
+    /// A verifier over `store`, hashing with `hasher`, telling time by `clock`.
+    pub fn new(
+        store: Arc<dyn crate::DynKeyStore>,
+        hasher: KeyHasher,
+        clock: Arc<dyn Clock>,
+        config: CacheConfig,
+    ) -> Self {
+        let retired: Arc<Mutex<Vec<Arc<CachedKey>>>> = Arc::default();
+        let sink = Arc::clone(&retired);
+        let to_time = |d: Duration| time::Duration::try_from(d).unwrap_or(time::Duration::MAX);
         Self {
             store,
             hasher,
+            clock,
+            ttl: to_time(config.ttl),
+            max_stale: to_time(config.max_stale.max(config.ttl)),
             cache: moka::sync::Cache::builder()
                 .max_capacity(config.capacity)
-                .time_to_live(config.ttl)
+                // Unused entries go once they are too stale to serve anyway.
+                .time_to_idle(config.max_stale.max(config.ttl))
+                .eviction_listener(move |_id, entry: Arc<CachedKey>, _cause| {
+                    if entry.requests.load(Ordering::Relaxed) > 0 {
+                        lock(&sink).push(entry);
+                    }
+                })
                 .build(),
             negative: moka::sync::Cache::builder()
                 .max_capacity(config.negative_capacity)
                 .time_to_live(config.negative_ttl)
                 .build(),
+            config,
             inflight: Mutex::new(HashMap::new()),
+            retired,
+            unflushed: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             store_queries: AtomicU64::new(0),
+            background: AtomicBool::new(false),
         }
     }
 
@@ -227,17 +318,30 @@ impl Verifier {
         &self.store
     }
 
+    /// The cache configuration.
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
     /// How many store lookups the verifier has made (for tests and metrics).
     pub fn store_queries(&self) -> u64 {
         self.store_queries.load(Ordering::Relaxed)
     }
 
-    /// Looks up `id` in the cache; on a miss, returns the store lookup to await.
-    pub fn lookup(self: &Arc<Self>, id: KeyId) -> Lookup {
+    /// Looks up `id` in the cache at time `now`; on a miss, returns the store
+    /// lookup to await.
+    pub fn lookup(self: &Arc<Self>, id: KeyId, now: OffsetDateTime) -> Lookup {
         if let Some(hit) = self.cache.get(&id) {
-            return Lookup::Hit(hit);
-        }
-        if self.negative.contains_key(&id) {
+            let age = now - hit.loaded_at;
+            if age < self.ttl {
+                return Lookup::Hit(hit);
+            }
+            if age < self.max_stale {
+                self.refresh_in_background(&hit);
+                return Lookup::Hit(hit);
+            }
+            // Too stale to vouch for: wait for the store like a miss.
+        } else if self.negative.contains_key(&id) {
             return Lookup::Unknown;
         }
         let this = Arc::clone(self);
@@ -250,26 +354,43 @@ impl Verifier {
     ///
     /// The store's error, shared among the requests that waited for it.
     pub async fn find(self: &Arc<Self>, id: KeyId) -> Loaded {
-        match self.lookup(id) {
+        match self.lookup(id, self.clock.now()) {
             Lookup::Hit(k) => Ok(Some(k)),
             Lookup::Unknown => Ok(None),
             Lookup::Miss(p) => p.0.await,
         }
     }
 
+    fn refresh_in_background(self: &Arc<Self>, entry: &Arc<CachedKey>) {
+        if entry.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            entry.refreshing.store(false, Ordering::Release);
+            return;
+        };
+        let this = Arc::clone(self);
+        let entry = Arc::clone(entry);
+        handle.spawn(async move {
+            if let Err(e) = this.load(entry.info.id).await {
+                tracing::warn!(
+                    target: "keygate::cache",
+                    key_id = entry.info.id.as_str(),
+                    error = %e,
+                    "could not refresh a cached key; serving the cached entry until max_stale"
+                );
+            }
+            entry.refreshing.store(false, Ordering::Release);
+        });
+    }
+
     async fn load(&self, id: KeyId) -> Loaded {
         let cell = {
-            let mut inflight = self
-                .inflight
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut inflight = lock(&self.inflight);
             Arc::clone(inflight.entry(id).or_default())
         };
         let result = cell.get_or_init(|| self.fetch(id)).await.clone();
-        let mut inflight = self
-            .inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inflight = lock(&self.inflight);
         if inflight.get(&id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
             inflight.remove(&id);
         }
@@ -283,7 +404,7 @@ impl Verifier {
         let still_current = self.generation.load(Ordering::Acquire) == generation;
         Ok(match found {
             Some(record) => {
-                let entry = Arc::new(CachedKey::new(&record));
+                let entry = Arc::new(CachedKey::new(&record, self.clock.now()));
                 if still_current {
                     self.cache.insert(id, Arc::clone(&entry));
                 }
@@ -291,6 +412,7 @@ impl Verifier {
             }
             None => {
                 if still_current {
+                    self.cache.invalidate(&id);
                     self.negative.insert(id, ());
                 }
                 None
@@ -299,26 +421,21 @@ impl Verifier {
     }
 
     /// Forgets what the cache knows about `id`, so the next request reads the
-    /// store. Called on every revoke, update and create made through keygate.
+    /// store. Called on every revoke, update and create made through keygate,
+    /// and for every message of an invalidation feed.
     pub fn invalidate(&self, id: KeyId) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.cache.invalidate(&id);
         self.negative.invalidate(&id);
-        self.inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id);
+        lock(&self.inflight).remove(&id);
     }
 
-    /// Forgets everything, e.g. after losing an invalidation feed.
+    /// Forgets everything, e.g. after an invalidation feed lost messages.
     pub fn invalidate_all(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.cache.invalidate_all();
         self.negative.invalidate_all();
-        self.inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        lock(&self.inflight).clear();
     }
 
     /// Number of keys in the positive cache (approximate, as moka counts).
@@ -326,6 +443,99 @@ impl Verifier {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
+
+    /// Takes the usage counted since the last call, from cached and retired
+    /// entries.
+    fn take_usage(&self) -> Vec<UsageDelta> {
+        self.cache.run_pending_tasks();
+        let retired = std::mem::take(&mut *lock(&self.retired));
+        let mut out = std::mem::take(&mut *lock(&self.unflushed));
+        out.extend(retired.iter().filter_map(|e| e.take_usage()));
+        out.extend(self.cache.iter().filter_map(|(_, e)| e.take_usage()));
+        out
+    }
+
+    /// Writes the usage counted so far to the store, in one batch. Returns
+    /// the number of deltas written. On failure the counts are kept (up to a
+    /// bound) for the next flush.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn flush_usage(&self) -> Result<usize, StoreError> {
+        let batch = self.take_usage();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match self.store.record_usage(&batch).await {
+            Ok(()) => Ok(batch.len()),
+            Err(e) => {
+                let mut unflushed = lock(&self.unflushed);
+                unflushed.extend(batch);
+                if unflushed.len() > MAX_UNFLUSHED {
+                    let dropped = unflushed.len() - MAX_UNFLUSHED;
+                    unflushed.drain(..dropped);
+                    tracing::error!(
+                        target: "keygate::usage",
+                        dropped,
+                        "usage could not be written for too long; oldest counts dropped"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the background work — the periodic usage flush and, if the
+    /// store offers one, the invalidation feed — on the current tokio
+    /// runtime. Idempotent; a no-op outside a runtime (call it again from
+    /// within one). The tasks stop when the verifier is dropped.
+    pub fn start_background(self: &Arc<Self>) {
+        // A plain load first: this runs on every request until it succeeds.
+        if self.background.load(Ordering::Relaxed) || self.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            self.background.store(false, Ordering::Release);
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        let every = self
+            .config
+            .usage_flush_interval
+            .max(Duration::from_millis(10));
+        handle.spawn(flush_loop(weak, every));
+        if let Some(feed) = self.store.subscribe() {
+            handle.spawn(listen(Arc::downgrade(self), feed));
+        }
+    }
+}
+
+async fn flush_loop(verifier: Weak<Verifier>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(v) = verifier.upgrade() else { break };
+        if let Err(e) = v.flush_usage().await {
+            tracing::warn!(target: "keygate::usage", error = %e, "usage flush failed; will retry");
+        }
+    }
+}
+
+async fn listen(verifier: Weak<Verifier>, mut feed: InvalidationFeed) {
+    while let Some(msg) = feed.recv().await {
+        let Some(v) = verifier.upgrade() else { break };
+        match msg {
+            Invalidation::Key(id) => v.invalidate(id),
+            Invalidation::All => v.invalidate_all(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl fmt::Debug for Verifier {
@@ -342,7 +552,10 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::{Environment, KeyFormat, KeyStore, MemoryStore, Owner, Page, Scopes};
+    use crate::{
+        Environment, FakeClock, KeyFormat, KeyStore, MemoryStore, Owner, Page, Scopes, SystemClock,
+        UsageBucket,
+    };
 
     fn record(format: &KeyFormat, hasher: &KeyHasher) -> (String, KeyRecord) {
         let key = format.generate(Environment::Live).unwrap();
@@ -361,22 +574,36 @@ mod tests {
             rate_limit: None,
             allowed_ips: vec![],
             metadata: Default::default(),
+            last_used_at: None,
+            superseded_by: None,
         };
         (key.expose_secret().to_owned(), rec)
     }
 
-    /// A store that counts lookups and can be slowed down.
+    /// A store that counts lookups, can be slowed down, and can fail.
     #[derive(Default)]
     struct Counting {
         inner: MemoryStore,
         finds: AtomicUsize,
         delay: Duration,
+        down: AtomicBool,
+    }
+
+    impl Counting {
+        fn check(&self) -> Result<(), StoreError> {
+            if self.down.load(Ordering::SeqCst) {
+                Err(StoreError::unavailable("connection refused"))
+            } else {
+                Ok(())
+            }
+        }
     }
 
     impl KeyStore for Counting {
         async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
             self.finds.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
+            self.check()?;
             self.inner.find(id).await
         }
         async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
@@ -395,6 +622,28 @@ mod tests {
         async fn list_by_owner(&self, o: &Owner, p: Page) -> Result<Vec<KeyRecord>, StoreError> {
             self.inner.list_by_owner(o, p).await
         }
+        async fn list_expiring(
+            &self,
+            before: OffsetDateTime,
+            limit: usize,
+        ) -> Result<Vec<KeyRecord>, StoreError> {
+            self.inner.list_expiring(before, limit).await
+        }
+        async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.record_usage(batch).await
+        }
+        async fn usage(
+            &self,
+            family: KeyId,
+            since: OffsetDateTime,
+        ) -> Result<Vec<UsageBucket>, StoreError> {
+            self.inner.usage(family, since).await
+        }
+    }
+
+    fn verifier(store: Arc<Counting>, clock: Arc<dyn Clock>, config: CacheConfig) -> Arc<Verifier> {
+        Arc::new(Verifier::new(store, KeyHasher::sha256(), clock, config))
     }
 
     #[tokio::test]
@@ -404,33 +653,24 @@ mod tests {
         let store = Arc::new(Counting::default());
         let (key, rec) = record(&format, &hasher);
         store.insert(&rec).await.unwrap();
-        let v = Arc::new(Verifier::new(
-            store.clone(),
-            hasher.clone(),
-            CacheConfig::default(),
-        ));
+        let v = verifier(store.clone(), Arc::new(SystemClock), CacheConfig::default());
+        let now = OffsetDateTime::now_utc;
 
         let k = v.find(rec.id).await.unwrap().unwrap();
-        assert!(
-            k.check(&hasher.digest(&key), OffsetDateTime::now_utc(), None)
-                .is_ok()
-        );
-        assert!(matches!(v.lookup(rec.id), Lookup::Hit(_)));
+        assert!(k.check(&hasher.digest(&key), now(), None).is_ok());
+        assert!(matches!(v.lookup(rec.id, now()), Lookup::Hit(_)));
         assert_eq!(store.finds.load(Ordering::SeqCst), 1);
 
         let unknown: KeyId = "ZZZZZZZZZZ".parse().unwrap();
         assert!(v.find(unknown).await.unwrap().is_none());
-        assert!(matches!(v.lookup(unknown), Lookup::Unknown));
+        assert!(matches!(v.lookup(unknown, now()), Lookup::Unknown));
         assert_eq!(store.finds.load(Ordering::SeqCst), 2);
 
-        store
-            .revoke(rec.id, OffsetDateTime::now_utc())
-            .await
-            .unwrap();
+        store.revoke(rec.id, now()).await.unwrap();
         v.invalidate(rec.id);
         let k = v.find(rec.id).await.unwrap().unwrap();
         assert_eq!(
-            k.check(&hasher.digest(&key), OffsetDateTime::now_utc(), None),
+            k.check(&hasher.digest(&key), now(), None),
             Err(Denied::Revoked)
         );
     }
@@ -438,14 +678,13 @@ mod tests {
     #[tokio::test]
     async fn concurrent_misses_share_one_query() {
         let format = KeyFormat::new("t").unwrap();
-        let hasher = KeyHasher::sha256();
         let store = Arc::new(Counting {
             delay: Duration::from_millis(20),
             ..Default::default()
         });
-        let (_, rec) = record(&format, &hasher);
+        let (_, rec) = record(&format, &KeyHasher::sha256());
         store.insert(&rec).await.unwrap();
-        let v = Arc::new(Verifier::new(store.clone(), hasher, CacheConfig::default()));
+        let v = verifier(store.clone(), Arc::new(SystemClock), CacheConfig::default());
         let tasks: Vec<_> = (0..50)
             .map(|_| {
                 let v = Arc::clone(&v);
@@ -456,6 +695,152 @@ mod tests {
             assert!(t.await.unwrap());
         }
         assert_eq!(store.finds.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn stale_entries_refresh_in_background_and_survive_an_outage_until_max_stale() {
+        let format = KeyFormat::new("t").unwrap();
+        let store = Arc::new(Counting::default());
+        let (_, rec) = record(&format, &KeyHasher::sha256());
+        store.insert(&rec).await.unwrap();
+        let clock = FakeClock::starting_now();
+        let config = CacheConfig {
+            ttl: Duration::from_secs(60),
+            max_stale: Duration::from_secs(600),
+            ..CacheConfig::default()
+        };
+        let v = verifier(store.clone(), Arc::new(clock.clone()), config);
+        v.find(rec.id).await.unwrap().unwrap();
+        assert_eq!(store.finds.load(Ordering::SeqCst), 1);
+
+        // Past the TTL: still a hit, and one background refresh.
+        clock.advance(Duration::from_secs(61));
+        assert!(matches!(v.lookup(rec.id, clock.now()), Lookup::Hit(_)));
+        assert!(matches!(v.lookup(rec.id, clock.now()), Lookup::Hit(_)));
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(store.finds.load(Ordering::SeqCst), 2);
+
+        // Store down: the refreshed entry serves until max_stale...
+        store.down.store(true, Ordering::SeqCst);
+        clock.advance(Duration::from_secs(500));
+        assert!(matches!(v.lookup(rec.id, clock.now()), Lookup::Hit(_)));
+        // ...and past it, the request must wait for the store, which fails.
+        clock.advance(Duration::from_secs(200));
+        match v.lookup(rec.id, clock.now()) {
+            Lookup::Miss(p) => assert!(p.0.await.is_err()),
+            other => panic!("expected a miss, got {other:?}"),
+        }
+        // The store comes back: service recovers by itself.
+        store.down.store(false, Ordering::SeqCst);
+        assert!(v.find(rec.id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn usage_is_flushed_in_batches_and_survives_eviction_and_failures() {
+        let format = KeyFormat::new("t").unwrap();
+        let store = Arc::new(Counting::default());
+        let (_, rec) = record(&format, &KeyHasher::sha256());
+        store.insert(&rec).await.unwrap();
+        let v = verifier(store.clone(), Arc::new(SystemClock), CacheConfig::default());
+        let now = OffsetDateTime::now_utc();
+
+        let k = v.find(rec.id).await.unwrap().unwrap();
+        for _ in 0..3 {
+            k.record_use(now);
+        }
+        // Invalidation retires the entry; its counts must not be lost.
+        v.invalidate(rec.id);
+        let k = v.find(rec.id).await.unwrap().unwrap();
+        k.record_use(now);
+
+        store.down.store(true, Ordering::SeqCst);
+        assert!(v.flush_usage().await.is_err());
+        store.down.store(false, Ordering::SeqCst);
+        k.record_use(now);
+        assert!(v.flush_usage().await.unwrap() >= 1);
+        assert_eq!(v.flush_usage().await.unwrap(), 0);
+
+        let usage = store
+            .usage(rec.family, now - Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(usage.iter().map(|b| b.requests).sum::<u64>(), 5);
+        let stored = store.find(rec.id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.last_used_at.map(OffsetDateTime::unix_timestamp),
+            Some(now.unix_timestamp())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_feed_drops_entries() {
+        struct Feeding(Counting, Mutex<Option<InvalidationFeed>>);
+        impl KeyStore for Feeding {
+            async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+                self.0.find(id).await
+            }
+            async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
+                self.0.insert(r).await
+            }
+            async fn update(&self, r: &KeyRecord) -> Result<(), StoreError> {
+                self.0.update(r).await
+            }
+            async fn revoke(
+                &self,
+                id: KeyId,
+                at: OffsetDateTime,
+            ) -> Result<Option<KeyRecord>, StoreError> {
+                self.0.revoke(id, at).await
+            }
+            async fn list_by_owner(
+                &self,
+                o: &Owner,
+                p: Page,
+            ) -> Result<Vec<KeyRecord>, StoreError> {
+                self.0.list_by_owner(o, p).await
+            }
+            async fn list_expiring(
+                &self,
+                b: OffsetDateTime,
+                l: usize,
+            ) -> Result<Vec<KeyRecord>, StoreError> {
+                self.0.list_expiring(b, l).await
+            }
+            async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
+                self.0.record_usage(batch).await
+            }
+            async fn usage(
+                &self,
+                f: KeyId,
+                s: OffsetDateTime,
+            ) -> Result<Vec<UsageBucket>, StoreError> {
+                self.0.usage(f, s).await
+            }
+            fn subscribe(&self) -> Option<InvalidationFeed> {
+                lock(&self.1).take()
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let store = Arc::new(Feeding(Counting::default(), Mutex::new(Some(rx))));
+        let (_, rec) = record(&KeyFormat::new("t").unwrap(), &KeyHasher::sha256());
+        store.insert(&rec).await.unwrap();
+        let v = Arc::new(Verifier::new(
+            store.clone(),
+            KeyHasher::sha256(),
+            Arc::new(SystemClock),
+            CacheConfig::default(),
+        ));
+        v.start_background();
+        v.find(rec.id).await.unwrap().unwrap();
+        assert_eq!(v.cached_keys(), 1);
+        tx.send(Invalidation::Key(rec.id)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(v.cached_keys(), 0);
+        v.find(rec.id).await.unwrap().unwrap();
+        tx.send(Invalidation::All).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(v.cached_keys(), 0);
     }
 
     #[test]
@@ -469,7 +854,7 @@ mod tests {
 
         rec.expires_at = Some(now);
         rec.allowed_ips = vec!["10.0.0.0/8".parse().unwrap()];
-        let k = CachedKey::new(&rec);
+        let k = CachedKey::new(&rec, now);
         assert_eq!(k.check(&bad, now, None), Err(Denied::DigestMismatch));
         assert_eq!(k.check(&good, now, None), Err(Denied::Expired));
         let before = now - Duration::from_nanos(1);
@@ -484,7 +869,7 @@ mod tests {
         );
         rec.revoked_at = Some(now);
         assert_eq!(
-            CachedKey::new(&rec).check(&good, before, None),
+            CachedKey::new(&rec, now).check(&good, before, None),
             Err(Denied::Revoked)
         );
     }
