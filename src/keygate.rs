@@ -6,8 +6,8 @@ use std::{fmt, net::IpAddr, sync::Arc, time::Duration};
 use bytes::Bytes;
 use http::{HeaderName, Request, Response};
 use keygate_core::{
-    CacheConfig, Clock, Environment, GovernorLimiter, KeyFormat, KeyHasher, KeyManager, KeyStore,
-    Quota, RateLimiter, SystemClock, Verifier,
+    AuditLog, CacheConfig, Clock, Environment, GovernorLimiter, KeyFormat, KeyHasher, KeyManager,
+    KeyStore, Quota, RateLimiter, SystemClock, Verifier,
 };
 
 use crate::{KeySources, KeygateLayer, MethodScopes, Rejection, rejection::RenderContext};
@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) forwarded: Option<HeaderName>,
     pub(crate) peer_fn: Option<PeerFn>,
     pub(crate) unavailable_retry_after: Duration,
+    pub(crate) expiry_warning: time::Duration,
+    pub(crate) audit_log: Option<AuditLog>,
     pub(crate) manager: KeyManager,
 }
 
@@ -111,6 +113,9 @@ impl Keygate {
     ///
     /// The store's error if the final flush fails.
     pub async fn shutdown(&self) -> Result<(), keygate_core::StoreError> {
+        if let Some(log) = &self.shared.audit_log {
+            log.flush().await;
+        }
         self.flush_usage().await.map(drop)
     }
 }
@@ -191,6 +196,8 @@ pub struct KeygateBuilder {
     forwarded: Option<HeaderName>,
     peer_fn: Option<PeerFn>,
     unavailable_retry_after: Duration,
+    expiry_warning: Duration,
+    audit_log: Option<AuditLog>,
 }
 
 impl KeygateBuilder {
@@ -214,6 +221,8 @@ impl KeygateBuilder {
             forwarded: None,
             peer_fn: None,
             unavailable_retry_after: Duration::from_secs(1),
+            expiry_warning: Duration::from_secs(7 * 86_400),
+            audit_log: None,
         }
     }
 
@@ -366,6 +375,22 @@ impl KeygateBuilder {
         self
     }
 
+    /// How long before a key expires its responses start carrying `Sunset`
+    /// and `Deprecation` headers (default 7 days). Keys in a rotation grace
+    /// period always carry them.
+    pub fn expiry_warning(mut self, within: Duration) -> Self {
+        self.expiry_warning = within;
+        self
+    }
+
+    /// Also persist every authentication attempt and management change
+    /// through this [`AuditLog`] (bounded queue, batched writes, never
+    /// blocks a request).
+    pub fn audit_log(mut self, log: AuditLog) -> Self {
+        self.audit_log = Some(log);
+        self
+    }
+
     /// Builds the [`Keygate`].
     pub fn build(self) -> Keygate {
         let verifier = Arc::new(Verifier::new(
@@ -384,6 +409,10 @@ impl KeygateBuilder {
             Arc::clone(&self.clock),
         )
         .with_verifier(Arc::clone(&verifier));
+        let manager = match &self.audit_log {
+            Some(log) => manager.with_audit_log(log.clone()),
+            None => manager,
+        };
         let header = self
             .sources
             .header_names()
@@ -412,6 +441,9 @@ impl KeygateBuilder {
                 forwarded: self.forwarded,
                 peer_fn: self.peer_fn,
                 unavailable_retry_after: self.unavailable_retry_after,
+                expiry_warning: time::Duration::try_from(self.expiry_warning)
+                    .unwrap_or(time::Duration::MAX),
+                audit_log: self.audit_log,
                 manager,
             }),
         }

@@ -19,8 +19,12 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    ApiKey, Rejection, audit, body::ResponseBody, extract::Anonymous, keygate::Shared,
-    rejection::insert_rate_limit_headers, source::SourceError,
+    ApiKey, Rejection, audit,
+    body::ResponseBody,
+    extract::Anonymous,
+    keygate::Shared,
+    rejection::{insert_rate_limit_headers, insert_sunset_headers},
+    source::SourceError,
 };
 
 /// Applies keygate's authentication to a service. Made by
@@ -128,7 +132,7 @@ where
                     req.extensions_mut()
                         .insert(crate::require_scope::renderer(handler));
                 }
-                ResponseFuture::inner(self.inner.call(req), None)
+                ResponseFuture::inner(self.inner.call(req), None, None)
             }
             Start::Reject(rejection, id, reason) => {
                 audit::rejected(shared, &req, &rejection, id, reason);
@@ -136,9 +140,9 @@ where
             }
             Start::Hit(entry, digest, now) => match decide(shared, &entry, &digest, &req, now) {
                 Decided::Admit(decision) => {
-                    admit(shared, &mut req, &entry, now);
+                    let sunset = admit(shared, &mut req, &entry, now);
                     let decision = decision.filter(|_| shared.rate_limit_headers);
-                    ResponseFuture::inner(self.inner.call(req), decision)
+                    ResponseFuture::inner(self.inner.call(req), decision, sunset)
                 }
                 Decided::Reject(rejection, reason) => {
                     audit::rejected(shared, &req, &rejection, Some(entry.info().id), reason);
@@ -293,9 +297,18 @@ fn decided_by_limit(
 }
 
 /// Steps 7–9: count usage, audit, attach the key, strip the credential.
-fn admit<B>(shared: &Shared, req: &mut Request<B>, entry: &CachedKey, now: OffsetDateTime) {
+/// Returns the sunset time when the response should carry a reminder.
+fn admit<B>(
+    shared: &Shared,
+    req: &mut Request<B>,
+    entry: &CachedKey,
+    now: OffsetDateTime,
+) -> Option<OffsetDateTime> {
     entry.record_use(now);
-    audit::admitted(shared, req, entry.info().id);
+    let sunset = entry
+        .expires_at()
+        .filter(|at| entry.is_superseded() || *at - now <= shared.expiry_warning);
+    audit::admitted(shared, req, entry.info().id, sunset, entry.is_superseded());
     if shared.strip {
         shared.sources.strip(req, shared.format.prefix());
     }
@@ -305,6 +318,7 @@ fn admit<B>(shared: &Shared, req: &mut Request<B>, entry: &CachedKey, now: Offse
         req.extensions_mut()
             .insert(crate::require_scope::renderer(handler));
     }
+    sunset
 }
 
 /// A request waiting for the store or a remote limiter.
@@ -323,10 +337,14 @@ where
 {
     fn call_inner(mut self, decision: Option<Decision>, entry: &CachedKey) -> State<S, B> {
         let now = self.shared.clock.now();
-        admit(&self.shared, &mut self.req, entry, now);
+        let sunset = admit(&self.shared, &mut self.req, entry, now);
         let future = self.inner.call(self.req);
         let decision = decision.filter(|_| self.shared.rate_limit_headers);
-        State::Inner { future, decision }
+        State::Inner {
+            future,
+            decision,
+            sunset,
+        }
     }
 
     fn reject(self, rejection: &Rejection, id: Option<KeyId>, reason: &'static str) -> State<S, B> {
@@ -358,6 +376,7 @@ pin_project! {
             #[pin]
             future: S::Future,
             decision: Option<Decision>,
+            sunset: Option<OffsetDateTime>,
         },
         Loading {
             pending: Pending,
@@ -377,9 +396,17 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    fn inner(future: S::Future, decision: Option<Decision>) -> Self {
+    fn inner(
+        future: S::Future,
+        decision: Option<Decision>,
+        sunset: Option<OffsetDateTime>,
+    ) -> Self {
         Self {
-            state: State::Inner { future, decision },
+            state: State::Inner {
+                future,
+                decision,
+                sunset,
+            },
         }
     }
 
@@ -402,10 +429,17 @@ where
         let mut state = self.project().state;
         loop {
             let next = match state.as_mut().project() {
-                StateProj::Inner { future, decision } => {
+                StateProj::Inner {
+                    future,
+                    decision,
+                    sunset,
+                } => {
                     let mut res = ready!(future.poll(cx))?.map(ResponseBody::inner);
                     if let Some(d) = decision {
                         insert_rate_limit_headers(res.headers_mut(), d);
+                    }
+                    if let Some(at) = sunset {
+                        insert_sunset_headers(res.headers_mut(), *at);
                     }
                     return Poll::Ready(Ok(res));
                 }

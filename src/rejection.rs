@@ -232,6 +232,25 @@ pub(crate) fn insert_rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
     headers.insert(RATELIMIT_RESET, reset.into());
 }
 
+/// Adds `Sunset` (RFC 8594, an HTTP-date) and `Deprecation` (RFC 9745, a
+/// structured date `@<unix seconds>`) for a key that stops working at `at`.
+pub(crate) fn insert_sunset_headers(headers: &mut HeaderMap, at: time::OffsetDateTime) {
+    const IMF_FIXDATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let utc = at.to_offset(time::UtcOffset::UTC);
+    if let Ok(date) = utc.format(IMF_FIXDATE)
+        && let Ok(v) = HeaderValue::from_str(&date)
+    {
+        headers.insert(SUNSET, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("@{}", utc.unix_timestamp())) {
+        headers.insert(DEPRECATION, v);
+    }
+}
+
+const SUNSET: http::HeaderName = http::HeaderName::from_static("sunset");
+const DEPRECATION: http::HeaderName = http::HeaderName::from_static("deprecation");
 const RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
 const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
 const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");

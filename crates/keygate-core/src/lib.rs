@@ -33,6 +33,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod audit;
 mod clock;
 mod error;
 mod hash;
@@ -46,6 +47,7 @@ mod store;
 mod usage;
 mod verify;
 
+pub use audit::{AuditAction, AuditEvent, AuditLog, AuditQuery, AuditStore, DynAuditStore};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::{BoxError, StoreError};
 pub use hash::{InvalidDigest, KeyDigest, KeyHasher, WeakPepper};
@@ -55,7 +57,7 @@ pub use key::{
     SECRET_LEN,
 };
 pub use limit::{Check, Decision, GovernorLimiter, LimiterUnavailable, PendingCheck, RateLimiter};
-pub use manage::{CreatedKey, KeyManager, ManageError, NewKey};
+pub use manage::{CreatedKey, KeyManager, KeyUpdate, ManageError, NewKey};
 pub use quota::{InvalidQuota, Quota};
 pub use record::{InvalidOwner, KeyInfo, KeyRecord, Metadata, Owner};
 pub use scope::{InvalidScope, MAX_SCOPE_LEN, Scope, Scopes};

@@ -5,8 +5,9 @@ use std::{fmt, sync::Arc, time::Duration};
 use ipnet::IpNet;
 
 use crate::{
-    Clock, DynKeyStore, Environment, KeyFormat, KeyHasher, KeyId, KeyRecord, Metadata, Owner, Page,
-    PlaintextKey, Quota, RandomnessError, Scopes, StoreError, Verifier,
+    AuditAction, AuditEvent, AuditLog, Clock, DynKeyStore, Environment, KeyFormat, KeyHasher,
+    KeyId, KeyRecord, Metadata, Owner, Page, PlaintextKey, Quota, RandomnessError, Scopes,
+    StoreError, Verifier,
 };
 
 /// What to issue: the settings of a new key.
@@ -117,6 +118,42 @@ pub enum ManageError {
     /// The name is empty or longer than 200 characters.
     #[error("a key name is 1 to 200 characters")]
     InvalidName,
+    /// The key is revoked, expired or already rotated.
+    #[error("key {0} cannot be rotated: it is revoked, expired or already rotated")]
+    NotRotatable(KeyId),
+}
+
+fn check_name(name: &str) -> Result<(), ManageError> {
+    if name.trim().is_empty() || name.chars().count() > 200 {
+        Err(ManageError::InvalidName)
+    } else {
+        Ok(())
+    }
+}
+
+/// `t` to the microsecond.
+fn micros(t: time::OffsetDateTime) -> time::OffsetDateTime {
+    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(t)
+}
+
+/// The changes [`KeyManager::update`] makes: only fields that are `Some`
+/// change. For optional settings, `Some(None)` clears them.
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct KeyUpdate {
+    /// A new name.
+    pub name: Option<String>,
+    /// New scopes.
+    pub scopes: Option<Scopes>,
+    /// A new quota (`Some(None)`: back to the layer's default).
+    pub rate_limit: Option<Option<Quota>>,
+    /// A new IP allowlist (empty: anywhere).
+    pub allowed_ips: Option<Vec<IpNet>>,
+    /// New metadata.
+    pub metadata: Option<Metadata>,
+    /// A new expiry (`Some(None)`: never).
+    pub expires_at: Option<Option<time::OffsetDateTime>>,
 }
 
 /// Issues, lists, updates and revokes keys in a store.
@@ -130,6 +167,8 @@ pub struct KeyManager {
     hasher: KeyHasher,
     clock: Arc<dyn Clock>,
     verifier: Option<Arc<Verifier>>,
+    audit: Option<AuditLog>,
+    actor: Option<Arc<str>>,
 }
 
 impl KeyManager {
@@ -146,6 +185,25 @@ impl KeyManager {
             hasher,
             clock,
             verifier: None,
+            audit: None,
+            actor: None,
+        }
+    }
+
+    /// Also write every change to a persisted [`AuditLog`].
+    #[must_use]
+    pub fn with_audit_log(mut self, log: AuditLog) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// A manager whose changes are attributed to `actor` in the audit trail
+    /// (`key:<id>`, `user:<id>`, `cli`…).
+    #[must_use]
+    pub fn as_actor(&self, actor: impl Into<String>) -> Self {
+        Self {
+            actor: Some(actor.into().into()),
+            ..self.clone()
         }
     }
 
@@ -168,9 +226,7 @@ impl KeyManager {
     /// [`ManageError`] if the name is invalid, the expiry is out of range, the
     /// OS has no randomness or the store fails.
     pub async fn create(&self, new: NewKey) -> Result<CreatedKey, ManageError> {
-        if new.name.is_empty() || new.name.chars().count() > 200 {
-            return Err(ManageError::InvalidName);
-        }
+        check_name(&new.name)?;
         let now = self.now();
         let expires_at = match new.expires_in {
             Some(d) => {
@@ -208,13 +264,7 @@ impl KeyManager {
             match self.store.insert(&record).await {
                 Ok(()) => {
                     self.invalidate(record.id);
-                    tracing::info!(
-                        target: "keygate::audit",
-                        event = "key.created",
-                        key_id = %record.id,
-                        owner = %record.owner,
-                        scopes = %record.scopes,
-                    );
+                    self.audit(AuditAction::Create, record.id, None);
                     return Ok(CreatedKey { key, record });
                 }
                 Err(StoreError::Duplicate(_)) if attempts < 3 => attempts += 1,
@@ -242,35 +292,39 @@ impl KeyManager {
         Ok(self.store.list_by_owner(owner, page).await?)
     }
 
-    /// Replaces a key's record (name, scopes, quota, IPs, metadata, expiry),
-    /// effective at once on layers sharing this manager's verifier. The id,
-    /// digest, owner and creation time cannot change.
+    /// Changes a key's settings, effective at once on layers sharing this
+    /// manager's verifier. Only the fields set in `changes` change; the id,
+    /// digest, owner, environment and creation time never do.
     ///
     /// # Errors
     ///
-    /// [`StoreError::NotFound`] if there is no such key, or the store's error.
-    pub async fn update(&self, record: &KeyRecord) -> Result<KeyRecord, ManageError> {
-        let current = self
-            .store
-            .find(record.id)
-            .await?
-            .ok_or(StoreError::NotFound(record.id))?;
-        let merged = KeyRecord {
-            id: current.id,
-            family: current.family,
-            owner: current.owner.clone(),
-            digest: current.digest,
-            created_at: current.created_at,
-            revoked_at: current.revoked_at,
-            environment: current.environment,
-            last_used_at: current.last_used_at,
-            superseded_by: current.superseded_by,
-            ..record.clone()
-        };
-        self.store.update(&merged).await?;
-        self.invalidate(merged.id);
-        tracing::info!(target: "keygate::audit", event = "key.updated", key_id = %merged.id);
-        Ok(merged)
+    /// [`StoreError::NotFound`] if there is no such key, [`ManageError::InvalidName`]
+    /// for a bad name, or the store's error.
+    pub async fn update(&self, id: KeyId, changes: KeyUpdate) -> Result<KeyRecord, ManageError> {
+        let mut record = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
+        if let Some(name) = changes.name {
+            check_name(&name)?;
+            record.name = name;
+        }
+        if let Some(scopes) = changes.scopes {
+            record.scopes = scopes;
+        }
+        if let Some(rate_limit) = changes.rate_limit {
+            record.rate_limit = rate_limit;
+        }
+        if let Some(nets) = changes.allowed_ips {
+            record.allowed_ips = nets;
+        }
+        if let Some(metadata) = changes.metadata {
+            record.metadata = metadata;
+        }
+        if let Some(expires_at) = changes.expires_at {
+            record.expires_at = expires_at.map(micros);
+        }
+        self.store.update(&record).await?;
+        self.invalidate(id);
+        self.audit(AuditAction::Update, id, None);
+        Ok(record)
     }
 
     /// Revokes a key, effective at once on layers sharing this manager's
@@ -287,8 +341,118 @@ impl KeyManager {
             .await?
             .ok_or(StoreError::NotFound(id))?;
         self.invalidate(id);
-        tracing::info!(target: "keygate::audit", event = "key.revoked", key_id = %id);
+        self.audit(AuditAction::Revoke, id, None);
         Ok(record)
+    }
+
+    /// Replaces a key with a new one: same owner, name, scopes, environment,
+    /// quota, IP allowlist and metadata, and the same rotation family, so
+    /// the rate-limit state and usage history carry over. The old key keeps
+    /// working for `grace` (its expiry becomes the earlier of its own and
+    /// now + `grace`), so clients can switch without a failed request; during
+    /// that time its responses carry `Sunset` and `Deprecation` headers.
+    ///
+    /// # Errors
+    ///
+    /// [`ManageError::NotRotatable`] for a revoked, expired or already
+    /// rotated key; [`StoreError::NotFound`] if there is none; or the store's
+    /// error.
+    pub async fn rotate(&self, id: KeyId, grace: Duration) -> Result<CreatedKey, ManageError> {
+        let now = self.now();
+        let mut old = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
+        if old.revoked_at.is_some() || old.is_expired_at(now) || old.superseded_by.is_some() {
+            return Err(ManageError::NotRotatable(id));
+        }
+        let grace: time::Duration = grace
+            .try_into()
+            .map_err(|_| ManageError::ExpiryOutOfRange)?;
+        let grace_end = micros(
+            now.checked_add(grace)
+                .ok_or(ManageError::ExpiryOutOfRange)?,
+        );
+        let mut attempts = 0;
+        let created = loop {
+            let key = self.format.generate(old.environment)?;
+            let record = KeyRecord {
+                id: key.id(),
+                digest: self.hasher.digest(key.expose_secret()),
+                created_at: now,
+                last_used_at: None,
+                superseded_by: None,
+                revoked_at: None,
+                ..old.clone()
+            };
+            // The new key is stored first: if anything fails after this,
+            // the old key is still fully valid.
+            match self.store.insert(&record).await {
+                Ok(()) => break CreatedKey { key, record },
+                Err(StoreError::Duplicate(_)) if attempts < 3 => attempts += 1,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        old.superseded_by = Some(created.record.id);
+        old.expires_at = Some(old.expires_at.map_or(grace_end, |at| at.min(grace_end)));
+        self.store.update(&old).await?;
+        self.invalidate(id);
+        self.invalidate(created.record.id);
+        self.audit(AuditAction::Rotate, id, Some(created.record.id.to_string()));
+        self.audit(
+            AuditAction::Create,
+            created.record.id,
+            Some(format!("rotated from {id}")),
+        );
+        Ok(created)
+    }
+
+    /// Keys that are not revoked and expire within `within` from now
+    /// (including ones already expired), soonest first, at most `limit`:
+    /// the list to send reminders from.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn expiring(
+        &self,
+        within: Duration,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, ManageError> {
+        let within: time::Duration = within
+            .try_into()
+            .map_err(|_| ManageError::ExpiryOutOfRange)?;
+        let before = self
+            .now()
+            .checked_add(within)
+            .ok_or(ManageError::ExpiryOutOfRange)?;
+        Ok(self.store.list_expiring(before, limit).await?)
+    }
+
+    /// A key family's hourly usage since `since`.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn usage(
+        &self,
+        family: KeyId,
+        since: time::OffsetDateTime,
+    ) -> Result<Vec<crate::UsageBucket>, ManageError> {
+        Ok(self.store.usage(family, since).await?)
+    }
+
+    fn audit(&self, action: AuditAction, id: KeyId, detail: Option<String>) {
+        tracing::info!(
+            target: "keygate::audit",
+            action = action.as_str(),
+            key_id = id.as_str(),
+            actor = self.actor.as_deref(),
+            detail = detail.as_deref(),
+        );
+        if let Some(log) = &self.audit {
+            let mut event = AuditEvent::manage(self.clock.now(), action, id);
+            event.actor = self.actor.as_deref().map(str::to_owned);
+            event.detail = detail;
+            log.record(event);
+        }
     }
 
     /// Now, to the microsecond: what every store (PostgreSQL included) can
@@ -387,18 +551,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn update_keeps_identity_and_revoke_keeps_first_time() {
+    async fn update_changes_only_what_is_set_and_revoke_keeps_first_time() {
         let clock = FakeClock::starting_now();
         let (m, _) = manager(Arc::new(clock.clone()));
-        let c = m.create(NewKey::new(Owner::user("a"), "k")).await.unwrap();
-        let mut changed = c.record.clone();
-        changed.name = "renamed".into();
-        changed.owner = Owner::user("mallory");
-        changed.scopes = Scopes::from([Scope::WRITE]);
-        let updated = m.update(&changed).await.unwrap();
+        let c = m
+            .create(NewKey::new(Owner::user("a"), "k").rate_limit(Quota::per_second(5)))
+            .await
+            .unwrap();
+        let updated = m
+            .update(
+                c.record.id,
+                KeyUpdate {
+                    name: Some("renamed".into()),
+                    scopes: Some(Scopes::from([Scope::WRITE])),
+                    ..KeyUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(updated.name, "renamed");
         assert_eq!(updated.owner, Owner::user("a"));
+        assert_eq!(updated.rate_limit, Some(Quota::per_second(5)));
         assert!(updated.scopes.contains(&Scope::WRITE));
+        let cleared = m
+            .update(
+                c.record.id,
+                KeyUpdate {
+                    rate_limit: Some(None),
+                    ..KeyUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(cleared.rate_limit, None);
+        assert!(matches!(
+            m.update(
+                c.record.id,
+                KeyUpdate {
+                    name: Some(" ".into()),
+                    ..KeyUpdate::default()
+                }
+            )
+            .await,
+            Err(ManageError::InvalidName)
+        ));
 
         let first = m.revoke(c.record.id).await.unwrap().revoked_at;
         clock.advance(Duration::from_secs(5));
@@ -407,6 +603,113 @@ mod tests {
             m.revoke("ZZZZZZZZZZ".parse().unwrap()).await,
             Err(ManageError::Store(StoreError::NotFound(_)))
         ));
+    }
+
+    #[tokio::test]
+    async fn rotate_keeps_settings_and_family_and_bounds_the_old_key() {
+        let clock = FakeClock::starting_now();
+        let (m, _) = manager(Arc::new(clock.clone()));
+        let old = m
+            .create(
+                NewKey::new(Owner::service("ci"), "deploy")
+                    .scopes([Scope::WRITE])
+                    .rate_limit(Quota::per_minute(10))
+                    .expires_in(Duration::from_secs(86_400 * 30)),
+            )
+            .await
+            .unwrap();
+        let new = m
+            .rotate(old.record.id, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_ne!(new.record.id, old.record.id);
+        assert_ne!(new.key.expose_secret(), old.key.expose_secret());
+        assert_eq!(new.record.family, old.record.family);
+        assert_eq!(new.record.scopes, old.record.scopes);
+        assert_eq!(new.record.rate_limit, old.record.rate_limit);
+        assert_eq!(new.record.expires_at, old.record.expires_at);
+        let old_now = m.get(old.record.id).await.unwrap().unwrap();
+        assert_eq!(old_now.superseded_by, Some(new.record.id));
+        assert_eq!(
+            old_now.expires_at,
+            Some(micros(clock.now()) + Duration::from_secs(3600))
+        );
+        assert!(matches!(
+            m.rotate(old.record.id, Duration::from_secs(60)).await,
+            Err(ManageError::NotRotatable(_))
+        ));
+        // The new key can be rotated in turn and stays in the family.
+        let third = m.rotate(new.record.id, Duration::ZERO).await.unwrap();
+        assert_eq!(third.record.family, old.record.family);
+    }
+
+    #[tokio::test]
+    async fn expiring_lists_soonest_first() {
+        let clock = FakeClock::starting_now();
+        let (m, _) = manager(Arc::new(clock.clone()));
+        let day = Duration::from_secs(86_400);
+        let late = m
+            .create(NewKey::new(Owner::user("a"), "late").expires_in(day * 20))
+            .await
+            .unwrap();
+        let soon = m
+            .create(NewKey::new(Owner::user("a"), "soon").expires_in(day * 2))
+            .await
+            .unwrap();
+        m.create(NewKey::new(Owner::user("a"), "never"))
+            .await
+            .unwrap();
+        let gone = m
+            .create(NewKey::new(Owner::user("a"), "gone").expires_in(day))
+            .await
+            .unwrap();
+        m.revoke(gone.record.id).await.unwrap();
+        let ids: Vec<_> = m
+            .expiring(day * 7, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, vec![soon.record.id]);
+        let ids: Vec<_> = m
+            .expiring(day * 30, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, vec![soon.record.id, late.record.id]);
+    }
+
+    #[tokio::test]
+    async fn changes_reach_the_persisted_audit_log_with_their_actor() {
+        let store = MemoryStore::new();
+        let log = AuditLog::spawn(Arc::new(store.clone()), 16);
+        let m = KeyManager::new(
+            Arc::new(store.clone()),
+            KeyFormat::new("t").unwrap(),
+            KeyHasher::sha256(),
+            Arc::new(SystemClock),
+        )
+        .with_audit_log(log.clone())
+        .as_actor("cli");
+        let c = m.create(NewKey::new(Owner::user("a"), "k")).await.unwrap();
+        m.revoke(c.record.id).await.unwrap();
+        log.flush().await;
+        let events = crate::AuditStore::query_audit(
+            &store,
+            &crate::AuditQuery {
+                key_id: Some(c.record.id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let actions: Vec<_> = events.iter().map(|e| e.action).collect();
+        assert_eq!(actions, vec![AuditAction::Revoke, AuditAction::Create]);
+        assert!(events.iter().all(|e| e.actor.as_deref() == Some("cli")));
+        assert_eq!(log.dropped(), 0);
     }
 
     #[tokio::test]

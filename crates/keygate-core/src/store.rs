@@ -270,6 +270,7 @@ struct MemoryInner {
     by_id: HashMap<KeyId, KeyRecord>,
     by_owner: HashMap<Owner, Vec<KeyId>>,
     usage: HashMap<(KeyId, OffsetDateTime), u64>,
+    audit: Vec<crate::AuditEvent>,
 }
 
 impl MemoryStore {
@@ -415,5 +416,29 @@ impl KeyStore for MemoryStore {
             .collect();
         out.sort_by_key(|b| b.bucket);
         Ok(out)
+    }
+}
+
+impl crate::AuditStore for MemoryStore {
+    async fn append_audit(&self, events: &[crate::AuditEvent]) -> Result<(), StoreError> {
+        self.write().audit.extend_from_slice(events);
+        Ok(())
+    }
+
+    async fn query_audit(
+        &self,
+        query: &crate::AuditQuery,
+    ) -> Result<Vec<crate::AuditEvent>, StoreError> {
+        let inner = self.read();
+        let limit = if query.limit == 0 { 100 } else { query.limit };
+        Ok(inner
+            .audit
+            .iter()
+            .rev()
+            .filter(|e| query.key_id.is_none_or(|id| e.key_id == Some(id)))
+            .filter(|e| query.since.is_none_or(|t| e.at >= t))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }
