@@ -39,6 +39,7 @@ pub struct Keygate {
     pub(crate) shared: Arc<Shared>,
 }
 
+#[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) format: KeyFormat,
     pub(crate) verifier: Arc<Verifier>,

@@ -38,6 +38,29 @@ impl KeygateLayer {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
+
+    /// The same layer (same cache, limiter, store and settings) with other
+    /// method-to-scope rules, e.g. [`MethodScopes::none`](crate::MethodScopes::none)
+    /// for routes that check scopes themselves.
+    #[must_use]
+    pub fn method_scopes(self, scopes: crate::MethodScopes) -> Self {
+        let mut shared = (*self.shared).clone();
+        shared.method_scopes = scopes;
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// The same layer in optional mode or not (see
+    /// [`KeygateBuilder::optional`](crate::KeygateBuilder::optional)).
+    #[must_use]
+    pub fn optional(self, enabled: bool) -> Self {
+        let mut shared = (*self.shared).clone();
+        shared.optional = enabled;
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
 }
 
 impl fmt::Debug for KeygateLayer {
