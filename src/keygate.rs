@@ -10,7 +10,9 @@ use keygate_core::{
     KeyStore, Quota, RateLimiter, SystemClock, Verifier,
 };
 
-use crate::{KeySources, KeygateLayer, MethodScopes, Rejection, rejection::RenderContext};
+use crate::{
+    GrpcScopes, KeySources, KeygateLayer, MethodScopes, Rejection, rejection::RenderContext,
+};
 
 /// A custom rejection renderer; see [`KeygateBuilder::on_rejection`].
 pub type RejectionHandler = Arc<dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync>;
@@ -49,6 +51,7 @@ pub(crate) struct Shared {
     pub(crate) optional: bool,
     pub(crate) strip: bool,
     pub(crate) method_scopes: MethodScopes,
+    pub(crate) grpc_scopes: GrpcScopes,
     pub(crate) environments: Option<Environment>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rate_limit_headers: bool,
@@ -122,10 +125,24 @@ impl Keygate {
 }
 
 impl Shared {
-    pub(crate) fn reject(&self, rejection: &Rejection) -> Response<Bytes> {
+    /// The response for a rejection: a gRPC status for gRPC calls, else the
+    /// application's handler or problem+json.
+    pub(crate) fn reject<B>(&self, rejection: &Rejection, req: &Request<B>) -> Response<Bytes> {
+        if crate::grpc::is_grpc(req) {
+            return rejection.to_grpc_response();
+        }
         match &self.on_rejection {
             Some(handler) => handler(rejection),
             None => rejection.render(&self.render),
+        }
+    }
+
+    /// The scope a request needs by its method (HTTP) or method path (gRPC).
+    pub(crate) fn required_scope<B>(&self, req: &Request<B>) -> Option<&keygate_core::Scope> {
+        if crate::grpc::is_grpc(req) {
+            self.grpc_scopes.required(req.uri().path())
+        } else {
+            self.method_scopes.required(req.method())
         }
     }
 
@@ -189,6 +206,7 @@ pub struct KeygateBuilder {
     optional: bool,
     strip: bool,
     method_scopes: MethodScopes,
+    grpc_scopes: GrpcScopes,
     environments: Option<Environment>,
     clock: Arc<dyn Clock>,
     rate_limit_headers: bool,
@@ -214,6 +232,7 @@ impl KeygateBuilder {
             optional: false,
             strip: false,
             method_scopes: MethodScopes::default(),
+            grpc_scopes: GrpcScopes::default(),
             environments: None,
             clock: Arc::new(SystemClock),
             rate_limit_headers: false,
@@ -320,6 +339,13 @@ impl KeygateBuilder {
     /// Which scope each HTTP method needs (default: see [`MethodScopes`]).
     pub fn method_scopes(mut self, scopes: MethodScopes) -> Self {
         self.method_scopes = scopes;
+        self
+    }
+
+    /// Which scope each gRPC method needs (default: see [`GrpcScopes`]).
+    /// gRPC calls are recognised by their `content-type: application/grpc`.
+    pub fn grpc_scopes(mut self, scopes: GrpcScopes) -> Self {
+        self.grpc_scopes = scopes;
         self
     }
 
@@ -434,6 +460,7 @@ impl KeygateBuilder {
                 optional: self.optional,
                 strip: self.strip,
                 method_scopes: self.method_scopes,
+                grpc_scopes: self.grpc_scopes,
                 environments: self.environments,
                 clock: self.clock,
                 rate_limit_headers: self.rate_limit_headers,

@@ -51,6 +51,16 @@ impl KeygateLayer {
         }
     }
 
+    /// The same layer with other gRPC method-to-scope rules.
+    #[must_use]
+    pub fn grpc_scopes(self, scopes: crate::GrpcScopes) -> Self {
+        let mut shared = (*self.shared).clone();
+        shared.grpc_scopes = scopes;
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
     /// The same layer in optional mode or not (see
     /// [`KeygateBuilder::optional`](crate::KeygateBuilder::optional)).
     #[must_use]
@@ -159,7 +169,7 @@ where
             }
             Start::Reject(rejection, id, reason) => {
                 audit::rejected(shared, &req, &rejection, id, reason);
-                ResponseFuture::rejected(shared.reject(&rejection))
+                ResponseFuture::rejected(shared.reject(&rejection, &req))
             }
             Start::Hit(entry, digest, now) => match decide(shared, &entry, &digest, &req, now) {
                 Decided::Admit(decision) => {
@@ -169,7 +179,7 @@ where
                 }
                 Decided::Reject(rejection, reason) => {
                     audit::rejected(shared, &req, &rejection, Some(entry.info().id), reason);
-                    ResponseFuture::rejected(shared.reject(&rejection))
+                    ResponseFuture::rejected(shared.reject(&rejection, &req))
                 }
                 Decided::Pending(check) => ResponseFuture {
                     state: State::Limiting {
@@ -286,7 +296,7 @@ fn decide<B>(
         };
         return Decided::Reject(rejection, reason);
     }
-    if let Some(required) = shared.method_scopes.required(req.method())
+    if let Some(required) = shared.required_scope(req)
         && !entry.info().scopes.allows(required)
     {
         let rejection = Rejection::InsufficientScope {
@@ -373,7 +383,7 @@ where
     fn reject(self, rejection: &Rejection, id: Option<KeyId>, reason: &'static str) -> State<S, B> {
         audit::rejected(&self.shared, &self.req, rejection, id, reason);
         State::Rejected {
-            response: Some(self.shared.reject(rejection)),
+            response: Some(self.shared.reject(rejection, &self.req)),
         }
     }
 }

@@ -74,6 +74,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | yes | `ApiKey`, `Option<ApiKey>` and `RequireScope<S>` extractors; `IntoResponse` for [`Rejection`]; peer address from `ConnectInfo` |
+//! | `tonic` | no | `GrpcRequestExt::api_key()` for tonic handlers, `From<Rejection> for tonic::Status`, peer address from tonic's connect info. gRPC calls are recognised and answered with gRPC statuses without it (see [`grpc`]). |
 //!
 //! # Living with other authentication
 //!
@@ -87,6 +88,7 @@
 pub mod audit;
 mod body;
 mod extract;
+pub mod grpc;
 mod keygate;
 mod layer;
 mod method;
@@ -99,6 +101,7 @@ pub use keygate_core as core;
 pub use crate::{
     body::ResponseBody,
     extract::ApiKey,
+    grpc::GrpcScopes,
     keygate::{Keygate, KeygateBuilder, RejectionHandler},
     layer::{KeygateLayer, KeygateService, ResponseFuture},
     method::MethodScopes,

@@ -137,9 +137,13 @@ where
             Ok(None) => Rejection::MissingKey,
             Err(e) => e,
         };
-        let response = match req.extensions().get::<RejectionRenderer>() {
-            Some(r) => (r.0)(&rejection),
-            None => rejection.to_response(),
+        let response = if crate::grpc::is_grpc(&req) {
+            rejection.to_grpc_response()
+        } else {
+            match req.extensions().get::<RejectionRenderer>() {
+                Some(r) => (r.0)(&rejection),
+                None => rejection.to_response(),
+            }
         };
         ScopeFuture {
             kind: ScopeKind::Rejected {
