@@ -108,30 +108,94 @@ pub(crate) fn lookup(ext: &http::Extensions) -> Result<Option<ApiKey>, crate::Re
     Err(crate::Rejection::LayerMissing)
 }
 
+/// The rejection of keygate's extractors: a [`Rejection`](crate::Rejection)
+/// rendered the way the layer that admitted the request renders them
+/// (its realm, header names and
+/// [`on_rejection`](crate::KeygateBuilder::on_rejection) handler).
+#[derive(Clone)]
+pub struct ApiKeyRejection {
+    rejection: crate::Rejection,
+    renderer: Option<crate::require_scope::RejectionRenderer>,
+}
+
+impl ApiKeyRejection {
+    pub(crate) fn new(rejection: crate::Rejection, ext: &http::Extensions) -> Self {
+        Self {
+            rejection,
+            renderer: ext.get().cloned(),
+        }
+    }
+
+    /// Why the extractor refused.
+    pub fn rejection(&self) -> &crate::Rejection {
+        &self.rejection
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> http::StatusCode {
+        self.rejection.status()
+    }
+
+    /// The response, as the layer would render it.
+    pub fn to_response(&self) -> http::Response<bytes::Bytes> {
+        match &self.renderer {
+            Some(r) => r.0.render(&self.rejection),
+            None => self.rejection.to_response(),
+        }
+    }
+}
+
+impl fmt::Debug for ApiKeyRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ApiKeyRejection")
+            .field(&self.rejection)
+            .finish()
+    }
+}
+
+impl fmt::Display for ApiKeyRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.rejection, f)
+    }
+}
+
+impl std::error::Error for ApiKeyRejection {}
+
 #[cfg(feature = "axum")]
 mod axum_impls {
-    use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+    use axum::{
+        extract::{FromRequestParts, OptionalFromRequestParts},
+        response::{IntoResponse, Response},
+    };
     use http::request::Parts;
 
-    use super::{ApiKey, lookup};
+    use super::{ApiKey, ApiKeyRejection, lookup};
     use crate::Rejection;
 
     impl<S: Send + Sync> FromRequestParts<S> for ApiKey {
-        type Rejection = Rejection;
+        type Rejection = ApiKeyRejection;
 
         async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-            lookup(&parts.extensions)?.ok_or(Rejection::MissingKey)
+            lookup(&parts.extensions)
+                .and_then(|key| key.ok_or(Rejection::MissingKey))
+                .map_err(|r| ApiKeyRejection::new(r, &parts.extensions))
         }
     }
 
     impl<S: Send + Sync> OptionalFromRequestParts<S> for ApiKey {
-        type Rejection = Rejection;
+        type Rejection = ApiKeyRejection;
 
         async fn from_request_parts(
             parts: &mut Parts,
             _: &S,
         ) -> Result<Option<Self>, Self::Rejection> {
-            lookup(&parts.extensions)
+            lookup(&parts.extensions).map_err(|r| ApiKeyRejection::new(r, &parts.extensions))
+        }
+    }
+
+    impl IntoResponse for ApiKeyRejection {
+        fn into_response(self) -> Response {
+            self.to_response().map(axum::body::Body::from)
         }
     }
 }

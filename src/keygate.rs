@@ -11,7 +11,9 @@ use keygate_core::{
 };
 
 use crate::{
-    GrpcScopes, KeySources, KeygateLayer, MethodScopes, Rejection, rejection::RenderContext,
+    GrpcScopes, KeySources, KeygateLayer, MethodScopes, Rejection,
+    rejection::{RenderContext, Renderer},
+    require_scope::RejectionRenderer,
 };
 
 /// A custom rejection renderer; see [`KeygateBuilder::on_rejection`].
@@ -52,11 +54,14 @@ pub(crate) struct Shared {
     pub(crate) strip: bool,
     pub(crate) method_scopes: MethodScopes,
     pub(crate) grpc_scopes: GrpcScopes,
+    pub(crate) extra_scopes: Vec<keygate_core::Scope>,
     pub(crate) environments: Option<Environment>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rate_limit_headers: bool,
-    pub(crate) render: RenderContext,
-    pub(crate) on_rejection: Option<RejectionHandler>,
+    pub(crate) renderer: Arc<Renderer>,
+    // Set when the renderer differs from the default, so route layers and
+    // extractors get it through request extensions; `None` costs nothing.
+    pub(crate) renderer_ext: Option<RejectionRenderer>,
     pub(crate) forwarded: Option<HeaderName>,
     pub(crate) peer_fn: Option<PeerFn>,
     pub(crate) unavailable_retry_after: Duration,
@@ -131,10 +136,7 @@ impl Shared {
         if crate::grpc::is_grpc(req) {
             return rejection.to_grpc_response();
         }
-        match &self.on_rejection {
-            Some(handler) => handler(rejection),
-            None => rejection.render(&self.render),
-        }
+        self.renderer.render(rejection)
     }
 
     /// The scope a request needs by its method (HTTP) or method path (gRPC).
@@ -163,18 +165,27 @@ impl Shared {
     }
 }
 
-#[cfg(feature = "axum")]
+/// The connection's peer address, from whichever server put it in the
+/// request's extensions: axum's `ConnectInfo` (or `MockConnectInfo` in
+/// tests), tonic's `TcpConnectInfo`, or a plain `SocketAddr`.
 fn connect_info_ip(ext: &http::Extensions) -> Option<IpAddr> {
-    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|ci| ci.0.ip())
-        .or_else(|| {
-            ext.get::<std::net::SocketAddr>()
-                .map(std::net::SocketAddr::ip)
-        })
-}
-
-#[cfg(not(feature = "axum"))]
-fn connect_info_ip(ext: &http::Extensions) -> Option<IpAddr> {
+    #[cfg(feature = "axum")]
+    {
+        use axum::extract::{ConnectInfo, connect_info::MockConnectInfo};
+        if let Some(ci) = ext.get::<ConnectInfo<std::net::SocketAddr>>() {
+            return Some(ci.0.ip());
+        }
+        if let Some(mock) = ext.get::<MockConnectInfo<std::net::SocketAddr>>() {
+            return Some(mock.0.ip());
+        }
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(addr) = ext
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
+    {
+        return Some(addr.ip());
+    }
     ext.get::<std::net::SocketAddr>()
         .map(std::net::SocketAddr::ip)
 }
@@ -447,6 +458,10 @@ impl KeygateBuilder {
             .map_or("X-API-Key", HeaderName::as_str)
             .to_owned();
         let where_ = describe_sources(&self.sources, &header);
+        let renderer = Arc::new(Renderer {
+            ctx: RenderContext::new(&self.realm, &display_header(&header), where_),
+            handler: self.on_rejection,
+        });
         let limiter = self
             .limiter
             .unwrap_or_else(|| Arc::new(GovernorLimiter::new()));
@@ -461,11 +476,13 @@ impl KeygateBuilder {
                 strip: self.strip,
                 method_scopes: self.method_scopes,
                 grpc_scopes: self.grpc_scopes,
+                extra_scopes: Vec::new(),
                 environments: self.environments,
                 clock: self.clock,
                 rate_limit_headers: self.rate_limit_headers,
-                render: RenderContext::new(&self.realm, &header, where_),
-                on_rejection: self.on_rejection,
+                renderer_ext: (!renderer.is_default())
+                    .then(|| RejectionRenderer(Arc::clone(&renderer))),
+                renderer,
                 forwarded: self.forwarded,
                 peer_fn: self.peer_fn,
                 unavailable_retry_after: self.unavailable_retry_after,

@@ -51,6 +51,37 @@ impl KeygateLayer {
         }
     }
 
+    /// The same layer, also requiring `scope` (or `admin`) on every request
+    /// it sees. Apply it with `route_layer` to the routes that need it:
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use keygate::{Keygate, core::{MemoryStore, Scope}};
+    ///
+    /// let keys = Keygate::builder(MemoryStore::new()).build();
+    /// let notes = Router::new()
+    ///     .route("/notes", get(|| async { "notes" }))
+    ///     .route_layer(keys.layer());
+    /// let billing = Router::new()
+    ///     .route("/invoices", get(|| async { "invoices" }))
+    ///     .route_layer(keys.layer().require_scope(Scope::from_static("billing:read")));
+    /// let app: Router = notes.merge(billing);
+    /// ```
+    ///
+    /// Unlike the standalone [`require_scope`](crate::require_scope) route
+    /// layer, which runs inside a layer applied to the whole router (after
+    /// the request was counted against the key's quota and usage), this
+    /// check runs with the method's scope check, before the quota: a refused
+    /// request costs the key nothing.
+    #[must_use]
+    pub fn require_scope(self, scope: keygate_core::Scope) -> Self {
+        let mut shared = (*self.shared).clone();
+        shared.extra_scopes.push(scope);
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
     /// The same layer with other gRPC method-to-scope rules.
     #[must_use]
     pub fn grpc_scopes(self, scopes: crate::GrpcScopes) -> Self {
@@ -161,9 +192,8 @@ where
             Start::Anonymous => {
                 audit::anonymous(shared, &req);
                 req.extensions_mut().insert(Anonymous);
-                if let Some(handler) = &shared.on_rejection {
-                    req.extensions_mut()
-                        .insert(crate::require_scope::renderer(handler));
+                if let Some(renderer) = &shared.renderer_ext {
+                    req.extensions_mut().insert(renderer.clone());
                 }
                 ResponseFuture::inner(self.inner.call(req), None, None)
             }
@@ -304,6 +334,16 @@ fn decide<B>(
         };
         return Decided::Reject(rejection, "scope");
     }
+    if let Some(required) = shared
+        .extra_scopes
+        .iter()
+        .find(|s| !entry.info().scopes.allows(s))
+    {
+        let rejection = Rejection::InsufficientScope {
+            required: required.clone(),
+        };
+        return Decided::Reject(rejection, "route_scope");
+    }
     let Some(quota) = entry.quota().or(shared.default_quota) else {
         return Decided::Admit(None);
     };
@@ -347,9 +387,8 @@ fn admit<B>(
     }
     req.extensions_mut()
         .insert(ApiKey::from_arc(Arc::clone(entry.info())));
-    if let Some(handler) = &shared.on_rejection {
-        req.extensions_mut()
-            .insert(crate::require_scope::renderer(handler));
+    if let Some(renderer) = &shared.renderer_ext {
+        req.extensions_mut().insert(renderer.clone());
     }
     sunset
 }

@@ -92,6 +92,7 @@ pub mod grpc;
 mod keygate;
 mod layer;
 mod method;
+pub mod recipes;
 mod rejection;
 mod require_scope;
 mod source;
@@ -100,7 +101,7 @@ pub use keygate_core as core;
 
 pub use crate::{
     body::ResponseBody,
-    extract::ApiKey,
+    extract::{ApiKey, ApiKeyRejection},
     grpc::GrpcScopes,
     keygate::{Keygate, KeygateBuilder, RejectionHandler},
     layer::{KeygateLayer, KeygateService, ResponseFuture},

@@ -255,8 +255,32 @@ const RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelim
 const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
 const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
 
+/// How a layer renders rejections: its challenge and wording, and the
+/// application's handler if it set one. Shared by the layer and, through
+/// request extensions, by route layers and extractors, so one API answers
+/// in one format.
+#[derive(Clone)]
+pub(crate) struct Renderer {
+    pub(crate) ctx: RenderContext,
+    pub(crate) handler: Option<crate::RejectionHandler>,
+}
+
+impl Renderer {
+    pub(crate) fn render(&self, rejection: &Rejection) -> Response<Bytes> {
+        match &self.handler {
+            Some(handler) => handler(rejection),
+            None => rejection.render(&self.ctx),
+        }
+    }
+
+    /// Whether this renders exactly like [`Rejection::to_response`].
+    pub(crate) fn is_default(&self) -> bool {
+        self.handler.is_none() && self.ctx == RenderContext::default()
+    }
+}
+
 /// What rendering needs from the layer's configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RenderContext {
     pub(crate) where_: Box<str>,
     pub(crate) challenge: HeaderValue,

@@ -17,7 +17,12 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{ApiKey, Rejection, body::ResponseBody, extract::lookup, keygate::RejectionHandler};
+use crate::{
+    ApiKey, Rejection,
+    body::ResponseBody,
+    extract::{ApiKeyRejection, lookup},
+    rejection::Renderer,
+};
 
 /// Requires the authenticated key to hold `scope` (or `admin`), on top of
 /// what the method needs. Use it with axum's `route_layer`, so unknown paths
@@ -36,6 +41,13 @@ use crate::{ApiKey, Rejection, body::ResponseBody, extract::lookup, keygate::Rej
 ///
 /// A request without a key (optional mode) gets 401; a key without the
 /// scope gets 403.
+///
+/// This layer runs inside the router, after keygate's layer has admitted the
+/// request, so a refused request has already been counted against the key's
+/// quota and usage, like any request a handler refuses. To refuse before the
+/// quota is touched, protect those routes with
+/// [`KeygateLayer::require_scope`](crate::KeygateLayer::require_scope)
+/// instead.
 ///
 /// # Panics
 ///
@@ -96,7 +108,17 @@ impl<S> RequireScopeService<S> {
 /// The application's rejection handler, carried in request extensions so
 /// route-level checks render rejections the same way as the layer.
 #[derive(Clone)]
-pub(crate) struct RejectionRenderer(pub(crate) RejectionHandler);
+pub(crate) struct RejectionRenderer(pub(crate) Arc<Renderer>);
+
+impl RejectionRenderer {
+    /// Renders with the layer's renderer from `ext`, or the default.
+    pub(crate) fn render_from(ext: &http::Extensions, rejection: &Rejection) -> Response<Bytes> {
+        match ext.get::<Self>() {
+            Some(r) => r.0.render(rejection),
+            None => rejection.to_response(),
+        }
+    }
+}
 
 impl<S, B, ResBody> Service<Request<B>> for RequireScopeService<S>
 where
@@ -140,10 +162,7 @@ where
         let response = if crate::grpc::is_grpc(&req) {
             rejection.to_grpc_response()
         } else {
-            match req.extensions().get::<RejectionRenderer>() {
-                Some(r) => (r.0)(&rejection),
-                None => rejection.to_response(),
-            }
+            RejectionRenderer::render_from(req.extensions(), &rejection)
         };
         ScopeFuture {
             kind: ScopeKind::Rejected {
@@ -272,23 +291,30 @@ impl<S: ScopeName> fmt::Debug for RequireScope<S> {
 
 #[cfg(feature = "axum")]
 impl<S: ScopeName, St: Send + Sync> axum::extract::FromRequestParts<St> for RequireScope<S> {
-    type Rejection = Rejection;
+    type Rejection = ApiKeyRejection;
 
     async fn from_request_parts(
         parts: &mut http::request::Parts,
         _: &St,
     ) -> Result<Self, Self::Rejection> {
-        let key = lookup(&parts.extensions)?.ok_or(Rejection::MissingKey)?;
+        let reject = |r| ApiKeyRejection::new(r, &parts.extensions);
+        let key = lookup(&parts.extensions)
+            .map_err(reject)?
+            .ok_or_else(|| reject(Rejection::MissingKey))?;
         let scope = S::scope();
         if key.allows(&scope) {
-            Ok(Self(key, PhantomData))
-        } else {
-            Err(Rejection::InsufficientScope { required: scope })
+            return Ok(Self(key, PhantomData));
         }
+        tracing::info!(
+            target: "keygate::audit",
+            outcome = "insufficient_scope",
+            reason = "extractor_scope",
+            status = 403u16,
+            key_id = key.id().as_str(),
+            required = scope.as_str(),
+            method = %parts.method,
+            path = parts.uri.path(),
+        );
+        Err(reject(Rejection::InsufficientScope { required: scope }))
     }
-}
-
-/// Keeps the handler in extensions when the application set one.
-pub(crate) fn renderer(handler: &RejectionHandler) -> RejectionRenderer {
-    RejectionRenderer(Arc::clone(handler))
 }

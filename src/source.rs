@@ -165,15 +165,21 @@ fn bearer_tokens<'h, 'p>(
 
 fn without_query_param(uri: &Uri, param: &str) -> Option<Uri> {
     let query = uri.query()?;
-    let kept: Vec<(Cow<'_, str>, Cow<'_, str>)> = form_urlencoded::parse(query.as_bytes())
-        .filter(|(k, _)| k != param)
-        .collect();
+    // Drop only the segments whose decoded name is the parameter; keep every
+    // other byte of the query as the client sent it (signatures over the raw
+    // query, upstream forwarding).
+    let is_param = |segment: &&str| {
+        let name = segment.split_once('=').map_or(*segment, |(name, _)| name);
+        form_urlencoded::parse(name.as_bytes()).any(|(k, v)| v.is_empty() && k == param)
+    };
+    if !query.split('&').any(|s| is_param(&s)) {
+        return None;
+    }
+    let kept: Vec<&str> = query.split('&').filter(|s| !is_param(s)).collect();
     let mut pq = String::from(uri.path());
     if !kept.is_empty() {
         pq.push('?');
-        let mut ser = form_urlencoded::Serializer::new(String::new());
-        ser.extend_pairs(kept);
-        pq.push_str(&ser.finish());
+        pq.push_str(&kept.join("&"));
     }
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(pq.parse().ok()?);
@@ -272,5 +278,14 @@ mod tests {
         s.strip(&mut r, "kg");
         assert_eq!(r.uri().to_string(), "/n");
         assert!(r.headers().get("authorization").is_some());
+
+        // Other parameters stay byte for byte; encoded names are recognised.
+        let raw = "since=2024-01-01T00:00:00Z&api%5Fkey=kg_a&tags=a,b&flag&q=a%20b";
+        let mut r = req(&format!("/n?{raw}"), &[]);
+        s.strip(&mut r, "kg");
+        assert_eq!(
+            r.uri().query(),
+            Some("since=2024-01-01T00:00:00Z&tags=a,b&flag&q=a%20b")
+        );
     }
 }

@@ -1,0 +1,154 @@
+//! What both backends share: error mapping, time precision, column parsing,
+//! and folding a usage batch.
+
+use std::{collections::BTreeMap, fmt, str::FromStr};
+
+use keygate_core::{KeyDigest, KeyId, StoreError, UsageDelta};
+use time::OffsetDateTime;
+
+/// Maps a driver error to the store boundary's error.
+///
+/// Unreadable data is [`StoreError::Corrupt`]; everything else (connection,
+/// pool, timeout, and statements the database refused) is
+/// [`StoreError::Unavailable`], so a request whose key is not cached gets a
+/// 503 and never a 401.
+pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
+    match err {
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(err.to_string()),
+        err => StoreError::unavailable(err),
+    }
+}
+
+/// Like [`store_error`], but a unique violation is [`StoreError::Duplicate`].
+pub(crate) fn insert_error(err: sqlx::Error, id: KeyId) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate(id),
+        _ => store_error(err),
+    }
+}
+
+/// `t` truncated to the microsecond: what both databases keep exactly.
+pub(crate) fn micros(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(t)
+}
+
+/// Unix time in microseconds (rounded down), as SQLite stores it.
+pub(crate) fn to_unix_micros(t: OffsetDateTime) -> i64 {
+    let us = t.unix_timestamp_nanos().div_euclid(1_000);
+    // `time`'s range (±9999 years) is well inside i64 microseconds.
+    i64::try_from(us).unwrap_or(if us < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The inverse of [`to_unix_micros`].
+pub(crate) fn from_unix_micros(
+    us: i64,
+    key: &str,
+    column: &str,
+) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .map_err(|e| corrupt(key, column, e))
+}
+
+pub(crate) fn corrupt(key: &str, column: &str, err: impl fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("key {key:?}, column {column}: {err}"))
+}
+
+/// Parses a text column, reporting failure as [`StoreError::Corrupt`].
+pub(crate) fn parse<T>(s: &str, key: &str, column: &str) -> Result<T, StoreError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    s.parse().map_err(|e| corrupt(key, column, e))
+}
+
+pub(crate) fn digest(bytes: &[u8], key: &str) -> Result<KeyDigest, StoreError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(KeyDigest::from_bytes)
+        .map_err(|_| corrupt(key, "digest", format!("{} bytes, not 32", bytes.len())))
+}
+
+pub(crate) fn requests(n: i64, family: &str) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| corrupt(family, "requests", format!("negative count {n}")))
+}
+
+/// A usage batch folded for writing: one row per (family, bucket) and per
+/// key, in a fixed order, so concurrent flushes from several nodes take row
+/// locks in the same order and cannot deadlock.
+#[derive(Debug, Default)]
+pub(crate) struct FoldedUsage {
+    /// Requests to add, per (family, hour).
+    pub(crate) counts: BTreeMap<(KeyId, OffsetDateTime), i64>,
+    /// The latest use, per key.
+    pub(crate) last_used: BTreeMap<KeyId, OffsetDateTime>,
+}
+
+impl FoldedUsage {
+    pub(crate) fn new(batch: &[UsageDelta]) -> Self {
+        let mut folded = Self::default();
+        for d in batch {
+            let n = i64::try_from(d.requests).unwrap_or(i64::MAX);
+            let count = folded
+                .counts
+                .entry((d.family, micros(d.bucket)))
+                .or_default();
+            *count = count.saturating_add(n);
+            let at = micros(d.last_used_at);
+            folded
+                .last_used
+                .entry(d.key_id)
+                .and_modify(|t| *t = (*t).max(at))
+                .or_insert(at);
+        }
+        folded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn unix_micros_round_trip_and_round_down() {
+        for t in [
+            datetime!(2030-05-06 07:08:09.123456 UTC),
+            datetime!(1960-01-01 00:00:00.000001 UTC),
+            datetime!(-9999-01-01 0:00 UTC),
+            datetime!(9999-12-31 23:59:59.999999 UTC),
+        ] {
+            assert_eq!(from_unix_micros(to_unix_micros(t), "k", "c").unwrap(), t);
+        }
+        let t = datetime!(1969-12-31 23:59:59.9999995 UTC);
+        assert_eq!(
+            from_unix_micros(to_unix_micros(t), "k", "c").unwrap(),
+            micros(t)
+        );
+        assert_eq!(micros(t), datetime!(1969-12-31 23:59:59.999999 UTC));
+    }
+
+    #[test]
+    fn usage_is_folded_per_bucket_and_key() {
+        let (k1, k2): (KeyId, KeyId) =
+            ("AAAAAAAAA1".parse().unwrap(), "AAAAAAAAA2".parse().unwrap());
+        let h = datetime!(2030-01-01 10:00 UTC);
+        let delta = |key_id, requests, minute| UsageDelta {
+            key_id,
+            family: k1,
+            bucket: h,
+            requests,
+            last_used_at: h + time::Duration::minutes(minute),
+        };
+        let folded = FoldedUsage::new(&[delta(k1, 2, 5), delta(k2, 3, 1), delta(k1, u64::MAX, 2)]);
+        assert_eq!(folded.counts.len(), 1);
+        assert_eq!(folded.counts[&(k1, h)], i64::MAX);
+        assert_eq!(folded.last_used[&k1], h + time::Duration::minutes(5));
+        assert_eq!(folded.last_used[&k2], h + time::Duration::minutes(1));
+    }
+}

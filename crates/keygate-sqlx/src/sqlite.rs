@@ -1,0 +1,400 @@
+//! [`SqliteStore`]: keys in a SQLite database file.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use keygate_core::{
+    KeyId, KeyRecord, KeyStore, Metadata, Owner, Page, Scopes, StoreError, UsageBucket, UsageDelta,
+    usage_bucket,
+};
+use sqlx::{
+    Row,
+    migrate::Migrator,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow},
+};
+use time::OffsetDateTime;
+
+use crate::convert::{
+    FoldedUsage, corrupt, digest, from_unix_micros, insert_error, parse, requests, store_error,
+    to_unix_micros,
+};
+
+/// How long a statement waits for another connection's write lock before
+/// giving up with `SQLITE_BUSY` (reported as [`StoreError::Unavailable`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A [`KeyStore`] in a SQLite database: the embedded default, for a service
+/// that runs as one process (or several processes on one machine sharing the
+/// file).
+///
+/// Tables are `keygate_keys` and `keygate_usage`, created by
+/// [`migrate`](Self::migrate); applied migrations are recorded in
+/// `keygate_migrations`, apart from your application's own `_sqlx_migrations`.
+/// Times are stored as Unix microseconds, so they round-trip exactly at the
+/// precision [`KeyManager`](keygate_core::KeyManager) issues them with;
+/// finer parts are dropped.
+///
+/// SQLite offers no change feed, so [`KeyStore::subscribe`] returns `None`:
+/// a change made by another process (say, the CLI revoking a key) reaches
+/// this process's cache when the cached entry expires.
+///
+/// ```
+/// use keygate_core::{KeyStore, KeyId};
+/// use keygate_sqlx::SqliteStore;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = SqliteStore::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// let id: KeyId = "Ab3Cd5Ef7G".parse()?;
+/// assert_eq!(store.find(id).await?, None);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// A store over an existing pool. Run [`migrate`](Self::migrate) once
+    /// before using it.
+    ///
+    /// Configure the pool's connections with a busy timeout (as
+    /// [`connect`](Self::connect) does), or concurrent writers fail at once
+    /// instead of waiting their turn.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// Connects to a database URL such as `sqlite://keygate.db` or
+    /// `sqlite::memory:`, creating the file if it is missing, in WAL journal
+    /// mode with a 5 second busy timeout.
+    ///
+    /// An in-memory database lives as long as its connection, so for
+    /// `:memory:` URLs the pool keeps exactly one connection open for good.
+    ///
+    /// # Errors
+    ///
+    /// The driver's error if the URL is invalid or the database cannot be
+    /// opened.
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        Self::connect_with(options, in_memory).await
+    }
+
+    /// Opens (creating it if missing) the database file at `path` and
+    /// applies any pending migrations: everything needed to start.
+    ///
+    /// ```
+    /// use keygate_sqlx::SqliteStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("keygate-doc-open-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let store = SqliteStore::open(dir.join("keygate.db")).await?;
+    /// # drop(store);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The driver's error if the file cannot be opened or created, or a
+    /// migration fails.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::new().filename(path);
+        let store = Self::connect_with(options, false).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn connect_with(
+        options: SqliteConnectOptions,
+        in_memory: bool,
+    ) -> Result<Self, sqlx::Error> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = if in_memory {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new()
+        };
+        Ok(Self::new(pool.connect_with(options).await?))
+    }
+
+    /// Creates or upgrades keygate's tables. Safe to run on every start;
+    /// applied versions are recorded in `keygate_migrations`.
+    ///
+    /// # Errors
+    ///
+    /// The driver's error (as [`sqlx::Error::Migrate`] for a migration that
+    /// failed or was changed after it was applied).
+    pub async fn migrate(&self) -> Result<(), sqlx::Error> {
+        let mut migrator: Migrator = sqlx::migrate!("./migrations/sqlite");
+        migrator.dangerous_set_table_name("keygate_migrations");
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The pool this store uses.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
+    let id: String = row.try_get("id").map_err(store_error)?;
+    let k = id.as_str();
+    let text = |column: &str| row.try_get::<String, _>(column).map_err(store_error);
+    let opt_text = |column: &str| {
+        row.try_get::<Option<String>, _>(column)
+            .map_err(store_error)
+    };
+    let time = |column: &str| -> Result<Option<OffsetDateTime>, StoreError> {
+        row.try_get::<Option<i64>, _>(column)
+            .map_err(store_error)?
+            .map(|us| from_unix_micros(us, k, column))
+            .transpose()
+    };
+    let digest_bytes: Vec<u8> = row.try_get("digest").map_err(store_error)?;
+    Ok(KeyRecord {
+        id: parse(k, k, "id")?,
+        family: parse(&text("family")?, k, "family")?,
+        owner: parse::<Owner>(&text("owner")?, k, "owner")?,
+        name: text("name")?,
+        scopes: serde_json::from_str::<Scopes>(&text("scopes")?)
+            .map_err(|e| corrupt(k, "scopes", e))?,
+        environment: parse(&text("environment")?, k, "environment")?,
+        digest: digest(&digest_bytes, k)?,
+        created_at: time("created_at")?.ok_or_else(|| corrupt(k, "created_at", "NULL"))?,
+        expires_at: time("expires_at")?,
+        revoked_at: time("revoked_at")?,
+        rate_limit: opt_text("rate_limit")?
+            .map(|q| parse(&q, k, "rate_limit"))
+            .transpose()?,
+        allowed_ips: serde_json::from_str(&text("allowed_ips")?)
+            .map_err(|e| corrupt(k, "allowed_ips", e))?,
+        metadata: serde_json::from_str::<Metadata>(&text("metadata")?)
+            .map_err(|e| corrupt(k, "metadata", e))?,
+        last_used_at: time("last_used_at")?,
+        superseded_by: opt_text("superseded_by")?
+            .map(|s| parse(&s, k, "superseded_by"))
+            .transpose()?,
+    })
+}
+
+fn records(rows: &[SqliteRow]) -> Result<Vec<KeyRecord>, StoreError> {
+    rows.iter().map(record).collect()
+}
+
+/// The fifteen columns of a record, in `key_columns!()` order, bound to `query`.
+fn bind_record<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    r: &KeyRecord,
+) -> Result<sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>, StoreError> {
+    let json = |v: Result<String, serde_json::Error>| {
+        v.map_err(|e| StoreError::Corrupt(format!("cannot encode key {}: {e}", r.id)))
+    };
+    Ok(query
+        .bind(r.id.to_string())
+        .bind(r.family.to_string())
+        .bind(r.owner.to_string())
+        .bind(r.name.clone())
+        .bind(json(serde_json::to_string(&r.scopes))?)
+        .bind(r.environment.as_str())
+        .bind(r.digest.as_bytes().to_vec())
+        .bind(to_unix_micros(r.created_at))
+        .bind(r.expires_at.map(to_unix_micros))
+        .bind(r.revoked_at.map(to_unix_micros))
+        .bind(r.rate_limit.map(|q| q.to_string()))
+        .bind(json(serde_json::to_string(&r.allowed_ips))?)
+        .bind(json(serde_json::to_string(&r.metadata))?)
+        .bind(r.last_used_at.map(to_unix_micros))
+        .bind(r.superseded_by.map(|id| id.to_string())))
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl KeyStore for SqliteStore {
+    async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keygate_keys WHERE id = ?1"
+        );
+        sqlx::query(SQL)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?
+            .as_ref()
+            .map(record)
+            .transpose()
+    }
+
+    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
+        const SQL: &str = concat!(
+            "INSERT INTO keygate_keys (",
+            key_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        );
+        bind_record(sqlx::query(SQL), r)?
+            .execute(&self.pool)
+            .await
+            .map_err(|e| insert_error(e, r.id))?;
+        Ok(())
+    }
+
+    async fn update(&self, r: &KeyRecord) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE keygate_keys SET family = ?2, owner = ?3, name = ?4, \
+             scopes = ?5, environment = ?6, digest = ?7, created_at = ?8, expires_at = ?9, \
+             revoked_at = ?10, rate_limit = ?11, allowed_ips = ?12, metadata = ?13, \
+             last_used_at = ?14, superseded_by = ?15 WHERE id = ?1";
+        let done = bind_record(sqlx::query(SQL), r)?
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(r.id));
+        }
+        Ok(())
+    }
+
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "UPDATE keygate_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1 RETURNING ",
+            key_columns!(),
+        );
+        sqlx::query(SQL)
+            .bind(id.as_str())
+            .bind(to_unix_micros(at))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?
+            .as_ref()
+            .map(record)
+            .transpose()
+    }
+
+    async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
+        const FIRST: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keygate_keys WHERE owner = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2",
+        );
+        const AFTER: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keygate_keys WHERE owner = ?1 AND (created_at, id) < (?3, ?4) \
+             ORDER BY created_at DESC, id DESC LIMIT ?2",
+        );
+        let query = match page.cursor {
+            None => sqlx::query(FIRST)
+                .bind(owner.to_string())
+                .bind(limit(page.limit)),
+            Some(c) => sqlx::query(AFTER)
+                .bind(owner.to_string())
+                .bind(limit(page.limit))
+                .bind(to_unix_micros(c.created_at))
+                .bind(c.id.to_string()),
+        };
+        records(&query.fetch_all(&self.pool).await.map_err(store_error)?)
+    }
+
+    async fn list_expiring(
+        &self,
+        before: OffsetDateTime,
+        max: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keygate_keys WHERE revoked_at IS NULL AND expires_at IS NOT NULL \
+             AND expires_at <= ?1 ORDER BY expires_at, id LIMIT ?2",
+        );
+        let rows = sqlx::query(SQL)
+            .bind(to_unix_micros(before))
+            .bind(limit(max))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        records(&rows)
+    }
+
+    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let folded = FoldedUsage::new(batch);
+        // IMMEDIATE takes the write lock up front, so the busy timeout applies
+        // instead of a deferred transaction failing when it upgrades.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)?;
+        for (&(family, bucket), &n) in &folded.counts {
+            sqlx::query(
+                "INSERT INTO keygate_usage (family, bucket, requests) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (family, bucket) DO UPDATE SET requests = requests + excluded.requests",
+            )
+            .bind(family.as_str())
+            .bind(to_unix_micros(bucket))
+            .bind(n)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        for (&id, &at) in &folded.last_used {
+            let at = to_unix_micros(at);
+            sqlx::query(
+                "UPDATE keygate_keys SET last_used_at = ?2 \
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+            )
+            .bind(id.as_str())
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn usage(
+        &self,
+        family: KeyId,
+        since: OffsetDateTime,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT bucket, requests FROM keygate_usage WHERE family = ?1 AND bucket >= ?2 \
+             ORDER BY bucket",
+        )
+        .bind(family.as_str())
+        .bind(to_unix_micros(usage_bucket(since)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                let f = family.as_str();
+                let bucket: i64 = row.try_get("bucket").map_err(store_error)?;
+                let n: i64 = row.try_get("requests").map_err(store_error)?;
+                Ok(UsageBucket {
+                    bucket: from_unix_micros(bucket, f, "bucket")?,
+                    requests: requests(n, f)?,
+                })
+            })
+            .collect()
+    }
+}

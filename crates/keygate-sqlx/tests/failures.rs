@@ -1,0 +1,315 @@
+//! What the SQL stores do when things go wrong: rows keygate cannot read are
+//! `Corrupt` (never a panic), an unreachable database is `Unavailable`
+//! (never "no such key"), and migrations keep to their own table.
+
+mod common;
+
+use std::time::Duration;
+
+use keygate_core::{
+    Environment, KeyHasher, KeyId, KeyRecord, KeyStore, Metadata, Owner, Page, Scopes, StoreError,
+    UsageDelta,
+};
+use keygate_sqlx::{
+    PostgresStore, SqliteStore,
+    sqlx::{self, AssertSqlSafe, postgres::PgPoolOptions},
+};
+use time::macros::datetime;
+
+fn record(key: &str) -> KeyRecord {
+    let id: KeyId = key.parse().unwrap();
+    KeyRecord {
+        id,
+        family: id,
+        owner: Owner::user("corrupt"),
+        name: key.to_owned(),
+        scopes: Scopes::none(),
+        environment: Environment::Live,
+        digest: KeyHasher::sha256().digest(key),
+        created_at: datetime!(2030-01-01 0:00 UTC),
+        expires_at: Some(datetime!(2030-02-01 0:00 UTC)),
+        revoked_at: None,
+        rate_limit: None,
+        allowed_ips: Vec::new(),
+        metadata: Metadata::new(),
+        last_used_at: None,
+        superseded_by: None,
+    }
+}
+
+/// Damages one column of a stored record with `damage` (SQL run with the
+/// key's id as its only parameter), then checks every read that returns the
+/// row reports `Corrupt` naming that column.
+async fn assert_reads_are_corrupt<S: KeyStore>(
+    store: &S,
+    damage: impl AsyncFn(&str, KeyId),
+    cases: &[(&str, &str)],
+) {
+    for (i, (column, sql)) in cases.iter().enumerate() {
+        let r = record(&format!("Corrupt{i:03}"));
+        store.insert(&r).await.unwrap();
+        damage(sql, r.id).await;
+        let expect_corrupt = |what: &str, result: Result<(), StoreError>| match result {
+            Err(StoreError::Corrupt(msg)) => {
+                assert!(
+                    msg.contains(column),
+                    "{what} after damaging {column}: {msg}"
+                );
+            }
+            other => panic!("{what} after damaging {column}: expected Corrupt, got {other:?}"),
+        };
+        if *column == "id" {
+            assert_eq!(store.find(r.id).await.unwrap(), None);
+        } else {
+            expect_corrupt("find", store.find(r.id).await.map(drop));
+        }
+        if *column != "owner" {
+            expect_corrupt(
+                "list_by_owner",
+                store
+                    .list_by_owner(&r.owner, Page::default())
+                    .await
+                    .map(drop),
+            );
+        }
+        expect_corrupt(
+            "list_expiring",
+            store
+                .list_expiring(datetime!(2031-01-01 0:00 UTC), 10)
+                .await
+                .map(drop),
+        );
+        // Remove the damaged row so the next case's listings see only theirs.
+        damage(
+            "DELETE FROM keygate_keys WHERE id = $1 OR id = 'bad id'",
+            r.id,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn sqlite_rows_it_cannot_read_are_corrupt() {
+    let fixture = common::sqlite().await.unwrap();
+    let store = &fixture.store;
+    let damage = async |sql: &str, id: KeyId| {
+        let sql = sql.replace("$1", "?1");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .execute(store.pool())
+            .await
+            .unwrap();
+    };
+    assert_reads_are_corrupt(
+        store,
+        damage,
+        &[
+            (
+                "owner",
+                "UPDATE keygate_keys SET owner = 'nobody' WHERE id = $1",
+            ),
+            (
+                "family",
+                "UPDATE keygate_keys SET family = 'short' WHERE id = $1",
+            ),
+            (
+                "scopes",
+                r#"UPDATE keygate_keys SET scopes = '["NOT A SCOPE"]' WHERE id = $1"#,
+            ),
+            (
+                "rate_limit",
+                "UPDATE keygate_keys SET rate_limit = 'fast' WHERE id = $1",
+            ),
+            (
+                "allowed_ips",
+                r#"UPDATE keygate_keys SET allowed_ips = '["10.0.0.0/99"]' WHERE id = $1"#,
+            ),
+            (
+                "superseded_by",
+                "UPDATE keygate_keys SET superseded_by = 'x!' WHERE id = $1",
+            ),
+            (
+                "last_used_at",
+                "UPDATE keygate_keys SET last_used_at = 9223372036854775807 WHERE id = $1",
+            ),
+            ("id", "UPDATE keygate_keys SET id = 'bad id' WHERE id = $1"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_rows_it_cannot_read_are_corrupt() {
+    let Some(fixture) = common::postgres().await else {
+        return;
+    };
+    let store = &fixture.store;
+    let schema = store.schema().unwrap().to_owned();
+    let damage = async |sql: &str, id: KeyId| {
+        let sql = sql.replace("keygate_keys", &format!("\"{schema}\".keygate_keys"));
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .execute(store.pool())
+            .await
+            .unwrap();
+    };
+    assert_reads_are_corrupt(
+        store,
+        damage,
+        &[
+            (
+                "owner",
+                "UPDATE keygate_keys SET owner = 'nobody' WHERE id = $1",
+            ),
+            (
+                "family",
+                "UPDATE keygate_keys SET family = 'short' WHERE id = $1",
+            ),
+            (
+                "scopes",
+                "UPDATE keygate_keys SET scopes = '{NOT A SCOPE}' WHERE id = $1",
+            ),
+            (
+                "rate_limit",
+                "UPDATE keygate_keys SET rate_limit = 'fast' WHERE id = $1",
+            ),
+            (
+                "superseded_by",
+                "UPDATE keygate_keys SET superseded_by = 'x!' WHERE id = $1",
+            ),
+            ("id", "UPDATE keygate_keys SET id = 'bad id' WHERE id = $1"),
+        ],
+    )
+    .await;
+}
+
+async fn assert_unavailable(store: &impl KeyStore) {
+    let r = record("Unreachabl");
+    let unavailable = |what: &str, result: Result<(), StoreError>| {
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{what}: expected Unavailable, got {result:?}"
+        );
+    };
+    unavailable("find", store.find(r.id).await.map(drop));
+    unavailable("insert", store.insert(&r).await);
+    unavailable("update", store.update(&r).await);
+    unavailable("revoke", store.revoke(r.id, r.created_at).await.map(drop));
+    unavailable(
+        "list_by_owner",
+        store
+            .list_by_owner(&r.owner, Page::default())
+            .await
+            .map(drop),
+    );
+    unavailable(
+        "list_expiring",
+        store.list_expiring(r.created_at, 1).await.map(drop),
+    );
+    let delta = UsageDelta {
+        key_id: r.id,
+        family: r.id,
+        bucket: r.created_at,
+        requests: 1,
+        last_used_at: r.created_at,
+    };
+    unavailable("record_usage", store.record_usage(&[delta]).await);
+    unavailable("usage", store.usage(r.id, r.created_at).await.map(drop));
+}
+
+#[tokio::test]
+async fn a_closed_sqlite_pool_is_unavailable() {
+    let fixture = common::sqlite().await.unwrap();
+    fixture.store.pool().close().await;
+    assert_unavailable(&fixture.store).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_unavailable() {
+    // Port 1 on loopback: nothing listens there; no server needed.
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(200))
+        .connect_lazy("postgres://keygate@127.0.0.1:1/none")
+        .unwrap();
+    assert_unavailable(&PostgresStore::new(pool)).await;
+}
+
+#[tokio::test]
+async fn postgres_without_migrations_is_unavailable() {
+    let Some(url) = common::postgres_url() else {
+        return;
+    };
+    let pool = common::postgres_pool(&url, "keygate_test").await;
+    // A schema nobody created: every statement fails with "no such table".
+    let store = PostgresStore::new(pool)
+        .with_schema(common::fresh_schema())
+        .unwrap();
+    assert_unavailable(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_migrations_are_idempotent_and_keep_to_their_table() {
+    let fixture = common::sqlite().await.unwrap();
+    let store = &fixture.store;
+    store.migrate().await.unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        tables,
+        ["keygate_keys", "keygate_migrations", "keygate_usage"]
+    );
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(journal, "wal");
+}
+
+#[tokio::test]
+async fn postgres_migrations_are_idempotent_and_keep_to_their_schema() {
+    let Some(fixture) = common::postgres().await else {
+        return;
+    };
+    let store = &fixture.store;
+    store.migrate().await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
+         ORDER BY table_name",
+    )
+    .bind(store.schema().unwrap())
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        tables,
+        ["keygate_keys", "keygate_migrations", "keygate_usage"]
+    );
+    // The migration connection's search_path did not leak into the pool.
+    for _ in 0..4 {
+        let path: String = sqlx::query_scalar("SHOW search_path")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert!(!path.contains(store.schema().unwrap()), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_open_creates_the_file_and_keeps_keys_across_restarts() {
+    let dir = std::env::temp_dir().join(format!("keygate_test_open_{}", common::unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keys.db");
+    let r = record("Persisted1");
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.insert(&r).await.unwrap();
+        store.pool().close().await;
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.find(r.id).await.unwrap(), Some(r));
+    store.pool().close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
