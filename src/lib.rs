@@ -74,6 +74,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | yes | `ApiKey`, `Option<ApiKey>` and `RequireScope<S>` extractors; `IntoResponse` for [`Rejection`]; peer address from `ConnectInfo` |
+//! | `manage` | no | `manage::router`: an HTTP API to create, list, update, rotate and revoke keys and read their usage, with an OpenAPI 3.1 document |
 //! | `tonic` | no | `GrpcRequestExt::api_key()` for tonic handlers, `From<Rejection> for tonic::Status`, peer address from tonic's connect info. gRPC calls are recognised and answered with gRPC statuses without it (see [`grpc`]). |
 //!
 //! # Living with other authentication
@@ -91,6 +92,8 @@ mod extract;
 pub mod grpc;
 mod keygate;
 mod layer;
+#[cfg(feature = "manage")]
+pub mod manage;
 mod method;
 pub mod recipes;
 mod rejection;

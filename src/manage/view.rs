@@ -1,0 +1,394 @@
+//! What the management API answers: key records without secrets, and
+//! problem+json errors.
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use keygate_core::{KeyRecord, Metadata, UsageBucket};
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::input::{EnvironmentName, FieldError};
+
+/// A key as the API shows it: everything but the key and its digest.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Key)]
+pub(super) struct KeyView {
+    /// The public id (10 letters and digits).
+    #[schema(example = "Ab3Cd5Ef7G")]
+    id: String,
+    /// The start of the key, safe to show so people can tell their keys
+    /// apart: `{prefix}_{environment}_{id}`.
+    #[schema(example = "mbk_live_Ab3Cd5Ef7G")]
+    prefix: String,
+    /// The id of the first key of this key's rotation chain; usage and
+    /// rate limits are counted per family.
+    #[schema(example = "Ab3Cd5Ef7G")]
+    family: String,
+    /// `user:<id>` or `service:<name>`.
+    #[schema(example = "user:42")]
+    owner: String,
+    /// The key's name.
+    name: String,
+    /// What the key may do, sorted.
+    #[schema(example = json!(["read", "write"]))]
+    scopes: Vec<String>,
+    /// `live` or `test`.
+    environment: EnvironmentName,
+    /// Whether the key works now.
+    status: KeyStatus,
+    /// When the key was created.
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    /// When the key stops working, if ever.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
+    expires_at: Option<OffsetDateTime>,
+    /// When the key was revoked, if it was.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
+    revoked_at: Option<OffsetDateTime>,
+    /// When the key last authenticated a request. Usage is written in
+    /// batches, so this lags by up to the service's flush interval.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
+    last_used_at: Option<OffsetDateTime>,
+    /// The key's own quota (`n/unit`); `null`: the service's default.
+    #[schema(required = true, example = "10/s")]
+    rate_limit: Option<String>,
+    /// Networks the key may be used from; empty: anywhere.
+    #[schema(example = json!(["10.0.0.0/8"]))]
+    allowed_ips: Vec<String>,
+    /// Free-form JSON kept with the key.
+    #[schema(value_type = Object)]
+    metadata: Metadata,
+    /// The key that replaced this one in a rotation. This key keeps working
+    /// until its `expires_at`, the end of the grace period.
+    #[schema(required = true)]
+    superseded_by: Option<String>,
+}
+
+/// Whether a key works now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum KeyStatus {
+    /// The key works.
+    Active,
+    /// The key was rotated and works until its `expires_at`.
+    Superseded,
+    /// The key's `expires_at` has passed.
+    Expired,
+    /// The key was revoked.
+    Revoked,
+}
+
+impl KeyView {
+    pub(super) fn new(r: &KeyRecord, prefix: &str, now: OffsetDateTime) -> Self {
+        let status = if r.is_revoked() {
+            KeyStatus::Revoked
+        } else if r.is_expired_at(now) {
+            KeyStatus::Expired
+        } else if r.superseded_by.is_some() {
+            KeyStatus::Superseded
+        } else {
+            KeyStatus::Active
+        };
+        Self {
+            id: r.id.to_string(),
+            prefix: format!("{prefix}_{}_{}", r.environment, r.id),
+            family: r.family.to_string(),
+            owner: r.owner.to_string(),
+            name: r.name.clone(),
+            scopes: r.scopes.iter().map(ToString::to_string).collect(),
+            environment: r.environment.into(),
+            status,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            last_used_at: r.last_used_at,
+            rate_limit: r.rate_limit.map(|q| q.to_string()),
+            allowed_ips: r.allowed_ips.iter().map(ToString::to_string).collect(),
+            metadata: r.metadata.clone(),
+            superseded_by: r.superseded_by.map(|id| id.to_string()),
+        }
+    }
+}
+
+/// A key just issued: the key itself, shown this once, and its record.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CreatedKey)]
+pub(super) struct CreatedKeyView<'a> {
+    /// The whole API key. It is not stored anywhere and is never shown
+    /// again: hand it to the client now.
+    #[schema(example = "mbk_live_Ab3Cd5Ef7GhJ2kL4mN6pQ8rS0tU2vW4xY6zA8bC0dE1f9XkQ")]
+    pub(super) key: &'a str,
+    #[serde(flatten)]
+    pub(super) record: KeyView,
+}
+
+/// One page of an owner's keys, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = KeyList)]
+pub(super) struct KeyListView {
+    /// The keys.
+    pub(super) keys: Vec<KeyView>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(required = true)]
+    pub(super) next_cursor: Option<String>,
+}
+
+/// Requests made with a key's family, per hour.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Usage)]
+pub(super) struct UsageView {
+    /// The key asked about.
+    pub(super) id: String,
+    /// Its rotation family, whose usage this is.
+    pub(super) family: String,
+    /// The start of the period.
+    #[serde(with = "time::serde::rfc3339")]
+    pub(super) since: OffsetDateTime,
+    /// Hours with requests, oldest first. Usage is written in batches, so
+    /// the latest hour lags by up to the service's flush interval.
+    pub(super) buckets: Vec<BucketView>,
+}
+
+/// Requests in one hour.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = UsageBucket)]
+pub(super) struct BucketView {
+    /// The start of the hour.
+    #[serde(with = "time::serde::rfc3339")]
+    bucket: OffsetDateTime,
+    /// Requests counted in it.
+    requests: u64,
+}
+
+impl From<UsageBucket> for BucketView {
+    fn from(b: UsageBucket) -> Self {
+        Self {
+            bucket: b.bucket,
+            requests: b.requests,
+        }
+    }
+}
+
+/// A JSON response that is never cached: management answers may carry a
+/// key.
+pub(super) fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => respond(status, "application/json", bytes.into()),
+        Err(e) => Problem::internal(&e).into_response(),
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
+    let mut res = (status, body).into_response();
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// An error answer. Boxed, so results that carry one stay small.
+#[derive(Debug)]
+pub(super) struct Problem(Box<ProblemBody>);
+
+/// An error, as an RFC 9457 `application/problem+json` body in the shape
+/// keygate's layer uses.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub(super) struct ProblemBody {
+    /// Always `about:blank`: `code` says what happened.
+    #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
+    kind: &'static str,
+    /// The HTTP status's reason phrase.
+    #[schema(example = "Unprocessable Entity")]
+    title: &'static str,
+    /// The HTTP status.
+    #[schema(example = 422)]
+    status: u16,
+    /// A stable, machine-readable code: `invalid_request`, `not_found`,
+    /// `insufficient_scope`, `owner_not_allowed`, `environment_not_allowed`,
+    /// `not_rotatable`, `unavailable`, … (and the layer's own codes, such as
+    /// `missing_key` or `rate_limited`).
+    #[schema(example = "invalid_request")]
+    code: &'static str,
+    /// What went wrong and what to do about it.
+    detail: String,
+    /// For `invalid_request`: every invalid field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
+    errors: Vec<FieldError>,
+    /// For `insufficient_scope`: the scope that was needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    required_scope: Option<String>,
+    /// For `unavailable` and `rate_limited`: seconds to wait (also in
+    /// `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
+}
+
+impl ProblemBody {
+    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            required_scope: None,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<ProblemBody> for Problem {
+    fn from(body: ProblemBody) -> Self {
+        Self(Box::new(body))
+    }
+}
+
+impl Problem {
+    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        ProblemBody::new(status, code, detail).into()
+    }
+
+    /// 422: the request's fields are wrong.
+    pub(super) fn invalid(errors: Vec<FieldError>) -> Self {
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        let detail = format!(
+            "The request is invalid. Fix {} and retry; `errors` says what is wrong with each.",
+            fields.join(", ")
+        );
+        ProblemBody {
+            errors,
+            ..ProblemBody::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", detail)
+        }
+        .into()
+    }
+
+    /// 422 for one field.
+    pub(super) fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::invalid(vec![FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        }])
+    }
+
+    /// A body that could not be read at all (too large, cut off).
+    pub(super) fn unreadable_body(status: StatusCode, why: &str) -> Self {
+        Self::new(
+            status,
+            "invalid_body",
+            format!("The request body could not be read: {why}."),
+        )
+    }
+
+    /// 404: no such key, or one the caller may not see.
+    pub(super) fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "There is no key with this id, or it belongs to an owner whose keys this API key cannot manage.",
+        )
+    }
+
+    /// 403: the caller's key lacks a scope it would hand out or touch.
+    pub(super) fn insufficient_scope(
+        scope: &str,
+        detail: impl Into<String>,
+        errors: Vec<FieldError>,
+    ) -> Self {
+        ProblemBody {
+            errors,
+            required_scope: Some(scope.to_owned()),
+            ..ProblemBody::new(StatusCode::FORBIDDEN, "insufficient_scope", detail)
+        }
+        .into()
+    }
+
+    /// 403: the caller manages only its own owner's keys.
+    pub(super) fn owner_not_allowed(field: &str, owner: &str) -> Self {
+        ProblemBody {
+            errors: vec![FieldError {
+                field: field.to_owned(),
+                message: format!("this API key manages the keys of {owner} only"),
+            }],
+            ..ProblemBody::new(
+                StatusCode::FORBIDDEN,
+                "owner_not_allowed",
+                format!(
+                    "This API key may only manage keys of its own owner, {owner}. Use a key with \
+                     the `admin` scope to manage other owners' keys."
+                ),
+            )
+        }
+        .into()
+    }
+
+    /// 403: a `test` key reaching for `live` keys.
+    pub(super) fn environment_not_allowed(errors: Vec<FieldError>) -> Self {
+        ProblemBody {
+            errors,
+            ..ProblemBody::new(
+                StatusCode::FORBIDDEN,
+                "environment_not_allowed",
+                "A `test` key cannot create, change or rotate `live` keys. Use a `live` key, or \
+                 one with the `admin` scope.",
+            )
+        }
+        .into()
+    }
+
+    /// 409: rotating a key that is revoked, expired or already rotated.
+    pub(super) fn not_rotatable() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "not_rotatable",
+            "This key cannot be rotated: it is revoked, expired or already rotated. Rotate its \
+             newest successor (see `superseded_by`), or create a new key.",
+        )
+    }
+
+    /// 503: the store cannot answer.
+    pub(super) fn unavailable(retry_after: u64) -> Self {
+        ProblemBody {
+            retry_after: Some(retry_after),
+            ..ProblemBody::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!(
+                    "The key store cannot answer right now. Retry after {retry_after} seconds."
+                ),
+            )
+        }
+        .into()
+    }
+
+    /// 500, logged with its cause; the caller learns nothing about it.
+    pub(super) fn internal(cause: &dyn std::error::Error) -> Self {
+        tracing::error!(target: "keygate::manage", error = %cause, "key management failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "The key could not be managed because of a server error. It has been logged.",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = &*self.0;
+        let status = StatusCode::from_u16(body.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let mut res = respond(status, "application/problem+json", bytes.into());
+        if let Some(secs) = body.retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        res
+    }
+}
