@@ -32,6 +32,9 @@ pub struct CachedKey {
     quota: Option<Quota>,
     superseded: bool,
     loaded_at: OffsetDateTime,
+    // The verifier's epoch when this entry was read; an older epoch means
+    // an invalidation feed lost messages since, so the entry is suspect.
+    epoch: u64,
     refreshing: AtomicBool,
     // Usage since the last flush: counted here, on the entry the request
     // already holds, so accounting costs one atomic add and no lookup.
@@ -51,6 +54,7 @@ impl CachedKey {
             quota: record.rate_limit,
             superseded: record.superseded_by.is_some(),
             loaded_at,
+            epoch: 0,
             refreshing: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             last_used: AtomicI64::new(i64::MIN),
@@ -259,6 +263,8 @@ pub struct Verifier {
     // Bumped by every invalidation, so a load that read the store before an
     // invalidation does not put its stale answer into the cache after it.
     generation: AtomicU64,
+    // Bumped by `invalidate_all`: entries of older epochs must be re-read.
+    epoch: AtomicU64,
     store_queries: AtomicU64,
     background: AtomicBool,
 }
@@ -303,6 +309,7 @@ impl Verifier {
             retired,
             unflushed: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             store_queries: AtomicU64::new(0),
             background: AtomicBool::new(false),
         }
@@ -331,21 +338,41 @@ impl Verifier {
     /// Looks up `id` in the cache at time `now`; on a miss, returns the store
     /// lookup to await.
     pub fn lookup(self: &Arc<Self>, id: KeyId, now: OffsetDateTime) -> Lookup {
+        let mut fallback = None;
         if let Some(hit) = self.cache.get(&id) {
             let age = now - hit.loaded_at;
-            if age < self.ttl {
+            let suspect = hit.epoch != self.epoch.load(Ordering::Acquire);
+            if !suspect && age < self.ttl {
                 return Lookup::Hit(hit);
             }
-            if age < self.max_stale {
+            if !suspect && age < self.max_stale {
                 self.refresh_in_background(&hit);
                 return Lookup::Hit(hit);
             }
-            // Too stale to vouch for: wait for the store like a miss.
+            // Suspect (the feed lost messages) or too stale to vouch for:
+            // wait for the store. If the store cannot answer, a suspect entry
+            // still within max_stale is better than refusing every caller.
+            if age < self.max_stale {
+                fallback = Some(hit);
+            }
         } else if self.negative.contains_key(&id) {
             return Lookup::Unknown;
         }
         let this = Arc::clone(self);
-        Lookup::Miss(Pending(Box::pin(async move { this.load(id).await })))
+        Lookup::Miss(Pending(Box::pin(async move {
+            match (this.load(id).await, fallback) {
+                (Err(e), Some(entry)) => {
+                    tracing::warn!(
+                        target: "keygate::cache",
+                        key_id = id.as_str(),
+                        error = %e,
+                        "store unavailable; serving the cached entry until max_stale"
+                    );
+                    Ok(Some(entry))
+                }
+                (result, _) => result,
+            }
+        })))
     }
 
     /// Looks up `id`, from the cache or the store.
@@ -404,7 +431,10 @@ impl Verifier {
         let still_current = self.generation.load(Ordering::Acquire) == generation;
         Ok(match found {
             Some(record) => {
-                let entry = Arc::new(CachedKey::new(&record, self.clock.now()));
+                let entry = Arc::new(CachedKey {
+                    epoch: self.epoch.load(Ordering::Acquire),
+                    ..CachedKey::new(&record, self.clock.now())
+                });
                 if still_current {
                     self.cache.insert(id, Arc::clone(&entry));
                 }
@@ -430,10 +460,14 @@ impl Verifier {
         lock(&self.inflight).remove(&id);
     }
 
-    /// Forgets everything, e.g. after an invalidation feed lost messages.
+    /// Distrusts everything cached, e.g. after an invalidation feed lost
+    /// messages: every entry must be re-read from the store before it is
+    /// served again. Entries are kept only as a fallback for when the store
+    /// cannot answer (within [`CacheConfig::max_stale`]), so a feed that drops
+    /// during a database outage does not turn every request into a 503.
     pub fn invalidate_all(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.cache.invalidate_all();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.negative.invalidate_all();
         lock(&self.inflight).clear();
     }
@@ -838,9 +872,28 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(v.cached_keys(), 0);
         v.find(rec.id).await.unwrap().unwrap();
+        assert!(matches!(
+            v.lookup(rec.id, OffsetDateTime::now_utc()),
+            Lookup::Hit(_)
+        ));
         tx.send(Invalidation::All).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(v.cached_keys(), 0);
+        // Everything is suspect: the next lookup goes to the store...
+        let before = store.0.finds.load(Ordering::SeqCst);
+        match v.lookup(rec.id, OffsetDateTime::now_utc()) {
+            Lookup::Miss(p) => assert!(p.0.await.unwrap().is_some()),
+            other => panic!("expected a miss after All, got {other:?}"),
+        }
+        assert_eq!(store.0.finds.load(Ordering::SeqCst), before + 1);
+        assert!(matches!(
+            v.lookup(rec.id, OffsetDateTime::now_utc()),
+            Lookup::Hit(_)
+        ));
+        // ...but if the store is down then, the suspect entry still serves.
+        tx.send(Invalidation::All).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        store.0.down.store(true, Ordering::SeqCst);
+        assert!(v.find(rec.id).await.unwrap().is_some());
     }
 
     #[test]
