@@ -1,0 +1,93 @@
+//! Redis backends for [keygate](https://docs.rs/keygate): rate limits shared
+//! by every node, and cache invalidation for stores without a feed.
+//!
+//! * [`RedisLimiter`] — a distributed GCRA (the algorithm governor runs in
+//!   process), one atomic Lua script per decision, with the time taken from
+//!   Redis. Several limits per key, all-or-nothing, with
+//!   [`RedisLimiter::check_all`]. A [timeout](RedisLimiterBuilder::timeout)
+//!   on every decision, a [`FallbackPolicy`] for when Redis fails, and a
+//!   circuit breaker so an outage adds no latency.
+//! * [`RedisInvalidation`], [`InvalidatingStore`] — publish and subscribe to
+//!   key invalidations over Redis pub/sub, so a key revoked on one node is
+//!   dropped from every node's cache.
+//!
+//! The crate re-exports [`redis`], so the client and its settings need no
+//! dependency of their own.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use keygate_core::{Check, KeyId, Quota, RateLimiter};
+//! use keygate_redis::{FallbackPolicy, MultiQuota, RedisLimiter};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let limiter = RedisLimiter::builder(redis::Client::open("redis://127.0.0.1/")?)
+//!     .key_prefix("myapp:rl")
+//!     .timeout(Duration::from_millis(5))
+//!     .fallback(FallbackPolicy::Local)
+//!     .build()?;
+//! limiter.ping().await?; // optional: fail fast at startup
+//!
+//! // Give it to keygate: `Keygate::builder(store).rate_limiter(limiter.clone())`.
+//! // The layer calls it like this:
+//! let family: KeyId = "Ab3Cd5Ef7G".parse()?;
+//! let decision = match limiter.check(family, Quota::per_second(100)) {
+//!     Check::Ready(decision) => decision?,
+//!     Check::Pending(pending) => pending.0.await?,
+//! };
+//! assert!(decision.allowed);
+//!
+//! // Several limits at once: charged only if all admit the request.
+//! let limits = MultiQuota::new([Quota::per_second(10), Quota::per_hour(1_000)])?;
+//! let decision = limiter.check_all(family, &limits).await?;
+//! println!("{} left, retry after {:?}", decision.remaining, decision.retry_after);
+//! # Ok(()) }
+//! ```
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod breaker;
+mod gcra;
+mod invalidation;
+mod limiter;
+
+use std::time::Duration;
+
+pub use invalidation::{DEFAULT_CHANNEL, InvalidatingStore, RedisInvalidation};
+pub use limiter::{
+    DEFAULT_COOLDOWN, DEFAULT_FAILURE_THRESHOLD, DEFAULT_KEY_PREFIX, DEFAULT_TIMEOUT,
+    FallbackPolicy, LimiterStats, MultiQuota, RedisLimiter, RedisLimiterBuilder,
+};
+pub use redis;
+
+/// What can go wrong in this crate. When Redis cannot make a rate-limit
+/// decision and the policy is [`FallbackPolicy::Reject`], the error is the
+/// source of the [`LimiterUnavailable`](keygate_core::LimiterUnavailable).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Redis answered with an error, or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis did not answer in time.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis was not asked: it failed repeatedly and is skipped for a
+    /// cooldown.
+    #[error("redis is skipped after repeated failures (circuit breaker open)")]
+    CircuitOpen,
+    /// The rate-limit script answered something it never answers (another
+    /// program wrote to its keys?).
+    #[error("unexpected reply from the rate-limit script")]
+    UnexpectedReply,
+    /// A [`MultiQuota`] needs at least one quota.
+    #[error("no quota given")]
+    NoQuota,
+    /// The key prefix contains `{` or `}`, which would break the keys' hash
+    /// tag.
+    #[error("key prefix {0:?} may not contain `{{` or `}}`")]
+    InvalidKeyPrefix(String),
+    /// Called outside a tokio runtime, which the connection's tasks need.
+    #[error("keygate-redis needs a tokio runtime; call this from within one")]
+    NoRuntime,
+}
