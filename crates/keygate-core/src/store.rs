@@ -431,14 +431,20 @@ impl crate::AuditStore for MemoryStore {
     ) -> Result<Vec<crate::AuditEvent>, StoreError> {
         let inner = self.read();
         let limit = if query.limit == 0 { 100 } else { query.limit };
-        Ok(inner
+        // Newest first by time, as the SQL stores order them: events from
+        // several writers may be appended slightly out of time order. The
+        // sort is stable, so events of the same instant stay in reverse
+        // order of writing.
+        let mut out: Vec<crate::AuditEvent> = inner
             .audit
             .iter()
             .rev()
             .filter(|e| query.key_id.is_none_or(|id| e.key_id == Some(id)))
             .filter(|e| query.since.is_none_or(|t| e.at >= t))
-            .take(limit)
             .cloned()
-            .collect())
+            .collect();
+        out.sort_by_key(|e| std::cmp::Reverse(e.at));
+        out.truncate(limit);
+        Ok(out)
     }
 }

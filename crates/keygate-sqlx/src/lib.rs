@@ -4,7 +4,9 @@
 //! * [`PostgresStore`] — for services on several nodes, with cross-node
 //!   cache invalidation over LISTEN/NOTIFY (see [`KeyStore::subscribe`](keygate_core::KeyStore::subscribe)).
 //!
-//! Both implement [`keygate_core::KeyStore`], ship their migrations inside
+//! Both implement [`keygate_core::KeyStore`] and, for the persisted audit
+//! trail that [`AuditLog`](keygate_core::AuditLog) writes,
+//! [`keygate_core::AuditStore`]; both ship their migrations inside
 //! the crate (run them with `migrate()`, which records what it applied in
 //! its own `keygate_migrations` table), and keep digests, never keys. Both
 //! pass the same conformance suite as [`keygate_core::MemoryStore`].
@@ -68,9 +70,11 @@
 //! rate limit as text such as `100/s`, allowed networks, metadata JSON,
 //! superseded-by id), indexed by id, by `(owner, created_at desc, id desc)`
 //! for listings, and by expiry for keys that are not revoked.
-//! `keygate_usage` holds requests per (key family, hour). Times keep
-//! microseconds, the precision [`KeyManager`](keygate_core::KeyManager)
-//! issues them with.
+//! `keygate_usage` holds requests per (key family, hour). `keygate_audit`
+//! holds audit events (time, action, outcome, detail, key id, actor, method,
+//! path, client address; never a key), indexed by `(key_id, at)` and by `at`.
+//! Times keep microseconds, the precision
+//! [`KeyManager`](keygate_core::KeyManager) issues them with.
 //!
 //! # Drivers
 //!
@@ -87,6 +91,14 @@ macro_rules! key_columns {
     () => {
         "id, family, owner, name, scopes, environment, digest, created_at, expires_at, \
          revoked_at, rate_limit, allowed_ips, metadata, last_used_at, superseded_by"
+    };
+}
+
+/// The columns of `keygate_audit` an `AuditEvent` is written to, in the
+/// order statements bind them.
+macro_rules! audit_columns {
+    () => {
+        "at, action, outcome, detail, key_id, actor, method, path, peer"
     };
 }
 

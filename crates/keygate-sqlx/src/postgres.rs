@@ -1,11 +1,11 @@
 //! [`PostgresStore`]: keys in PostgreSQL, shared by every node, with
 //! invalidations over LISTEN/NOTIFY.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, net::IpAddr, sync::Arc, time::Duration};
 
 use keygate_core::{
-    InvalidationFeed, IpNet, KeyId, KeyRecord, KeyStore, Metadata, Owner, Page, Scope, Scopes,
-    StoreError, UsageBucket, UsageDelta, usage_bucket,
+    AuditEvent, AuditQuery, AuditStore, InvalidationFeed, IpNet, KeyId, KeyRecord, KeyStore,
+    Metadata, Owner, Page, Scope, Scopes, StoreError, UsageBucket, UsageDelta, usage_bucket,
 };
 use sqlx::{
     AssertSqlSafe, Connection, Executor, Row,
@@ -17,7 +17,10 @@ use sqlx::{
 use time::OffsetDateTime;
 
 use crate::{
-    convert::{FoldedUsage, corrupt, digest, insert_error, micros, parse, requests, store_error},
+    convert::{
+        FoldedUsage, audit_corrupt, audit_filter, audit_limit, corrupt, digest, insert_error,
+        micros, parse, requests, store_error,
+    },
     listen,
 };
 
@@ -35,7 +38,8 @@ const DEADLOCK_RETRIES: usize = 3;
 
 /// A [`KeyStore`] in PostgreSQL: for services that run on several nodes.
 ///
-/// Tables are `keygate_keys` and `keygate_usage`, created by
+/// Tables are `keygate_keys`, `keygate_usage` and `keygate_audit` (the
+/// persisted audit trail, see [`AuditStore`]), created by
 /// [`migrate`](Self::migrate), which records applied versions in
 /// `keygate_migrations` (apart from your application's `_sqlx_migrations`).
 /// Without [`with_schema`](Self::with_schema) they live in the first schema
@@ -102,6 +106,9 @@ struct Sql {
     add_usage: Arc<str>,
     last_used: Arc<str>,
     usage: Arc<str>,
+    add_audit: Arc<str>,
+    /// `SELECT … FROM keygate_audit`, to which [`audit_filter`] is appended.
+    audit: String,
 }
 
 impl Sql {
@@ -109,6 +116,8 @@ impl Sql {
         let prefix = schema.map_or_else(String::new, |s| format!("\"{s}\"."));
         let keys = format!("{prefix}keygate_keys");
         let usage = format!("{prefix}keygate_usage");
+        let audit = format!("{prefix}keygate_audit");
+        let audit_cols = audit_columns!();
         let cols = key_columns!();
         let s = |sql: String| Arc::<str>::from(sql);
         Self {
@@ -157,6 +166,15 @@ impl Sql {
                 "SELECT bucket, requests FROM {usage} WHERE family = $1 AND bucket >= $2 \
                  ORDER BY bucket"
             )),
+            // One statement for the whole batch; ORDER BY the position in
+            // the batch so ids grow in the order the events were written.
+            add_audit: s(format!(
+                "INSERT INTO {audit} ({audit_cols}) \
+                 SELECT {audit_cols} FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], \
+                 $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::inet[]) \
+                 WITH ORDINALITY AS e({audit_cols}, n) ORDER BY n"
+            )),
+            audit: format!("SELECT id, {audit_cols} FROM {audit}"),
         }
     }
 }
@@ -558,6 +576,86 @@ impl KeyStore for PostgresStore {
             tx,
         ));
         Some(rx)
+    }
+}
+
+fn audit_event(row: &PgRow) -> Result<AuditEvent, StoreError> {
+    let n: i64 = row.try_get("id").map_err(store_error)?;
+    let opt_text = |column: &str| {
+        row.try_get::<Option<String>, _>(column)
+            .map_err(store_error)
+    };
+    let action: String = row.try_get("action").map_err(store_error)?;
+    Ok(AuditEvent {
+        at: row.try_get("at").map_err(store_error)?,
+        action: action.parse().map_err(|e| audit_corrupt(n, "action", e))?,
+        outcome: row.try_get("outcome").map_err(store_error)?,
+        detail: opt_text("detail")?,
+        key_id: opt_text("key_id")?
+            .map(|s| s.parse().map_err(|e| audit_corrupt(n, "key_id", e)))
+            .transpose()?,
+        actor: opt_text("actor")?,
+        method: opt_text("method")?,
+        path: opt_text("path")?,
+        // A network (`10.0.0.0/8`) put there by hand is not a client address.
+        peer: row
+            .try_get::<Option<IpAddr>, _>("peer")
+            .map_err(|e| audit_corrupt(n, "peer", e))?,
+    })
+}
+
+/// The persisted audit trail, in `keygate_audit`. Times keep microseconds;
+/// events come back newest first, and events of the same microsecond in
+/// reverse order of writing.
+impl AuditStore for PostgresStore {
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let texts = |f: fn(&AuditEvent) -> Option<&str>| -> Vec<Option<String>> {
+            events.iter().map(|e| f(e).map(str::to_owned)).collect()
+        };
+        // A single statement: the batch is written whole or not at all.
+        Self::query(&self.shared.sql.add_audit)
+            .bind(events.iter().map(|e| micros(e.at)).collect::<Vec<_>>())
+            .bind(texts(|e| Some(e.action.as_str())))
+            .bind(texts(|e| Some(e.outcome.as_str())))
+            .bind(texts(|e| e.detail.as_deref()))
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.key_id.map(|id| id.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(texts(|e| e.actor.as_deref()))
+            .bind(texts(|e| e.method.as_deref()))
+            .bind(texts(|e| e.path.as_deref()))
+            .bind(events.iter().map(|e| e.peer).collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let sql = format!(
+            "{}{}",
+            self.shared.sql.audit,
+            audit_filter(query, |n| format!("${n}"))
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        if let Some(id) = query.key_id {
+            q = q.bind(id.to_string());
+        }
+        if let Some(since) = query.since {
+            q = q.bind(micros(since));
+        }
+        let rows = q
+            .bind(audit_limit(query))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(audit_event).collect()
     }
 }
 

@@ -3,19 +3,19 @@
 use std::{path::Path, str::FromStr, time::Duration};
 
 use keygate_core::{
-    KeyId, KeyRecord, KeyStore, Metadata, Owner, Page, Scopes, StoreError, UsageBucket, UsageDelta,
-    usage_bucket,
+    AuditEvent, AuditQuery, AuditStore, KeyId, KeyRecord, KeyStore, Metadata, Owner, Page, Scopes,
+    StoreError, UsageBucket, UsageDelta, usage_bucket,
 };
 use sqlx::{
-    Row,
+    AssertSqlSafe, Row,
     migrate::Migrator,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow},
 };
 use time::OffsetDateTime;
 
 use crate::convert::{
-    FoldedUsage, corrupt, digest, from_unix_micros, insert_error, parse, requests, store_error,
-    to_unix_micros,
+    FoldedUsage, audit_corrupt, audit_filter, audit_limit, corrupt, digest, from_unix_micros,
+    insert_error, parse, requests, store_error, to_unix_micros,
 };
 
 /// How long a statement waits for another connection's write lock before
@@ -26,7 +26,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// that runs as one process (or several processes on one machine sharing the
 /// file).
 ///
-/// Tables are `keygate_keys` and `keygate_usage`, created by
+/// Tables are `keygate_keys`, `keygate_usage` and `keygate_audit` (the
+/// persisted audit trail, see [`AuditStore`]), created by
 /// [`migrate`](Self::migrate); applied migrations are recorded in
 /// `keygate_migrations`, apart from your application's own `_sqlx_migrations`.
 /// Times are stored as Unix microseconds, so they round-trip exactly at the
@@ -396,5 +397,90 @@ impl KeyStore for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+fn audit_event(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
+    let n: i64 = row.try_get("id").map_err(store_error)?;
+    let opt_text = |column: &str| {
+        row.try_get::<Option<String>, _>(column)
+            .map_err(store_error)
+    };
+    let at: i64 = row.try_get("at").map_err(store_error)?;
+    let action: String = row.try_get("action").map_err(store_error)?;
+    Ok(AuditEvent {
+        at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000)
+            .map_err(|e| audit_corrupt(n, "at", e))?,
+        action: action.parse().map_err(|e| audit_corrupt(n, "action", e))?,
+        outcome: row.try_get("outcome").map_err(store_error)?,
+        detail: opt_text("detail")?,
+        key_id: opt_text("key_id")?
+            .map(|s| s.parse().map_err(|e| audit_corrupt(n, "key_id", e)))
+            .transpose()?,
+        actor: opt_text("actor")?,
+        method: opt_text("method")?,
+        path: opt_text("path")?,
+        peer: opt_text("peer")?
+            .map(|s| s.parse().map_err(|e| audit_corrupt(n, "peer", e)))
+            .transpose()?,
+    })
+}
+
+/// The persisted audit trail, in `keygate_audit`. Times keep microseconds;
+/// events come back newest first, and events of the same microsecond in
+/// reverse order of writing.
+impl AuditStore for SqliteStore {
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        const SQL: &str = concat!(
+            "INSERT INTO keygate_audit (",
+            audit_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        );
+        if events.is_empty() {
+            return Ok(());
+        }
+        // One transaction: the batch is written whole or not at all, and
+        // costs one commit (one fsync) instead of one per event.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)?;
+        for e in events {
+            sqlx::query(SQL)
+                .bind(to_unix_micros(e.at))
+                .bind(e.action.as_str())
+                .bind(e.outcome.as_str())
+                .bind(e.detail.as_deref())
+                .bind(e.key_id.as_ref().map(KeyId::as_str))
+                .bind(e.actor.as_deref())
+                .bind(e.method.as_deref())
+                .bind(e.path.as_deref())
+                .bind(e.peer.map(|ip| ip.to_string()))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let sql = format!(
+            concat!("SELECT id, ", audit_columns!(), " FROM keygate_audit{}"),
+            audit_filter(query, |n| format!("?{n}"))
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        if let Some(id) = query.key_id {
+            q = q.bind(id.to_string());
+        }
+        if let Some(since) = query.since {
+            q = q.bind(to_unix_micros(since));
+        }
+        let rows = q
+            .bind(audit_limit(query))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(audit_event).collect()
     }
 }

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use keygate_core::{
-    Environment, KeyHasher, KeyId, KeyRecord, KeyStore, Metadata, Owner, Page, Scopes, StoreError,
-    UsageDelta,
+    AuditAction, AuditEvent, AuditQuery, AuditStore, Environment, KeyHasher, KeyId, KeyRecord,
+    KeyStore, Metadata, Owner, Page, Scopes, StoreError, UsageDelta,
 };
 use keygate_sqlx::{
     PostgresStore, SqliteStore,
@@ -183,7 +183,126 @@ async fn postgres_rows_it_cannot_read_are_corrupt() {
     .await;
 }
 
-async fn assert_unavailable(store: &impl KeyStore) {
+/// Damages one column of a stored audit event with each `(column, sql)`
+/// (`sql` names the table `keygate_audit`), then checks reading it back is
+/// `Corrupt` naming that column, and that `cleanup` makes it readable again.
+async fn assert_audit_reads_are_corrupt<S: AuditStore>(
+    store: &S,
+    run: impl AsyncFn(&str),
+    cases: &[(&str, &str)],
+) {
+    for (column, sql) in cases {
+        let event = AuditEvent::manage(
+            datetime!(2030-01-01 0:00 UTC),
+            AuditAction::Create,
+            "AuditBad01".parse().unwrap(),
+        );
+        store.append_audit(&[event]).await.unwrap();
+        run(sql).await;
+        match store.query_audit(&AuditQuery::default()).await {
+            Err(StoreError::Corrupt(msg)) => {
+                assert!(msg.contains(column), "after damaging {column}: {msg}");
+                assert!(msg.contains("audit event"), "{msg}");
+            }
+            other => panic!("after damaging {column}: expected Corrupt, got {other:?}"),
+        }
+        run("DELETE FROM keygate_audit").await;
+        assert!(
+            store
+                .query_audit(&AuditQuery::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_audit_rows_it_cannot_read_are_corrupt() {
+    let fixture = common::sqlite().await.unwrap();
+    let store = &fixture.store;
+    let run = async |sql: &str| {
+        sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    };
+    assert_audit_reads_are_corrupt(
+        store,
+        run,
+        &[
+            ("action", "UPDATE keygate_audit SET action = 'delete'"),
+            ("key_id", "UPDATE keygate_audit SET key_id = 'x!'"),
+            ("peer", "UPDATE keygate_audit SET peer = '10.0.0.0/8'"),
+            ("at", "UPDATE keygate_audit SET at = 9223372036854775807"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_audit_rows_it_cannot_read_are_corrupt() {
+    let Some(fixture) = common::postgres().await else {
+        return;
+    };
+    let store = &fixture.store;
+    let schema = store.schema().unwrap().to_owned();
+    let run = async |sql: &str| {
+        let sql = sql.replace("keygate_audit", &format!("\"{schema}\".keygate_audit"));
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    };
+    assert_audit_reads_are_corrupt(
+        store,
+        run,
+        &[
+            ("action", "UPDATE keygate_audit SET action = 'delete'"),
+            ("key_id", "UPDATE keygate_audit SET key_id = 'x!'"),
+            // A network is not a client address.
+            ("peer", "UPDATE keygate_audit SET peer = '10.0.0.0/8'"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_postgres_audit_batch_is_written_whole_or_not_at_all() {
+    let Some(fixture) = common::postgres().await else {
+        return;
+    };
+    let store = &fixture.store;
+    let at = datetime!(2030-01-01 0:00 UTC);
+    let good = AuditEvent::manage(at, AuditAction::Create, "AuditGood1".parse().unwrap());
+    // PostgreSQL text cannot hold NUL: the database refuses this event.
+    let refused = AuditEvent {
+        detail: Some("nul \0 byte".to_owned()),
+        ..good.clone()
+    };
+    let result = store.append_audit(&[good.clone(), refused]).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(
+        store
+            .query_audit(&AuditQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .append_audit(std::slice::from_ref(&good))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.query_audit(&AuditQuery::default()).await.unwrap(),
+        [good]
+    );
+}
+
+async fn assert_unavailable(store: &(impl KeyStore + AuditStore)) {
     let r = record("Unreachabl");
     let unavailable = |what: &str, result: Result<(), StoreError>| {
         assert!(
@@ -215,6 +334,12 @@ async fn assert_unavailable(store: &impl KeyStore) {
     };
     unavailable("record_usage", store.record_usage(&[delta]).await);
     unavailable("usage", store.usage(r.id, r.created_at).await.map(drop));
+    let event = AuditEvent::manage(r.created_at, AuditAction::Create, r.id);
+    unavailable("append_audit", store.append_audit(&[event]).await);
+    unavailable(
+        "query_audit",
+        store.query_audit(&AuditQuery::default()).await.map(drop),
+    );
 }
 
 #[tokio::test]
@@ -259,7 +384,12 @@ async fn sqlite_migrations_are_idempotent_and_keep_to_their_table() {
             .unwrap();
     assert_eq!(
         tables,
-        ["keygate_keys", "keygate_migrations", "keygate_usage"]
+        [
+            "keygate_audit",
+            "keygate_keys",
+            "keygate_migrations",
+            "keygate_usage"
+        ]
     );
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(store.pool())
@@ -285,7 +415,12 @@ async fn postgres_migrations_are_idempotent_and_keep_to_their_schema() {
     .unwrap();
     assert_eq!(
         tables,
-        ["keygate_keys", "keygate_migrations", "keygate_usage"]
+        [
+            "keygate_audit",
+            "keygate_keys",
+            "keygate_migrations",
+            "keygate_usage"
+        ]
     );
     // The migration connection's search_path did not leak into the pool.
     for _ in 0..4 {

@@ -1,0 +1,331 @@
+//! The command line, as clap parses it.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use keygate_core::{Cursor, IpNet, KeyFormat, Metadata, Owner, Quota, Scopes};
+
+use crate::duration;
+
+/// Manage keygate API keys: run migrations; create, list, update, rotate and
+/// revoke keys; read their usage and the audit trail.
+///
+/// Keys are printed once, when they are created or rotated, and never
+/// again: keygate keeps only their digests. Every change is recorded in the
+/// audit trail with the actor `cli`.
+#[derive(Debug, Parser)]
+#[command(name = "keygate", version)]
+pub(crate) struct Cli {
+    /// Where the keys are: `sqlite://PATH` or `postgres://USER@HOST/DATABASE`.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYGATE_DATABASE_URL",
+        default_value = "sqlite://keygate.db",
+        value_name = "URL",
+        hide_env_values = true,
+        help_heading = "Global options"
+    )]
+    pub(crate) database_url: String,
+
+    /// PostgreSQL schema of keygate's tables (as your server's store).
+    ///
+    /// Only for a server whose `PostgresStore` uses `.with_schema(..)`: the
+    /// CLI must use the same schema to see its keys and reach its caches.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYGATE_SCHEMA",
+        value_name = "NAME",
+        help_heading = "Global options"
+    )]
+    pub(crate) schema: Option<String>,
+
+    /// Key prefix: must be your server's (keys read `{prefix}_live_…`).
+    ///
+    /// The prefix your server's layer is built with
+    /// (`Keygate::builder(..).prefix(..)`, default `kg`). The server rejects
+    /// keys of any other prefix as malformed.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYGATE_PREFIX",
+        default_value = "kg",
+        value_name = "PREFIX",
+        value_parser = parse_prefix,
+        help_heading = "Global options"
+    )]
+    pub(crate) prefix: KeyFormat,
+
+    /// Name of the environment variable holding your server's HMAC pepper.
+    ///
+    /// Needed to create and rotate keys for a server that hashes keys with
+    /// a pepper (`KeyHasher::hmac_sha256`): the variable's raw bytes are the
+    /// pepper. Naming a variable keeps the secret off the command line and
+    /// out of shell history.
+    #[arg(
+        long,
+        global = true,
+        value_name = "VAR",
+        help_heading = "Global options"
+    )]
+    pub(crate) pepper_env: Option<String>,
+
+    /// Print one JSON document on stdout instead of tables.
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub(crate) json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create or upgrade keygate's tables; safe to run on every deploy.
+    ///
+    /// Creates the SQLite file if it is missing. Other commands need a
+    /// migrated database.
+    Migrate,
+    /// Create, list, show, update, rotate and revoke keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Show the audit trail, newest first.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Issue a new key and print it, this once.
+    Create(CreateArgs),
+    /// List an owner's keys, newest first (never the keys themselves).
+    List(ListArgs),
+    /// Show one key's settings and status.
+    Show(IdArg),
+    /// Change a key's name, scopes, quota, expiry, IP allowlist or metadata.
+    Update(UpdateArgs),
+    /// Revoke a key, for good.
+    Revoke(IdArg),
+    /// Replace a key with a new one (printed this once); the old one keeps
+    /// working for the grace period.
+    Rotate(RotateArgs),
+    /// List keys that expire soon (or have expired) and are not revoked.
+    Expiring(ExpiringArgs),
+    /// Show a key's requests per hour.
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IdArg {
+    /// The key's id: the 10 letters and digits after `{prefix}_live_`.
+    #[arg(value_name = "ID")]
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// Who the key belongs to: user:<id> or service:<name>.
+    #[arg(long, value_name = "OWNER")]
+    pub(crate) owner: Owner,
+    /// A name to tell the key apart, e.g. "CI deploy".
+    #[arg(long)]
+    pub(crate) name: String,
+    /// What the key may do, comma-separated: read, write, delete, admin or
+    /// your own (billing:read). Pass "" for none.
+    #[arg(long, value_parser = parse_scopes, value_name = "SCOPES")]
+    pub(crate) scopes: Scopes,
+    /// Expire the key after this long, e.g. 90d.
+    #[arg(long, value_parser = duration::parse_positive, value_name = "DURATION")]
+    pub(crate) expires_in: Option<Duration>,
+    /// The key's own quota, e.g. 100/s or 600/min (default: the server's).
+    #[arg(long, value_name = "N/UNIT")]
+    pub(crate) rate_limit: Option<Quota>,
+    /// Only accept the key from this network or address (repeat, or
+    /// separate with commas).
+    #[arg(long = "allow-ip", value_parser = parse_net, value_delimiter = ',', value_name = "CIDR")]
+    pub(crate) allow_ip: Vec<IpNet>,
+    /// JSON object kept with the key, e.g. '{"plan":"pro"}'.
+    #[arg(long, value_parser = parse_metadata, value_name = "JSON")]
+    pub(crate) metadata: Option<Metadata>,
+    /// Issue a `test` key instead of a `live` one.
+    #[arg(long)]
+    pub(crate) test: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Whose keys: user:<id> or service:<name>.
+    #[arg(long, value_name = "OWNER")]
+    pub(crate) owner: Owner,
+    /// Most keys to show.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub(crate) limit: u16,
+    /// Continue after a previous page (the cursor it printed).
+    #[arg(long, value_parser = parse_cursor)]
+    pub(crate) cursor: Option<Cursor>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpdateArgs {
+    /// The key's id.
+    #[arg(value_name = "ID")]
+    pub(crate) id: String,
+    /// A new name.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// New scopes, comma-separated (they replace the old ones).
+    #[arg(long, value_parser = parse_scopes, value_name = "SCOPES")]
+    pub(crate) scopes: Option<Scopes>,
+    /// A new quota for the key, e.g. 100/s.
+    #[arg(long, value_name = "N/UNIT", conflicts_with = "no_rate_limit")]
+    pub(crate) rate_limit: Option<Quota>,
+    /// Drop the key's own quota: the server's default applies.
+    #[arg(long)]
+    pub(crate) no_rate_limit: bool,
+    /// Expire the key this long from now, e.g. 30d.
+    #[arg(
+        long,
+        value_parser = duration::parse_positive,
+        value_name = "DURATION",
+        conflicts_with = "no_expiry"
+    )]
+    pub(crate) expires_in: Option<Duration>,
+    /// Never expire the key.
+    #[arg(long)]
+    pub(crate) no_expiry: bool,
+    /// Only accept the key from these networks (they replace the old ones;
+    /// repeat, or separate with commas).
+    #[arg(
+        long = "allow-ip",
+        value_parser = parse_net,
+        value_delimiter = ',',
+        value_name = "CIDR",
+        conflicts_with = "any_ip"
+    )]
+    pub(crate) allow_ip: Vec<IpNet>,
+    /// Accept the key from any address.
+    #[arg(long)]
+    pub(crate) any_ip: bool,
+    /// New metadata, a JSON object (replaces the old one).
+    #[arg(long, value_parser = parse_metadata, value_name = "JSON")]
+    pub(crate) metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RotateArgs {
+    /// The id of the key to replace.
+    #[arg(value_name = "ID")]
+    pub(crate) id: String,
+    /// How long the old key keeps working, so clients can switch (0s: it
+    /// stops now).
+    #[arg(long, default_value = "24h", value_parser = duration::parse, value_name = "DURATION")]
+    pub(crate) grace: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExpiringArgs {
+    /// How far ahead to look.
+    #[arg(long, default_value = "7d", value_parser = duration::parse, value_name = "DURATION")]
+    pub(crate) within: Duration,
+    /// Most keys to show.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub(crate) limit: u16,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UsageArgs {
+    /// The key's id (usage is counted for its whole rotation family).
+    #[arg(value_name = "ID")]
+    pub(crate) id: String,
+    /// How far back to look.
+    #[arg(long, default_value = "24h", value_parser = duration::parse, value_name = "DURATION")]
+    pub(crate) since: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// Only events about this key id.
+    #[arg(long = "key", value_name = "ID")]
+    pub(crate) key: Option<String>,
+    /// Only events this recent, e.g. 1h or 7d.
+    #[arg(long, value_parser = duration::parse, value_name = "DURATION")]
+    pub(crate) since: Option<Duration>,
+    /// Most events to show.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    pub(crate) limit: u16,
+}
+
+fn parse_prefix(s: &str) -> Result<KeyFormat, String> {
+    KeyFormat::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_scopes(s: &str) -> Result<Scopes, String> {
+    Scopes::parse_list(s).map_err(|e| {
+        format!("{e}; built-in scopes are read, write, delete and admin, separated by commas")
+    })
+}
+
+/// A network in CIDR form, or a single address.
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            "expected a network in CIDR form or an address, e.g. 10.0.0.0/8, 203.0.113.7 or \
+             2001:db8::/32"
+                .to_owned()
+        })
+}
+
+fn parse_metadata(s: &str) -> Result<Metadata, String> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(r#"metadata is a JSON object, e.g. '{"plan":"pro"}'"#.to_owned()),
+        Err(e) => Err(format!(
+            r#"not valid JSON ({e}); metadata is a JSON object, e.g. '{{"plan":"pro"}}'"#
+        )),
+    }
+}
+
+fn parse_cursor(s: &str) -> Result<Cursor, String> {
+    s.parse().map_err(|_| {
+        "not a page cursor: pass the value `keygate keys list` printed after its last page"
+            .to_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn networks_and_addresses_are_accepted() {
+        assert_eq!(parse_net("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            parse_net("203.0.113.7").unwrap().to_string(),
+            "203.0.113.7/32"
+        );
+        assert_eq!(
+            parse_net("2001:db8::1").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
+        assert!(parse_net("10.0.0.0/40").unwrap_err().contains("CIDR"));
+    }
+
+    #[test]
+    fn metadata_must_be_an_object() {
+        assert_eq!(parse_metadata(r#"{"plan":"pro"}"#).unwrap()["plan"], "pro");
+        assert!(parse_metadata("[1]").unwrap_err().contains("JSON object"));
+        assert!(
+            parse_metadata("{plan}")
+                .unwrap_err()
+                .starts_with("not valid JSON")
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! Opening the store a `--database-url` names, and explaining what went
+//! wrong in terms of what to do next.
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use keygate_core::{DynAuditStore, DynKeyStore, StoreError};
+use keygate_sqlx::{
+    PostgresStore, SqliteStore,
+    sqlx::{
+        self, Connection as _,
+        postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
+        sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
+    },
+};
+
+use crate::error::CliError;
+
+/// How long to wait for PostgreSQL to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A store, held through the object-safe traits the key manager and the
+/// audit log take, plus what only the concrete type can do.
+pub(crate) struct Database {
+    /// The keys.
+    pub(crate) keys: Arc<dyn DynKeyStore>,
+    /// The audit trail (the same database).
+    pub(crate) audit: Arc<dyn DynAuditStore>,
+    /// The URL with any password hidden, for messages.
+    pub(crate) url: String,
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+/// Which database a URL names.
+enum Scheme {
+    Sqlite,
+    Postgres,
+}
+
+fn scheme(url: &str) -> Result<Scheme, CliError> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("sqlite:") {
+        Ok(Scheme::Sqlite)
+    } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        Ok(Scheme::Postgres)
+    } else {
+        Err(
+            CliError::usage(format!("unsupported database URL {}", redact(url))).hint(
+                "use sqlite://PATH (e.g. sqlite://keygate.db) or postgres://USER@HOST/DATABASE, \
+             with --database-url or KEYGATE_DATABASE_URL",
+            ),
+        )
+    }
+}
+
+impl Database {
+    /// Connects to `url`. `create` makes a missing SQLite file (only
+    /// `migrate` does; other commands say to run it). `schema` is the
+    /// PostgreSQL schema, as [`PostgresStore::with_schema`].
+    pub(crate) async fn open(
+        url: &str,
+        schema: Option<&str>,
+        create: bool,
+    ) -> Result<Self, CliError> {
+        let shown = redact(url);
+        let unreachable = |e: sqlx::Error| connect_error(&shown, &e);
+        let shown = shown.as_str();
+        let backend = match scheme(url)? {
+            Scheme::Sqlite => {
+                if schema.is_some() {
+                    return Err(CliError::usage("--schema applies to PostgreSQL only")
+                        .hint("remove --schema (or KEYGATE_SCHEMA) when using a sqlite:// URL"));
+                }
+                let store = if create {
+                    SqliteStore::connect(url).await.map_err(unreachable)?
+                } else {
+                    // As `SqliteStore::connect`, minus creating the file: a
+                    // typo in the path should not leave an empty database.
+                    let options = SqliteConnectOptions::from_str(url).map_err(unreachable)?;
+                    let file = options.get_filename();
+                    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                    if !in_memory && !file.exists() {
+                        return Err(CliError::new(format!(
+                            "there is no database file at {} (from {shown})",
+                            file.display()
+                        ))
+                        .hint(format!(
+                            "check --database-url (or KEYGATE_DATABASE_URL); to start a new \
+                             database there, run `keygate migrate --database-url {shown}`"
+                        )));
+                    }
+                    let options = options
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .busy_timeout(Duration::from_secs(5));
+                    let pool = SqlitePoolOptions::new()
+                        .max_connections(2)
+                        .connect_with(options)
+                        .await
+                        .map_err(unreachable)?;
+                    SqliteStore::new(pool)
+                };
+                Backend::Sqlite(store)
+            }
+            Scheme::Postgres => {
+                // One connection first: a pool reports only that it timed
+                // out, this says why (refused, bad password, no database…).
+                let options = PgConnectOptions::from_str(url).map_err(unreachable)?;
+                let probe =
+                    tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+                        .await
+                        .map_err(|_| {
+                            connect_error(shown, &format!("no answer within {CONNECT_TIMEOUT:?}"))
+                        })?
+                        .map_err(unreachable)?;
+                let _ = probe.close().await;
+                let pool = PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(unreachable)?;
+                let store = PostgresStore::new(pool);
+                let store = match schema {
+                    None => store,
+                    Some(name) => store.with_schema(name).map_err(|e| {
+                        CliError::usage(e.to_string())
+                            .hint("pass the schema your server's PostgresStore uses")
+                    })?,
+                };
+                Backend::Postgres(store)
+            }
+        };
+        let (keys, audit): (Arc<dyn DynKeyStore>, Arc<dyn DynAuditStore>) = match &backend {
+            Backend::Sqlite(s) => (Arc::new(s.clone()), Arc::new(s.clone())),
+            Backend::Postgres(s) => (Arc::new(s.clone()), Arc::new(s.clone())),
+        };
+        Ok(Self {
+            keys,
+            audit,
+            url: shown.to_owned(),
+            backend,
+        })
+    }
+
+    /// Creates or upgrades keygate's tables.
+    pub(crate) async fn migrate(&self) -> Result<(), CliError> {
+        let result = match &self.backend {
+            Backend::Sqlite(s) => s.migrate().await,
+            Backend::Postgres(s) => s.migrate().await,
+        };
+        result.map_err(|e| {
+            CliError::new(format!(
+                "could not migrate the database at {}: {e}",
+                self.url
+            ))
+            .hint(
+                "check that the database user may create tables (and, with --schema, the \
+                 schema); a migration that was changed after it was applied needs a fresh \
+                 database",
+            )
+        })
+    }
+
+    /// Whether this is PostgreSQL (whose servers hear about changes at once).
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Closes the pool, so SQLite checkpoints its WAL and PostgreSQL
+    /// connections end cleanly.
+    pub(crate) async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.pool().close().await,
+            Backend::Postgres(s) => s.pool().close().await,
+        }
+    }
+
+    /// What to tell the user about a store error.
+    pub(crate) fn store_error(&self, err: &StoreError) -> CliError {
+        match err {
+            StoreError::NotFound(id) => not_found(*id),
+            StoreError::Unavailable(source) if is_missing_table(source.as_ref()) => {
+                CliError::new(format!(
+                    "the database at {} has no keygate tables (or not all of them)",
+                    self.url
+                ))
+                .hint(
+                    "run `keygate migrate` with the same --database-url (and --schema) first; \
+                     it is safe to repeat",
+                )
+            }
+            StoreError::Unavailable(source) => CliError::new(format!(
+                "the database at {} did not answer: {source}",
+                self.url
+            ))
+            .hint("check that it is running and reachable, then try again"),
+            StoreError::Corrupt(what) => CliError::new(format!(
+                "the database at {} holds data keygate cannot read: {what}",
+                self.url
+            )),
+            other => CliError::new(format!("{other} (database {})", self.url)),
+        }
+    }
+}
+
+/// The message for an id the store does not have.
+pub(crate) fn not_found(id: keygate_core::KeyId) -> CliError {
+    CliError::new(format!("no key with id {id}"))
+        .hint("list keys with `keygate keys list --owner user:<id>` (or service:<name>)")
+}
+
+fn connect_error(url: &str, err: &dyn std::fmt::Display) -> CliError {
+    let hint = if url.to_ascii_lowercase().starts_with("sqlite:") {
+        "check --database-url (or KEYGATE_DATABASE_URL), and that its directory exists and you \
+         may read and write there"
+    } else {
+        "check --database-url (or KEYGATE_DATABASE_URL), that the server is running and that it \
+         accepts this user; then `keygate migrate` sets up keygate's tables in the database"
+    };
+    CliError::new(format!("cannot open the database at {url}: {err}")).hint(hint)
+}
+
+/// Whether a driver error says a table is missing: the database was never
+/// migrated (or not up to this version).
+fn is_missing_table(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(sqlx::Error::Database(db)) = e.downcast_ref::<sqlx::Error>() {
+            // 42P01: PostgreSQL's undefined_table.
+            return db.code().as_deref() == Some("42P01") || db.message().contains("no such table");
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// `url` with the password, if any, replaced by `***`, so messages can show
+/// which database they mean without leaking its credentials.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_owned();
+    };
+    format!(
+        "{}{}:***{}",
+        &url[..scheme_end + 3],
+        &userinfo[..colon],
+        &rest[at..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3cr%40t@db:5432/keys?sslmode=require",
+                "postgres://app:***@db:5432/keys?sslmode=require",
+            ),
+            (
+                "postgresql://app:p@ss@db/keys",
+                "postgresql://app:***@db/keys",
+            ),
+            ("postgres://app@db/keys", "postgres://app@db/keys"),
+            ("postgres://db/keys?user=a@b", "postgres://db/keys?user=a@b"),
+            ("sqlite://keygate.db", "sqlite://keygate.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn schemes_pick_the_backend() {
+        assert!(matches!(scheme("sqlite://k.db"), Ok(Scheme::Sqlite)));
+        assert!(matches!(scheme("sqlite::memory:"), Ok(Scheme::Sqlite)));
+        assert!(matches!(scheme("postgres://h/d"), Ok(Scheme::Postgres)));
+        assert!(matches!(scheme("PostgreSQL://h/d"), Ok(Scheme::Postgres)));
+        let err = scheme("mysql://u:pw@h/d").err().unwrap().to_string();
+        assert!(err.contains("mysql://u:***@h/d"), "{err}");
+        assert!(!err.contains("pw"), "{err}");
+        assert!(scheme("keygate.db").is_err());
+    }
+}

@@ -1,0 +1,148 @@
+//! `keygate`, the command-line tool of [keygate](https://docs.rs/keygate):
+//! run migrations, create, list, update, rotate and revoke API keys, and
+//! read their usage and the audit trail, in the SQLite file or PostgreSQL
+//! database your service's key store uses.
+//!
+//! This crate is the binary; its library exposes only [`main`]. Install it
+//! with `cargo install --path crates/keygate-cli`, or run it from a checkout
+//! with `cargo run -p keygate-cli -- --help`.
+//!
+//! ```text
+//! $ keygate --database-url sqlite://keygate.db migrate
+//! $ keygate keys create --owner user:alice --name laptop --scopes read,write --expires-in 90d
+//! $ keygate keys list --owner user:alice
+//! $ keygate keys rotate Ab3Cd5Ef7G --grace 1h
+//! $ keygate keys revoke Ab3Cd5Ef7G
+//! $ keygate audit --key Ab3Cd5Ef7G --since 7d
+//! ```
+//!
+//! # Settings
+//!
+//! | option | environment | default | |
+//! |---|---|---|---|
+//! | `--database-url` | `KEYGATE_DATABASE_URL` | `sqlite://keygate.db` | `sqlite://PATH` or `postgres://USER@HOST/DATABASE` |
+//! | `--schema` | `KEYGATE_SCHEMA` | none | PostgreSQL schema, as `PostgresStore::with_schema` |
+//! | `--prefix` | `KEYGATE_PREFIX` | `kg` | must be your server's key prefix |
+//! | `--pepper-env VAR` | | none | name of the variable holding your server's HMAC pepper |
+//! | `--json` | | off | JSON on stdout instead of tables |
+//!
+//! The key prefix and the pepper must be the ones your server is built
+//! with (`Keygate::builder(..).prefix("mbk").hasher(KeyHasher::hmac_sha256(..))`):
+//! the server rejects keys of another prefix as malformed, and cannot
+//! verify keys hashed without its pepper. `--pepper-env` takes the *name*
+//! of an environment variable, whose raw bytes are the pepper, so the secret
+//! never appears on a command line or in shell history.
+//!
+//! # Keys are shown once
+//!
+//! `keys create` and `keys rotate` print the new key once: on stderr, after
+//! the key's record on stdout (so `keygate keys create … | tee file` shows
+//! the key on the terminal and keeps it out of the file), or, with
+//! `--json`, under `"key"` in the JSON document. No other command ever
+//! prints a key or a digest; listings show each key's public id and head
+//! (`kg_live_Ab3Cd5Ef7G`).
+//!
+//! # Audit
+//!
+//! Every change is written to the database's audit trail (`keygate_audit`)
+//! with the actor `cli`, beside what servers record; `keygate audit` reads
+//! it back, newest first.
+//!
+//! # Exit status
+//!
+//! 0 on success, 2 for a command line that cannot work (unknown option, bad
+//! duration, scope, quota, owner or id), 1 for anything else (no such key,
+//! database unreachable or not migrated). Errors go to stderr with a hint
+//! saying what to do.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod args;
+mod commands;
+mod db;
+mod duration;
+mod error;
+mod output;
+
+use std::{process::ExitCode, sync::Arc};
+
+use clap::Parser as _;
+use keygate_core::{AuditLog, KeyHasher, KeyManager, SystemClock};
+
+use crate::{
+    args::{Cli, Command},
+    commands::Ctx,
+    db::Database,
+    error::CliError,
+};
+
+/// Runs the `keygate` command with the process's arguments and environment,
+/// and returns its exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return CliError::new(format!("cannot start: {e}")).report(),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let hasher = hasher(cli.pepper_env.as_deref())?;
+    let create_file = matches!(cli.command, Command::Migrate);
+    let db = Database::open(&cli.database_url, cli.schema.as_deref(), create_file).await?;
+    let log = AuditLog::spawn(Arc::clone(&db.audit), 64);
+    let manager = KeyManager::new(
+        Arc::clone(&db.keys),
+        cli.prefix,
+        hasher,
+        Arc::new(SystemClock),
+    )
+    .with_audit_log(log.clone())
+    .as_actor("cli");
+    let ctx = Ctx {
+        db,
+        manager,
+        log,
+        json: cli.json,
+    };
+    let result = commands::run(&ctx, cli.command).await;
+    // The change is made; its audit events must not be lost on exit.
+    ctx.log.flush().await;
+    if ctx.log.failed() > 0 {
+        output::stderr(&format!(
+            "warning: {} audit event(s) could not be written to {}; if the database \
+             predates the audit table, run `keygate migrate`\n",
+            ctx.log.failed(),
+            ctx.db.url
+        ));
+    }
+    ctx.db.close().await;
+    result
+}
+
+/// SHA-256, or HMAC-SHA-256 with the pepper in the variable `var`.
+fn hasher(var: Option<&str>) -> Result<KeyHasher, CliError> {
+    let Some(var) = var else {
+        return Ok(KeyHasher::sha256());
+    };
+    let pepper = std::env::var_os(var).ok_or_else(|| {
+        CliError::usage(format!(
+            "the environment variable {var} (named by --pepper-env) is not set"
+        ))
+        .hint(
+            "export it with the pepper your server uses, or leave out --pepper-env if the \
+             server hashes keys without one",
+        )
+    })?;
+    KeyHasher::hmac_sha256(pepper.into_encoded_bytes()).map_err(|e| {
+        CliError::usage(format!("unusable pepper in {var}: {e}"))
+            .hint("use the same pepper as your server")
+    })
+}

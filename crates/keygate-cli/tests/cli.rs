@@ -1,0 +1,886 @@
+//! The `keygate` binary, run as a user runs it: a real process, a SQLite
+//! file of its own per test (and, with `KEYGATE_TEST_POSTGRES_URL`, a fresh
+//! PostgreSQL schema), checking what it prints and how it exits.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use keygate_core::{
+    Environment, KeyFormat, KeyHasher, KeyId, KeyRecord, KeyStore, UsageDelta, usage_bucket,
+};
+use keygate_sqlx::{
+    PostgresStore, SqliteStore,
+    sqlx::{self, Executor},
+};
+use serde_json::Value;
+
+/// A name unique to this test process and call.
+fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{nanos}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+thread_local! {
+    /// One runtime per test (each test has a thread of its own): pools
+    /// opened in it stay usable for the whole test.
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    RUNTIME.with(|rt| rt.block_on(f))
+}
+
+/// What one run printed, and how it ended.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+
+    /// Both streams, for checks that something is printed nowhere.
+    fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// A database for one test, and the `keygate` command pointed at it.
+struct Db {
+    /// `KEYGATE_DATABASE_URL` for the runs.
+    url: String,
+    /// `--schema`, for PostgreSQL.
+    schema: Option<String>,
+    /// The SQLite file, removed at the end.
+    file: Option<PathBuf>,
+    /// Every run's output, to check no key or digest leaked.
+    transcript: std::cell::RefCell<Vec<Run>>,
+}
+
+impl Db {
+    /// A SQLite file in the temporary directory (not created yet).
+    fn sqlite() -> Self {
+        let file = std::env::temp_dir().join(format!("{}.db", unique("keygate_cli")));
+        Self {
+            url: format!("sqlite://{}", file.display()),
+            schema: None,
+            file: Some(file),
+            transcript: std::cell::RefCell::default(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keygate"));
+        cmd.args(args)
+            .env("KEYGATE_DATABASE_URL", &self.url)
+            .env_remove("KEYGATE_PREFIX")
+            .env_remove("KEYGATE_SCHEMA");
+        if let Some(schema) = &self.schema {
+            cmd.env("KEYGATE_SCHEMA", schema);
+        }
+        cmd
+    }
+
+    fn run_with(&self, mut cmd: Command) -> Run {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = cmd.output().expect("the keygate binary runs");
+        let run = Run {
+            code: status.code(),
+            stdout: String::from_utf8(stdout).expect("UTF-8 stdout"),
+            stderr: String::from_utf8(stderr).expect("UTF-8 stderr"),
+        };
+        self.transcript.borrow_mut().push(Run {
+            code: run.code,
+            stdout: run.stdout.clone(),
+            stderr: run.stderr.clone(),
+        });
+        run
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with(self.command(args))
+    }
+
+    /// Runs `keygate args`, which must succeed.
+    fn ok(&self, args: &[&str]) -> Run {
+        let run = self.run(args);
+        assert_eq!(run.code, Some(0), "keygate {args:?} failed: {run:#?}");
+        run
+    }
+
+    /// Runs `keygate args`, which must fail with `code` and say `message`.
+    fn fails(&self, args: &[&str], code: i32, message: &str) -> Run {
+        let run = self.run(args);
+        assert_eq!(run.code, Some(code), "keygate {args:?}: {run:#?}");
+        assert!(
+            run.stderr.contains(message),
+            "keygate {args:?} should say {message:?}:\n{}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty(), "errors go to stderr: {run:#?}");
+        run
+    }
+
+    /// The SQLite store under the CLI, to check what it wrote.
+    fn sqlite_store(&self) -> SqliteStore {
+        block_on(SqliteStore::connect(&self.url)).expect("the test database opens")
+    }
+
+    /// Checks that no run printed `key` (except the run that created it)
+    /// or its digest.
+    fn assert_never_printed(&self, key: &str, except_run: usize) {
+        let digest = KeyHasher::sha256().digest(key).to_hex();
+        let secret = &key[key.len() - 38..];
+        for (i, run) in self.transcript.borrow().iter().enumerate() {
+            let all = run.all();
+            assert!(!all.contains(&digest), "run {i} printed a digest: {run:#?}");
+            if i != except_run {
+                assert!(!all.contains(secret), "run {i} printed the key: {run:#?}");
+            }
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let mut p = file.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// The one key in `stderr` that starts with `head` (e.g. `kg_live_`).
+fn key_in(text: &str, head: &str) -> String {
+    let keys: Vec<&str> = text
+        .split_whitespace()
+        .filter(|w| w.starts_with(head))
+        .collect();
+    assert_eq!(keys.len(), 1, "expected one key in:\n{text}");
+    keys[0].to_owned()
+}
+
+/// The id of a key, checking the key has the server's format.
+fn id_of(key: &str, prefix: &str, env: Environment) -> KeyId {
+    let parsed = KeyFormat::new(prefix)
+        .unwrap()
+        .parse(key)
+        .unwrap_or_else(|e| panic!("{key:?} is not a {prefix} key: {e}"));
+    assert_eq!(parsed.environment(), env);
+    parsed.id()
+}
+
+fn find(store: &SqliteStore, id: KeyId) -> KeyRecord {
+    block_on(store.find(id))
+        .unwrap()
+        .expect("the key is stored")
+}
+
+#[test]
+fn help_lists_the_commands_and_settings() {
+    let db = Db::sqlite();
+    let help = db.ok(&["--help"]).stdout;
+    for word in [
+        "migrate",
+        "keys",
+        "audit",
+        "--database-url",
+        "KEYGATE_DATABASE_URL",
+        "--prefix",
+        "KEYGATE_PREFIX",
+        "--pepper-env",
+        "--json",
+    ] {
+        assert!(help.contains(word), "--help lacks {word}:\n{help}");
+    }
+    let keys = db.ok(&["keys", "--help"]).stdout;
+    for command in [
+        "create", "list", "show", "update", "revoke", "rotate", "expiring", "usage",
+    ] {
+        assert!(
+            keys.contains(command),
+            "keys --help lacks {command}:\n{keys}"
+        );
+    }
+    // Help never touches the database.
+    assert!(!db.file.as_ref().unwrap().exists());
+}
+
+#[test]
+fn the_whole_lifecycle_through_the_binary() {
+    let db = Db::sqlite();
+    let migrated = db.ok(&["migrate"]);
+    assert!(migrated.stdout.contains("up to date"), "{migrated:#?}");
+    // Migrating again is harmless.
+    db.ok(&["migrate"]);
+
+    // Create: the key is printed once, on stderr, in the server's format.
+    let created = db.ok(&[
+        "keys",
+        "create",
+        "--owner",
+        "user:alice",
+        "--name",
+        "laptop",
+        "--scopes",
+        "read,write",
+        "--expires-in",
+        "90d",
+        "--rate-limit",
+        "100/s",
+        "--allow-ip",
+        "10.0.0.0/8",
+        "--allow-ip",
+        "2001:db8::/32,203.0.113.7",
+        "--metadata",
+        r#"{"plan":"pro"}"#,
+    ]);
+    let create_run = db.transcript.borrow().len() - 1;
+    let key = key_in(&created.stderr, "kg_live_");
+    assert!(
+        !created.stdout.contains(&key),
+        "the key goes to stderr only"
+    );
+    assert!(created.stderr.contains("shown this once"), "{created:#?}");
+    let id = id_of(&key, "kg", Environment::Live);
+    let id_text = id.to_string();
+    assert!(created.stdout.contains(&id_text), "{created:#?}");
+
+    // What the store holds is the digest of the printed key, with the settings.
+    let store = db.sqlite_store();
+    let record = find(&store, id);
+    assert!(record.digest.ct_eq(&KeyHasher::sha256().digest(&key)));
+    assert_eq!(record.owner.to_string(), "user:alice");
+    assert_eq!(record.scopes.to_string(), "read,write");
+    assert_eq!(record.rate_limit.unwrap().to_string(), "100/s");
+    assert_eq!(
+        record
+            .allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["10.0.0.0/8", "2001:db8::/32", "203.0.113.7/32"]
+    );
+    assert_eq!(record.metadata["plan"], "pro");
+    let lifetime = record.expires_at.unwrap() - record.created_at;
+    assert_eq!(lifetime.whole_days(), 90);
+
+    // List and show: ids and settings, never the key.
+    let list = db.ok(&["keys", "list", "--owner", "user:alice"]);
+    assert!(list.stdout.contains(&id_text) && list.stdout.contains("laptop"));
+    assert!(list.stdout.contains("active"), "{list:#?}");
+    let shown = db.ok(&["keys", "show", &id_text]).stdout;
+    for field in [
+        "user:alice",
+        "100/s",
+        "10.0.0.0/8",
+        r#"{"plan":"pro"}"#,
+        "(in 89d",
+    ] {
+        assert!(shown.contains(field), "show lacks {field}:\n{shown}");
+    }
+    // The public head of a key (as listings show it) works as an id too.
+    db.ok(&["keys", "show", &format!("kg_live_{id}")]);
+
+    // Update: only what is asked changes.
+    db.ok(&[
+        "keys",
+        "update",
+        &id_text,
+        "--name",
+        "old laptop",
+        "--scopes",
+        "read",
+        "--no-rate-limit",
+        "--any-ip",
+    ]);
+    let record = find(&store, id);
+    assert_eq!(record.name, "old laptop");
+    assert_eq!(record.scopes.to_string(), "read");
+    assert_eq!(record.rate_limit, None);
+    assert!(record.allowed_ips.is_empty());
+    assert_eq!(
+        record.metadata["plan"], "pro",
+        "metadata was not asked to change"
+    );
+    assert!(
+        record.expires_at.is_some(),
+        "expiry was not asked to change"
+    );
+
+    // Rotate with a grace period: a new key, printed once; the old one ends.
+    let rotated = db.ok(&["keys", "rotate", &id_text, "--grace", "1h"]);
+    let rotate_run = db.transcript.borrow().len() - 1;
+    let new_key = key_in(&rotated.stderr, "kg_live_");
+    assert_ne!(new_key, key);
+    let new_id = id_of(&new_key, "kg", Environment::Live);
+    let new_id_text = new_id.to_string();
+    assert!(
+        rotated.stdout.contains("keeps working until"),
+        "{rotated:#?}"
+    );
+    let new_record = find(&store, new_id);
+    assert!(
+        new_record
+            .digest
+            .ct_eq(&KeyHasher::sha256().digest(&new_key))
+    );
+    assert_eq!(new_record.family, id);
+    let old = find(&store, id);
+    assert_eq!(old.superseded_by, Some(new_id));
+    let grace_left = old.expires_at.unwrap() - time::OffsetDateTime::now_utc();
+    assert!(
+        grace_left > time::Duration::minutes(55) && grace_left <= time::Duration::hours(1),
+        "{grace_left}"
+    );
+    let list = db.ok(&["keys", "list", "--owner", "user:alice"]).stdout;
+    assert!(
+        list.contains("superseded") && list.contains(&new_id_text),
+        "{list}"
+    );
+
+    // Expiring: the old key ends within the hour; the new one never does.
+    let soon = db.ok(&["keys", "expiring", "--within", "2h"]).stdout;
+    assert!(soon.contains(&id_text), "{soon}");
+    assert!(!soon.contains(&new_id_text), "{soon}");
+    let none = db.ok(&["keys", "expiring", "--within", "30m"]).stdout;
+    assert!(none.contains("No keys expire within 30m"), "{none}");
+
+    // Usage: what servers flushed, per hour, for the whole family.
+    let quiet = db.ok(&["keys", "usage", &new_id_text]).stdout;
+    assert!(quiet.contains("No requests"), "{quiet}");
+    let hour = usage_bucket(time::OffsetDateTime::now_utc());
+    block_on(store.record_usage(&[UsageDelta {
+        key_id: id,
+        family: id,
+        bucket: hour,
+        requests: 42,
+        last_used_at: hour,
+    }]))
+    .unwrap();
+    let busy = db
+        .ok(&["keys", "usage", &new_id_text, "--since", "2h"])
+        .stdout;
+    assert!(busy.contains("42"), "{busy}");
+    assert!(busy.contains("rotation family"), "{busy}");
+
+    // Revoke, and revoking again is a no-op that says so.
+    let revoked = db.ok(&["keys", "revoke", &new_id_text]).stdout;
+    assert!(revoked.contains("Revoked"), "{revoked}");
+    assert!(find(&store, new_id).revoked_at.is_some());
+    let again = db.ok(&["keys", "revoke", &new_id_text]).stdout;
+    assert!(again.contains("already revoked"), "{again}");
+
+    // The audit trail has every change, by `cli`, newest first.
+    let trail = db.ok(&["--json", "audit", "--key", &id_text]).json();
+    let events = trail["events"].as_array().unwrap();
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["rotate", "update", "create"]);
+    assert!(events.iter().all(|e| e["actor"] == "cli"), "{events:?}");
+    assert_eq!(events[0]["detail"], new_id_text);
+    let trail = db.ok(&["--json", "audit", "--key", &new_id_text]).json();
+    let actions: Vec<&str> = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["revoke", "create"]);
+    let table = db.ok(&["audit", "--since", "1h"]).stdout;
+    for action in ["create", "update", "rotate", "revoke"] {
+        assert!(table.contains(action), "audit lacks {action}:\n{table}");
+    }
+    assert!(table.contains("cli"), "{table}");
+    let last = db.ok(&["--json", "audit", "--limit", "1"]).json();
+    assert_eq!(last["events"].as_array().unwrap().len(), 1);
+    assert_eq!(last["events"][0]["action"], "revoke");
+
+    block_on(store.pool().close());
+    db.assert_never_printed(&key, create_run);
+    db.assert_never_printed(&new_key, rotate_run);
+}
+
+#[test]
+fn json_output_parses_and_holds_the_key_only_at_creation() {
+    let db = Db::sqlite();
+    assert_eq!(db.ok(&["--json", "migrate"]).json()["migrated"], true);
+    let created = db.ok(&[
+        "keys",
+        "create",
+        "--json",
+        "--owner",
+        "service:billing",
+        "--name",
+        "export",
+        "--scopes",
+        "billing:read",
+        "--test",
+    ]);
+    let doc = created.json();
+    let key = doc["key"].as_str().unwrap().to_owned();
+    let id = id_of(&key, "kg", Environment::Test);
+    assert_eq!(doc["id"], id.to_string());
+    assert_eq!(doc["prefix"], format!("kg_test_{id}"));
+    assert_eq!(doc["owner"], "service:billing");
+    assert_eq!(doc["environment"], "test");
+    assert_eq!(doc["status"], "active");
+    assert_eq!(doc["scopes"], serde_json::json!(["billing:read"]));
+    assert_eq!(doc["expires_at"], Value::Null);
+    assert!(doc.get("digest").is_none(), "{doc}");
+    assert!(
+        !created.stderr.contains(&key),
+        "in JSON mode the key is in the JSON only"
+    );
+    let id = id.to_string();
+
+    let shown = db.ok(&["--json", "keys", "show", &id]).json();
+    assert_eq!(shown["name"], "export");
+    assert!(shown.get("key").is_none() && shown.get("digest").is_none());
+
+    let updated = db
+        .ok(&["--json", "keys", "update", &id, "--expires-in", "2d"])
+        .json();
+    assert!(updated["expires_at"].is_string(), "{updated}");
+
+    let rotated = db
+        .ok(&["--json", "keys", "rotate", &id, "--grace", "0s"])
+        .json();
+    let new_key = rotated["key"].as_str().unwrap();
+    let new_id = id_of(new_key, "kg", Environment::Test).to_string();
+    assert_eq!(rotated["id"], new_id);
+    assert_eq!(rotated["replaces"]["id"], id);
+    assert_eq!(rotated["replaces"]["superseded_by"], new_id);
+    assert_eq!(
+        rotated["replaces"]["status"], "expired",
+        "a grace of 0s ends it now"
+    );
+    assert_eq!(rotated["family"], id);
+
+    let page = db
+        .ok(&[
+            "--json",
+            "keys",
+            "list",
+            "--owner",
+            "service:billing",
+            "--limit",
+            "1",
+        ])
+        .json();
+    assert_eq!(page["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(page["keys"][0]["id"], new_id, "newest first");
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    let next = db
+        .ok(&[
+            "--json",
+            "keys",
+            "list",
+            "--owner",
+            "service:billing",
+            "--limit",
+            "1",
+            "--cursor",
+            &cursor,
+        ])
+        .json();
+    assert_eq!(next["keys"][0]["id"], id);
+    assert_eq!(next["next_cursor"], Value::Null);
+
+    let expiring = db
+        .ok(&["--json", "keys", "expiring", "--within", "1d"])
+        .json();
+    assert_eq!(expiring["keys"][0]["id"], id);
+    let usage = db.ok(&["--json", "keys", "usage", &new_id]).json();
+    assert_eq!(usage["family"], id);
+    assert_eq!(usage["total"], 0);
+    assert_eq!(usage["buckets"], serde_json::json!([]));
+    let revoked = db.ok(&["--json", "keys", "revoke", &new_id]).json();
+    assert_eq!(revoked["status"], "revoked");
+    let audit = db.ok(&["--json", "audit"]).json();
+    assert_eq!(audit["events"].as_array().unwrap().len(), 5);
+    // Runs: 0 migrate, 1 create.
+    db.assert_never_printed(&key, 1);
+}
+
+#[test]
+fn prefix_and_pepper_must_match_the_server() {
+    let db = Db::sqlite();
+    db.ok(&["migrate"]);
+    let pepper = "0123456789abcdef0123456789abcdef";
+    let mut cmd = db.command(&[
+        "--prefix",
+        "acme",
+        "--pepper-env",
+        "TEST_KEYGATE_PEPPER",
+        "keys",
+        "create",
+        "--owner",
+        "user:bob",
+        "--name",
+        "peppered",
+        "--scopes",
+        "read",
+    ]);
+    cmd.env("TEST_KEYGATE_PEPPER", pepper);
+    let run = db.run_with(cmd);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(!run.all().contains(pepper), "the pepper is never printed");
+    let key = key_in(&run.stderr, "acme_live_");
+    let id = id_of(&key, "acme", Environment::Live);
+    let record = find(&db.sqlite_store(), id);
+    let hmac = KeyHasher::hmac_sha256(pepper.as_bytes().to_vec()).unwrap();
+    assert!(record.digest.ct_eq(&hmac.digest(&key)));
+    assert!(!record.digest.ct_eq(&KeyHasher::sha256().digest(&key)));
+
+    db.fails(
+        &[
+            "--pepper-env",
+            "TEST_KEYGATE_UNSET_PEPPER",
+            "keys",
+            "create",
+            "--owner",
+            "user:bob",
+            "--name",
+            "n",
+            "--scopes",
+            "read",
+        ],
+        2,
+        "TEST_KEYGATE_UNSET_PEPPER (named by --pepper-env) is not set",
+    );
+    let mut short = db.command(&["--pepper-env", "TEST_KEYGATE_PEPPER", "keys", "show", "x"]);
+    short.env("TEST_KEYGATE_PEPPER", "short");
+    let run = db.run_with(short);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("use at least 16"), "{run:#?}");
+    db.fails(
+        &["--prefix", "Acme_", "keys", "list", "--owner", "user:bob"],
+        2,
+        "a key prefix is 1 to 16 lowercase letters or digits",
+    );
+}
+
+#[test]
+fn errors_exit_non_zero_and_say_what_to_do() {
+    let db = Db::sqlite();
+    // Before `migrate`, the file does not exist, and is not created.
+    let run = db.fails(
+        &["keys", "list", "--owner", "user:alice"],
+        1,
+        "there is no database file",
+    );
+    assert!(run.stderr.contains("keygate migrate"), "{run:#?}");
+    assert!(
+        !db.file.as_ref().unwrap().exists(),
+        "a typo must not create a file"
+    );
+
+    // A database that exists but was never migrated.
+    block_on(async {
+        let store = SqliteStore::connect(&db.url).await.unwrap();
+        store.pool().close().await;
+    });
+    let run = db.fails(&["keys", "show", "Ab3Cd5Ef7G"], 1, "has no keygate tables");
+    assert!(run.stderr.contains("run `keygate migrate`"), "{run:#?}");
+    db.fails(&["audit"], 1, "has no keygate tables");
+    db.ok(&["migrate"]);
+
+    // `keys create` with one option replaced (or added).
+    let create = |option: &str, value: &str| -> Vec<String> {
+        let mut args: Vec<String> = ["keys", "create"].map(String::from).to_vec();
+        let mut options = vec![("--owner", "user:a"), ("--name", "n"), ("--scopes", "read")];
+        match options.iter_mut().find(|(o, _)| *o == option) {
+            Some(slot) => slot.1 = value,
+            None => options.push((option, value)),
+        }
+        for (o, v) in options {
+            args.extend([o.to_owned(), v.to_owned()]);
+        }
+        args
+    };
+    let cases = [
+        (
+            "--owner",
+            "alice",
+            "an owner is `user:<id>` or `service:<name>`",
+        ),
+        ("--scopes", "read,Write", "invalid scope \"Write\""),
+        ("--expires-in", "90", "e.g. 45s, 30m, 12h, 90d, 1w"),
+        ("--expires-in", "3mo", "unknown unit \"mo\""),
+        ("--expires-in", "0s", "must be longer than 0s"),
+        ("--rate-limit", "100", "write a quota as `n/unit`"),
+        ("--rate-limit", "0/s", "at least one request per period"),
+        (
+            "--allow-ip",
+            "10.0.0.0/33",
+            "expected a network in CIDR form",
+        ),
+        ("--metadata", "[1]", "metadata is a JSON object"),
+        ("--metadata", "{plan}", "not valid JSON"),
+        ("--name", "  ", "a key name is 1 to 200 characters"),
+    ];
+    for (option, value, message) in cases {
+        let args = create(option, value);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        db.fails(&args, 2, message);
+    }
+
+    // Ids.
+    for command in [
+        &["keys", "show", "Ab3Cd5Ef7G"][..],
+        &["keys", "revoke", "Ab3Cd5Ef7G"],
+        &["keys", "rotate", "Ab3Cd5Ef7G"],
+        &["keys", "usage", "Ab3Cd5Ef7G"],
+        &["keys", "update", "Ab3Cd5Ef7G", "--name", "x"],
+    ] {
+        let run = db.fails(command, 1, "no key with id Ab3Cd5Ef7G");
+        assert!(run.stderr.contains("keygate keys list --owner"), "{run:#?}");
+    }
+    db.fails(
+        &["keys", "show", "abc"],
+        2,
+        "a key id is exactly 10 letters and digits",
+    );
+    let whole = KeyFormat::new("kg")
+        .unwrap()
+        .generate(Environment::Live)
+        .unwrap();
+    let run = db.fails(
+        &["keys", "revoke", whole.expose_secret()],
+        2,
+        "looks like a whole API key",
+    );
+    assert!(!run.stderr.contains(whole.expose_secret()), "{run:#?}");
+    db.fails(&["keys", "update", "Ab3Cd5Ef7G"], 2, "nothing to update");
+    db.fails(
+        &[
+            "keys",
+            "update",
+            "Ab3Cd5Ef7G",
+            "--any-ip",
+            "--allow-ip",
+            "10.0.0.1",
+        ],
+        2,
+        "cannot be used with",
+    );
+    db.fails(
+        &["keys", "list", "--owner", "user:a", "--cursor", "x"],
+        2,
+        "not a page cursor",
+    );
+    db.fails(
+        &["keys", "list", "--owner", "user:a", "--limit", "0"],
+        2,
+        "--limit",
+    );
+    db.fails(&["audit", "--since", "yesterday"], 2, "e.g. 45s, 30m");
+    db.fails(&["keys", "frobnicate"], 2, "unrecognized subcommand");
+
+    // A key that cannot be rotated says why and what to do instead.
+    let created = db.ok(&create("--name", "revoked soon")
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let id = id_of(
+        &key_in(&created.stderr, "kg_live_"),
+        "kg",
+        Environment::Live,
+    )
+    .to_string();
+    db.ok(&["keys", "revoke", &id]);
+    let run = db.fails(&["keys", "rotate", &id], 1, "cannot be rotated");
+    assert!(run.stderr.contains("keygate keys create"), "{run:#?}");
+
+    // Databases: unsupported, unreachable (with the password hidden).
+    db.fails(
+        &["--database-url", "mysql://root:hunter2@db/keys", "migrate"],
+        2,
+        "unsupported database URL mysql://root:***@db/keys",
+    );
+    let run = db.fails(
+        &[
+            "--database-url",
+            "postgres://keygate:hunter2@127.0.0.1:1/keys",
+            "keys",
+            "list",
+            "--owner",
+            "user:a",
+        ],
+        1,
+        "cannot open the database at postgres://keygate:***@127.0.0.1:1/keys",
+    );
+    assert!(!run.stderr.contains("hunter2"), "{run:#?}");
+    assert!(run.stderr.contains("keygate migrate"), "{run:#?}");
+    db.fails(
+        &["--schema", "auth", "keys", "list", "--owner", "user:a"],
+        2,
+        "--schema applies to PostgreSQL only",
+    );
+    let missing_dir = std::env::temp_dir()
+        .join(unique("keygate_cli_no_dir"))
+        .join("keys.db");
+    db.fails(
+        &[
+            "--database-url",
+            &format!("sqlite://{}", missing_dir.display()),
+            "migrate",
+        ],
+        1,
+        "cannot open the database",
+    );
+}
+
+/// The PostgreSQL URL to test against, as in keygate-sqlx's suite: `None`
+/// (after saying so) when unset outside CI; a failure when unset in CI.
+fn postgres_url() -> Option<String> {
+    const VAR: &str = "KEYGATE_TEST_POSTGRES_URL";
+    match std::env::var(VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
+            "{VAR} is not set, and CI=true: PostgreSQL tests must run in CI \
+             (e.g. {VAR}=postgres://postgres@127.0.0.1:5432/test)"
+        ),
+        _ => {
+            eprintln!("skipped: {VAR} not set");
+            None
+        }
+    }
+}
+
+/// Drops the test's schema at the end, even if the test fails.
+struct DropSchema {
+    url: String,
+    schema: String,
+}
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
+        block_on(async {
+            if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(&self.url)
+                .await
+            {
+                let _ = pool.execute(sqlx::AssertSqlSafe(sql)).await;
+                pool.close().await;
+            }
+        });
+    }
+}
+
+#[test]
+fn postgres_in_a_schema_of_its_own() {
+    let Some(url) = postgres_url() else { return };
+    let schema = unique("keygate_cli_test");
+    let _cleanup = DropSchema {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let db = Db {
+        url: url.clone(),
+        schema: Some(schema.clone()),
+        file: None,
+        transcript: std::cell::RefCell::default(),
+    };
+    db.fails(
+        &["keys", "list", "--owner", "user:pg"],
+        1,
+        "has no keygate tables",
+    );
+    db.ok(&["migrate"]);
+    let created = db.ok(&[
+        "keys",
+        "create",
+        "--owner",
+        "user:pg",
+        "--name",
+        "on postgres",
+        "--scopes",
+        "read",
+        "--allow-ip",
+        "2001:db8::/32",
+    ]);
+    let key = key_in(&created.stderr, "kg_live_");
+    let id = id_of(&key, "kg", Environment::Live);
+    let id_text = id.to_string();
+
+    // The CLI wrote to the schema it was given, as a server's store reads it.
+    let store = block_on(async {
+        PostgresStore::connect(&url)
+            .await
+            .unwrap()
+            .with_schema(schema.clone())
+            .unwrap()
+    });
+    let record = block_on(store.find(id)).unwrap().expect("in the schema");
+    assert!(record.digest.ct_eq(&KeyHasher::sha256().digest(&key)));
+    assert_eq!(record.allowed_ips[0].to_string(), "2001:db8::/32");
+
+    let list = db
+        .ok(&["--json", "keys", "list", "--owner", "user:pg"])
+        .json();
+    assert_eq!(list["keys"][0]["id"], id_text);
+    let revoked = db.ok(&["keys", "revoke", &id_text]).stdout;
+    assert!(revoked.contains("PostgreSQL"), "{revoked}");
+    assert!(
+        block_on(store.find(id))
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    let audit = db.ok(&["--json", "audit", "--key", &id_text]).json();
+    let actions: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["revoke", "create"]);
+    assert_eq!(audit["events"][0]["actor"], "cli");
+    // The default schema holds none of it.
+    let elsewhere = db.run_with({
+        let mut cmd = db.command(&["keys", "show", &id_text]);
+        cmd.env_remove("KEYGATE_SCHEMA");
+        cmd
+    });
+    assert_ne!(elsewhere.code, Some(0), "{elsewhere:#?}");
+    block_on(store.pool().close());
+    // Runs: 0 the failed list, 1 migrate, 2 create.
+    db.assert_never_printed(&key, 2);
+}
