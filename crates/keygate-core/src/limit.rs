@@ -72,8 +72,12 @@ pub trait RateLimiter: Send + Sync + fmt::Debug + 'static {
     fn check(&self, family: KeyId, quota: Quota) -> Check;
 }
 
-type Keyed<C> =
-    governor::RateLimiter<KeyId, DashMapStateStore<KeyId>, C, StateInformationMiddleware>;
+type Keyed<C> = governor::RateLimiter<
+    KeyId,
+    DashMapStateStore<KeyId, crate::verify::IdHashBuilder>,
+    C,
+    StateInformationMiddleware,
+>;
 
 /// In-process GCRA rate limiting with governor, one limiter per distinct
 /// quota, keyed by key family.
@@ -90,6 +94,9 @@ pub struct GovernorLimiter<C: GovernorClock = DefaultClock> {
 
 struct Inner<C: GovernorClock> {
     by_quota: RwLock<HashMap<Quota, Arc<Keyed<C>>>>,
+    // The first quota's limiter — in most services the default quota, used
+    // by nearly every request — reachable without a lock or a hash.
+    first: std::sync::OnceLock<(Quota, Arc<Keyed<C>>)>,
     clock: C,
 }
 
@@ -116,6 +123,7 @@ where
         Self {
             inner: Arc::new(Inner {
                 by_quota: RwLock::new(HashMap::new()),
+                first: std::sync::OnceLock::new(),
                 clock,
             }),
             housekeeping: AtomicBool::new(false),
@@ -151,17 +159,22 @@ where
             .by_quota
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(map.entry(quota).or_insert_with(|| {
+        let limiter = Arc::clone(map.entry(quota).or_insert_with(|| {
             Arc::new(Keyed::new(
                 quota.to_governor(),
-                DashMapStateStore::default(),
+                DashMapStateStore::with_hasher(crate::verify::IdHashBuilder::default()),
                 self.inner.clock.clone(),
             ))
-        }))
+        }));
+        let _ = self.inner.first.set((quota, Arc::clone(&limiter)));
+        limiter
     }
 
     fn start_housekeeping(&self) {
-        if self.housekeeping.swap(true, Ordering::Relaxed) {
+        // A plain load first: this runs on every check.
+        if self.housekeeping.load(Ordering::Relaxed)
+            || self.housekeeping.swap(true, Ordering::Relaxed)
+        {
             return;
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -209,7 +222,14 @@ where
 {
     fn check(&self, family: KeyId, quota: Quota) -> Check {
         self.start_housekeeping();
-        let limiter = self.limiter_for(quota);
+        let other;
+        let limiter: &Keyed<C> = match self.inner.first.get() {
+            Some((first, limiter)) if *first == quota => limiter,
+            _ => {
+                other = self.limiter_for(quota);
+                &other
+            }
+        };
         let limit = quota.limit();
         let per_request = quota.replenish_interval();
         let decision = match limiter.check_key(&family) {
