@@ -84,6 +84,9 @@
 //! that presents a key is still held to it. Bearer tokens that do not carry
 //! this application's prefix are left alone.
 
+// The workspace lint is `deny` so one allocation-counting test can
+// implement `GlobalAlloc`; library code stays free of `unsafe`.
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod audit;

@@ -55,6 +55,9 @@
 //! database unreachable or not migrated). Errors go to stderr with a hint
 //! saying what to do.
 
+// The workspace lint is `deny` so one allocation-counting test can
+// implement `GlobalAlloc`; library code stays free of `unsafe`.
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod args;

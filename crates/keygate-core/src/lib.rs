@@ -31,6 +31,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// The workspace lint is `deny` so one allocation-counting test can
+// implement `GlobalAlloc`; library code stays free of `unsafe`.
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod audit;

@@ -44,6 +44,9 @@
 //! # Ok(()) }
 //! ```
 
+// The workspace lint is `deny` so one allocation-counting test can
+// implement `GlobalAlloc`; library code stays free of `unsafe`.
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod breaker;

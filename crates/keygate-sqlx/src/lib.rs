@@ -84,6 +84,9 @@
 //! TLS feature of `sqlx` in your own `Cargo.toml` (Cargo merges features).
 //! No compile-time checked queries are used: building needs no database.
 
+// The workspace lint is `deny` so one allocation-counting test can
+// implement `GlobalAlloc`; library code stays free of `unsafe`.
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 /// The columns of `keygate_keys`, in the order statements bind them.
