@@ -1,2 +1,534 @@
-//! Placeholder; replaced by the request-path benchmark.
-fn main() {}
+//! The request path, keygate beside its peers, in one run and in-process.
+//!
+//! Group `request`: one `GET /notes` carrying an `X-API-Key` header, through
+//! an axum 0.8 router with a trivial handler, made ready and called on a clone
+//! of the router's service (after `with_state(())`, as `axum::serve` does),
+//! on a current-thread tokio runtime. Every variant gets the same request:
+//!
+//! * `bare` — the router alone;
+//! * `tower_governor` — keyed by the `X-API-Key` value (a `String` key), with
+//!   a quota that never rejects;
+//! * `tower_http_validate` — `ValidateRequestHeaderLayer::custom` comparing
+//!   `X-API-Key` to a constant: the least a layer can do;
+//! * `keygate` — the memory store, a warm cache, a key with `read`, and a
+//!   default quota that never rejects (so the limiter runs); no `tracing`
+//!   subscriber, like the peers, which log nothing;
+//! * `keygate_sqlite` — as `keygate`, over a `SqliteStore` in a temporary
+//!   file (removed afterwards) instead of the memory store: with a warm
+//!   cache the store is not touched, so this should match `keygate`;
+//! * `keygate_optional_no_key` — keygate in optional mode
+//!   (`KeygateBuilder::optional(true)`) and a request that carries no key:
+//!   what routes shared with session or JWT authentication pay for it;
+//! * `keygate_audit_on` — as `keygate`, with a `tracing` subscriber that
+//!   formats the audit event (and throws it away): what audit costs when on.
+//!
+//! Building the request is setup and not timed; dropping the response is.
+//!
+//! Group `request_lower_envelope`: the same variants, each sample timed as
+//! its fastest chunk of 100 requests. Contention from other work on a shared
+//! machine only ever adds time, so this is the steadier comparison there.
+//!
+//! Group `pieces`: the building blocks of keygate's request path, each alone,
+//! with a few references for scale.
+//!
+//! Run with `cargo bench --bench request_path`; results in `BENCHMARKS.md`.
+
+use std::{
+    collections::HashMap,
+    hint::black_box,
+    io,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderValue, Method, Request, Response, StatusCode},
+    routing::{RouterIntoService, get},
+};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use keygate::{
+    Keygate, MethodScopes,
+    core::{
+        CachedKey, Check, Clock, GovernorLimiter, KeyId, Lookup, MemoryStore, NewKey, Owner, Quota,
+        RateLimiter, Scope, SystemClock,
+    },
+};
+use keygate_sqlx::SqliteStore;
+use tokio::runtime::Runtime;
+use tower::{Service, ServiceExt};
+use tower_governor::{GovernorError, governor::GovernorConfigBuilder, key_extractor::KeyExtractor};
+use tower_http::validate_request::ValidateRequestHeaderLayer;
+
+const HEADER: &str = "x-api-key";
+const PATH: &str = "/notes";
+
+/// A quota no benchmark gets near: the limiter runs but never rejects.
+const NEVER_REJECTS: Quota = Quota::per_second(1_000_000_000);
+
+async fn notes() -> &'static str {
+    "notes"
+}
+
+fn app() -> Router {
+    Router::new().route(PATH, get(notes))
+}
+
+/// The router as `axum::serve` runs it: `into_make_service` calls
+/// `with_state(())`, which turns handlers into routes once; without it axum
+/// rebuilds the handler (and re-applies every layer) on every request.
+fn service(router: Router) -> RouterIntoService<Body> {
+    router.with_state(()).into_service()
+}
+
+/// `tower_governor` keyed by the `X-API-Key` header's value, the way its
+/// users key by something other than the peer address.
+#[derive(Clone, Debug)]
+struct ApiKeyHeader;
+
+impl KeyExtractor for ApiKeyHeader {
+    type Key = String;
+
+    fn extract<T>(&self, req: &Request<T>) -> Result<String, GovernorError> {
+        req.headers()
+            .get(HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or(GovernorError::UnableToExtractKey)
+    }
+}
+
+/// `tower_governor`'s config: one request per nanosecond, a burst of a
+/// billion. A macro because its middleware type (governor's `NoOpMiddleware`)
+/// cannot be named without depending on governor.
+macro_rules! governor_config {
+    () => {
+        GovernorConfigBuilder::default()
+            .per_nanosecond(1)
+            .burst_size(1_000_000_000)
+            .key_extractor(ApiKeyHeader)
+            .finish()
+            .expect("non-zero period and burst")
+    };
+}
+
+/// Discards what it is given, counting the bytes.
+struct CountingSink(Arc<AtomicUsize>);
+
+impl io::Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.fetch_add(buf.len(), Ordering::Relaxed);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Numbers the fixtures' SQLite files within this process.
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+/// Removes the SQLite file (and its WAL and shared-memory files) on drop.
+struct TempDb(PathBuf);
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Everything the benchmarks share: the runtime, the key and the routers.
+struct Fixture {
+    rt: Runtime,
+    keys: Keygate,
+    key: String,
+    header: HeaderValue,
+    /// As `keys`, over a SQLite file, with a key of its own.
+    sqlite: Keygate,
+    sqlite_header: HeaderValue,
+    /// Optional mode over the memory store.
+    optional: Keygate,
+    _db: TempDb,
+}
+
+/// One router under test and the key its requests carry, if any.
+struct Variant {
+    name: &'static str,
+    router: Router,
+    header: Option<HeaderValue>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let keys = Keygate::builder(MemoryStore::new())
+            .prefix("bench")
+            .default_rate_limit(NEVER_REJECTS)
+            .build();
+        let created = rt
+            .block_on(
+                keys.manager()
+                    .create(NewKey::new(Owner::service("bench"), "bench").scopes([Scope::READ])),
+            )
+            .expect("create key");
+        let key = created.key.expose_secret().to_owned();
+        let header = HeaderValue::from_str(&key).expect("keys are visible ASCII");
+
+        let db = TempDb(std::env::temp_dir().join(format!(
+            "keygate-request-path-{}-{}.db",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        )));
+        let (sqlite, sqlite_header) = rt.block_on(async {
+            let store = SqliteStore::open(&db.0).await.expect("open SQLite file");
+            let sqlite = Keygate::builder(store)
+                .prefix("bench")
+                .default_rate_limit(NEVER_REJECTS)
+                .build();
+            let created = sqlite
+                .manager()
+                .create(NewKey::new(Owner::service("bench"), "bench").scopes([Scope::READ]))
+                .await
+                .expect("create key");
+            let header = HeaderValue::from_str(created.key.expose_secret()).expect("visible ASCII");
+            (sqlite, header)
+        });
+        let optional = Keygate::builder(MemoryStore::new())
+            .prefix("bench")
+            .default_rate_limit(NEVER_REJECTS)
+            .optional(true)
+            .build();
+        Self {
+            rt,
+            keys,
+            key,
+            header,
+            sqlite,
+            sqlite_header,
+            optional,
+            _db: db,
+        }
+    }
+
+    fn request(&self) -> Request<Body> {
+        request_with(Some(&self.header))
+    }
+
+    /// Sends one request and checks it got through: a variant that rejects
+    /// (or a cold cache) would make its figure meaningless.
+    fn check(&self, svc: &RouterIntoService<Body>, name: &str) {
+        self.check_with(svc, name, Some(&self.header));
+    }
+
+    fn check_with(&self, svc: &RouterIntoService<Body>, name: &str, header: Option<&HeaderValue>) {
+        let res = self.rt.block_on(call(svc.clone(), request_with(header)));
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "{name} must admit the request"
+        );
+    }
+}
+
+/// `GET /notes`, with `X-API-Key: header` if there is one.
+fn request_with(header: Option<&HeaderValue>) -> Request<Body> {
+    let mut req = Request::builder().method(Method::GET).uri(PATH);
+    if let Some(header) = header {
+        req = req.header(HEADER, header.clone());
+    }
+    req.body(Body::empty()).expect("valid request")
+}
+
+async fn call(mut svc: RouterIntoService<Body>, req: Request<Body>) -> Response<Body> {
+    let ready = ServiceExt::<Request<Body>>::ready(&mut svc)
+        .await
+        .unwrap_or_else(|e| match e {});
+    ready.call(req).await.unwrap_or_else(|e| match e {})
+}
+
+fn variants(fx: &Fixture) -> Vec<Variant> {
+    let expected = fx.header.clone();
+    // The `Err` type is tower-http's (a rejection response), not ours to shrink.
+    #[allow(clippy::result_large_err)]
+    let validate = ValidateRequestHeaderLayer::custom(move |req: &mut Request<Body>| {
+        if req.headers().get(HEADER) == Some(&expected) {
+            Ok(())
+        } else {
+            let mut res = Response::new(Body::empty());
+            *res.status_mut() = StatusCode::UNAUTHORIZED;
+            Err(res)
+        }
+    });
+    let keyed = |name, router| Variant {
+        name,
+        router,
+        header: Some(fx.header.clone()),
+    };
+    vec![
+        keyed("bare", app()),
+        keyed(
+            "tower_governor",
+            app().layer(tower_governor::GovernorLayer::new(governor_config!())),
+        ),
+        keyed("tower_http_validate", app().layer(validate)),
+        keyed("keygate", app().layer(fx.keys.layer())),
+        Variant {
+            name: "keygate_sqlite",
+            router: app().layer(fx.sqlite.layer()),
+            header: Some(fx.sqlite_header.clone()),
+        },
+        Variant {
+            name: "keygate_optional_no_key",
+            router: app().layer(fx.optional.layer()),
+            header: None,
+        },
+    ]
+}
+
+fn request_path(c: &mut Criterion) {
+    let fx = Fixture::new();
+    let mut group = c.benchmark_group("request");
+    for Variant {
+        name,
+        router,
+        header,
+    } in variants(&fx)
+    {
+        let svc = service(router);
+        // Warms keygate's cache and governor's state; checks each admits.
+        fx.check_with(&svc, name, header.as_ref());
+        let queries = fx.sqlite.verifier().store_queries();
+        group.bench_function(name, |b| {
+            b.to_async(&fx.rt).iter_batched(
+                || (svc.clone(), request_with(header.as_ref())),
+                |(svc, req)| async move { black_box(call(svc, req).await.status()) },
+                BatchSize::SmallInput,
+            );
+        });
+        assert_eq!(
+            fx.sqlite.verifier().store_queries(),
+            queries,
+            "{name}: a warm cache must not query the store"
+        );
+    }
+
+    // What the audit event costs once a subscriber records it: formatted,
+    // then thrown away, with a count to prove it was written at all.
+    let svc = service(app().layer(fx.keys.layer()));
+    let written = Arc::new(AtomicUsize::new(0));
+    let sink = Arc::clone(&written);
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || CountingSink(Arc::clone(&sink)))
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        fx.check(&svc, "keygate_audit_on");
+        assert!(
+            written.load(Ordering::Relaxed) > 0,
+            "the audit event must reach the subscriber"
+        );
+        group.bench_function("keygate_audit_on", |b| {
+            b.to_async(&fx.rt).iter_batched(
+                || (svc.clone(), fx.request()),
+                |(svc, req)| async move { black_box(call(svc, req).await.status()) },
+                BatchSize::SmallInput,
+            );
+        });
+    });
+    group.finish();
+
+    // The same requests, timed as the fastest chunk of each sample: the
+    // machine is shared, and other work only ever adds time, so the lower
+    // envelope tells the variants apart where medians drown in noise.
+    let mut group = c.benchmark_group("request_lower_envelope");
+    for Variant {
+        name,
+        router,
+        header,
+    } in variants(&fx)
+    {
+        let svc = service(router);
+        fx.check_with(&svc, name, header.as_ref());
+        group.bench_function(name, |b| {
+            b.to_async(&fx.rt)
+                .iter_custom(|iters| fastest_chunk(svc.clone(), header.as_ref(), iters));
+        });
+    }
+    group.finish();
+}
+
+/// Sends `iters` requests in chunks and returns the fastest chunk's time per
+/// request, times `iters`. Requests are built before each chunk's clock starts.
+async fn fastest_chunk(
+    svc: RouterIntoService<Body>,
+    header: Option<&HeaderValue>,
+    iters: u64,
+) -> Duration {
+    const CHUNK: u64 = 100;
+    let mut fastest = f64::INFINITY;
+    let mut done = 0;
+    while done < iters {
+        let n = CHUNK.min(iters - done);
+        let inputs: Vec<_> = (0..n)
+            .map(|_| (svc.clone(), request_with(header)))
+            .collect();
+        let start = Instant::now();
+        for (svc, req) in inputs {
+            black_box(call(svc, req).await.status());
+        }
+        #[allow(clippy::cast_precision_loss)] // chunks are small
+        let per_request = start.elapsed().as_secs_f64() / n as f64;
+        fastest = fastest.min(per_request);
+        done += n;
+    }
+    #[allow(clippy::cast_precision_loss)] // criterion's iteration counts fit
+    Duration::from_secs_f64(fastest * iters as f64)
+}
+
+fn pieces(c: &mut Criterion) {
+    let fx = Fixture::new();
+    let key = fx.key.as_str();
+    let format = fx.keys.format().clone();
+    let verifier = Arc::clone(fx.keys.verifier());
+    let hasher = verifier.hasher().clone();
+    let parsed = format.parse(key).expect("a key we issued parses");
+    let id = parsed.id();
+    let digest = hasher.digest(key);
+    let entry = fx
+        .rt
+        .block_on(verifier.find(id))
+        .expect("memory store answers")
+        .expect("the key exists");
+
+    let mut group = c.benchmark_group("pieces");
+    group.bench_function("sha256_digest", |b| {
+        b.iter(|| hasher.digest(black_box(key)));
+    });
+    // For scale: a message that fits one SHA-256 block (55 bytes or less);
+    // this prefix makes keys of 59 bytes, which take two.
+    let one_block = &key[..55];
+    group.bench_function("sha256_digest_55_bytes", |b| {
+        b.iter(|| hasher.digest(black_box(one_block)));
+    });
+    group.bench_function("key_format_parse", |b| {
+        b.iter(|| format.parse(black_box(key)).map(|p| p.id()));
+    });
+    group.bench_function("verifier_lookup_hit", |b| {
+        let now = SystemClock.now();
+        b.iter(|| match verifier.lookup(black_box(id), now) {
+            Lookup::Hit(e) => e,
+            _ => unreachable!("the cache is warm"),
+        });
+    });
+    // The same lookup in a std HashMap, for scale (10 000 other keys in it).
+    let mut map: HashMap<KeyId, Arc<CachedKey>> = (0..10_000u32)
+        .map(|i| {
+            let other: KeyId = format!("{i:0>10}").parse().expect("digits are base62");
+            (other, Arc::clone(&entry))
+        })
+        .collect();
+    map.insert(id, Arc::clone(&entry));
+    group.bench_function("std_hashmap_get_arc", |b| {
+        b.iter(|| map.get(&black_box(id)).map(Arc::clone));
+    });
+    group.bench_function("digest_ct_eq_and_policy", |b| {
+        let now = SystemClock.now();
+        b.iter(|| entry.check(black_box(&digest), now, None));
+    });
+    group.bench_function("system_clock_now", |b| {
+        b.iter(|| SystemClock.now());
+    });
+    // For scale: the same instant without the calendar arithmetic.
+    group.bench_function("std_system_time_now", |b| {
+        b.iter(SystemTime::now);
+    });
+    let scopes = MethodScopes::default();
+    group.bench_function("method_scope_check", |b| {
+        b.iter(|| {
+            scopes
+                .required(black_box(&Method::GET))
+                .is_some_and(|s| entry.info().scopes.allows(s))
+        });
+    });
+    {
+        let _in_runtime = fx.rt.enter();
+        let limiter = GovernorLimiter::new();
+        group.bench_function("governor_limiter_check", |b| {
+            b.iter(|| match limiter.check(black_box(id), NEVER_REJECTS) {
+                Check::Ready(Ok(d)) => d.allowed,
+                _ => unreachable!("governor decides at once"),
+            });
+        });
+    }
+    let config = governor_config!();
+    let header = fx.header.clone();
+    group.bench_function("tower_governor_extract_and_check", |b| {
+        b.iter(|| {
+            let k = black_box(&header)
+                .to_str()
+                .map(str::to_owned)
+                .expect("ASCII");
+            config.limiter().check_key(&k).is_ok()
+        });
+    });
+    group.bench_function("extensions_insert_fourth", |b| {
+        let info = Arc::clone(entry.info());
+        b.iter_batched(
+            || {
+                // By the time the layer runs, axum's router has put three
+                // entries in the extensions (`OriginalUri`, `MatchedPath`,
+                // the URL params); they fill the smallest table, so the
+                // key's info is a fourth that grows it, as here.
+                let mut ext = http::Extensions::new();
+                ext.insert(Instant::now());
+                ext.insert(SystemTime::now());
+                ext.insert(0u64);
+                ext
+            },
+            |mut ext| {
+                ext.insert(Arc::clone(&info));
+                ext
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    let req = fx.request();
+    group.bench_function("tracing_event_no_subscriber", |b| {
+        b.iter(|| {
+            tracing::info!(
+                target: "keygate::audit",
+                outcome = "ok",
+                key_id = id.as_str(),
+                method = %req.method(),
+                path = req.uri().path(),
+            );
+        });
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = request_path, pieces
+}
+criterion_main!(benches);

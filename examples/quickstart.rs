@@ -1,2 +1,293 @@
-//! Placeholder; replaced by the quickstart.
-fn main() {}
+//! keygate quickstart: a small notes API behind API keys.
+//!
+//! ```text
+//! cargo run --example quickstart --features manage
+//! ```
+//!
+//! It listens on 127.0.0.1:3000 (set `KEYGATE_ADDR` to change that). Keys
+//! live in the SQLite file `keygate.db` in the current directory, created on
+//! the first run; set `KEYGATE_DATABASE_URL=postgres://…` to use PostgreSQL
+//! instead. The first run issues two keys and prints them, with curl commands
+//! to paste into another shell. Later runs reuse those keys: keygate stores
+//! only their SHA-256 digests, so it cannot print them again — run with
+//! `-- --new-keys` to revoke them and issue fresh ones.
+//!
+//! With the `manage` feature the key-management API is mounted at `/admin`
+//! (`/admin/keys`, `/admin/openapi.json`; the admin key may use it).
+//! Every authentication attempt is logged to stderr as a `keygate::audit`
+//! event (set `RUST_LOG` to change the filter, default `info`).
+//!
+//! | route                | scope the key needs                  |
+//! |----------------------|--------------------------------------|
+//! | `GET /notes`         | `read` (from the method)             |
+//! | `POST /notes`        | `write` (from the method)            |
+//! | `DELETE /notes/{id}` | `delete` (from the method)           |
+//! | `GET /admin/stats`   | `read`, and `admin` (from the route) |
+//!
+//! The `admin` scope grants every other scope.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{delete, get},
+};
+use keygate::{
+    ApiKey, Keygate,
+    core::{DynKeyStore, KeyManager, NewKey, Owner, Page, PlaintextKey, Quota, Scope},
+    require_scope,
+};
+use keygate_sqlx::{PostgresStore, SqliteStore};
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+
+    // Where keys live; the one place the store is created.
+    let (store, location) = open_store().await?;
+
+    let keys = Keygate::builder_from_arc(store)
+        .prefix("demo")
+        // Besides the `X-API-Key` header, also accept `?api_key=…` (handy for
+        // a browser; headers are better, URLs end up in logs).
+        .query_param("api_key")
+        .build();
+
+    let new_keys = std::env::args().any(|a| a == "--new-keys");
+    let issued = demo_keys(keys.manager(), new_keys).await?;
+
+    let app = Router::new()
+        .route("/notes", get(list_notes).post(create_note))
+        .route("/notes/{id}", delete(delete_note))
+        .route(
+            "/admin/stats",
+            get(stats).route_layer(require_scope("admin")),
+        )
+        .layer(keys.layer())
+        .with_state(Notes::default());
+    // The key-management API protects itself (admin or keys:manage keys);
+    // nested after the app's own layer, so the method rules above do not
+    // apply to it.
+    #[cfg(feature = "manage")]
+    let app = app.nest("/admin", keygate::manage::router(&keys));
+
+    let addr = std::env::var("KEYGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
+        format!("cannot listen on {addr}: {e} (set KEYGATE_ADDR to another address)")
+    })?;
+    let addr = listener.local_addr()?;
+
+    println!("keygate quickstart listening on http://{addr}  (Ctrl-C to stop)");
+    println!("keys are kept in {location}");
+    match issued {
+        Some((read_key, admin_key)) => {
+            println!("Paste these lines into another shell (shown once: only digests are stored):");
+            println!();
+            println!("KEYGATE_READ_KEY={}", read_key.expose_secret());
+            println!("KEYGATE_ADMIN_KEY={}", admin_key.expose_secret());
+        }
+        None => {
+            println!(
+                "Reusing the demo keys issued on the first run; they were printed then as \
+                 KEYGATE_READ_KEY=… and KEYGATE_ADMIN_KEY=…. keygate keeps only their digests, \
+                 so it cannot show them again. Lost them? Stop and run \
+                 `cargo run --example quickstart --features manage -- --new-keys`."
+            );
+        }
+    }
+    print_curl_commands(addr);
+
+    // `ConnectInfo` gives keygate the client's address (audit logs, IP
+    // allowlists).
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("shutting down");
+    })
+    .await?;
+
+    // Write the usage counted since the last periodic flush to the store.
+    keys.shutdown().await?;
+    Ok(())
+}
+
+/// The store: `KEYGATE_DATABASE_URL` if set (`postgres://…` or
+/// `sqlite://…`), else the SQLite file `keygate.db` here, created on first
+/// use. Migrations run every start; they are idempotent.
+async fn open_store() -> Result<(Arc<dyn DynKeyStore>, String), Box<dyn std::error::Error>> {
+    let url = std::env::var("KEYGATE_DATABASE_URL").unwrap_or_default();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = PostgresStore::connect(&url).await?;
+        store.migrate().await?;
+        let shown = url.split('@').next_back().unwrap_or("PostgreSQL");
+        return Ok((Arc::new(store), format!("PostgreSQL at {shown}")));
+    }
+    let store = if url.is_empty() {
+        SqliteStore::open("keygate.db").await?
+    } else {
+        let store = SqliteStore::connect(&url).await?;
+        store.migrate().await?;
+        store
+    };
+    let shown = if url.is_empty() {
+        "keygate.db (SQLite)"
+    } else {
+        url.as_str()
+    };
+    Ok((Arc::new(store), shown.to_owned()))
+}
+
+/// The two demo keys: issued on the first run (or with `--new-keys`, after
+/// revoking the old ones), reused otherwise. Returns the plaintexts only when
+/// it issued them. Five requests per second makes a 429 easy to see.
+async fn demo_keys(
+    manager: &KeyManager,
+    renew: bool,
+) -> Result<Option<(PlaintextKey, PlaintextKey)>, Box<dyn std::error::Error>> {
+    let owner = Owner::service("quickstart");
+    let existing: Vec<_> = manager
+        .list(&owner, Page::first(100))
+        .await?
+        .into_iter()
+        .filter(|k| k.revoked_at.is_none())
+        .collect();
+    if !existing.is_empty() && !renew {
+        return Ok(None);
+    }
+    for old in existing {
+        manager.revoke(old.id).await?;
+    }
+    // The plaintext exists only in `.key`: the store keeps a SHA-256 digest.
+    let read = manager
+        .create(
+            NewKey::new(owner.clone(), "quickstart read-only")
+                .scopes([Scope::READ])
+                .rate_limit(Quota::per_second(5)),
+        )
+        .await?
+        .key;
+    let admin = manager
+        .create(
+            NewKey::new(owner, "quickstart admin")
+                .scopes([Scope::ADMIN])
+                .rate_limit(Quota::per_second(5)),
+        )
+        .await?
+        .key;
+    Ok(Some((read, admin)))
+}
+
+fn print_curl_commands(addr: SocketAddr) {
+    let url = format!("http://{addr}");
+    println!(
+        r#"
+# 200: the read key lists notes
+curl -i -H "X-API-Key: $KEYGATE_READ_KEY" {url}/notes
+
+# 401: no key; a key that is not valid (here in the query parameter)
+curl -i {url}/notes
+curl -i "{url}/notes?api_key=demo_live_not-a-real-key"
+
+# 403: the read key cannot write, nor read admin routes
+curl -i -X POST -H "X-API-Key: $KEYGATE_READ_KEY" -H 'Content-Type: application/json' -d '{{"text":"hi"}}' {url}/notes
+curl -i -H "X-API-Key: $KEYGATE_READ_KEY" {url}/admin/stats
+
+# 201: the admin key can do everything
+curl -i -X POST -H "X-API-Key: $KEYGATE_ADMIN_KEY" -H 'Content-Type: application/json' -d '{{"text":"hi"}}' {url}/notes
+curl -i -H "X-API-Key: $KEYGATE_ADMIN_KEY" {url}/admin/stats
+
+# the key-management API (run with --features manage): list the demo keys, never their secrets
+curl -s -H "X-API-Key: $KEYGATE_ADMIN_KEY" '{url}/admin/keys?owner=service:quickstart'
+
+# 429: ten quick requests against a quota of 5 per second
+for i in $(seq 10); do curl -s -o /dev/null -w '%{{http_code}}\n' -H "X-API-Key: $KEYGATE_READ_KEY" {url}/notes; done
+"#
+    );
+}
+
+// ---- the application: in-memory notes ----
+
+#[derive(Clone, Serialize)]
+struct Note {
+    id: u64,
+    text: String,
+    /// Who wrote it: the owner of the key that created it.
+    author: String,
+}
+
+#[derive(Deserialize)]
+struct NewNote {
+    text: String,
+}
+
+#[derive(Clone, Default)]
+struct Notes(Arc<Mutex<NoteList>>);
+
+#[derive(Default)]
+struct NoteList {
+    last_id: u64,
+    notes: BTreeMap<u64, Note>,
+}
+
+impl Notes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, NoteList> {
+        // A panic while holding the lock leaves the map consistent enough
+        // for a demo; keep serving.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+async fn list_notes(State(notes): State<Notes>) -> Json<Vec<Note>> {
+    Json(notes.lock().notes.values().cloned().collect())
+}
+
+/// The handler takes the authenticated key as an argument.
+async fn create_note(
+    key: ApiKey,
+    State(notes): State<Notes>,
+    Json(new): Json<NewNote>,
+) -> (StatusCode, Json<Note>) {
+    let mut list = notes.lock();
+    list.last_id += 1;
+    let note = Note {
+        id: list.last_id,
+        text: new.text,
+        author: key.owner().to_string(),
+    };
+    list.notes.insert(note.id, note.clone());
+    (StatusCode::CREATED, Json(note))
+}
+
+async fn delete_note(State(notes): State<Notes>, Path(id): Path<u64>) -> StatusCode {
+    match notes.lock().notes.remove(&id) {
+        Some(_) => StatusCode::NO_CONTENT,
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+#[derive(Serialize)]
+struct Stats {
+    notes: usize,
+    asked_by: String,
+}
+
+async fn stats(key: ApiKey, State(notes): State<Notes>) -> Json<Stats> {
+    Json(Stats {
+        notes: notes.lock().notes.len(),
+        asked_by: format!("{} ({})", key.name(), key.owner()),
+    })
+}

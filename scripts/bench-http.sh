@@ -26,17 +26,19 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-start() { # mode port -> prints key
+# Not called in $(…): the server's pid must reach the cleanup trap.
+start() { # mode port; sets $key
   local out; out=$(mktemp)
   "$bin" "$1" "127.0.0.1:$2" >"$out" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do grep -q READY "$out" && break; sleep 0.1; done
   grep -q READY "$out" || { cat "$out" >&2; exit 1; }
-  sed -n 's/^KEY=//p' "$out"
+  key=$(sed -n 's/^KEY=//p' "$out")
+  rm -f "$out"
 }
 
-start bare $port_bare >/dev/null
-key=$(start keygate $port_kg)
+start bare $port_bare
+start keygate $port_kg
 
 run() { # port header... -> "rps p99_ms"
   local port=$1; shift

@@ -267,6 +267,11 @@ pub struct Verifier {
     // hits read this mirror instead and tell moka at most once a second per
     // key, so its policy still sees the key in use.
     hot: Hot,
+    // Seconds between the reads moka is told about, per key: a tenth of the
+    // TTL (at least 1 s). moka evicts idle entries after max_stale, so this
+    // is plenty; once a second made a million randomly used keys pay a moka
+    // read on nearly every request.
+    touch_every: i64,
     negative: moka::sync::Cache<KeyId, ()>,
     inflight: Mutex<HashMap<KeyId, Arc<OnceCell<Loaded>>>>,
     // Entries that left the cache (evicted, replaced, invalidated) with
@@ -322,6 +327,9 @@ impl Verifier {
                 .max_capacity(config.negative_capacity)
                 .time_to_live(config.negative_ttl)
                 .build(),
+            touch_every: i64::try_from((config.ttl / 10).as_secs())
+                .unwrap_or(i64::MAX)
+                .max(1),
             config,
             hot,
             inflight: Mutex::new(HashMap::new()),
@@ -361,7 +369,7 @@ impl Verifier {
         let hit = match self.hot.get(&id).map(|e| Arc::clone(e.value())) {
             Some(hit) => {
                 let t = now.unix_timestamp();
-                if hit.touched.load(Ordering::Relaxed) < t {
+                if hit.touched.load(Ordering::Relaxed) <= t - self.touch_every {
                     hit.touched.store(t, Ordering::Relaxed);
                     let _ = self.cache.get(&id);
                 }
