@@ -138,13 +138,13 @@ impl Rejection {
                 Call from an allowed network or use another key."
                 .to_owned(),
             Self::RateLimited { decision } => format!(
-                "This API key has used its quota of {} requests. Retry after {} seconds.",
+                "This API key has used its quota of {} requests. Retry after {}.",
                 decision.limit,
-                ceil_secs(decision.retry_after)
+                seconds(ceil_secs(decision.retry_after))
             ),
             Self::Unavailable { retry_after } => format!(
-                "API keys cannot be verified right now. Retry after {} seconds.",
-                ceil_secs(*retry_after)
+                "API keys cannot be verified right now. Retry after {}.",
+                seconds(ceil_secs(*retry_after))
             ),
             Self::LayerMissing => "Server misconfiguration: this route reads the API key but \
                 keygate's layer does not cover it. Add `.layer(keys.layer())` to the router."
@@ -216,6 +216,15 @@ impl fmt::Display for Rejection {
 }
 
 impl std::error::Error for Rejection {}
+
+/// `1 second`, `2 seconds`.
+fn seconds(n: u64) -> String {
+    if n == 1 {
+        "1 second".to_owned()
+    } else {
+        format!("{n} seconds")
+    }
+}
 
 /// Whole seconds, rounded up, at least 1: a `Retry-After` of 0 invites an
 /// immediate retry that would fail again.
@@ -373,6 +382,20 @@ mod tests {
                 "{r}"
             );
         }
+        let r = Rejection::RateLimited { decision: d };
+        assert!(
+            r.detail().ends_with("Retry after 1 second."),
+            "{}",
+            r.detail()
+        );
+        let slow = Rejection::Unavailable {
+            retry_after: Duration::from_millis(2500),
+        };
+        assert!(
+            slow.detail().ends_with("Retry after 3 seconds."),
+            "{}",
+            slow.detail()
+        );
         let res = Rejection::RateLimited { decision: d }.to_response();
         assert_eq!(res.headers()["retry-after"], "1");
         assert_eq!(res.headers()["ratelimit-limit"], "5");

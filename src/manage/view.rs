@@ -362,7 +362,8 @@ impl Problem {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 format!(
-                    "The key store cannot answer right now. Retry after {retry_after} seconds."
+                    "The key store cannot answer right now. Retry after {retry_after} second{}.",
+                    if retry_after == 1 { "" } else { "s" }
                 ),
             )
         }
