@@ -33,6 +33,20 @@ async fn call(app: &Router, key: &str) -> http::Response<Body> {
     app.clone().oneshot(req).await.unwrap()
 }
 
+/// Waits until `ok` reaches `target`; fails at once if a request failed,
+/// and after 30 s rather than hang if requests stop succeeding.
+async fn wait_for(ok: &AtomicUsize, target: usize, failed: &AtomicUsize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ok.load(Ordering::SeqCst) < target {
+        assert_eq!(failed.load(Ordering::SeqCst), 0, "a request failed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clients stopped making progress"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_switch_keys_without_a_failed_request() {
     let clock = FakeClock::starting_now();
@@ -69,9 +83,7 @@ async fn clients_switch_keys_without_a_failed_request() {
             })
         })
         .collect();
-    while ok.load(Ordering::SeqCst) < 200 {
-        tokio::task::yield_now().await;
-    }
+    wait_for(&ok, 200, &failed).await;
     let new = keys
         .manager()
         .rotate(old.record.id, Duration::from_secs(3600))
@@ -82,9 +94,7 @@ async fn clients_switch_keys_without_a_failed_request() {
     for _ in 0..59 {
         clock.advance(Duration::from_secs(60));
         let target = ok.load(Ordering::SeqCst) + 20;
-        while ok.load(Ordering::SeqCst) < target {
-            tokio::task::yield_now().await;
-        }
+        wait_for(&ok, target, &failed).await;
     }
     stop.store(true, Ordering::SeqCst);
     for c in clients {

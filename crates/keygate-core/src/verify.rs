@@ -717,6 +717,18 @@ mod tests {
         }
     }
 
+    /// Waits (at most 5 s) for a background task's effect, then fails.
+    async fn eventually(mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "background work did not happen"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     fn verifier(store: Arc<Counting>, clock: Arc<dyn Clock>, config: CacheConfig) -> Arc<Verifier> {
         Arc::new(Verifier::new(store, KeyHasher::sha256(), clock, config))
     }
@@ -792,9 +804,12 @@ mod tests {
         clock.advance(Duration::from_secs(61));
         assert!(matches!(v.lookup(rec.id, clock.now()), Lookup::Hit(_)));
         assert!(matches!(v.lookup(rec.id, clock.now()), Lookup::Hit(_)));
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(store.finds.load(Ordering::SeqCst), 2);
+        eventually(|| store.finds.load(Ordering::SeqCst) >= 2).await;
+        assert_eq!(
+            store.finds.load(Ordering::SeqCst),
+            2,
+            "one refresh, not one per hit"
+        );
 
         // Store down: the refreshed entry serves until max_stale...
         store.down.store(true, Ordering::SeqCst);
@@ -910,15 +925,15 @@ mod tests {
         v.find(rec.id).await.unwrap().unwrap();
         assert_eq!(v.cached_keys(), 1);
         tx.send(Invalidation::Key(rec.id)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(v.cached_keys(), 0);
+        eventually(|| v.cached_keys() == 0).await;
         v.find(rec.id).await.unwrap().unwrap();
         assert!(matches!(
             v.lookup(rec.id, OffsetDateTime::now_utc()),
             Lookup::Hit(_)
         ));
+        let epoch = v.epoch.load(Ordering::SeqCst);
         tx.send(Invalidation::All).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        eventually(|| v.epoch.load(Ordering::SeqCst) > epoch).await;
         // Everything is suspect: the next lookup goes to the store...
         let before = store.0.finds.load(Ordering::SeqCst);
         match v.lookup(rec.id, OffsetDateTime::now_utc()) {
@@ -931,8 +946,9 @@ mod tests {
             Lookup::Hit(_)
         ));
         // ...but if the store is down then, the suspect entry still serves.
+        let epoch = v.epoch.load(Ordering::SeqCst);
         tx.send(Invalidation::All).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        eventually(|| v.epoch.load(Ordering::SeqCst) > epoch).await;
         store.0.down.store(true, Ordering::SeqCst);
         assert!(v.find(rec.id).await.unwrap().is_some());
     }
