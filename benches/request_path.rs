@@ -56,7 +56,7 @@ use keygate::{
     Keygate, MethodScopes,
     core::{
         CachedKey, Check, Clock, GovernorLimiter, KeyId, Lookup, MemoryStore, NewKey, Owner, Quota,
-        RateLimiter, Scope, SystemClock,
+        Quotas, RateLimiter, Scope, SystemClock,
     },
 };
 use keygate_sqlx::SqliteStore;
@@ -466,8 +466,18 @@ fn pieces(c: &mut Criterion) {
     {
         let _in_runtime = fx.rt.enter();
         let limiter = GovernorLimiter::new();
+        let one = Quotas::from(NEVER_REJECTS);
         group.bench_function("governor_limiter_check", |b| {
-            b.iter(|| match limiter.check(black_box(id), NEVER_REJECTS) {
+            b.iter(|| match limiter.check(black_box(id), &one) {
+                Check::Ready(Ok(d)) => d.allowed,
+                _ => unreachable!("governor decides at once"),
+            });
+        });
+        // A key with a per-second and a per-day quota: all-or-nothing under
+        // the family's lock instead of governor's lock-free cell.
+        let two = NEVER_REJECTS.and(Quota::per_day(u32::MAX));
+        group.bench_function("governor_limiter_check_two_quotas", |b| {
+            b.iter(|| match limiter.check(black_box(id), &two) {
                 Check::Ready(Ok(d)) => d.allowed,
                 _ => unreachable!("governor decides at once"),
             });

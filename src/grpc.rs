@@ -266,7 +266,7 @@ mod tests {
     fn rejections_are_trailers_only() {
         let d = Decision {
             allowed: false,
-            limit: 5,
+            quota: keygate_core::Quota::per_second(5),
             remaining: 0,
             reset: Duration::from_secs(1),
             retry_after: Duration::from_millis(1500),

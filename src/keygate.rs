@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderName, Request, Response};
 use keygate_core::{
     AuditLog, CacheConfig, Clock, Environment, GovernorLimiter, KeyFormat, KeyHasher, KeyManager,
-    KeyStore, Quota, RateLimiter, SystemClock, Verifier,
+    KeyStore, Quotas, RateLimiter, SystemClock, Verifier,
 };
 
 use crate::{
@@ -48,7 +48,7 @@ pub(crate) struct Shared {
     pub(crate) format: KeyFormat,
     pub(crate) verifier: Arc<Verifier>,
     pub(crate) limiter: Arc<dyn RateLimiter>,
-    pub(crate) default_quota: Option<Quota>,
+    pub(crate) default_quota: Option<Quotas>,
     pub(crate) sources: KeySources,
     pub(crate) optional: bool,
     pub(crate) strip: bool,
@@ -212,7 +212,7 @@ pub struct KeygateBuilder {
     hasher: KeyHasher,
     cache: CacheConfig,
     limiter: Option<Arc<dyn RateLimiter>>,
-    default_quota: Option<Quota>,
+    default_quota: Option<Quotas>,
     sources: KeySources,
     optional: bool,
     strip: bool,
@@ -289,9 +289,10 @@ impl KeygateBuilder {
     }
 
     /// The quota for keys that have none of their own (default: none, so
-    /// such keys are not rate-limited).
-    pub fn default_rate_limit(mut self, quota: Quota) -> Self {
-        self.default_quota = Some(quota);
+    /// such keys are not rate-limited): one, `Quota::per_second(100)`, or
+    /// several enforced at once, `Quota::per_second(100).and(Quota::per_day(100_000))`.
+    pub fn default_rate_limit(mut self, quotas: impl Into<Quotas>) -> Self {
+        self.default_quota = Some(quotas.into());
         self
     }
 

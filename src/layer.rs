@@ -344,10 +344,10 @@ fn decide<B>(
         };
         return Decided::Reject(rejection, "route_scope");
     }
-    let Some(quota) = entry.quota().or(shared.default_quota) else {
+    let Some(quotas) = entry.rate_limit().or(shared.default_quota.as_ref()) else {
         return Decided::Admit(None);
     };
-    match shared.limiter.check(entry.info().family, quota) {
+    match shared.limiter.check(entry.info().family, quotas) {
         Check::Ready(result) => decided_by_limit(shared, &result),
         Check::Pending(p) => Decided::Pending(p),
     }

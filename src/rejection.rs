@@ -4,7 +4,7 @@ use std::{fmt, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
-use keygate_core::{Decision, Environment, Scope};
+use keygate_core::{Decision, Environment, Quota, Scope};
 
 /// Why keygate refused a request.
 ///
@@ -138,8 +138,8 @@ impl Rejection {
                 Call from an allowed network or use another key."
                 .to_owned(),
             Self::RateLimited { decision } => format!(
-                "This API key has used its quota of {} requests. Retry after {}.",
-                decision.limit,
+                "This API key has used its quota of {}. Retry after {}.",
+                describe_quota(decision.quota),
                 seconds(ceil_secs(decision.retry_after))
             ),
             Self::Unavailable { retry_after } => format!(
@@ -217,6 +217,31 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
+/// `10 requests per second`, `1 request per 30 seconds`, `5 requests per
+/// 250 ms`.
+fn describe_quota(quota: Quota) -> String {
+    const UNITS: [(u128, &str); 4] = [
+        (86_400_000, "day"),
+        (3_600_000, "hour"),
+        (60_000, "minute"),
+        (1_000, "second"),
+    ];
+    let n = quota.limit();
+    let requests = if n == 1 { "request" } else { "requests" };
+    let ms = quota.period().as_millis();
+    let per = UNITS
+        .iter()
+        .find(|(unit, _)| ms.is_multiple_of(*unit))
+        .map_or_else(
+            || format!("{ms} ms"),
+            |&(unit, name)| match ms / unit {
+                1 => name.to_owned(),
+                count => format!("{count} {name}s"),
+            },
+        );
+    format!("{n} {requests} per {per}")
+}
+
 /// `1 second`, `2 seconds`.
 fn seconds(n: u64) -> String {
     if n == 1 {
@@ -235,7 +260,7 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
 
 /// Adds `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
 pub(crate) fn insert_rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
-    headers.insert(RATELIMIT_LIMIT, d.limit.into());
+    headers.insert(RATELIMIT_LIMIT, d.quota.limit().into());
     headers.insert(RATELIMIT_REMAINING, d.remaining.into());
     let reset = d.reset.as_secs() + u64::from(d.reset.subsec_nanos() > 0);
     headers.insert(RATELIMIT_RESET, reset.into());
@@ -333,6 +358,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn quotas_read_as_words() {
+        assert_eq!(
+            describe_quota(Quota::per_second(10)),
+            "10 requests per second"
+        );
+        assert_eq!(describe_quota(Quota::per_day(1)), "1 request per day");
+        let q = |n, ms| Quota::new(n, Duration::from_millis(ms)).unwrap();
+        assert_eq!(describe_quota(q(3, 30_000)), "3 requests per 30 seconds");
+        assert_eq!(describe_quota(q(3, 7_200_000)), "3 requests per 2 hours");
+        assert_eq!(describe_quota(q(3, 250)), "3 requests per 250 ms");
+    }
+
+    #[test]
     fn retry_after_rounds_up_and_is_never_zero() {
         assert_eq!(ceil_secs(Duration::ZERO), 1);
         assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
@@ -344,7 +382,7 @@ mod tests {
     fn every_case_renders_problem_json() {
         let d = Decision {
             allowed: false,
-            limit: 5,
+            quota: Quota::per_second(5),
             remaining: 0,
             reset: Duration::from_millis(1500),
             retry_after: Duration::from_millis(200),

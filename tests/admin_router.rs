@@ -193,6 +193,32 @@ fn str_of(v: &Value) -> String {
 }
 
 #[tokio::test]
+async fn several_quotas_set_over_http_are_enforced_at_once() {
+    let h = Harness::new().await;
+    let created = h
+        .admin(
+            Method::POST,
+            "/admin/keys",
+            Some(json!({"owner": "user:alice", "name": "ci", "scopes": ["read"]})),
+        )
+        .await;
+    let created = created.expect(StatusCode::CREATED).clone();
+    let (key, id) = (str_of(&created["key"]), str_of(&created["id"]));
+    assert!(created["rate_limit"].is_null());
+    let patched = h
+        .admin(
+            Method::PATCH,
+            &format!("/admin/keys/{id}"),
+            Some(json!({"rate_limit": "2/h,100/d"})),
+        )
+        .await;
+    assert_eq!(patched.expect(StatusCode::OK)["rate_limit"], "2/h,100/d");
+    assert_eq!(h.notes(&key).await, StatusCode::OK);
+    assert_eq!(h.notes(&key).await, StatusCode::OK);
+    assert_eq!(h.notes(&key).await, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
 async fn a_key_lives_its_whole_life_through_the_router() {
     let store = MemoryStore::new();
     let audit = AuditLog::spawn(Arc::new(store.clone()), 64);
@@ -208,7 +234,7 @@ async fn a_key_lives_its_whole_life_through_the_router() {
                 "name": "laptop",
                 "scopes": ["read"],
                 "expires_in_seconds": 86_400 * 30,
-                "rate_limit": "100/s",
+                "rate_limit": "100000/d, 100/s",
                 "allowed_ips": [],
                 "metadata": {"plan": "pro"}
             })),
@@ -225,7 +251,7 @@ async fn a_key_lives_its_whole_life_through_the_router() {
     assert_eq!(body["scopes"], json!(["read"]));
     assert_eq!(body["environment"], "live");
     assert_eq!(body["status"], "active");
-    assert_eq!(body["rate_limit"], "100/s");
+    assert_eq!(body["rate_limit"], "100/s,100000/d");
     assert_eq!(body["metadata"], json!({"plan": "pro"}));
     assert!(body["expires_at"].is_string());
     assert!(body["revoked_at"].is_null());
@@ -736,6 +762,12 @@ async fn invalid_input_is_a_422_naming_every_bad_field() {
             Method::POST,
             keys.clone(),
             with("rate_limit", json!(10)),
+            vec!["rate_limit"],
+        ),
+        (
+            Method::POST,
+            keys.clone(),
+            with("rate_limit", json!("10/s,,10/d")),
             vec!["rate_limit"],
         ),
         (

@@ -181,7 +181,7 @@ async fn updates_are_effective_on_the_very_next_request() {
             id,
             KeyUpdate {
                 scopes: Some(Scopes::from([Scope::READ, Scope::WRITE])),
-                rate_limit: Some(Some(Quota::per_hour(2))),
+                rate_limit: Some(Some(Quota::per_hour(2).into())),
                 ..KeyUpdate::default()
             },
         )

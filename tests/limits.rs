@@ -19,7 +19,7 @@ use common::{
 };
 use http::{Method, StatusCode};
 use keygate::core::{
-    Check, GovernorLimiter, KeyId, NewKey, Owner, PendingCheck, Quota, RateLimiter, Scope,
+    Check, GovernorLimiter, KeyId, NewKey, Owner, PendingCheck, Quota, Quotas, RateLimiter, Scope,
 };
 
 #[tokio::test]
@@ -357,8 +357,8 @@ async fn an_unavailable_limiter_is_503_not_401_or_429() {
 struct Remote(GovernorLimiter);
 
 impl RateLimiter for Remote {
-    fn check(&self, family: KeyId, quota: Quota) -> Check {
-        let Check::Ready(decision) = self.0.check(family, quota) else {
+    fn check(&self, family: KeyId, quotas: &Quotas) -> Check {
+        let Check::Ready(decision) = self.0.check(family, quotas) else {
             unreachable!("governor answers at once")
         };
         Check::Pending(PendingCheck(Box::pin(async move {
@@ -395,7 +395,7 @@ async fn a_limiter_that_answers_later_is_exact_too() {
 async fn the_limiter_is_asked_with_the_keys_quota() {
     let limiter = ScriptedLimiter::always(keygate::core::Decision {
         allowed: true,
-        limit: 7,
+        quota: Quota::per_day(7),
         remaining: 6,
         reset: Duration::from_secs(1),
         retry_after: Duration::ZERO,
@@ -413,12 +413,141 @@ async fn the_limiter_is_asked_with_the_keys_quota() {
     )
     .await;
     let default = issue_scoped(&keys, [Scope::READ]).await;
+    let both = Quota::per_second(2).and(Quota::per_day(7));
+    let several = issue(
+        &keys,
+        NewKey::new(Owner::user("u1"), "several")
+            .scopes([Scope::READ])
+            .rate_limit(both.clone()),
+    )
+    .await;
     let app = TestApp::new(&keys);
 
     app.get("/notes", &own).await.assert_ok();
     app.get("/notes", &default).await.assert_ok();
+    app.get("/notes", &several).await.assert_ok();
     assert_eq!(
         *asked.lock().unwrap(),
-        vec![Quota::per_day(7), Quota::per_minute(60)]
+        vec![Quota::per_day(7).into(), Quota::per_minute(60).into(), both]
     );
+}
+
+/// A builder whose governor limiter runs on a clock the test moves.
+fn builder_on(clock: &governor::clock::FakeRelativeClock) -> keygate::KeygateBuilder {
+    builder()
+        .rate_limiter(GovernorLimiter::with_clock(clock.clone()))
+        .rate_limit_headers(true)
+}
+
+#[tokio::test]
+async fn several_quotas_on_a_key_are_all_or_nothing() {
+    let clock = governor::clock::FakeRelativeClock::default();
+    let keys = builder_on(&clock).build();
+    // 2 per minute and 3 per hour.
+    let both = Quota::per_minute(2).and(Quota::per_hour(3));
+    let key = issue(
+        &keys,
+        NewKey::new(Owner::user("u1"), "two quotas")
+            .scopes([Scope::READ])
+            .rate_limit(both),
+    )
+    .await;
+    let app = TestApp::new(&keys);
+
+    // The per-minute quota is the closer one, so its numbers are sent.
+    for remaining in [1, 0] {
+        let res = app.get("/notes", &key).await;
+        res.assert_ok();
+        assert_eq!(res.number("ratelimit-limit"), 2);
+        assert_eq!(res.number("ratelimit-remaining"), remaining);
+    }
+    // Refused by the per-minute quota, and charged to neither.
+    for _ in 0..5 {
+        let res = app.get("/notes", &key).await;
+        let body = res.assert_problem(429, "rate_limited");
+        assert_eq!(res.number("ratelimit-limit"), 2);
+        assert_eq!(res.number("retry-after"), 30);
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("2 requests per minute"), "{detail}");
+    }
+    // A minute later the per-minute quota is whole again; the hourly one
+    // has one request left, as the five refusals cost nothing.
+    clock.advance(Duration::from_secs(60));
+    let res = app.get("/notes", &key).await;
+    res.assert_ok();
+    assert_eq!(res.number("ratelimit-limit"), 3);
+    assert_eq!(res.number("ratelimit-remaining"), 0);
+    // Now the hourly quota refuses, with its longer wait: its third
+    // request's slot refills 20 minutes after the first two.
+    let res = app.get("/notes", &key).await;
+    let body = res.assert_problem(429, "rate_limited");
+    assert_eq!(res.number("ratelimit-limit"), 3);
+    assert_eq!(res.number("retry-after"), 20 * 60 - 60);
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("3 requests per hour"), "{detail}");
+    // That refusal cost the per-minute quota nothing either.
+    clock.advance(Duration::from_secs(20 * 60 - 60));
+    let res = app.get("/notes", &key).await;
+    res.assert_ok();
+    assert_eq!(app.hits(), 4);
+}
+
+#[tokio::test]
+async fn a_default_of_several_quotas_applies_to_keys_without_their_own() {
+    let clock = governor::clock::FakeRelativeClock::default();
+    let keys = builder_on(&clock)
+        .default_rate_limit(Quota::per_second(3).and(Quota::per_day(4)))
+        .build();
+    let key = issue_scoped(&keys, [Scope::READ]).await;
+    let app = TestApp::new(&keys);
+    for _ in 0..3 {
+        app.get("/notes", &key).await.assert_ok();
+    }
+    app.get("/notes", &key)
+        .await
+        .assert_problem(429, "rate_limited");
+    clock.advance(Duration::from_secs(1));
+    app.get("/notes", &key).await.assert_ok();
+    let res = app.get("/notes", &key).await;
+    res.assert_problem(429, "rate_limited");
+    assert_eq!(res.number("ratelimit-limit"), 4);
+    assert_eq!(app.hits(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_quotas_are_exact_under_concurrency() {
+    const TASKS: usize = 32;
+    const EACH: usize = 8;
+    let keys = builder().build();
+    let key = issue(
+        &keys,
+        NewKey::new(Owner::user("u1"), "two quotas")
+            .scopes([Scope::READ])
+            .rate_limit(Quota::per_hour(40).and(Quota::per_day(1_000))),
+    )
+    .await;
+    let app = TestApp::new(&keys);
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (app, key, admitted) = (app.clone(), key.clone(), Arc::clone(&admitted));
+            tokio::spawn(async move {
+                for _ in 0..EACH {
+                    let res = app.get("/notes", &key).await;
+                    match res.status {
+                        StatusCode::OK => {
+                            admitted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        StatusCode::TOO_MANY_REQUESTS => {}
+                        other => panic!("unexpected {other}: {res:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(admitted.load(Ordering::SeqCst), 40);
+    assert_eq!(app.hits(), 40);
 }

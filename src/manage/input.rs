@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use keygate_core::{Cursor, Environment, IpNet, KeyUpdate, Metadata, Owner, Quota, Scope};
+use keygate_core::{Cursor, Environment, IpNet, KeyUpdate, Metadata, Owner, Quotas, Scope};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -53,9 +53,10 @@ pub(super) struct CreateKeyRequest {
     #[schema(minimum = 1, example = 7_776_000)]
     pub(super) expires_in_seconds: Option<u64>,
     /// The key's own quota, `n/unit` (`10/s`, `600/min`, `10000/h`,
-    /// `10/30s`). Absent or `null`: the service's default.
-    #[schema(value_type = Option<String>, example = "10/s")]
-    pub(super) rate_limit: Option<Quota>,
+    /// `10/30s`), or up to 8 separated by commas (`10/s,10000/d`), all
+    /// enforced at once. Absent or `null`: the service's default.
+    #[schema(value_type = Option<String>, example = "10/s,10000/d")]
+    pub(super) rate_limit: Option<Quotas>,
     /// Networks the key may be used from, as CIDR (`10.0.0.0/8`) or single
     /// addresses. Absent or empty: anywhere.
     #[schema(value_type = Vec<String>, example = json!(["10.0.0.0/8", "2001:db8::/32"]))]
@@ -83,10 +84,11 @@ pub(super) struct UpdateKeyRequest {
     #[schema(value_type = Vec<String>, example = json!(["read"]))]
     #[serde(default)]
     pub(super) scopes: Option<Vec<Scope>>,
-    /// A new quota (`n/unit`); `null` goes back to the service's default.
+    /// New quotas (`100/min`, or several: `10/s,10000/d`); `null` goes back
+    /// to the service's default.
     #[schema(value_type = Option<String>, example = "100/min")]
     #[serde(default)]
-    pub(super) rate_limit: Option<Option<Quota>>,
+    pub(super) rate_limit: Option<Option<Quotas>>,
     /// A new IP allowlist, replacing the old one; empty: anywhere.
     #[schema(value_type = Vec<String>)]
     #[serde(default)]
@@ -279,7 +281,7 @@ fn scopes(field: &str, v: &Value, errors: &mut Errors) -> Option<Vec<Scope>> {
     (errors.0.len() == before).then_some(out)
 }
 
-fn quota(v: &Value) -> Result<Option<Quota>, String> {
+fn quotas(v: &Value) -> Result<Option<Quotas>, String> {
     match v {
         Value::Null => Ok(None),
         _ => string(v)?.parse().map(Some).map_err(|e| format!("{e}")),
@@ -382,7 +384,7 @@ pub(super) fn create(body: &[u8]) -> Result<CreateKeyRequest, Vec<FieldError>> {
         .map(|v| e.check("expires_in_seconds", seconds(&v, 1)));
     let rate_limit = map
         .remove("rate_limit")
-        .map(|v| e.check("rate_limit", quota(&v)));
+        .map(|v| e.check("rate_limit", quotas(&v)));
     let allowed_ips = optional(&mut map, "allowed_ips").map(|v| networks("allowed_ips", &v, e));
     let metadata = optional(&mut map, "metadata").map(|v| e.check("metadata", metadata(&v)));
     let environment =
@@ -421,7 +423,7 @@ pub(super) fn update(body: &[u8]) -> Result<UpdateKeyRequest, Vec<FieldError>> {
         req.scopes = scopes("scopes", &v, e);
     }
     if let Some(v) = map.remove("rate_limit") {
-        req.rate_limit = e.check("rate_limit", quota(&v));
+        req.rate_limit = e.check("rate_limit", quotas(&v));
     }
     if let Some(v) = map.remove("allowed_ips") {
         req.allowed_ips = networks("allowed_ips", &v, e);
@@ -543,6 +545,7 @@ pub(super) fn usage(query: Option<&str>) -> Result<UsageQuery, Vec<FieldError>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keygate_core::Quota;
 
     fn fields(errors: &[FieldError]) -> Vec<&str> {
         errors.iter().map(|e| e.field.as_str()).collect()
@@ -579,7 +582,7 @@ mod tests {
         let req = create(body).unwrap();
         assert_eq!(req.owner, Owner::service("ci"));
         assert_eq!(req.expires_in_seconds, Some(60));
-        assert_eq!(req.rate_limit, Some(Quota::per_second(10)));
+        assert_eq!(req.rate_limit, Some(Quota::per_second(10).into()));
         assert_eq!(
             req.allowed_ips,
             vec![

@@ -54,7 +54,8 @@ pub(super) struct KeyView {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(required = true)]
     last_used_at: Option<OffsetDateTime>,
-    /// The key's own quota (`n/unit`); `null`: the service's default.
+    /// The key's own quotas (`10/s`, or several: `10/s,10000/d`); `null`:
+    /// the service's default.
     #[schema(required = true, example = "10/s")]
     rate_limit: Option<String>,
     /// Networks the key may be used from; empty: anywhere.
@@ -107,7 +108,7 @@ impl KeyView {
             expires_at: r.expires_at,
             revoked_at: r.revoked_at,
             last_used_at: r.last_used_at,
-            rate_limit: r.rate_limit.map(|q| q.to_string()),
+            rate_limit: r.rate_limit.as_ref().map(ToString::to_string),
             allowed_ips: r.allowed_ips.iter().map(ToString::to_string).collect(),
             metadata: r.metadata.clone(),
             superseded_by: r.superseded_by.map(|id| id.to_string()),

@@ -26,8 +26,8 @@ use keygate::{
     ApiKey, Keygate, KeygateBuilder, RequireScope,
     core::{
         CHECKSUM_LEN, Check, Decision, KeyId, KeyRecord, KeyStore, LimiterUnavailable, MemoryStore,
-        NewKey, Owner, Page, PendingCheck, Quota, RateLimiter, SECRET_LEN, Scope, StoreError,
-        UsageBucket, UsageDelta, time::OffsetDateTime,
+        NewKey, Owner, Page, PendingCheck, Quota, Quotas, RateLimiter, SECRET_LEN, Scope,
+        StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
     },
     require_scope,
 };
@@ -480,7 +480,7 @@ impl KeyStore for FlakyStore {
 pub(crate) struct ScriptedLimiter {
     answer: Option<Decision>,
     pending: bool,
-    pub(crate) asked: Arc<Mutex<Vec<Quota>>>,
+    pub(crate) asked: Arc<Mutex<Vec<Quotas>>>,
 }
 
 impl ScriptedLimiter {
@@ -510,11 +510,11 @@ impl ScriptedLimiter {
 }
 
 impl RateLimiter for ScriptedLimiter {
-    fn check(&self, _family: KeyId, quota: Quota) -> Check {
+    fn check(&self, _family: KeyId, quotas: &Quotas) -> Check {
         self.asked
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(quota);
+            .push(quotas.clone());
         let answer = self.answer;
         let result =
             move || answer.ok_or_else(|| LimiterUnavailable("redis is down (test)".into()));
@@ -529,11 +529,11 @@ impl RateLimiter for ScriptedLimiter {
     }
 }
 
-/// A rejecting decision.
+/// A rejecting decision, by a quota of `limit` per second.
 pub(crate) fn rejecting(limit: u32, retry_after: Duration, reset: Duration) -> Decision {
     Decision {
         allowed: false,
-        limit,
+        quota: Quota::per_second(limit),
         remaining: 0,
         reset,
         retry_after,

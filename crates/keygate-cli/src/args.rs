@@ -137,8 +137,10 @@ pub(crate) struct CreateArgs {
     #[arg(long, value_parser = duration::parse_positive, value_name = "DURATION")]
     pub(crate) expires_in: Option<Duration>,
     /// The key's own quota, e.g. 100/s or 600/min (default: the server's).
-    #[arg(long, value_name = "N/UNIT")]
-    pub(crate) rate_limit: Option<Quota>,
+    /// Repeat, or separate with commas, for several enforced at once:
+    /// 10/s,10000/d.
+    #[arg(long, value_delimiter = ',', value_name = "N/UNIT")]
+    pub(crate) rate_limit: Vec<Quota>,
     /// Only accept the key from this network or address (repeat, or
     /// separate with commas).
     #[arg(long = "allow-ip", value_parser = parse_net, value_delimiter = ',', value_name = "CIDR")]
@@ -175,9 +177,15 @@ pub(crate) struct UpdateArgs {
     /// New scopes, comma-separated (they replace the old ones).
     #[arg(long, value_parser = parse_scopes, value_name = "SCOPES")]
     pub(crate) scopes: Option<Scopes>,
-    /// A new quota for the key, e.g. 100/s.
-    #[arg(long, value_name = "N/UNIT", conflicts_with = "no_rate_limit")]
-    pub(crate) rate_limit: Option<Quota>,
+    /// New quotas for the key, e.g. 100/s; repeat, or separate with
+    /// commas, for several (they replace the old ones).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "N/UNIT",
+        conflicts_with = "no_rate_limit"
+    )]
+    pub(crate) rate_limit: Vec<Quota>,
     /// Drop the key's own quota: the server's default applies.
     #[arg(long)]
     pub(crate) no_rate_limit: bool,

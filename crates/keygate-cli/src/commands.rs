@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use keygate_core::{
     AuditEvent, AuditLog, AuditQuery, CreatedKey, Cursor, Environment, KeyId, KeyManager,
-    KeyRecord, KeyUpdate, ManageError, NewKey, Page, time::OffsetDateTime,
+    KeyRecord, KeyUpdate, ManageError, NewKey, Page, Quota, Quotas, time::OffsetDateTime,
 };
 use serde_json::json;
 
@@ -140,8 +140,8 @@ async fn create(ctx: &Ctx, args: CreateArgs) -> Result<(), CliError> {
     if let Some(after) = args.expires_in {
         new = new.expires_in(after);
     }
-    if let Some(quota) = args.rate_limit {
-        new = new.rate_limit(quota);
+    if let Some(quotas) = quotas(args.rate_limit)? {
+        new = new.rate_limit(quotas);
     }
     if let Some(metadata) = args.metadata {
         new = new.metadata(metadata);
@@ -277,8 +277,8 @@ async fn update(ctx: &Ctx, args: UpdateArgs) -> Result<(), CliError> {
     let changes = KeyUpdate {
         name: args.name,
         scopes: args.scopes,
-        rate_limit: match (args.rate_limit, args.no_rate_limit) {
-            (Some(quota), _) => Some(Some(quota)),
+        rate_limit: match (quotas(args.rate_limit)?, args.no_rate_limit) {
+            (Some(quotas), _) => Some(Some(quotas)),
             (None, true) => Some(None),
             (None, false) => None,
         },
@@ -521,6 +521,17 @@ fn request(e: &AuditEvent) -> String {
     } else {
         parts.join(" ")
     }
+}
+
+/// The quotas of `--rate-limit` (repeated or comma-separated), if any.
+fn quotas(given: Vec<Quota>) -> Result<Option<Quotas>, CliError> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    Quotas::new(given).map(Some).map_err(|e| {
+        CliError::usage(format!("--rate-limit: {e}"))
+            .hint("combine the limits that matter, e.g. --rate-limit 10/s,10000/d")
+    })
 }
 
 /// A key id from the command line. Also takes the public head of a key

@@ -61,7 +61,7 @@ impl KeyView {
             expires_at: r.expires_at,
             revoked_at: r.revoked_at,
             last_used_at: r.last_used_at,
-            rate_limit: r.rate_limit.map(|q| q.to_string()),
+            rate_limit: r.rate_limit.as_ref().map(ToString::to_string),
             allowed_ips: r.allowed_ips.iter().map(ToString::to_string).collect(),
             metadata: r.metadata.clone(),
             superseded_by: r.superseded_by.map(|id| id.to_string()),

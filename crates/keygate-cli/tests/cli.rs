@@ -253,6 +253,8 @@ fn the_whole_lifecycle_through_the_binary() {
         "--expires-in",
         "90d",
         "--rate-limit",
+        "100000/d",
+        "--rate-limit",
         "100/s",
         "--allow-ip",
         "10.0.0.0/8",
@@ -278,7 +280,7 @@ fn the_whole_lifecycle_through_the_binary() {
     assert!(record.digest.ct_eq(&KeyHasher::sha256().digest(&key)));
     assert_eq!(record.owner.to_string(), "user:alice");
     assert_eq!(record.scopes.to_string(), "read,write");
-    assert_eq!(record.rate_limit.unwrap().to_string(), "100/s");
+    assert_eq!(record.rate_limit.unwrap().to_string(), "100/s,100000/d");
     assert_eq!(
         record
             .allowed_ips
@@ -298,7 +300,7 @@ fn the_whole_lifecycle_through_the_binary() {
     let shown = db.ok(&["keys", "show", &id_text]).stdout;
     for field in [
         "user:alice",
-        "100/s",
+        "100/s,100000/d",
         "10.0.0.0/8",
         r#"{"plan":"pro"}"#,
         "(in 89d",
@@ -642,6 +644,12 @@ fn errors_exit_non_zero_and_say_what_to_do() {
         ("--expires-in", "0s", "must be longer than 0s"),
         ("--rate-limit", "100", "write a quota as `n/unit`"),
         ("--rate-limit", "0/s", "at least one request per period"),
+        ("--rate-limit", "10/s,", "write a quota as `n/unit`"),
+        (
+            "--rate-limit",
+            "1/s,2/s,3/s,4/s,5/s,6/s,7/s,8/s,9/s",
+            "a key has at most 8 quotas",
+        ),
         (
             "--allow-ip",
             "10.0.0.0/33",

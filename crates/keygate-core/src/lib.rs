@@ -7,7 +7,8 @@
 //! * [`Scope`], [`Scopes`] — what a key may do;
 //! * [`KeyRecord`], [`KeyStore`], [`MemoryStore`] — what is stored, and where;
 //! * [`Verifier`] — the cache in front of the store, and the checks;
-//! * [`RateLimiter`], [`GovernorLimiter`], [`Quota`] — per-key limits;
+//! * [`RateLimiter`], [`GovernorLimiter`], [`Quota`], [`Quotas`] — per-key
+//!   limits, one quota or several;
 //! * [`KeyManager`] — issuing, listing, updating and revoking keys.
 //!
 //! Most applications use these through the `keygate` crate's layer;
@@ -59,9 +60,11 @@ pub use key::{
     ParseEnvironmentError, ParseError, ParseKeyIdError, ParsedKey, PlaintextKey, RandomnessError,
     SECRET_LEN,
 };
-pub use limit::{Check, Decision, GovernorLimiter, LimiterUnavailable, PendingCheck, RateLimiter};
+pub use limit::{
+    Check, Decision, Gcra, GovernorLimiter, LimiterUnavailable, PendingCheck, RateLimiter,
+};
 pub use manage::{CreatedKey, KeyManager, KeyUpdate, ManageError, NewKey};
-pub use quota::{InvalidQuota, Quota};
+pub use quota::{InvalidQuota, Quota, Quotas};
 pub use record::{InvalidOwner, KeyInfo, KeyRecord, Metadata, Owner};
 pub use scope::{InvalidScope, MAX_SCOPE_LEN, Scope, Scopes};
 pub use store::{BoxFuture, Cursor, DynKeyStore, InvalidCursor, KeyStore, MemoryStore, Page};

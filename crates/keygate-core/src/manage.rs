@@ -6,7 +6,7 @@ use ipnet::IpNet;
 
 use crate::{
     AuditAction, AuditEvent, AuditLog, Clock, DynKeyStore, Environment, KeyFormat, KeyHasher,
-    KeyId, KeyRecord, Metadata, Owner, Page, PlaintextKey, Quota, RandomnessError, Scopes,
+    KeyId, KeyRecord, Metadata, Owner, Page, PlaintextKey, Quotas, RandomnessError, Scopes,
     StoreError, Verifier,
 };
 
@@ -29,7 +29,7 @@ pub struct NewKey {
     scopes: Scopes,
     environment: Environment,
     expires_in: Option<Duration>,
-    rate_limit: Option<Quota>,
+    rate_limit: Option<Quotas>,
     allowed_ips: Vec<IpNet>,
     metadata: Metadata,
 }
@@ -68,9 +68,11 @@ impl NewKey {
         self
     }
 
-    /// The key's own quota instead of the layer's default.
-    pub fn rate_limit(mut self, quota: Quota) -> Self {
-        self.rate_limit = Some(quota);
+    /// The key's own quota, or several enforced at once
+    /// (`Quota::per_second(10).and(Quota::per_day(10_000))`), instead of the
+    /// layer's default.
+    pub fn rate_limit(mut self, quotas: impl Into<Quotas>) -> Self {
+        self.rate_limit = Some(quotas.into());
         self
     }
 
@@ -146,8 +148,8 @@ pub struct KeyUpdate {
     pub name: Option<String>,
     /// New scopes.
     pub scopes: Option<Scopes>,
-    /// A new quota (`Some(None)`: back to the layer's default).
-    pub rate_limit: Option<Option<Quota>>,
+    /// New quotas (`Some(None)`: back to the layer's default).
+    pub rate_limit: Option<Option<Quotas>>,
     /// A new IP allowlist (empty: anywhere).
     pub allowed_ips: Option<Vec<IpNet>>,
     /// New metadata.
@@ -255,7 +257,7 @@ impl KeyManager {
                 created_at: now,
                 expires_at,
                 revoked_at: None,
-                rate_limit: new.rate_limit,
+                rate_limit: new.rate_limit.clone(),
                 allowed_ips: new.allowed_ips.clone(),
                 metadata: new.metadata.clone(),
                 last_used_at: None,
@@ -482,7 +484,7 @@ impl fmt::Debug for KeyManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FakeClock, MemoryStore, Scope, SystemClock};
+    use crate::{FakeClock, MemoryStore, Quota, Scope, SystemClock};
 
     fn manager(clock: Arc<dyn Clock>) -> (KeyManager, MemoryStore) {
         let store = MemoryStore::new();
@@ -571,7 +573,7 @@ mod tests {
             .unwrap();
         assert_eq!(updated.name, "renamed");
         assert_eq!(updated.owner, Owner::user("a"));
-        assert_eq!(updated.rate_limit, Some(Quota::per_second(5)));
+        assert_eq!(updated.rate_limit, Some(Quota::per_second(5).into()));
         assert!(updated.scopes.contains(&Scope::WRITE));
         let cleared = m
             .update(

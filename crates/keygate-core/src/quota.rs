@@ -1,6 +1,6 @@
 //! Rate-limit quotas, written like governor's: `Quota::per_second(100)`.
 
-use std::{fmt, num::NonZeroU32, str::FromStr, time::Duration};
+use std::{fmt, num::NonZeroU32, str::FromStr, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -171,6 +171,207 @@ impl<'de> Deserialize<'de> for Quota {
     }
 }
 
+impl Quota {
+    /// This quota and `other`, both enforced: `Quota::per_second(10)
+    /// .and(Quota::per_day(10_000))`.
+    #[must_use]
+    pub fn and(self, other: Quota) -> Quotas {
+        Quotas::from(self).and(other)
+    }
+}
+
+/// A key's rate limit: one [`Quota`] or several that every request must all
+/// satisfy, e.g. 10 per second *and* 10 000 per day.
+///
+/// A request is checked against all of them at once: if one rejects it,
+/// none is charged (all-or-nothing), so a burst refused by the per-second
+/// quota costs nothing from the daily one.
+///
+/// Never empty. The quotas are kept sorted by period and without
+/// duplicates, so equal sets compare equal; at most [`Quotas::MAX`].
+/// The text form lists them with commas, `10/s,10000/d`, and that is how
+/// they are stored and serialized. Cloning is cheap.
+///
+/// ```
+/// use keygate_core::{Quota, Quotas};
+///
+/// let limits = Quota::per_second(10).and(Quota::per_day(10_000));
+/// assert_eq!(limits.to_string(), "10/s,10000/d");
+/// assert_eq!("10000/d, 10/s".parse::<Quotas>()?, limits);
+/// assert_eq!(Quotas::from(Quota::per_minute(60)).as_slice(), [Quota::per_minute(60)]);
+/// # Ok::<(), keygate_core::InvalidQuota>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Quotas(Repr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Repr {
+    One(Quota),
+    // At least two, sorted, without duplicates.
+    Many(Arc<[Quota]>),
+}
+
+impl Quotas {
+    /// The most quotas one key may have. Every decision checks each of
+    /// them, and a shared limiter keeps state for each.
+    pub const MAX: usize = 8;
+
+    /// The given quotas, sorted by period, without duplicates.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidQuota::Empty`] if there is none, [`InvalidQuota::TooMany`]
+    /// if there are more than [`Quotas::MAX`] distinct ones.
+    pub fn new(quotas: impl IntoIterator<Item = Quota>) -> Result<Self, InvalidQuota> {
+        let mut all: Vec<Quota> = quotas.into_iter().collect();
+        all.sort_unstable_by_key(|q| (q.period, q.limit));
+        all.dedup();
+        match all.len() {
+            0 => Err(InvalidQuota::Empty),
+            1 => Ok(Self(Repr::One(all[0]))),
+            n if n > Self::MAX => Err(InvalidQuota::TooMany),
+            _ => Ok(Self(Repr::Many(all.into()))),
+        }
+    }
+
+    /// These quotas and `quota`.
+    ///
+    /// # Panics
+    ///
+    /// If that makes more than [`Quotas::MAX`]; use [`Quotas::new`] for
+    /// values from configuration.
+    #[must_use]
+    pub fn and(self, quota: Quota) -> Self {
+        match Self::new(self.as_slice().iter().copied().chain([quota])) {
+            Ok(quotas) => quotas,
+            Err(_) => panic!("a key has at most {} quotas", Self::MAX),
+        }
+    }
+
+    /// The quotas, shortest period first.
+    pub fn as_slice(&self) -> &[Quota] {
+        match &self.0 {
+            Repr::One(q) => std::slice::from_ref(q),
+            Repr::Many(all) => all,
+        }
+    }
+
+    /// The quota, if there is exactly one.
+    pub fn single(&self) -> Option<Quota> {
+        match self.0 {
+            Repr::One(q) => Some(q),
+            Repr::Many(_) => None,
+        }
+    }
+
+    /// How many quotas there are (at least one).
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Always `false`: there is at least one quota. (For the `len` lint.)
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The quotas, shortest period first.
+    pub fn iter(&self) -> std::slice::Iter<'_, Quota> {
+        self.as_slice().iter()
+    }
+}
+
+impl From<Quota> for Quotas {
+    fn from(quota: Quota) -> Self {
+        Self(Repr::One(quota))
+    }
+}
+
+impl<'a> IntoIterator for &'a Quotas {
+    type Item = &'a Quota;
+    type IntoIter = std::slice::Iter<'a, Quota>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl fmt::Debug for Quotas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Quotas({self})")
+    }
+}
+
+impl fmt::Display for Quotas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, q) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            fmt::Display::fmt(q, f)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Quotas {
+    type Err = InvalidQuota;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Bound the work before parsing: more commas than quotas allowed
+        // cannot make a valid list.
+        if s.bytes().filter(|&b| b == b',').count() >= Self::MAX {
+            return Err(InvalidQuota::TooMany);
+        }
+        let quotas = s
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<Quota>, _>>()?;
+        Self::new(quotas)
+    }
+}
+
+impl Serialize for Quotas {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Accepts the text form (`"10/s,10000/d"`) or a list of quotas
+/// (`["10/s", "10000/d"]`).
+impl<'de> Deserialize<'de> for Quotas {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Quotas;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("quotas such as \"10/s,10000/d\" or [\"10/s\", \"10000/d\"]")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Quotas, E> {
+                v.parse().map_err(E::custom)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Quotas, A::Error> {
+                let mut all = Vec::new();
+                while let Some(q) = seq.next_element::<Quota>()? {
+                    if all.len() == Quotas::MAX {
+                        return Err(serde::de::Error::custom(InvalidQuota::TooMany));
+                    }
+                    all.push(q);
+                }
+                Quotas::new(all).map_err(serde::de::Error::custom)
+            }
+        }
+
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// Why a quota is invalid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -182,8 +383,17 @@ pub enum InvalidQuota {
     #[error("a quota's period is between 1 ms and 366 days")]
     Period,
     /// The text form is not `n/unit`.
-    #[error("write a quota as `n/unit`, e.g. `100/s`, `600/min`, `10000/h`, `10/30s`")]
+    #[error(
+        "write a quota as `n/unit`, e.g. `100/s`, `600/min`, `10000/h`, `10/30s`, \
+         and several as `10/s,10000/d`"
+    )]
     Syntax,
+    /// A list of quotas is empty.
+    #[error("give at least one quota, e.g. `100/s`")]
+    Empty,
+    /// A list has more than [`Quotas::MAX`] quotas.
+    #[error("a key has at most {} quotas", Quotas::MAX)]
+    TooMany,
 }
 
 #[cfg(test)]
@@ -223,6 +433,49 @@ mod tests {
             format!("5/{}d", u64::MAX).parse::<Quota>().unwrap_err(),
             InvalidQuota::Period
         );
+    }
+
+    #[test]
+    fn quota_lists_are_sorted_sets() {
+        let day = Quota::per_day(10_000);
+        let sec = Quota::per_second(10);
+        let both = day.and(sec);
+        assert_eq!(both.as_slice(), [sec, day]);
+        assert_eq!(both, sec.and(day).and(sec));
+        assert_eq!(both.single(), None);
+        assert_eq!(Quotas::from(sec).single(), Some(sec));
+        assert_eq!(Quotas::new([sec, sec]).unwrap().single(), Some(sec));
+        assert_eq!(Quotas::new([]).unwrap_err(), InvalidQuota::Empty);
+        let nine = (1..=9).map(Quota::per_second);
+        assert_eq!(Quotas::new(nine).unwrap_err(), InvalidQuota::TooMany);
+    }
+
+    #[test]
+    fn quota_lists_have_a_text_form() {
+        let both = Quota::per_second(10).and(Quota::per_day(10_000));
+        assert_eq!(both.to_string(), "10/s,10000/d");
+        assert_eq!(" 10000/d , 10/s ".parse::<Quotas>().unwrap(), both);
+        assert_eq!("600/min".parse::<Quotas>().unwrap().to_string(), "600/min");
+        assert_eq!("".parse::<Quotas>().unwrap_err(), InvalidQuota::Syntax);
+        assert_eq!("10/s,".parse::<Quotas>().unwrap_err(), InvalidQuota::Syntax);
+        assert_eq!(
+            "10/s,0/d".parse::<Quotas>().unwrap_err(),
+            InvalidQuota::ZeroLimit
+        );
+        let long = vec!["1/s"; 100_000].join(",");
+        assert_eq!(long.parse::<Quotas>().unwrap_err(), InvalidQuota::TooMany);
+    }
+
+    #[test]
+    fn quota_lists_serialize_as_text_and_read_lists_too() {
+        let both = Quota::per_second(10).and(Quota::per_day(10_000));
+        assert_eq!(serde_json::to_string(&both).unwrap(), r#""10/s,10000/d""#);
+        let from_text: Quotas = serde_json::from_str(r#""10000/d,10/s""#).unwrap();
+        let from_list: Quotas = serde_json::from_str(r#"["10/s","10000/d"]"#).unwrap();
+        assert_eq!(from_text, both);
+        assert_eq!(from_list, both);
+        assert!(serde_json::from_str::<Quotas>("[]").is_err());
+        assert!(serde_json::from_str::<Quotas>("5").is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{Environment, KeyDigest, KeyId, Quota, Scopes};
+use crate::{Environment, KeyDigest, KeyId, Quotas, Scopes};
 
 /// Free-form JSON attached to a key (plan, customer id, contact…).
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
@@ -124,9 +124,10 @@ pub struct KeyRecord {
     /// When the key was revoked, if it was.
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub revoked_at: Option<OffsetDateTime>,
-    /// This key's own quota; `None` means the layer's default.
+    /// This key's own quotas, all enforced at once; `None` means the
+    /// layer's default.
     #[serde(default)]
-    pub rate_limit: Option<Quota>,
+    pub rate_limit: Option<Quotas>,
     /// Networks the key may be used from; empty means anywhere.
     #[serde(default)]
     pub allowed_ips: Vec<IpNet>,

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
 use crate::{
-    Clock, Invalidation, InvalidationFeed, KeyDigest, KeyHasher, KeyId, KeyInfo, KeyRecord, Quota,
+    Clock, Invalidation, InvalidationFeed, KeyDigest, KeyHasher, KeyId, KeyInfo, KeyRecord, Quotas,
     StoreError, UsageDelta, record::ip_allowed, store::BoxFuture, usage_bucket,
 };
 
@@ -29,7 +29,7 @@ pub struct CachedKey {
     revoked_at: Option<OffsetDateTime>,
     expires_at: Option<OffsetDateTime>,
     allowed_ips: Box<[IpNet]>,
-    quota: Option<Quota>,
+    rate_limit: Option<Quotas>,
     superseded: bool,
     loaded_at: OffsetDateTime,
     // The verifier's epoch when this entry was read; an older epoch means
@@ -53,7 +53,7 @@ impl CachedKey {
             revoked_at: record.revoked_at,
             expires_at: record.expires_at,
             allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
-            quota: record.rate_limit,
+            rate_limit: record.rate_limit.clone(),
             superseded: record.superseded_by.is_some(),
             loaded_at,
             epoch: 0,
@@ -101,9 +101,10 @@ impl CachedKey {
         &self.info
     }
 
-    /// The key's own quota, if it has one.
-    pub fn quota(&self) -> Option<Quota> {
-        self.quota
+    /// The key's own quotas, if it has any (otherwise the layer's default
+    /// applies).
+    pub fn rate_limit(&self) -> Option<&Quotas> {
+        self.rate_limit.as_ref()
     }
 
     /// When the key expires, if ever.

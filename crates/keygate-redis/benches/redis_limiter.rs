@@ -10,8 +10,8 @@ use std::{
 };
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use keygate_core::{Check, Decision, GovernorLimiter, KeyId, Quota, RateLimiter};
-use keygate_redis::{FallbackPolicy, MultiQuota, RedisLimiter, redis};
+use keygate_core::{Check, Decision, GovernorLimiter, KeyId, Quota, Quotas, RateLimiter};
+use keygate_redis::{FallbackPolicy, RedisLimiter, redis};
 
 /// Decisions issued at once in the concurrent case.
 const CONCURRENT: usize = 64;
@@ -22,8 +22,8 @@ fn families() -> Vec<KeyId> {
         .collect()
 }
 
-async fn decide(limiter: &impl RateLimiter, family: KeyId, quota: Quota) -> Decision {
-    match limiter.check(family, quota) {
+async fn decide(limiter: &impl RateLimiter, family: KeyId, quotas: &Quotas) -> Decision {
+    match limiter.check(family, quotas) {
         Check::Ready(result) => result.unwrap(),
         Check::Pending(pending) => pending.0.await.unwrap(),
     }
@@ -35,8 +35,8 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
     // Never rejects, so every decision does the same work.
-    let quota = Quota::per_second(1_000_000);
-    let hourly = Quota::per_hour(1_000_000_000);
+    let quota = Quotas::from(Quota::per_second(1_000_000));
+    let both = Quota::per_second(1_000_000).and(Quota::per_hour(1_000_000_000));
     let families = families();
     let mut group = c.benchmark_group("rate_limit_decision");
 
@@ -45,7 +45,17 @@ fn benches(c: &mut Criterion) {
     group.bench_function("governor_local", |b| {
         b.iter(|| {
             i = (i + 1) % families.len();
-            let Check::Ready(d) = local.check(families[i], quota) else {
+            let Check::Ready(d) = local.check(families[i], &quota) else {
+                unreachable!()
+            };
+            black_box(d.unwrap())
+        });
+    });
+    let mut i = 0;
+    group.bench_function("governor_local_two_quotas", |b| {
+        b.iter(|| {
+            i = (i + 1) % families.len();
+            let Check::Ready(d) = local.check(families[i], &both) else {
                 unreachable!()
             };
             black_box(d.unwrap())
@@ -97,18 +107,17 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt).iter(|| {
             i = (i + 1) % families.len();
             let family = families[i];
-            let limiter = &limiter;
+            let (limiter, quota) = (&limiter, &quota);
             async move { black_box(decide(limiter, family, quota).await) }
         });
     });
 
-    let both = MultiQuota::new([quota, hourly]).unwrap();
     let mut i = 0;
     group.bench_function("redis_loopback_two_quotas", |b| {
         b.to_async(&rt).iter(|| {
             i = (i + 1) % families.len();
             let (family, limiter, both) = (families[i], &limiter, &both);
-            async move { black_box(limiter.check_all(family, both).await.unwrap()) }
+            async move { black_box(decide(limiter, family, both).await) }
         });
     });
 
@@ -120,13 +129,16 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt).iter(|| {
             i = (i + CONCURRENT) % families.len();
             let start = i;
-            let (limiter, families) = (&limiter, &families);
+            let (limiter, families, quota) = (&limiter, &families, &quota);
             async move {
                 let mut set = tokio::task::JoinSet::new();
                 for k in 0..CONCURRENT {
-                    let (limiter, family) =
-                        (limiter.clone(), families[(start + k) % families.len()]);
-                    set.spawn(async move { decide(&limiter, family, quota).await });
+                    let (limiter, family, quota) = (
+                        limiter.clone(),
+                        families[(start + k) % families.len()],
+                        quota.clone(),
+                    );
+                    set.spawn(async move { decide(&limiter, family, &quota).await });
                 }
                 while let Some(d) = set.join_next().await {
                     black_box(d.unwrap());

@@ -1,21 +1,17 @@
 //! The distributed GCRA: the Lua script Redis runs, and how its reply becomes
-//! a [`Decision`] with the same fields governor's would have.
+//! a [`Decision`] — through [`Gcra`], the arithmetic every keygate limiter
+//! shares, so the fields are those governor's would have.
 //!
-//! State per (family, quota) key is the *debt*: how far the theoretical
-//! arrival time (TAT) lies ahead of now, in nanoseconds, stored with the
-//! Redis time it was measured at. Storing `tat - now` rather than the TAT
-//! keeps every number the script handles below 2^53 (Lua numbers are
+//! State per (family, quota) key is the *debt* [`Gcra`] describes: how far
+//! the theoretical arrival time lies ahead of now, in nanoseconds, stored
+//! with the Redis time it was measured at. Storing `tat - now` rather than
+//! the TAT keeps every number the script handles below 2^53 (Lua numbers are
 //! doubles), so the arithmetic is exact in integer nanoseconds — the unit
 //! governor uses — for any period up to 104 days.
-//!
-//! With emission interval `T = period / limit` and tolerance
-//! `tau = T * (limit - 1)` (governor's), a request is admitted when
-//! `debt <= tau`, and then `debt += T`. So a fresh key admits a burst of
-//! `limit`, then one request every `T`.
 
-use std::{fmt::Write as _, time::Duration};
+use std::fmt::Write as _;
 
-use keygate_core::{Decision, KeyId, Quota};
+use keygate_core::{Decision, Gcra, KeyId, Quota};
 
 /// The script: one atomic decision over every quota in `KEYS`.
 ///
@@ -60,63 +56,6 @@ end
 return out
 ";
 
-/// A quota's GCRA parameters, in nanoseconds, as governor derives them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Params {
-    /// Emission interval `T`.
-    pub(crate) t: u64,
-    /// Tolerance `tau = T * (limit - 1)`.
-    pub(crate) tau: u64,
-    pub(crate) limit: u32,
-}
-
-impl Params {
-    pub(crate) fn of(quota: Quota) -> Self {
-        // Same interval as `Quota::to_governor`: truncated to whole
-        // nanoseconds, at least one. A period is at most 366 days, so it fits.
-        let t = u64::try_from(quota.replenish_interval().as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let limit = quota.limit();
-        Self {
-            t,
-            tau: t.saturating_mul(u64::from(limit - 1)),
-            limit,
-        }
-    }
-
-    /// The decision for a request that found `debt` and was charged.
-    fn admitted(self, debt: u64) -> Decision {
-        // governor: min(t0 + tau + T - tat', tau + T) / T with tat' = t0 + debt + T.
-        let remaining = u32::try_from(self.tau.saturating_sub(debt) / self.t).unwrap_or(u32::MAX);
-        let remaining = remaining.min(self.limit);
-        Decision {
-            allowed: true,
-            limit: self.limit,
-            remaining,
-            // As `GovernorLimiter` reports it, so headers match.
-            reset: nanos(self.t.saturating_mul(u64::from(self.limit - remaining))),
-            retry_after: Duration::ZERO,
-        }
-    }
-
-    /// The decision for a request that found `debt`, more than the
-    /// tolerance.
-    fn rejected(self, debt: u64) -> Decision {
-        Decision {
-            allowed: false,
-            limit: self.limit,
-            remaining: 0,
-            reset: nanos(self.t.saturating_mul(u64::from(self.limit))),
-            retry_after: nanos(debt.saturating_sub(self.tau)),
-        }
-    }
-}
-
-fn nanos(n: u64) -> Duration {
-    Duration::from_nanos(n)
-}
-
 /// The Redis key of a family's state under one quota:
 /// `{prefix}:{{family}}:{quota}`, e.g. `keygate:rl:{Ab3Cd5Ef7G}:100/s`.
 ///
@@ -129,49 +68,42 @@ pub(crate) fn state_key(prefix: &str, family: KeyId, quota: Quota) -> String {
     key
 }
 
-/// Turns the script's reply into one decision for all `params` (in the order
-/// they were sent).
+/// Turns the script's reply into one decision for all `quotas` (in the
+/// order they were sent): the binding quota's, as [`Decision::combine`]
+/// picks it, so the `RateLimit` headers describe the limit that binds.
 ///
-/// Admitted: the quota closest to its limit speaks (fewest remaining, then
-/// longest reset), as the `RateLimit` headers should describe the binding
-/// limit. Rejected: the rejecting quota with the longest wait, since the
-/// request needs every quota to admit it.
-///
-/// `None` if the reply does not have the script's shape.
-pub(crate) fn decide(params: &[Params], reply: &[i64]) -> Option<Decision> {
+/// `None` if the reply does not have the script's shape, or contradicts
+/// itself (applied, yet a debt over its tolerance, or the reverse).
+pub(crate) fn decide(quotas: &[Gcra], reply: &[i64]) -> Option<Decision> {
     let (&applied, debts) = reply.split_first()?;
-    if debts.len() != params.len() || params.is_empty() {
+    if debts.len() != quotas.len() {
         return None;
     }
-    let debts = debts.iter().map(|&d| u64::try_from(d).unwrap_or(0));
-    let pairs = params.iter().copied().zip(debts);
-    if applied == 1 {
-        pairs
-            .map(|(p, d)| p.admitted(d))
-            .min_by(|a, b| a.remaining.cmp(&b.remaining).then(b.reset.cmp(&a.reset)))
-    } else {
-        pairs
-            .filter(|&(p, d)| d > p.tau)
-            .map(|(p, d)| p.rejected(d))
-            .max_by_key(|d| d.retry_after)
-    }
+    let decision = quotas
+        .iter()
+        .zip(debts)
+        .map(|(g, &debt)| g.decide(u64::try_from(debt).unwrap_or(0)))
+        .reduce(Decision::combine)?;
+    (decision.allowed == (applied == 1)).then_some(decision)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// The script's arithmetic, run in Rust: what Redis computes.
-    fn step(params: &[Params], debts: &mut [u64], elapsed: u64) -> Option<Decision> {
+    fn step(params: &[Gcra], debts: &mut [u64], elapsed: u64) -> Option<Decision> {
         for d in debts.iter_mut() {
             *d = d.saturating_sub(elapsed);
         }
-        let admit = params.iter().zip(debts.iter()).all(|(p, &d)| d <= p.tau);
+        let admit = params.iter().zip(debts.iter()).all(|(p, &d)| p.admits(d));
         let mut reply = vec![i64::from(admit)];
         reply.extend(debts.iter().map(|&d| i64::try_from(d).unwrap()));
         if admit {
             for (d, p) in debts.iter_mut().zip(params) {
-                *d += p.t;
+                *d += p.emission_interval();
             }
         }
         decide(params, &reply)
@@ -179,15 +111,15 @@ mod tests {
 
     #[test]
     fn burst_then_one_per_interval_like_governor() {
-        let p = [Params::of(Quota::per_second(5))];
-        assert_eq!(p[0].t, 200_000_000);
-        assert_eq!(p[0].tau, 800_000_000);
+        let p = [Gcra::new(Quota::per_second(5))];
+        assert_eq!(p[0].emission_interval(), 200_000_000);
+        assert_eq!(p[0].tolerance(), 800_000_000);
         let mut debts = [0];
         for left in (0..5).rev() {
             let d = step(&p, &mut debts, 0).unwrap();
             assert!(d.allowed);
             assert_eq!(d.remaining, left);
-            assert_eq!(d.limit, 5);
+            assert_eq!(d.quota, Quota::per_second(5));
             assert_eq!(d.reset, Duration::from_millis(200) * (5 - left));
         }
         let d = step(&p, &mut debts, 0).unwrap();
@@ -203,17 +135,17 @@ mod tests {
     #[test]
     fn the_binding_quota_speaks() {
         let p = [
-            Params::of(Quota::per_minute(100)),
-            Params::of(Quota::per_second(2)),
+            Gcra::new(Quota::per_minute(100)),
+            Gcra::new(Quota::per_second(2)),
         ];
         let mut debts = [0, 0];
         let d = step(&p, &mut debts, 0).unwrap();
-        assert_eq!((d.limit, d.remaining), (2, 1));
+        assert_eq!((d.quota.limit(), d.remaining), (2, 1));
         let d = step(&p, &mut debts, 0).unwrap();
-        assert_eq!((d.limit, d.remaining), (2, 0));
+        assert_eq!((d.quota.limit(), d.remaining), (2, 0));
         let d = step(&p, &mut debts, 0).unwrap();
         assert!(!d.allowed);
-        assert_eq!(d.limit, 2);
+        assert_eq!(d.quota, Quota::per_second(2));
         assert_eq!(d.retry_after, Duration::from_millis(500));
         // The rejection charged neither quota.
         assert_eq!(debts, [2 * 600_000_000, 1_000_000_000]);
@@ -221,13 +153,15 @@ mod tests {
 
     #[test]
     fn malformed_replies_are_none() {
-        let p = [Params::of(Quota::per_second(1))];
+        let p = [Gcra::new(Quota::per_second(1))];
         assert_eq!(decide(&p, &[]), None);
         assert_eq!(decide(&p, &[1]), None);
         assert_eq!(decide(&p, &[1, 0, 0]), None);
         assert_eq!(decide(&[], &[1]), None);
-        // Inconsistent (rejected, yet nothing over its tolerance).
+        // Inconsistent: rejected, yet nothing over its tolerance, or the
+        // reverse.
         assert_eq!(decide(&p, &[0, 0]), None);
+        assert_eq!(decide(&p, &[1, 5]), None);
     }
 
     #[test]

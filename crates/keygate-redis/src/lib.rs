@@ -3,8 +3,9 @@
 //!
 //! * [`RedisLimiter`] — a distributed GCRA (the algorithm governor runs in
 //!   process), one atomic Lua script per decision, with the time taken from
-//!   Redis. Several limits per key, all-or-nothing, with
-//!   [`RedisLimiter::check_all`]. A [timeout](RedisLimiterBuilder::timeout)
+//!   Redis. Several limits per key ([`Quotas`](keygate_core::Quotas)) are
+//!   checked all-or-nothing in the same script. A
+//!   [timeout](RedisLimiterBuilder::timeout)
 //!   on every decision, a [`FallbackPolicy`] for when Redis fails, and a
 //!   circuit breaker so an outage adds no latency.
 //! * [`RedisInvalidation`], [`InvalidatingStore`] — publish and subscribe to
@@ -17,8 +18,8 @@
 //! ```no_run
 //! use std::time::Duration;
 //!
-//! use keygate_core::{Check, KeyId, Quota, RateLimiter};
-//! use keygate_redis::{FallbackPolicy, MultiQuota, RedisLimiter};
+//! use keygate_core::{Check, KeyId, Quota, Quotas, RateLimiter};
+//! use keygate_redis::{FallbackPolicy, RedisLimiter};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let limiter = RedisLimiter::builder(redis::Client::open("redis://127.0.0.1/")?)
@@ -31,15 +32,15 @@
 //! // Give it to keygate: `Keygate::builder(store).rate_limiter(limiter.clone())`.
 //! // The layer calls it like this:
 //! let family: KeyId = "Ab3Cd5Ef7G".parse()?;
-//! let decision = match limiter.check(family, Quota::per_second(100)) {
-//!     Check::Ready(decision) => decision?,
-//!     Check::Pending(pending) => pending.0.await?,
+//! let check = |quotas: Quotas| match limiter.check(family, &quotas) {
+//!     Check::Ready(decision) => Box::pin(async move { decision }) as keygate_core::BoxFuture<'_, _>,
+//!     Check::Pending(pending) => pending.0,
 //! };
+//! let decision = check(Quota::per_second(100).into()).await?;
 //! assert!(decision.allowed);
 //!
 //! // Several limits at once: charged only if all admit the request.
-//! let limits = MultiQuota::new([Quota::per_second(10), Quota::per_hour(1_000)])?;
-//! let decision = limiter.check_all(family, &limits).await?;
+//! let decision = check(Quota::per_second(10).and(Quota::per_hour(1_000))).await?;
 //! println!("{} left, retry after {:?}", decision.remaining, decision.retry_after);
 //! # Ok(()) }
 //! ```
@@ -59,7 +60,7 @@ use std::time::Duration;
 pub use invalidation::{DEFAULT_CHANNEL, InvalidatingStore, RedisInvalidation};
 pub use limiter::{
     DEFAULT_COOLDOWN, DEFAULT_FAILURE_THRESHOLD, DEFAULT_KEY_PREFIX, DEFAULT_TIMEOUT,
-    FallbackPolicy, LimiterStats, MultiQuota, RedisLimiter, RedisLimiterBuilder,
+    FallbackPolicy, LimiterStats, RedisLimiter, RedisLimiterBuilder,
 };
 pub use redis;
 
@@ -83,9 +84,6 @@ pub enum Error {
     /// program wrote to its keys?).
     #[error("unexpected reply from the rate-limit script")]
     UnexpectedReply,
-    /// A [`MultiQuota`] needs at least one quota.
-    #[error("no quota given")]
-    NoQuota,
     /// The key prefix contains `{` or `}`, which would break the keys' hash
     /// tag.
     #[error("key prefix {0:?} may not contain `{{` or `}}`")]

@@ -10,7 +10,8 @@ use std::{
 };
 
 use keygate_core::{
-    Check, Decision, GovernorLimiter, KeyId, LimiterUnavailable, PendingCheck, Quota, RateLimiter,
+    Check, Decision, Gcra, GovernorLimiter, KeyId, LimiterUnavailable, PendingCheck, Quotas,
+    RateLimiter,
 };
 use redis::{
     Client, Script,
@@ -20,7 +21,7 @@ use redis::{
 use crate::{
     Error,
     breaker::{Admit, Breaker, Probe, Transition},
-    gcra::{self, Params},
+    gcra,
 };
 
 const TARGET: &str = "keygate::limit";
@@ -56,58 +57,12 @@ pub enum FallbackPolicy {
     /// still limited). Each node then enforces the whole quota on its own, so
     /// while Redis is away a key can get up to `nodes × quota` in total; and
     /// the local state starts empty, so the first fallback decisions admit a
-    /// fresh burst. Several quotas are checked in order, each charged until
-    /// one rejects (not all-or-nothing as in Redis).
+    /// fresh burst. Several quotas are still checked all-or-nothing.
     #[default]
     Local,
     /// Return [`LimiterUnavailable`], which the keygate layer answers with
     /// 503 and `Retry-After` (fail closed).
     Reject,
-}
-
-/// Several quotas that one request must all satisfy, checked all-or-nothing
-/// by [`RedisLimiter::check_all`]: e.g. 10 per second *and* 1000 per hour.
-///
-/// Never empty; duplicates are dropped (a quota listed twice would charge a
-/// request twice). Cloning is cheap.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct MultiQuota(Arc<[Quota]>);
-
-impl MultiQuota {
-    /// The quotas, in the order given, without duplicates.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NoQuota`] if there is none.
-    pub fn new(quotas: impl IntoIterator<Item = Quota>) -> Result<Self, Error> {
-        let mut unique: Vec<Quota> = Vec::new();
-        for q in quotas {
-            if !unique.contains(&q) {
-                unique.push(q);
-            }
-        }
-        if unique.is_empty() {
-            return Err(Error::NoQuota);
-        }
-        Ok(Self(unique.into()))
-    }
-
-    /// The quotas.
-    pub fn quotas(&self) -> &[Quota] {
-        &self.0
-    }
-}
-
-impl From<Quota> for MultiQuota {
-    fn from(quota: Quota) -> Self {
-        Self(Arc::new([quota]))
-    }
-}
-
-impl fmt::Debug for MultiQuota {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("MultiQuota").field(&&*self.0).finish()
-    }
 }
 
 /// Counters of what a [`RedisLimiter`] did since it was built.
@@ -250,8 +205,9 @@ impl fmt::Debug for RedisLimiterBuilder {
 /// * [`Decision`]s carry the same `remaining`, `reset` and `retry_after` as
 ///   [`GovernorLimiter`]'s, so responses have the same `RateLimit-*` and
 ///   `Retry-After` headers.
-/// * [`check_all`](Self::check_all) checks several quotas at once,
-///   all-or-nothing.
+/// * A key with several quotas ([`Quotas`]) is checked against all of them
+///   in the same script, all-or-nothing: a request one quota refuses is
+///   charged to none.
 /// * Each decision has a [timeout](RedisLimiterBuilder::timeout); when Redis
 ///   fails or is slow the [`FallbackPolicy`] decides, and after repeated
 ///   failures Redis is skipped for a cooldown, so an outage adds no latency
@@ -288,21 +244,6 @@ struct Counters {
     failures: AtomicU64,
 }
 
-/// The quotas of one decision, owned by its future.
-enum Quotas {
-    One(Quota),
-    Many(MultiQuota),
-}
-
-impl Quotas {
-    fn as_slice(&self) -> &[Quota] {
-        match self {
-            Self::One(q) => std::slice::from_ref(q),
-            Self::Many(m) => m.quotas(),
-        }
-    }
-}
-
 impl RedisLimiter {
     /// Starts configuring a limiter on `client`, e.g.
     /// `redis::Client::open("redis://127.0.0.1/")?`.
@@ -325,27 +266,6 @@ impl RedisLimiter {
     /// As [`RedisLimiterBuilder::build`].
     pub fn new(client: Client) -> Result<Self, Error> {
         Self::builder(client).build()
-    }
-
-    /// Checks one request against every quota in `quotas` for `family`,
-    /// all-or-nothing, in one script: if any quota rejects it, none is
-    /// charged, and the decision is the rejecting quota's with the longest
-    /// wait. If all admit it, all are charged and the decision is that of the
-    /// quota closest to its limit (fewest remaining).
-    ///
-    /// # Errors
-    ///
-    /// [`LimiterUnavailable`] when Redis cannot decide and the policy is
-    /// [`FallbackPolicy::Reject`].
-    pub async fn check_all(
-        &self,
-        family: KeyId,
-        quotas: &MultiQuota,
-    ) -> Result<Decision, LimiterUnavailable> {
-        match self.inner.begin(family, Quotas::Many(quotas.clone())) {
-            Check::Ready(result) => result,
-            Check::Pending(PendingCheck(future)) => future.await,
-        }
     }
 
     /// Round-trips to Redis and loads the script, so the first decision is a
@@ -385,23 +305,22 @@ impl RedisLimiter {
 }
 
 impl RateLimiter for RedisLimiter {
-    fn check(&self, family: KeyId, quota: Quota) -> Check {
-        self.inner.begin(family, Quotas::One(quota))
+    fn check(&self, family: KeyId, quotas: &Quotas) -> Check {
+        self.inner.begin(family, quotas)
     }
 }
 
 impl Inner {
     /// Decides at once when Redis is being skipped; otherwise returns the
     /// future that asks it.
-    fn begin(self: &Arc<Self>, family: KeyId, quotas: Quotas) -> Check {
+    fn begin(self: &Arc<Self>, family: KeyId, quotas: &Quotas) -> Check {
         match self.breaker.admit() {
-            Admit::Skip => {
-                Check::Ready(self.fall_back(family, quotas.as_slice(), Error::CircuitOpen))
-            }
+            Admit::Skip => Check::Ready(self.fall_back(family, quotas, Error::CircuitOpen)),
             Admit::Go(probe) => {
                 let inner = Arc::clone(self);
+                let quotas = quotas.clone();
                 Check::Pending(PendingCheck(Box::pin(async move {
-                    inner.decide(family, quotas.as_slice(), probe).await
+                    inner.decide(family, &quotas, probe).await
                 })))
             }
         }
@@ -410,7 +329,7 @@ impl Inner {
     async fn decide(
         &self,
         family: KeyId,
-        quotas: &[Quota],
+        quotas: &Quotas,
         probe: Option<Probe>,
     ) -> Result<Decision, LimiterUnavailable> {
         let outcome = match tokio::time::timeout(self.timeout, self.eval(family, quotas)).await {
@@ -443,15 +362,15 @@ impl Inner {
         }
     }
 
-    async fn eval(&self, family: KeyId, quotas: &[Quota]) -> Result<Decision, Error> {
+    async fn eval(&self, family: KeyId, quotas: &Quotas) -> Result<Decision, Error> {
         let mut invocation = self.script.prepare_invoke();
         let mut params = Vec::with_capacity(quotas.len());
         for &quota in quotas {
-            let p = Params::of(quota);
+            let p = Gcra::new(quota);
             invocation
                 .key(gcra::state_key(&self.prefix, family, quota))
-                .arg(p.t)
-                .arg(p.tau);
+                .arg(p.emission_interval())
+                .arg(p.tolerance());
             params.push(p);
         }
         let mut conn = self.conn.clone();
@@ -462,45 +381,19 @@ impl Inner {
     fn fall_back(
         &self,
         family: KeyId,
-        quotas: &[Quota],
+        quotas: &Quotas,
         err: Error,
     ) -> Result<Decision, LimiterUnavailable> {
         self.counters.fallback.fetch_add(1, Ordering::Relaxed);
         match self.fallback {
             FallbackPolicy::Reject => Err(LimiterUnavailable(Box::new(err))),
-            FallbackPolicy::Local => self.decide_locally(family, quotas),
-        }
-    }
-
-    fn decide_locally(
-        &self,
-        family: KeyId,
-        quotas: &[Quota],
-    ) -> Result<Decision, LimiterUnavailable> {
-        let mut binding: Option<Decision> = None;
-        for &quota in quotas {
-            let decision = match self.local.check(family, quota) {
-                Check::Ready(result) => result?,
+            FallbackPolicy::Local => match self.local.check(family, quotas) {
+                Check::Ready(result) => result,
                 // governor always answers at once; should that change, do
                 // not guess.
-                Check::Pending(_) => {
-                    return Err(LimiterUnavailable(Box::new(Error::UnexpectedReply)));
-                }
-            };
-            if !decision.allowed {
-                return Ok(decision);
-            }
-            binding = Some(match binding {
-                Some(b)
-                    if (b.remaining, std::cmp::Reverse(b.reset))
-                        <= (decision.remaining, std::cmp::Reverse(decision.reset)) =>
-                {
-                    b
-                }
-                _ => decision,
-            });
+                Check::Pending(_) => Err(LimiterUnavailable(Box::new(Error::UnexpectedReply))),
+            },
         }
-        binding.ok_or_else(|| LimiterUnavailable(Box::new(Error::NoQuota)))
     }
 }
 

@@ -17,10 +17,11 @@ use std::{
 };
 
 use keygate_core::{
-    Check, Decision, GovernorLimiter, Invalidation, KeyId, LimiterUnavailable, Quota, RateLimiter,
+    Check, Decision, GovernorLimiter, Invalidation, KeyId, LimiterUnavailable, Quota, Quotas,
+    RateLimiter,
 };
 use keygate_redis::{
-    FallbackPolicy, MultiQuota, RedisInvalidation, RedisLimiter,
+    FallbackPolicy, RedisInvalidation, RedisLimiter,
     redis::{self, Client, ConnectionAddr},
 };
 use tokio::{
@@ -106,16 +107,16 @@ fn id(s: &str) -> KeyId {
 async fn decide(
     limiter: &impl RateLimiter,
     family: KeyId,
-    quota: Quota,
+    quotas: impl Into<Quotas>,
 ) -> Result<Decision, LimiterUnavailable> {
-    match limiter.check(family, quota) {
+    match limiter.check(family, &quotas.into()) {
         Check::Ready(result) => result,
         Check::Pending(pending) => pending.0.await,
     }
 }
 
 fn governor_decide(limiter: &GovernorLimiter, family: KeyId, quota: Quota) -> Decision {
-    match limiter.check(family, quota) {
+    match limiter.check(family, &quota.into()) {
         Check::Ready(result) => result.unwrap(),
         Check::Pending(_) => unreachable!("governor answers at once"),
     }
@@ -150,11 +151,11 @@ async fn admits_exactly_the_quota_with_governors_headers() {
         let g = governor_decide(&local, family, quota);
         assert!(d.allowed, "request {} of 10 rejected", 10 - left);
         assert_eq!(d.remaining, left);
-        assert_eq!(d.limit, 10);
+        assert_eq!(d.quota, quota);
         // Same fields as the in-process limiter: same RateLimit-* headers.
         assert_eq!(
-            (d.allowed, d.limit, d.remaining, d.reset),
-            (g.allowed, g.limit, g.remaining, g.reset)
+            (d.allowed, d.quota, d.remaining, d.reset),
+            (g.allowed, g.quota, g.remaining, g.reset)
         );
     }
     let d = decide(&limiter, family, quota).await.unwrap();
@@ -304,20 +305,20 @@ async fn several_limits_are_all_or_nothing() {
     let limiter = limiter(&client, &prefix);
     let tight = Quota::per_minute(3);
     let loose = Quota::per_hour(10);
-    let both = MultiQuota::new([loose, tight, tight]).unwrap();
-    assert_eq!(both.quotas(), &[loose, tight], "duplicates are dropped");
+    let both = Quotas::new([loose, tight, tight]).unwrap();
+    assert_eq!(both.as_slice(), [tight, loose], "duplicates are dropped");
     let family = id("MultiKey01");
 
     for left in (0..3).rev() {
-        let d = limiter.check_all(family, &both).await.unwrap();
+        let d = decide(&limiter, family, both.clone()).await.unwrap();
         assert!(d.allowed);
         // The binding limit speaks.
-        assert_eq!((d.limit, d.remaining), (3, left));
+        assert_eq!((d.quota, d.remaining), (tight, left));
     }
     for _ in 0..5 {
-        let d = limiter.check_all(family, &both).await.unwrap();
+        let d = decide(&limiter, family, both.clone()).await.unwrap();
         assert!(!d.allowed);
-        assert_eq!(d.limit, 3);
+        assert_eq!(d.quota, tight);
         assert!(d.retry_after > Duration::ZERO && d.retry_after <= Duration::from_secs(20));
     }
     // The five rejected requests took nothing from the loose limit: 10 - 3
@@ -331,13 +332,23 @@ async fn several_limits_are_all_or_nothing() {
     let family = id("MultiKey02");
     let hourly = Quota::per_hour(2);
     let secondly = Quota::per_second(50);
-    let pair = MultiQuota::new([secondly, hourly]).unwrap();
-    assert!(limiter.check_all(family, &pair).await.unwrap().allowed);
-    assert!(limiter.check_all(family, &pair).await.unwrap().allowed);
+    let pair = secondly.and(hourly);
+    assert!(
+        decide(&limiter, family, pair.clone())
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        decide(&limiter, family, pair.clone())
+            .await
+            .unwrap()
+            .allowed
+    );
     for _ in 0..5 {
-        let d = limiter.check_all(family, &pair).await.unwrap();
+        let d = decide(&limiter, family, pair.clone()).await.unwrap();
         assert!(!d.allowed);
-        assert_eq!(d.limit, 2, "the rejecting limit speaks");
+        assert_eq!(d.quota, hourly, "the rejecting limit speaks");
         assert!(d.retry_after > Duration::from_secs(1_000));
     }
     let d = decide(&limiter, family, secondly).await.unwrap();
@@ -376,7 +387,10 @@ async fn an_unreachable_redis_falls_back_fast() {
     assert!(stats.breaker_open);
     // Redis is skipped: only the first few decisions tried it.
     assert!(stats.redis_failures <= 5, "{stats:?}");
-    assert!(matches!(local.check(family, quota), Check::Ready(Ok(_))));
+    assert!(matches!(
+        local.check(family, &quota.into()),
+        Check::Ready(Ok(_))
+    ));
 
     let reject = RedisLimiter::builder(closed)
         .fallback(FallbackPolicy::Reject)
@@ -392,8 +406,8 @@ async fn an_unreachable_redis_falls_back_fast() {
             "{err}"
         );
     }
-    let multi = MultiQuota::from(quota);
-    assert!(reject.check_all(family, &multi).await.is_err());
+    let multi = quota.and(Quota::per_day(100));
+    assert!(decide(&reject, family, multi).await.is_err());
 }
 
 /// A loopback TCP proxy to Redis that can be stopped and started again on

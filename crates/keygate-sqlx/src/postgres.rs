@@ -341,7 +341,7 @@ impl PostgresStore {
             .bind(micros(r.created_at))
             .bind(r.expires_at.map(micros))
             .bind(r.revoked_at.map(micros))
-            .bind(r.rate_limit.map(|q| q.to_string()))
+            .bind(r.rate_limit.as_ref().map(ToString::to_string))
             .bind(r.allowed_ips.clone())
             .bind(Json(r.metadata.clone()))
             .bind(r.last_used_at.map(micros))

@@ -216,7 +216,7 @@ fn bind_record<'q>(
         .bind(to_unix_micros(r.created_at))
         .bind(r.expires_at.map(to_unix_micros))
         .bind(r.revoked_at.map(to_unix_micros))
-        .bind(r.rate_limit.map(|q| q.to_string()))
+        .bind(r.rate_limit.as_ref().map(ToString::to_string))
         .bind(json(serde_json::to_string(&r.allowed_ips))?)
         .bind(json(serde_json::to_string(&r.metadata))?)
         .bind(r.last_used_at.map(to_unix_micros))

@@ -11,8 +11,8 @@ mod common;
 mod cases {
     use keygate_core::{
         AuditAction, AuditEvent, AuditQuery, AuditStore, Cursor, Environment, IpNet, KeyHasher,
-        KeyId, KeyRecord, KeyStore, Metadata, Owner, Page, Quota, Scopes, StoreError, UsageBucket,
-        UsageDelta, usage_bucket,
+        KeyId, KeyRecord, KeyStore, Metadata, Owner, Page, Quota, Quotas, Scopes, StoreError,
+        UsageBucket, UsageDelta, usage_bucket,
     };
     use serde_json::json;
     use time::{Duration, OffsetDateTime, macros::datetime};
@@ -76,7 +76,7 @@ mod cases {
             created_at: T0,
             expires_at: Some(T0 + Duration::days(90) + Duration::microseconds(1)),
             revoked_at: Some(T0 + secs(30)),
-            rate_limit: Some(Quota::per_minute(600)),
+            rate_limit: Some(Quota::per_minute(600).into()),
             allowed_ips: [
                 "10.0.0.0/8",
                 "192.168.1.7/32",
@@ -105,19 +105,27 @@ mod cases {
             assert_eq!(store.find(r.id).await.unwrap().as_ref(), Some(r));
         }
         assert_eq!(store.find(id("Nonexisten")).await.unwrap(), None);
-        for quota in [
-            Quota::per_second(5),
-            Quota::per_hour(10_000),
-            Quota::per_day(1),
-            Quota::new(3, std::time::Duration::from_millis(250)).unwrap(),
-            Quota::new(10, std::time::Duration::from_secs(30)).unwrap(),
-        ] {
-            let mut r = minimal_at(&format!("Quota{:05}", quota.limit()), T0);
-            r.rate_limit = Some(quota);
+        let thirty_secs = Quota::new(10, std::time::Duration::from_secs(30)).unwrap();
+        for (i, quotas) in [
+            Quota::per_second(5).into(),
+            Quota::per_hour(10_000).into(),
+            Quota::per_day(1).into(),
+            Quota::new(3, std::time::Duration::from_millis(250))
+                .unwrap()
+                .into(),
+            Quotas::from(thirty_secs),
+            Quota::per_second(10).and(Quota::per_day(10_000)),
+            Quotas::new((1..=8).map(Quota::per_minute)).unwrap(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut r = minimal_at(&format!("Quota{i:05}"), T0);
+            r.rate_limit = Some(quotas.clone());
             store.insert(&r).await.unwrap();
             assert_eq!(
                 store.find(r.id).await.unwrap().unwrap().rate_limit,
-                Some(quota)
+                Some(quotas)
             );
         }
     }
@@ -156,7 +164,7 @@ mod cases {
         after.expires_at = Some(T0 + secs(10));
         after.metadata.insert("k".into(), json!([1, 2]));
         after.allowed_ips = vec!["2001:db8::1/128".parse().unwrap()];
-        after.rate_limit = Some(Quota::per_second(1));
+        after.rate_limit = Some(Quota::per_second(1).into());
         store.update(&after).await.unwrap();
         assert_eq!(store.find(after.id).await.unwrap(), Some(after.clone()));
         assert_eq!(store.find(other.id).await.unwrap(), Some(other.clone()));
