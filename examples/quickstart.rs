@@ -41,7 +41,6 @@ use axum::{
 use keygate::{
     ApiKey, Keygate,
     core::{DynKeyStore, KeyManager, NewKey, Owner, Page, PlaintextKey, Quota, Scope},
-    require_scope,
 };
 use keygate_sqlx::{PostgresStore, SqliteStore};
 use serde::{Deserialize, Serialize};
@@ -67,18 +66,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let new_keys = std::env::args().any(|a| a == "--new-keys");
     let issued = demo_keys(keys.manager(), new_keys).await?;
 
-    let app = Router::new()
+    // `route_layer`: these routes need a key; paths the app does not have
+    // stay 404.
+    let notes = Router::new()
         .route("/notes", get(list_notes).post(create_note))
         .route("/notes/{id}", delete(delete_note))
-        .route(
-            "/admin/stats",
-            get(stats).route_layer(require_scope("admin")),
-        )
-        .layer(keys.layer())
-        .with_state(Notes::default());
-    // The key-management API protects itself (admin or keys:manage keys);
-    // nested after the app's own layer, so the method rules above do not
-    // apply to it.
+        .route_layer(keys.layer());
+    // A route that needs `admin` on top of the method's scope. This layer
+    // checks both before the quota, so a refused request costs nothing.
+    let stats_route = Router::new()
+        .route("/admin/stats", get(stats))
+        .route_layer(keys.layer().require_scope(Scope::ADMIN));
+    let app = notes.merge(stats_route).with_state(Notes::default());
+    // The key-management API protects itself (admin or keys:manage keys),
+    // with its own rules rather than the method scopes above.
     #[cfg(feature = "manage")]
     let app = app.nest("/admin", keygate::manage::router(&keys));
 

@@ -4,7 +4,7 @@
 //!
 //! ```
 //! use axum::{Json, Router, routing::get};
-//! use keygate::{ApiKey, Keygate, require_scope, core::{MemoryStore, NewKey, Owner, Quota, Scope}};
+//! use keygate::{ApiKey, Keygate, core::{MemoryStore, NewKey, Owner, Quota, Scope}};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let keys = Keygate::builder(MemoryStore::new())
@@ -19,13 +19,16 @@
 //!     .await?;
 //! println!("X-API-Key: {}", created.key.expose_secret());
 //!
-//! let app: Router = Router::new()
+//! // `route_layer`: only these routes need a key (unknown paths stay 404).
+//! let notes = Router::new()
 //!     .route("/notes", get(list_notes).post(|| async { "created" }))
-//!     .route(
-//!         "/admin/stats",
-//!         get(|| async { "stats" }).route_layer(require_scope("admin")),
-//!     )
-//!     .layer(keys.layer());
+//!     .route_layer(keys.layer());
+//! // Routes that need more than the method's scope: checked before the quota,
+//! // so a refused request costs the key nothing.
+//! let admin = Router::new()
+//!     .route("/admin/stats", get(|| async { "stats" }))
+//!     .route_layer(keys.layer().require_scope(Scope::ADMIN));
+//! let app: Router = notes.merge(admin);
 //!
 //! async fn list_notes(key: ApiKey) -> Json<Vec<String>> {
 //!     Json(vec![format!("notes of {}", key.owner())])
