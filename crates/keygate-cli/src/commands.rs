@@ -88,8 +88,8 @@ impl Ctx {
         if self.db.is_postgres() {
             "Servers sharing this PostgreSQL database (and schema) see the change at once."
         } else {
-            "Servers reading this SQLite file see the change when their cache re-reads the \
-             key: within their cache TTL (5 minutes by default)."
+            "Servers reading this SQLite file see the change within a second (their store \
+             polls the file's change log)."
         }
     }
 }

@@ -1,6 +1,8 @@
 //! SQLite and PostgreSQL key stores for [keygate](https://docs.rs/keygate).
 //!
-//! * [`SqliteStore`] — the embedded default: one file, no server;
+//! * [`SqliteStore`] — the embedded default: one file, no server; processes
+//!   sharing the file (a server and the `keygate` CLI) see each other's key
+//!   changes through a polled change log;
 //! * [`PostgresStore`] — for services on several nodes, with cross-node
 //!   cache invalidation over LISTEN/NOTIFY (see [`KeyStore::subscribe`](keygate_core::KeyStore::subscribe)).
 //!
@@ -107,9 +109,10 @@ macro_rules! audit_columns {
 
 mod convert;
 mod listen;
+mod poll;
 mod postgres;
 mod sqlite;
 
 pub use postgres::{DEFAULT_CHANNEL, InvalidSchema, MAX_SCHEMA_LEN, PostgresStore};
-pub use sqlite::SqliteStore;
+pub use sqlite::{DEFAULT_POLL_INTERVAL, SqliteStore};
 pub use sqlx;

@@ -3,8 +3,8 @@
 use std::{path::Path, str::FromStr, time::Duration};
 
 use keygate_core::{
-    AuditEvent, AuditQuery, AuditStore, KeyId, KeyRecord, KeyStore, Metadata, Owner, Page, Scopes,
-    StoreError, UsageBucket, UsageDelta, usage_bucket,
+    AuditEvent, AuditQuery, AuditStore, InvalidationFeed, KeyId, KeyRecord, KeyStore, Metadata,
+    Owner, Page, Scopes, StoreError, UsageBucket, UsageDelta, usage_bucket,
 };
 use sqlx::{
     AssertSqlSafe, Row,
@@ -13,9 +13,12 @@ use sqlx::{
 };
 use time::OffsetDateTime;
 
-use crate::convert::{
-    FoldedUsage, audit_corrupt, audit_filter, audit_limit, corrupt, digest, from_unix_micros,
-    insert_error, parse, requests, store_error, to_unix_micros,
+use crate::{
+    convert::{
+        FoldedUsage, audit_corrupt, audit_filter, audit_limit, corrupt, digest, from_unix_micros,
+        insert_error, parse, requests, store_error, to_unix_micros,
+    },
+    poll,
 };
 
 /// How long a statement waits for another connection's write lock before
@@ -26,17 +29,22 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// that runs as one process (or several processes on one machine sharing the
 /// file).
 ///
-/// Tables are `keygate_keys`, `keygate_usage` and `keygate_audit` (the
-/// persisted audit trail, see [`AuditStore`]), created by
+/// Tables are `keygate_keys`, `keygate_usage`, `keygate_audit` (the
+/// persisted audit trail, see [`AuditStore`]) and `keygate_key_changes`
+/// (the change feed's log, pruned after an hour), created by
 /// [`migrate`](Self::migrate); applied migrations are recorded in
 /// `keygate_migrations`, apart from your application's own `_sqlx_migrations`.
 /// Times are stored as Unix microseconds, so they round-trip exactly at the
 /// precision [`KeyManager`](keygate_core::KeyManager) issues them with;
 /// finer parts are dropped.
 ///
-/// SQLite offers no change feed, so [`KeyStore::subscribe`] returns `None`:
-/// a change made by another process (say, the CLI revoking a key) reaches
-/// this process's cache when the cached entry expires.
+/// SQLite has no LISTEN/NOTIFY, so the change feed
+/// ([`KeyStore::subscribe`]) polls a table that triggers fill on every
+/// change to a key, whoever makes it: a key the `keygate` CLI revokes in
+/// another process is refused here within the
+/// [poll interval](Self::poll_changes_every) (1 s by default), not when the
+/// cached entry expires. Each poll is one indexed query; usage updates are
+/// not logged.
 ///
 /// ```
 /// use keygate_core::{KeyStore, KeyId};
@@ -54,7 +62,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    // How often the change feed polls; `None`: no feed.
+    poll: Option<Duration>,
 }
+
+/// How often [`SqliteStore`]'s change feed reads new changes by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 impl SqliteStore {
     /// A store over an existing pool. Run [`migrate`](Self::migrate) once
@@ -64,7 +77,29 @@ impl SqliteStore {
     /// [`connect`](Self::connect) does), or concurrent writers fail at once
     /// instead of waiting their turn.
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            poll: Some(DEFAULT_POLL_INTERVAL),
+        }
+    }
+
+    /// How often the change feed reads the changes other processes made
+    /// (default [`DEFAULT_POLL_INTERVAL`]; at least 10 ms). This bounds how
+    /// long a key revoked elsewhere keeps working here.
+    #[must_use]
+    pub fn poll_changes_every(mut self, every: Duration) -> Self {
+        self.poll = Some(every.max(Duration::from_millis(10)));
+        self
+    }
+
+    /// No change feed: [`KeyStore::subscribe`] returns `None`, and changes
+    /// made by other processes reach this process's cache when its entries
+    /// expire. [`connect`](Self::connect) chooses this for in-memory
+    /// databases, which no other process can open.
+    #[must_use]
+    pub fn without_change_feed(mut self) -> Self {
+        self.poll = None;
+        self
     }
 
     /// Connects to a database URL such as `sqlite://keygate.db` or
@@ -72,7 +107,8 @@ impl SqliteStore {
     /// mode with a 5 second busy timeout.
     ///
     /// An in-memory database lives as long as its connection, so for
-    /// `:memory:` URLs the pool keeps exactly one connection open for good.
+    /// `:memory:` URLs the pool keeps exactly one connection open for good,
+    /// and there is no change feed (no other process can see the database).
     ///
     /// # Errors
     ///
@@ -120,16 +156,17 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = if in_memory {
-            SqlitePoolOptions::new()
+        if in_memory {
+            let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
-                .max_lifetime(None)
-        } else {
-            SqlitePoolOptions::new()
-        };
-        Ok(Self::new(pool.connect_with(options).await?))
+                .max_lifetime(None);
+            return Ok(Self::new(pool.connect_with(options).await?).without_change_feed());
+        }
+        Ok(Self::new(
+            SqlitePoolOptions::new().connect_with(options).await?,
+        ))
     }
 
     /// Creates or upgrades keygate's tables. Safe to run on every start;
@@ -397,6 +434,22 @@ impl KeyStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    /// Polls `keygate_key_changes` (see the type's docs); `None` without a
+    /// tokio runtime or with [`without_change_feed`](Self::without_change_feed).
+    fn subscribe(&self) -> Option<InvalidationFeed> {
+        let every = self.poll?;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                target: "keygate::store",
+                "SqliteStore::subscribe called outside a tokio runtime: no change feed",
+            );
+            return None;
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(poll::FEED_CAPACITY);
+        runtime.spawn(poll::run(self.pool.clone(), every, tx));
+        Some(rx)
     }
 }
 

@@ -386,9 +386,12 @@ async fn sqlite_migrations_are_idempotent_and_keep_to_their_table() {
         tables,
         [
             "keygate_audit",
+            "keygate_key_changes",
             "keygate_keys",
             "keygate_migrations",
-            "keygate_usage"
+            "keygate_usage",
+            // SQLite's own, for keygate_key_changes' AUTOINCREMENT.
+            "sqlite_sequence",
         ]
     );
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")

@@ -1,0 +1,228 @@
+//! SQLite's change feed: two stores on separate pools over one file stand
+//! for two processes sharing it (a server and the `keygate` CLI, say).
+//! Needs no server.
+
+mod common;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use common::unique_suffix;
+use keygate_core::{
+    Environment, Invalidation, InvalidationFeed, KeyHasher, KeyId, KeyRecord, KeyStore, Metadata,
+    Owner, Scopes, UsageDelta, usage_bucket,
+};
+use keygate_sqlx::SqliteStore;
+use time::OffsetDateTime;
+
+/// Deadline for a change to arrive; the feed polls every 20 ms here.
+const WITHIN: Duration = Duration::from_secs(5);
+
+/// The database file of one test, deleted when dropped.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("keygate-sqlite-feed-{}", unique_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    async fn store(&self) -> SqliteStore {
+        SqliteStore::open(self.0.join("keygate.db"))
+            .await
+            .unwrap()
+            .poll_changes_every(Duration::from_millis(20))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn record(key: &str) -> KeyRecord {
+    let id: KeyId = key.parse().unwrap();
+    let t = OffsetDateTime::now_utc();
+    KeyRecord {
+        id,
+        family: id,
+        owner: Owner::user("feed-test"),
+        name: key.to_owned(),
+        scopes: Scopes::none(),
+        environment: Environment::Live,
+        digest: KeyHasher::sha256().digest(key),
+        created_at: t
+            .replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
+            .unwrap(),
+        expires_at: None,
+        revoked_at: None,
+        rate_limit: None,
+        allowed_ips: Vec::new(),
+        metadata: Metadata::new(),
+        last_used_at: None,
+        superseded_by: None,
+    }
+}
+
+async fn next(feed: &mut InvalidationFeed, within: Duration) -> Invalidation {
+    match tokio::time::timeout(within, feed.recv()).await {
+        Ok(Some(msg)) => msg,
+        Ok(None) => panic!("the change feed ended"),
+        Err(_) => panic!("no invalidation within {within:?}"),
+    }
+}
+
+/// Subscribes, and waits until the feed is in effect (its first message is
+/// `All`, sent once it knows where the log stands).
+async fn polling(store: &SqliteStore) -> InvalidationFeed {
+    let mut feed = store.subscribe().expect("a file-backed store has a feed");
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::All);
+    feed
+}
+
+#[tokio::test]
+async fn changes_made_by_another_process_reach_the_feed() {
+    let db = TempDb::new();
+    let (server, cli) = (db.store().await, db.store().await);
+    let mut feed = polling(&server).await;
+
+    let r = record("FeedKey001");
+    cli.insert(&r).await.unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::Key(r.id));
+
+    let started = Instant::now();
+    cli.revoke(r.id, OffsetDateTime::now_utc()).await.unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::Key(r.id));
+    let latency = started.elapsed();
+
+    let mut renamed = cli.find(r.id).await.unwrap().unwrap();
+    renamed.name = "renamed".to_owned();
+    cli.update(&renamed).await.unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::Key(r.id));
+
+    sqlx::query("DELETE FROM keygate_keys WHERE id = ?1")
+        .bind(r.id.as_str())
+        .execute(cli.pool())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::Key(r.id));
+    eprintln!("revocation reached the other store in {latency:?} (polling every 20 ms)");
+}
+
+#[tokio::test]
+async fn usage_is_not_a_change() {
+    let db = TempDb::new();
+    let (server, cli) = (db.store().await, db.store().await);
+    let (a, b) = (record("UsageKey01"), record("UsageKey02"));
+    cli.insert(&a).await.unwrap();
+    cli.insert(&b).await.unwrap();
+    let mut feed = polling(&server).await;
+
+    let now = OffsetDateTime::now_utc();
+    let delta = UsageDelta {
+        key_id: a.id,
+        family: a.family,
+        bucket: usage_bucket(now),
+        requests: 3,
+        last_used_at: now,
+    };
+    cli.record_usage(&[delta]).await.unwrap();
+    assert!(
+        cli.find(a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at
+            .is_some()
+    );
+    // Then a real change: it is the first message, so usage sent none.
+    cli.revoke(b.id, now).await.unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::Key(b.id));
+}
+
+#[tokio::test]
+async fn changes_pruned_before_they_were_read_mean_all() {
+    let db = TempDb::new();
+    let (server, cli) = (db.store().await, db.store().await);
+    let mut feed = polling(&server).await;
+
+    // In one transaction, so the feed cannot read in between: two changes,
+    // and the first one's log row gone, as pruning would leave it.
+    let mut tx = cli.pool().begin().await.unwrap();
+    for key in ["GapKey0001", "GapKey0002"] {
+        sqlx::query(
+            "INSERT INTO keygate_keys (id, family, owner, name, environment, digest, created_at) \
+             VALUES (?1, ?1, 'user:gap', 'gap', 'live', zeroblob(32), 0)",
+        )
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    sqlx::query("DELETE FROM keygate_key_changes WHERE key_id = 'GapKey0001'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::All);
+
+    // And it goes on from there.
+    let r = record("AfterGap01");
+    cli.insert(&r).await.unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::Key(r.id));
+}
+
+#[tokio::test]
+async fn in_memory_databases_and_opted_out_stores_have_no_feed() {
+    let memory = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    assert!(memory.subscribe().is_none());
+    let db = TempDb::new();
+    assert!(db.store().await.without_change_feed().subscribe().is_none());
+}
+
+#[tokio::test]
+async fn the_feed_ends_when_the_pool_closes() {
+    let db = TempDb::new();
+    let server = db.store().await;
+    let mut feed = polling(&server).await;
+    server.pool().close().await;
+    let ended = tokio::time::timeout(WITHIN, feed.recv()).await;
+    assert_eq!(ended, Ok(None), "the feed should end with its pool");
+}
+
+#[tokio::test]
+async fn without_the_migration_the_feed_waits_and_recovers() {
+    let db = TempDb::new();
+    let path = db.0.join("keygate.db");
+    // A database whose tables predate the change log: only 0001 and 0002.
+    let server = db.store().await;
+    for undo in [
+        "DROP TRIGGER keygate_keys_inserted",
+        "DROP TRIGGER keygate_keys_updated",
+        "DROP TRIGGER keygate_keys_deleted",
+        "DROP TABLE keygate_key_changes",
+    ] {
+        sqlx::query(undo).execute(server.pool()).await.unwrap();
+    }
+    sqlx::query("DELETE FROM keygate_migrations WHERE version = 3")
+        .execute(server.pool())
+        .await
+        .unwrap();
+    let mut feed = server.subscribe().unwrap();
+    // Nothing to read yet: no message, and no panic.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), feed.recv())
+            .await
+            .is_err()
+    );
+    // `keygate migrate` runs (here: opening the file migrates it).
+    let cli = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::All);
+    let r = record("Migrated01");
+    cli.insert(&r).await.unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::Key(r.id));
+}
