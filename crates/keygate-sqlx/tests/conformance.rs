@@ -11,8 +11,8 @@ mod common;
 mod cases {
     use keygate_core::{
         AuditAction, AuditEvent, AuditQuery, AuditStore, Cursor, Environment, IpNet, KeyHasher,
-        KeyId, KeyRecord, KeyStore, Metadata, Owner, Page, Quota, Quotas, Scopes, StoreError,
-        UsageBucket, UsageDelta, usage_bucket,
+        KeyId, KeyRecord, KeyStore, Owner, Page, Quota, Quotas, Scopes, StoreError, UsageBucket,
+        UsageDelta, usage_bucket,
     };
     use serde_json::json;
     use time::{Duration, OffsetDateTime, macros::datetime};
@@ -31,21 +31,8 @@ mod cases {
     /// A record with nothing optional set.
     fn minimal(key: &str, owner: &Owner, created_at: OffsetDateTime) -> KeyRecord {
         KeyRecord {
-            id: id(key),
-            family: id(key),
-            owner: owner.clone(),
             name: format!("key {key}"),
-            scopes: Scopes::none(),
-            environment: Environment::Live,
-            digest: KeyHasher::sha256().digest(key),
-            created_at,
-            expires_at: None,
-            revoked_at: None,
-            rate_limit: None,
-            allowed_ips: Vec::new(),
-            metadata: Metadata::new(),
-            last_used_at: None,
-            superseded_by: None,
+            ..crate::common::record(key, owner, created_at)
         }
     }
 

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use keygate_core::{
-    AuditAction, AuditEvent, AuditQuery, AuditStore, Environment, KeyHasher, KeyId, KeyRecord,
-    KeyStore, Metadata, Owner, Page, Scopes, StoreError, UsageDelta,
+    AuditAction, AuditEvent, AuditQuery, AuditStore, KeyId, KeyRecord, KeyStore, Owner, Page,
+    StoreError, UsageDelta,
 };
 use keygate_sqlx::{
     PostgresStore, SqliteStore,
@@ -17,23 +17,9 @@ use keygate_sqlx::{
 use time::macros::datetime;
 
 fn record(key: &str) -> KeyRecord {
-    let id: KeyId = key.parse().unwrap();
     KeyRecord {
-        id,
-        family: id,
-        owner: Owner::user("corrupt"),
-        name: key.to_owned(),
-        scopes: Scopes::none(),
-        environment: Environment::Live,
-        digest: KeyHasher::sha256().digest(key),
-        created_at: datetime!(2030-01-01 0:00 UTC),
         expires_at: Some(datetime!(2030-02-01 0:00 UTC)),
-        revoked_at: None,
-        rate_limit: None,
-        allowed_ips: Vec::new(),
-        metadata: Metadata::new(),
-        last_used_at: None,
-        superseded_by: None,
+        ..common::record(key, &Owner::user("corrupt"), datetime!(2030-01-01 0:00 UTC))
     }
 }
 

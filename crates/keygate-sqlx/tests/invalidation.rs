@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 use common::{
     Fixture, drop_schema_later, fresh_schema, postgres_pool, postgres_url, unique_suffix,
 };
-use keygate_core::{
-    Environment, Invalidation, InvalidationFeed, KeyHasher, KeyId, KeyRecord, KeyStore, Metadata,
-    Owner, Scopes,
-};
+use keygate_core::{Invalidation, InvalidationFeed, KeyRecord, KeyStore, Owner};
 use keygate_sqlx::{PostgresStore, sqlx};
 use time::OffsetDateTime;
 
@@ -42,30 +39,11 @@ async fn two_nodes() -> Option<Fixture<Nodes>> {
 }
 
 fn record(key: &str) -> KeyRecord {
-    let id: KeyId = key.parse().unwrap();
-    KeyRecord {
-        id,
-        family: id,
-        owner: Owner::user("node-test"),
-        name: key.to_owned(),
-        scopes: Scopes::none(),
-        environment: Environment::Live,
-        digest: KeyHasher::sha256().digest(key),
-        created_at: now(),
-        expires_at: None,
-        revoked_at: None,
-        rate_limit: None,
-        allowed_ips: Vec::new(),
-        metadata: Metadata::new(),
-        last_used_at: None,
-        superseded_by: None,
-    }
+    common::record(key, &Owner::user("node-test"), now())
 }
 
 fn now() -> OffsetDateTime {
-    let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
-        .unwrap()
+    common::now_us()
 }
 
 /// The next message, failing the test if none comes in time.

@@ -11,8 +11,7 @@ use std::{
 
 use common::unique_suffix;
 use keygate_core::{
-    Environment, Invalidation, InvalidationFeed, KeyHasher, KeyId, KeyRecord, KeyStore, Metadata,
-    Owner, Scopes, UsageDelta, usage_bucket,
+    Invalidation, InvalidationFeed, KeyRecord, KeyStore, Owner, UsageDelta, usage_bucket,
 };
 use keygate_sqlx::SqliteStore;
 use time::OffsetDateTime;
@@ -45,27 +44,7 @@ impl Drop for TempDb {
 }
 
 fn record(key: &str) -> KeyRecord {
-    let id: KeyId = key.parse().unwrap();
-    let t = OffsetDateTime::now_utc();
-    KeyRecord {
-        id,
-        family: id,
-        owner: Owner::user("feed-test"),
-        name: key.to_owned(),
-        scopes: Scopes::none(),
-        environment: Environment::Live,
-        digest: KeyHasher::sha256().digest(key),
-        created_at: t
-            .replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
-            .unwrap(),
-        expires_at: None,
-        revoked_at: None,
-        rate_limit: None,
-        allowed_ips: Vec::new(),
-        metadata: Metadata::new(),
-        last_used_at: None,
-        superseded_by: None,
-    }
+    common::record(key, &Owner::user("feed-test"), common::now_us())
 }
 
 async fn next(feed: &mut InvalidationFeed, within: Duration) -> Invalidation {

@@ -12,7 +12,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use keygate_core::MemoryStore;
+use keygate_core::{
+    Environment, KeyHasher, KeyId, KeyRecord, MemoryStore, Metadata, Owner, Scopes,
+    time::OffsetDateTime,
+};
 use keygate_sqlx::{
     PostgresStore, SqliteStore,
     sqlx::{
@@ -20,6 +23,36 @@ use keygate_sqlx::{
         postgres::{PgConnectOptions, PgPoolOptions},
     },
 };
+
+/// A live key record for `owner` with nothing optional set: id and family
+/// `key` (ten id characters), named after it, with the digest of `key`.
+pub fn record(key: &str, owner: &Owner, created_at: OffsetDateTime) -> KeyRecord {
+    let id: KeyId = key.parse().expect("a ten-character key id");
+    KeyRecord {
+        id,
+        family: id,
+        owner: owner.clone(),
+        name: key.to_owned(),
+        scopes: Scopes::none(),
+        environment: Environment::Live,
+        digest: KeyHasher::sha256().digest(key),
+        created_at,
+        expires_at: None,
+        revoked_at: None,
+        rate_limit: None,
+        allowed_ips: Vec::new(),
+        metadata: Metadata::new(),
+        last_used_at: None,
+        superseded_by: None,
+    }
+}
+
+/// Now, to the microsecond the SQL stores keep.
+pub fn now_us() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .expect("a valid nanosecond")
+}
 
 /// The variable that names the PostgreSQL server to test against.
 pub const POSTGRES_URL_VAR: &str = "KEYGATE_TEST_POSTGRES_URL";
