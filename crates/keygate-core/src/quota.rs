@@ -23,10 +23,14 @@ impl Quota {
     /// # Errors
     ///
     /// [`InvalidQuota`] if `limit` is zero or `period` is shorter than a
-    /// millisecond or longer than a year.
+    /// millisecond, longer than 366 days, or not a whole number of
+    /// milliseconds (which the text form, and so a store, could not keep).
     pub fn new(limit: u32, period: Duration) -> Result<Self, InvalidQuota> {
         let limit = NonZeroU32::new(limit).ok_or(InvalidQuota::ZeroLimit)?;
-        if period < Duration::from_millis(1) || period > Duration::from_secs(366 * 86_400) {
+        if period < Duration::from_millis(1)
+            || period > Duration::from_secs(366 * 86_400)
+            || !period.subsec_nanos().is_multiple_of(1_000_000)
+        {
             return Err(InvalidQuota::Period);
         }
         Ok(Self { limit, period })
@@ -380,7 +384,7 @@ pub enum InvalidQuota {
     #[error("a quota admits at least one request per period")]
     ZeroLimit,
     /// The period is out of range.
-    #[error("a quota's period is between 1 ms and 366 days")]
+    #[error("a quota's period is a whole number of milliseconds, from 1 ms to 366 days")]
     Period,
     /// The text form is not `n/unit`.
     #[error(
@@ -429,6 +433,11 @@ mod tests {
         assert_eq!("5".parse::<Quota>().unwrap_err(), InvalidQuota::Syntax);
         assert_eq!("5/400d".parse::<Quota>().unwrap_err(), InvalidQuota::Period);
         assert_eq!("5/0s".parse::<Quota>().unwrap_err(), InvalidQuota::Period);
+        // The text form counts whole milliseconds, so a quota must too.
+        assert_eq!(
+            Quota::new(5, Duration::from_micros(1_500)).unwrap_err(),
+            InvalidQuota::Period
+        );
         assert_eq!(
             format!("5/{}d", u64::MAX).parse::<Quota>().unwrap_err(),
             InvalidQuota::Period
