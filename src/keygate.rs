@@ -1,7 +1,12 @@
 //! [`Keygate`]: the handle that owns the cache, limiter and configuration,
 //! and hands out layers and a key manager.
 
-use std::{fmt, net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    net::IpAddr,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{HeaderName, Request, Response};
@@ -68,6 +73,9 @@ pub(crate) struct Shared {
     pub(crate) expiry_warning: time::Duration,
     pub(crate) audit_log: Option<AuditLog>,
     pub(crate) manager: KeyManager,
+    /// Set once the "client address unknown" warning has been logged; shared
+    /// by every layer derived from one `Keygate`, so it is logged once.
+    pub(crate) peer_unknown_warned: Arc<AtomicBool>,
 }
 
 impl Keygate {
@@ -491,6 +499,7 @@ impl KeygateBuilder {
                     .unwrap_or(time::Duration::MAX),
                 audit_log: self.audit_log,
                 manager,
+                peer_unknown_warned: Arc::new(AtomicBool::new(false)),
             }),
         }
     }

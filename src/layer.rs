@@ -4,7 +4,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     task::{Context, Poll, ready},
 };
 
@@ -321,7 +321,10 @@ fn decide<B>(
             Denied::DigestMismatch => (Rejection::InvalidKey, "digest_mismatch"),
             Denied::Revoked => (Rejection::RevokedKey, "revoked"),
             Denied::Expired => (Rejection::ExpiredKey, "expired"),
-            Denied::PeerUnknown => (Rejection::IpNotAllowed, "peer_unknown"),
+            Denied::PeerUnknown => {
+                warn_peer_unknown(shared);
+                (Rejection::IpNotAllowed, "peer_unknown")
+            }
             _ => (Rejection::IpNotAllowed, "ip_not_allowed"),
         };
         return Decided::Reject(rejection, reason);
@@ -350,6 +353,45 @@ fn decide<B>(
     match shared.limiter.check(entry.info().family, quotas) {
         Check::Ready(result) => decided_by_limit(shared, &result),
         Check::Pending(p) => Decided::Pending(p),
+    }
+}
+
+/// Logs, once per [`Keygate`](crate::Keygate), that a key with an IP
+/// allowlist was refused because the client address is unknown: a server
+/// misconfiguration that otherwise only shows as 403s. Says nothing about
+/// the request or its key.
+fn warn_peer_unknown(shared: &Shared) {
+    if shared.peer_unknown_warned.load(Ordering::Relaxed)
+        || shared.peer_unknown_warned.swap(true, Ordering::Relaxed)
+    {
+        return;
+    }
+    if shared.peer_fn.is_some() {
+        tracing::warn!(
+            target: "keygate::layer",
+            "A key with an IP allowlist was refused (403 ip_not_allowed) because the client \
+             address is unknown: the `peer_addr_with` function returned none. Make it return \
+             the address for every request. This warning is logged once."
+        );
+    } else if let Some(header) = &shared.forwarded {
+        tracing::warn!(
+            target: "keygate::layer",
+            header = header.as_str(),
+            "A key with an IP allowlist was refused (403 ip_not_allowed) because the client \
+             address is unknown: the trusted forwarding header is missing or its last entry \
+             is not an IP address. Check that your proxy sets it on every request, or work \
+             the address out with `peer_addr_with`. This warning is logged once."
+        );
+    } else {
+        tracing::warn!(
+            target: "keygate::layer",
+            "A key with an IP allowlist was refused (403 ip_not_allowed) because the client \
+             address is unknown: the request carries no `ConnectInfo<SocketAddr>`. Serve the \
+             app with `app.into_make_service_with_connect_info::<SocketAddr>()` instead of \
+             `axum::serve(listener, app)`, or configure `trust_forwarded_header` (behind a \
+             proxy you control) or `peer_addr_with` on the `KeygateBuilder`. This warning is \
+             logged once."
+        );
     }
 }
 

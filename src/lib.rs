@@ -52,6 +52,10 @@
 //! | store cannot answer | 503 + `Retry-After` | `unavailable` |
 //!
 //! Bodies are `application/problem+json` (RFC 9457); see [`Rejection`].
+//! Every 401 carries a `WWW-Authenticate: ApiKey realm="api",
+//! header="X-API-Key"` challenge (with the configured realm and header);
+//! all but `missing_key` add their code as its `error` parameter
+//! (`error="revoked_key"`).
 //!
 //! # The request path
 //!

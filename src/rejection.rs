@@ -1,6 +1,6 @@
 //! Why a request was refused, and how that becomes a response.
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::LazyLock, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -17,6 +17,11 @@ use keygate_core::{Decision, Environment, Quota, Scope};
 /// {"type":"about:blank","title":"Unauthorized","status":401,
 ///  "code":"invalid_key","detail":"The API key is not valid. …"}
 /// ```
+///
+/// Every 401 also carries a `WWW-Authenticate` challenge, `ApiKey
+/// realm="api", header="X-API-Key"` (with the layer's realm and header);
+/// all but `missing_key` add their code as its `error` parameter, e.g.
+/// `error="malformed_key"`.
 ///
 /// Messages never include the presented key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,7 +160,7 @@ impl Rejection {
     /// The default response: problem+json body and the headers each case
     /// needs (`WWW-Authenticate`, `Retry-After`, `RateLimit-*`).
     pub fn to_response(&self) -> Response<Bytes> {
-        self.render(&RenderContext::default())
+        self.render(RenderContext::default_ref())
     }
 
     pub(crate) fn render(&self, ctx: &RenderContext) -> Response<Bytes> {
@@ -195,19 +200,42 @@ impl Rejection {
             Self::Unavailable { retry_after } => {
                 headers.insert(header::RETRY_AFTER, ceil_secs(*retry_after).into());
             }
-            _ if status == StatusCode::UNAUTHORIZED => {
-                let challenge = if matches!(self, Self::MissingKey) {
-                    ctx.challenge.clone()
-                } else {
-                    ctx.challenge_invalid.clone()
-                };
-                headers.insert(header::WWW_AUTHENTICATE, challenge);
+            _ => {
+                if let Some(challenge) = ctx.challenge(self) {
+                    headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
+                }
             }
-            _ => {}
         }
         res
     }
+
+    /// Where this rejection's `WWW-Authenticate` challenge is in
+    /// [`RenderContext::challenges`] (and its code in [`CHALLENGED`]);
+    /// `None` for everything but a 401.
+    fn challenge_slot(&self) -> Option<usize> {
+        match self {
+            Self::MissingKey => Some(0),
+            Self::MalformedKey => Some(1),
+            Self::InvalidKey => Some(2),
+            Self::RevokedKey => Some(3),
+            Self::ExpiredKey => Some(4),
+            Self::WrongEnvironment { .. } => Some(5),
+            _ => None,
+        }
+    }
 }
+
+/// The codes of the rejections answered with a 401 and a `WWW-Authenticate`
+/// challenge, in [`Rejection::challenge_slot`] order. `missing_key` gets
+/// the bare challenge; the others add `error="<code>"`.
+const CHALLENGED: [&str; 6] = [
+    "missing_key",
+    "malformed_key",
+    "invalid_key",
+    "revoked_key",
+    "expired_key",
+    "wrong_environment",
+];
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -309,7 +337,7 @@ impl Renderer {
 
     /// Whether this renders exactly like [`Rejection::to_response`].
     pub(crate) fn is_default(&self) -> bool {
-        self.handler.is_none() && self.ctx == RenderContext::default()
+        self.handler.is_none() && self.ctx == *RenderContext::default_ref()
     }
 }
 
@@ -317,33 +345,56 @@ impl Renderer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RenderContext {
     pub(crate) where_: Box<str>,
-    pub(crate) challenge: HeaderValue,
-    pub(crate) challenge_invalid: HeaderValue,
+    /// The `WWW-Authenticate` value of each 401, indexed by
+    /// [`Rejection::challenge_slot`]: built once here, so a rejection only
+    /// clones one.
+    challenges: [HeaderValue; CHALLENGED.len()],
 }
 
 impl RenderContext {
     pub(crate) fn new(realm: &str, header: &str, where_: String) -> Self {
         let quote = |s: &str| s.replace(['"', '\\'], "");
-        let base = format!(
-            "ApiKey realm=\"{}\", header=\"{}\"",
-            quote(realm),
-            quote(header)
-        );
-        let invalid = format!("{base}, error=\"invalid_key\"");
+        let params = format!("realm=\"{}\", header=\"{}\"", quote(realm), quote(header));
+        // Only a realm or header name with characters a header value cannot
+        // hold fails; then the challenge goes without them.
+        let challenges = CHALLENGED.map(|code| {
+            challenge(&params, code)
+                .or_else(|| challenge("", code))
+                .unwrap_or_else(|| HeaderValue::from_static("ApiKey"))
+        });
         Self {
             where_: where_.into_boxed_str(),
-            challenge: HeaderValue::from_str(&base)
-                .unwrap_or_else(|_| HeaderValue::from_static("ApiKey")),
-            challenge_invalid: HeaderValue::from_str(&invalid)
-                .unwrap_or_else(|_| HeaderValue::from_static("ApiKey error=\"invalid_key\"")),
+            challenges,
         }
+    }
+
+    /// The rendering of [`Rejection::to_response`], built once.
+    pub(crate) fn default_ref() -> &'static Self {
+        static DEFAULT: LazyLock<RenderContext> = LazyLock::new(|| {
+            RenderContext::new("api", "X-API-Key", "the `X-API-Key` header".to_owned())
+        });
+        &DEFAULT
+    }
+
+    /// The `WWW-Authenticate` challenge for a rejection, if it is a 401.
+    pub(crate) fn challenge(&self, rejection: &Rejection) -> Option<&HeaderValue> {
+        self.challenges.get(rejection.challenge_slot()?)
     }
 }
 
-impl Default for RenderContext {
-    fn default() -> Self {
-        Self::new("api", "X-API-Key", "the `X-API-Key` header".to_owned())
+/// `ApiKey {params}`, adding `error="{code}"` for every 401 but
+/// `missing_key`.
+fn challenge(params: &str, code: &str) -> Option<HeaderValue> {
+    let mut value = format!("ApiKey {params}");
+    if code != "missing_key" {
+        if !params.is_empty() {
+            value.push_str(", ");
+        }
+        value.push_str("error=\"");
+        value.push_str(code);
+        value.push('"');
     }
+    HeaderValue::from_str(value.trim_end()).ok()
 }
 
 #[cfg(feature = "axum")]
@@ -356,6 +407,22 @@ impl axum::response::IntoResponse for Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_realm_a_header_cannot_hold_is_left_out_of_the_challenge() {
+        let ctx = RenderContext::new("caf\u{e9}\nbar", "X-API-Key", "there".to_owned());
+        assert_eq!(ctx.challenge(&Rejection::MissingKey).unwrap(), "ApiKey");
+        assert_eq!(
+            ctx.challenge(&Rejection::RevokedKey).unwrap(),
+            r#"ApiKey error="revoked_key""#
+        );
+        assert_eq!(ctx.challenge(&Rejection::IpNotAllowed), None);
+        let ctx = RenderContext::new(r#"my "notes\ api"#, "X-Notes-Key", "there".to_owned());
+        assert_eq!(
+            ctx.challenge(&Rejection::MalformedKey).unwrap(),
+            r#"ApiKey realm="my notes api", header="X-Notes-Key", error="malformed_key""#
+        );
+    }
 
     #[test]
     fn quotas_read_as_words() {
@@ -419,6 +486,21 @@ mod tests {
                 r.status() == StatusCode::UNAUTHORIZED,
                 "{r}"
             );
+            if let Some(challenge) = res.headers().get("www-authenticate") {
+                let challenge = challenge.to_str().unwrap();
+                assert!(
+                    challenge.starts_with(r#"ApiKey realm="api", header="X-API-Key""#),
+                    "{challenge}"
+                );
+                let error = challenge
+                    .split_once(", error=")
+                    .map(|(_, e)| e.trim_matches('"'));
+                let expected = (r != Rejection::MissingKey).then(|| r.code());
+                assert_eq!(
+                    error, expected,
+                    "the challenge's error is the code: {challenge}"
+                );
+            }
         }
         let r = Rejection::RateLimited { decision: d };
         assert!(

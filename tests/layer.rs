@@ -114,6 +114,32 @@ async fn revoked_key_is_401_revoked_key() {
 }
 
 #[tokio::test]
+async fn the_challenge_names_the_rejection_code() {
+    let keys = builder().build();
+    let key = issue_scoped(&keys, [Scope::READ]).await;
+    let app = TestApp::new(&keys);
+
+    let res = app.get("/notes", "kg_live_not-a-key").await;
+    res.assert_unauthorized("malformed_key");
+    assert_eq!(
+        res.header("www-authenticate"),
+        Some(r#"ApiKey realm="api", header="X-API-Key", error="malformed_key""#)
+    );
+
+    keys.manager()
+        .revoke(common::key_id(&keys, &key))
+        .await
+        .unwrap();
+    let res = app.get("/notes", &key).await;
+    res.assert_unauthorized("revoked_key");
+    assert_eq!(
+        res.header("www-authenticate"),
+        Some(r#"ApiKey realm="api", header="X-API-Key", error="revoked_key""#)
+    );
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test]
 async fn two_different_keys_are_400_conflicting_keys() {
     let keys = builder().query_param("api_key").build();
     let a = issue_scoped(&keys, [Scope::READ]).await;

@@ -7,14 +7,12 @@
 
 mod common;
 
-use std::{
-    io,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::time::Duration;
 
 use axum::routing::get;
-use common::{FlakyStore, Reply, TestApp, bare, forge, from_addr, keyed, typo, with_header};
+use common::{
+    Capture, FlakyStore, Reply, TestApp, bare, forge, from_addr, keyed, typo, with_header,
+};
 use http::Method;
 use keygate::{
     ApiKey, Keygate, Rejection,
@@ -22,40 +20,6 @@ use keygate::{
         Environment, FakeClock, IpNet, KeyId, NewKey, Owner, Quota, Scope, time::macros::datetime,
     },
 };
-use tracing_subscriber::fmt::MakeWriter;
-
-/// Everything the subscriber writes, kept.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Capture {
-    fn text(&self) -> String {
-        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Self;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// Everything else a key could leak into: `Debug` output, responses.
 #[derive(Default)]

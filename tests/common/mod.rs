@@ -6,9 +6,10 @@
 #![allow(dead_code)]
 
 use std::{
+    io,
     net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -33,6 +34,7 @@ use keygate::{
 };
 use serde_json::{Value, json};
 use tower::ServiceExt;
+use tracing_subscriber::fmt::MakeWriter;
 
 keygate::scope!(pub(crate) BillingRead = "billing:read");
 
@@ -370,7 +372,7 @@ impl Reply {
     }
 
     /// Asserts a 401 with this code and an `ApiKey` challenge; `missing_key`
-    /// gets the plain challenge, the others add `error="invalid_key"`.
+    /// gets the plain challenge, the others add `error="<code>"`.
     #[track_caller]
     pub(crate) fn assert_unauthorized(&self, code: &str) -> Value {
         let body = self.assert_problem(401, code);
@@ -383,12 +385,49 @@ impl Reply {
                 .contains(r#"header="x-api-key""#),
             "{challenge}"
         );
-        assert_eq!(
-            challenge.contains(r#"error="invalid_key""#),
-            code != "missing_key",
-            "{challenge}"
-        );
+        if code == "missing_key" {
+            assert!(!challenge.contains("error="), "{challenge}");
+        } else {
+            assert!(
+                challenge.ends_with(&format!(r#", error="{code}""#)),
+                "the challenge's error is the code: {challenge}"
+            );
+        }
         body
+    }
+}
+
+/// Everything a `tracing_subscriber::fmt` subscriber writes, kept.
+#[derive(Clone, Default)]
+pub(crate) struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Capture {
+    /// What was written so far.
+    pub(crate) fn text(&self) -> String {
+        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
     }
 }
 
