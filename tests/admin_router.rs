@@ -986,6 +986,24 @@ async fn invalid_input_is_a_422_naming_every_bad_field() {
 }
 
 #[tokio::test]
+async fn a_value_the_store_refuses_is_a_422_not_a_503() {
+    let h = Harness::new().await;
+    h.store.refusing.store(true, Ordering::SeqCst);
+    let reply = h
+        .admin(
+            Method::POST,
+            "/admin/keys",
+            Some(json!({"owner": "user:x", "name": "x", "scopes": [],
+                        "metadata": {"note": "a\u{0}b"}})),
+        )
+        .await;
+    let p = reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert_eq!(p["errors"][0]["field"], "body");
+    let message = p["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("Unicode escape"), "{message}");
+}
+
+#[tokio::test]
 async fn a_store_outage_is_a_503_with_retry_after() {
     let h = Harness::with(|b| b.unavailable_retry_after(Duration::from_millis(2500))).await;
     // Warm the layer's cache so the admin key itself still authenticates.
@@ -1128,12 +1146,24 @@ async fn the_openapi_document_describes_every_route_the_router_serves() {
 struct FlakyStore {
     inner: MemoryStore,
     down: Arc<AtomicBool>,
+    /// Refuse writes as a store refuses a value it cannot keep.
+    refusing: Arc<AtomicBool>,
 }
 
 impl FlakyStore {
     fn check(&self) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {
             Err(StoreError::unavailable("the store is down"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_value(&self) -> Result<(), StoreError> {
+        if self.refusing.load(Ordering::SeqCst) {
+            Err(StoreError::Rejected(
+                "unsupported Unicode escape sequence".to_owned(),
+            ))
         } else {
             Ok(())
         }
@@ -1147,10 +1177,12 @@ impl KeyStore for FlakyStore {
     }
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
         self.check()?;
+        self.check_value()?;
         self.inner.insert(record).await
     }
     async fn update(&self, record: &KeyRecord) -> Result<(), StoreError> {
         self.check()?;
+        self.check_value()?;
         self.inner.update(record).await
     }
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {

@@ -214,6 +214,10 @@ impl AdminState {
                 let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
                 Problem::unavailable(secs.max(1))
             }
+            ManageError::Store(StoreError::Rejected(why)) => Problem::invalid_field(
+                "body",
+                format!("the key store cannot keep a value of this request: {why}"),
+            ),
             ManageError::NotRotatable(_) => Problem::not_rotatable(),
             ManageError::InvalidName => {
                 Problem::invalid_field("name", "must be 1 to 200 characters")

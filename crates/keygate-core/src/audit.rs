@@ -216,7 +216,9 @@ impl AuditLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Events lost because the store refused them.
+    /// Events lost because the store could not write them: a whole batch
+    /// while it is unavailable, or single events holding a value it cannot
+    /// keep ([`StoreError::Rejected`]).
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
     }
@@ -263,11 +265,25 @@ async fn write(store: &dyn DynAuditStore, batch: &mut Vec<AuditEvent>, failed: &
     if batch.is_empty() {
         return;
     }
-    if let Err(e) = store.append_audit(batch).await {
-        failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        tracing::error!(target: "keygate::audit", error = %e, lost = batch.len(), "could not persist audit events");
+    match store.append_audit(batch).await {
+        Ok(()) => {}
+        // Some event holds a value the store cannot keep (a batch is written
+        // whole or not at all): write them one by one, losing only those.
+        Err(StoreError::Rejected(_)) if batch.len() > 1 => {
+            for event in batch.iter() {
+                if let Err(e) = store.append_audit(std::slice::from_ref(event)).await {
+                    lost(failed, 1, &e);
+                }
+            }
+        }
+        Err(e) => lost(failed, batch.len(), &e),
     }
     batch.clear();
+}
+
+fn lost(failed: &AtomicU64, n: usize, err: &StoreError) {
+    failed.fetch_add(n as u64, Ordering::Relaxed);
+    tracing::error!(target: "keygate::audit", error = %err, lost = n, "could not persist audit events");
 }
 
 impl fmt::Debug for AuditLog {

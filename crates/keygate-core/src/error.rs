@@ -22,6 +22,11 @@ pub enum StoreError {
     /// The store answered with data keygate cannot read.
     #[error("the key store returned invalid data: {0}")]
     Corrupt(String),
+    /// The store refused to write a value it cannot keep, e.g. a NUL
+    /// character in metadata, which PostgreSQL's `jsonb` rejects. Retrying
+    /// the same write fails the same way; the management API answers 422.
+    #[error("the key store refused a value: {0}")]
+    Rejected(String),
 }
 
 impl StoreError {

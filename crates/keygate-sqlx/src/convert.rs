@@ -19,8 +19,26 @@ pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
         | sqlx::Error::ColumnNotFound(_)
         | sqlx::Error::ColumnIndexOutOfBounds { .. }
         | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(err.to_string()),
+        sqlx::Error::Database(db) if refused_value(db.as_ref()) => {
+            StoreError::Rejected(db.message().to_owned())
+        }
         err => StoreError::unavailable(err),
     }
+}
+
+/// Whether the database refused a value (so the same write always fails),
+/// rather than failed to run it: a CHECK or NOT NULL constraint, or one of
+/// PostgreSQL's data exceptions (SQLSTATE class 22, such as `\u0000` in
+/// `jsonb`).
+fn refused_value(db: &dyn sqlx::error::DatabaseError) -> bool {
+    use sqlx::error::ErrorKind;
+    matches!(
+        db.kind(),
+        ErrorKind::CheckViolation | ErrorKind::NotNullViolation
+    ) || (db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+        && db.code().is_some_and(|code| code.starts_with("22")))
 }
 
 /// Like [`store_error`], but a unique violation is [`StoreError::Duplicate`].

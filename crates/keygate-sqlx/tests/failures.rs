@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use keygate_core::{
-    AuditAction, AuditEvent, AuditQuery, AuditStore, KeyId, KeyRecord, KeyStore, Owner, Page,
-    StoreError, UsageDelta,
+    AuditAction, AuditEvent, AuditLog, AuditQuery, AuditStore, KeyId, KeyRecord, KeyStore, Owner,
+    Page, StoreError, UsageDelta,
 };
 use keygate_sqlx::{
     PostgresStore, SqliteStore,
@@ -266,11 +266,8 @@ async fn a_postgres_audit_batch_is_written_whole_or_not_at_all() {
         detail: Some("nul \0 byte".to_owned()),
         ..good.clone()
     };
-    let result = store.append_audit(&[good.clone(), refused]).await;
-    assert!(
-        matches!(result, Err(StoreError::Unavailable(_))),
-        "{result:?}"
-    );
+    let result = store.append_audit(&[good.clone(), refused.clone()]).await;
+    assert!(matches!(result, Err(StoreError::Rejected(_))), "{result:?}");
     assert!(
         store
             .query_audit(&AuditQuery::default())
@@ -284,8 +281,20 @@ async fn a_postgres_audit_batch_is_written_whole_or_not_at_all() {
         .unwrap();
     assert_eq!(
         store.query_audit(&AuditQuery::default()).await.unwrap(),
-        [good]
+        std::slice::from_ref(&good)
     );
+
+    // Through an AuditLog, the refused event is lost alone: the others of
+    // its batch are written one by one.
+    let log = AuditLog::spawn(Arc::new(store.clone()), 16);
+    let second = AuditEvent::manage(at, AuditAction::Revoke, "AuditGood2".parse().unwrap());
+    log.record(refused);
+    log.record(second.clone());
+    log.flush().await;
+    assert_eq!(log.failed(), 1);
+    let stored = store.query_audit(&AuditQuery::default()).await.unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored.contains(&second));
 }
 
 async fn assert_unavailable(store: &(impl KeyStore + AuditStore)) {
@@ -333,6 +342,29 @@ async fn a_closed_sqlite_pool_is_unavailable() {
     let fixture = common::sqlite().await.unwrap();
     fixture.store.pool().close().await;
     assert_unavailable(&fixture.store).await;
+}
+
+#[tokio::test]
+async fn a_value_postgres_cannot_keep_is_rejected_not_unavailable() {
+    let Some(fixture) = common::postgres().await else {
+        return;
+    };
+    let store = &fixture.store;
+    let mut r = record("NulInMeta1");
+    r.metadata.insert("note".into(), "a\u{0}b".into());
+    match store.insert(&r).await {
+        Err(StoreError::Rejected(why)) => assert!(why.contains("Unicode escape"), "{why}"),
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    // Nothing was written, and the store still works.
+    assert_eq!(store.find(r.id).await.unwrap(), None);
+    r.metadata.clear();
+    store.insert(&r).await.unwrap();
+    r.metadata.insert("note".into(), "a\u{0}b".into());
+    assert!(matches!(
+        store.update(&r).await,
+        Err(StoreError::Rejected(_))
+    ));
 }
 
 #[tokio::test]
