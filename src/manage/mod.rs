@@ -71,7 +71,7 @@
 //! | 404 | `not_found` | no such key, or another owner's |
 //! | 409 | `not_rotatable` | rotating a key that is revoked, expired or already rotated |
 //! | 413 | `invalid_body` | a body over axum's body limit |
-//! | 422 | `invalid_request` | any invalid input; `errors` lists every bad field |
+//! | 422 | `invalid_request` | any invalid input; `errors` lists every bad field (`body` for a value the key store cannot keep, such as a NUL character in PostgreSQL) |
 //! | 503 | `unavailable` | the key store cannot answer (`Retry-After`) |
 //!
 //! ```json
