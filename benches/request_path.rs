@@ -20,7 +20,10 @@
 //!   (`KeygateBuilder::optional(true)`) and a request that carries no key:
 //!   what routes shared with session or JWT authentication pay for it;
 //! * `keygate_audit_on` — as `keygate`, with a `tracing` subscriber that
-//!   formats the audit event (and throws it away): what audit costs when on.
+//!   formats the audit event (and throws it away): what audit costs when on;
+//! * `keygate_audit_on_admitted_debug` — the same subscriber (at `INFO`) and
+//!   a layer built with `audit_admitted_level(Level::DEBUG)`: what a busy
+//!   service saves by keeping admissions out of its `INFO` logs.
 //!
 //! Building the request is setup and not timed; dropping the response is.
 //!
@@ -158,6 +161,8 @@ struct Fixture {
     sqlite_header: HeaderValue,
     /// Optional mode over the memory store.
     optional: Keygate,
+    /// As `keys`, over the same store, with admissions audited at `DEBUG`.
+    quiet_audit: Keygate,
     _db: TempDb,
 }
 
@@ -174,9 +179,15 @@ impl Fixture {
             .enable_all()
             .build()
             .expect("runtime");
-        let keys = Keygate::builder(MemoryStore::new())
+        let store = MemoryStore::new();
+        let keys = Keygate::builder(store.clone())
             .prefix("bench")
             .default_rate_limit(NEVER_REJECTS)
+            .build();
+        let quiet_audit = Keygate::builder(store)
+            .prefix("bench")
+            .default_rate_limit(NEVER_REJECTS)
+            .audit_admitted_level(tracing::Level::DEBUG)
             .build();
         let created = rt
             .block_on(
@@ -219,6 +230,7 @@ impl Fixture {
             sqlite,
             sqlite_header,
             optional,
+            quiet_audit,
             _db: db,
         }
     }
@@ -343,6 +355,15 @@ fn request_path(c: &mut Criterion) {
         group.bench_function("keygate_audit_on", |b| {
             b.to_async(&fx.rt).iter_batched(
                 || (svc.clone(), fx.request()),
+                |(svc, req)| async move { black_box(call(svc, req).await.status()) },
+                BatchSize::SmallInput,
+            );
+        });
+        let quiet = service(app().layer(fx.quiet_audit.layer()));
+        fx.check(&quiet, "keygate_audit_on_admitted_debug");
+        group.bench_function("keygate_audit_on_admitted_debug", |b| {
+            b.to_async(&fx.rt).iter_batched(
+                || (quiet.clone(), fx.request()),
                 |(svc, req)| async move { black_box(call(svc, req).await.status()) },
                 BatchSize::SmallInput,
             );

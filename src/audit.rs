@@ -3,9 +3,11 @@
 //!
 //! Fields: `outcome` (`ok` or a rejection code), `reason` (finer detail for
 //! operators, e.g. `checksum`, `unknown_key`, `digest_mismatch`), `key_id`
-//! (the public id, never the key), `method`, `path` and `peer`. Requests
-//! without a key in optional mode are logged at `DEBUG` with outcome
-//! `anonymous`. Admitted requests of keys near expiry or in a rotation grace
+//! (the public id, never the key), `method`, `path` and `peer`. Rejections
+//! are logged at `INFO`; admissions at `INFO` unless
+//! [`KeygateBuilder::audit_admitted_level`](crate::KeygateBuilder::audit_admitted_level)
+//! says otherwise. Requests without a key in optional mode are logged at
+//! `DEBUG` with outcome `anonymous`. Admitted requests of keys near expiry or in a rotation grace
 //! period add `reminder` (`expires_soon`, `rotated_grace_period`) and
 //! `sunset`.
 //!
@@ -15,6 +17,7 @@
 use http::Request;
 use keygate_core::{AuditAction, AuditEvent, KeyId};
 use time::OffsetDateTime;
+use tracing::Level;
 
 use crate::{Rejection, keygate::Shared};
 
@@ -33,16 +36,29 @@ pub(crate) fn admitted<B>(
         (Some(_), false) => Some("expires_soon"),
         (None, _) => None,
     };
-    tracing::info!(
-        target: "keygate::audit",
-        outcome = "ok",
-        key_id = id.as_str(),
-        method = %req.method(),
-        path = req.uri().path(),
-        peer = shared.peer(req).map(tracing::field::display),
-        reminder,
-        sunset = sunset.map(tracing::field::display),
-    );
+    // `event!` needs its level at compile time: one call site per level.
+    macro_rules! admitted_at {
+        ($level:expr) => {
+            tracing::event!(
+                target: "keygate::audit",
+                $level,
+                outcome = "ok",
+                key_id = id.as_str(),
+                method = %req.method(),
+                path = req.uri().path(),
+                peer = shared.peer(req).map(tracing::field::display),
+                reminder,
+                sunset = sunset.map(tracing::field::display),
+            )
+        };
+    }
+    match shared.audit_admitted_level {
+        Level::ERROR => admitted_at!(Level::ERROR),
+        Level::WARN => admitted_at!(Level::WARN),
+        Level::INFO => admitted_at!(Level::INFO),
+        Level::DEBUG => admitted_at!(Level::DEBUG),
+        _ => admitted_at!(Level::TRACE),
+    }
     persist(shared, req, "ok", reminder, Some(id));
 }
 

@@ -72,6 +72,7 @@ pub(crate) struct Shared {
     pub(crate) unavailable_retry_after: Duration,
     pub(crate) expiry_warning: time::Duration,
     pub(crate) audit_log: Option<AuditLog>,
+    pub(crate) audit_admitted_level: tracing::Level,
     pub(crate) manager: KeyManager,
     /// Set once the "client address unknown" warning has been logged; shared
     /// by every layer derived from one `Keygate`, so it is logged once.
@@ -236,6 +237,7 @@ pub struct KeygateBuilder {
     unavailable_retry_after: Duration,
     expiry_warning: Duration,
     audit_log: Option<AuditLog>,
+    audit_admitted_level: tracing::Level,
 }
 
 impl KeygateBuilder {
@@ -262,6 +264,7 @@ impl KeygateBuilder {
             unavailable_retry_after: Duration::from_secs(1),
             expiry_warning: Duration::from_secs(7 * 86_400),
             audit_log: None,
+            audit_admitted_level: tracing::Level::INFO,
         }
     }
 
@@ -438,6 +441,20 @@ impl KeygateBuilder {
         self
     }
 
+    /// The `tracing` level of the audit event for an admitted request
+    /// (default `INFO`). Rejections stay at `INFO`, and requests without a
+    /// key in optional mode at `DEBUG`.
+    ///
+    /// Formatting an event is the most expensive thing a request does here
+    /// (about 1.6 µs with tracing-subscriber's `fmt` layer, more than the
+    /// rest of keygate's work; see BENCHMARKS.md). A busy service that logs
+    /// at `INFO` can send admissions to `DEBUG` and keep refusals in its
+    /// logs; an [`audit_log`](Self::audit_log) still persists every attempt.
+    pub fn audit_admitted_level(mut self, level: tracing::Level) -> Self {
+        self.audit_admitted_level = level;
+        self
+    }
+
     /// Builds the [`Keygate`].
     pub fn build(self) -> Keygate {
         let verifier = Arc::new(Verifier::new(
@@ -498,6 +515,7 @@ impl KeygateBuilder {
                 expiry_warning: time::Duration::try_from(self.expiry_warning)
                     .unwrap_or(time::Duration::MAX),
                 audit_log: self.audit_log,
+                audit_admitted_level: self.audit_admitted_level,
                 manager,
                 peer_unknown_warned: Arc::new(AtomicBool::new(false)),
             }),
