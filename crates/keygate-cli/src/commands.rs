@@ -88,8 +88,8 @@ impl Ctx {
         if self.db.is_postgres() {
             "Servers sharing this PostgreSQL database (and schema) see the change at once."
         } else {
-            "Servers reading this SQLite file see the change within a second (their store \
-             polls the file's change log)."
+            "Servers reading this SQLite file see the change within their store's poll \
+             interval (1 s by default), as they poll the file's change log."
         }
     }
 }

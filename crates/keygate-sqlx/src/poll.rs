@@ -50,10 +50,10 @@ pub(crate) async fn run(pool: SqlitePool, every: Duration, tx: Sender<Invalidati
             _ = tick.tick() => {}
         }
         let outcome = match cursor {
-            None => match last_seq(&pool).await {
+            None => match starting_seq(&pool).await {
                 Ok(seq) => {
                     cursor = Some(seq);
-                    if tx.send(Invalidation::All).await.is_err() {
+                    if send(&tx, Invalidation::All).await.is_err() {
                         break;
                     }
                     Ok(false)
@@ -106,12 +106,82 @@ pub(crate) async fn run(pool: SqlitePool, every: Duration, tx: Sender<Invalidati
 }
 
 /// The number of the last change ever made (0 if none), pruned or not.
-async fn last_seq(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+async fn starting_seq(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
     // Fails if the table is missing, which is worth hearing about even
     // when the counter row below is absent.
     sqlx::query("SELECT 1 FROM keygate_key_changes LIMIT 1")
         .fetch_optional(pool)
         .await?;
+    latest_seq(pool).await
+}
+
+/// Sends the changes after `after`; returns where the feed now stands and
+/// whether more may be waiting.
+///
+/// The last number issued is read first, so every change up to it is
+/// committed: any of them not found was pruned, and the feed sends
+/// [`Invalidation::All`] (as it does if the numbers went backwards, say
+/// because the file was restored from a backup).
+async fn forward(
+    pool: &SqlitePool,
+    after: i64,
+    tx: &Sender<Invalidation>,
+) -> Result<Result<(i64, bool), Closed>, sqlx::Error> {
+    let latest = latest_seq(pool).await?;
+    if latest < after {
+        tracing::warn!(
+            target: TARGET,
+            was = after,
+            now = latest,
+            "the key change log went backwards (database restored?); re-reading every cached key",
+        );
+        return Ok(send(tx, Invalidation::All).await.map(|()| (latest, false)));
+    }
+    if latest == after {
+        return Ok(Ok((after, false)));
+    }
+    let rows = sqlx::query(
+        "SELECT seq, key_id FROM keygate_key_changes \
+         WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+    )
+    .bind(after)
+    .bind(latest)
+    .bind(BATCH)
+    .fetch_all(pool)
+    .await?;
+    let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= BATCH;
+    let mut last = after;
+    for row in &rows {
+        let seq: i64 = row.try_get("seq")?;
+        let key_id: String = row.try_get("key_id")?;
+        // `All` covers this row's key too.
+        let message = if seq != last + 1 {
+            missed(last + 1, seq - 1);
+            Invalidation::All
+        } else {
+            key_id
+                .parse::<KeyId>()
+                .map_or(Invalidation::All, Invalidation::Key)
+        };
+        if send(tx, message).await.is_err() {
+            return Ok(Err(Closed));
+        }
+        last = seq;
+    }
+    if !full && last < latest {
+        // The newest changes are gone too.
+        missed(last + 1, latest);
+        if send(tx, Invalidation::All).await.is_err() {
+            return Ok(Err(Closed));
+        }
+        last = latest;
+    }
+    Ok(Ok((last, full)))
+}
+
+/// The number of the last change issued (0 if none), from SQLite's
+/// `AUTOINCREMENT` counter.
+async fn latest_seq(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
     let seq: Option<i64> =
         sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'keygate_key_changes'")
             .fetch_optional(pool)
@@ -119,45 +189,17 @@ async fn last_seq(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
     Ok(seq.unwrap_or(0))
 }
 
-/// Sends the changes after `after`; returns the last one sent and whether
-/// the batch was full.
-async fn forward(
-    pool: &SqlitePool,
-    after: i64,
-    tx: &Sender<Invalidation>,
-) -> Result<Result<(i64, bool), Closed>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT seq, key_id FROM keygate_key_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-    )
-    .bind(after)
-    .bind(BATCH)
-    .fetch_all(pool)
-    .await?;
-    let mut last = after;
-    for row in &rows {
-        let seq: i64 = row.try_get("seq")?;
-        let key_id: String = row.try_get("key_id")?;
-        // `All` covers this row's key too.
-        let message = if seq != last + 1 {
-            tracing::warn!(
-                target: TARGET,
-                missed_from = last + 1,
-                missed_to = seq - 1,
-                "key changes were pruned before this process read them; re-reading every cached key",
-            );
-            Invalidation::All
-        } else {
-            key_id
-                .parse::<KeyId>()
-                .map_or(Invalidation::All, Invalidation::Key)
-        };
-        if tx.send(message).await.is_err() {
-            return Ok(Err(Closed));
-        }
-        last = seq;
-    }
-    let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= BATCH;
-    Ok(Ok((last, full)))
+fn missed(from: i64, to: i64) {
+    tracing::warn!(
+        target: TARGET,
+        missed_from = from,
+        missed_to = to,
+        "key changes were pruned before this process read them; re-reading every cached key",
+    );
+}
+
+async fn send(tx: &Sender<Invalidation>, message: Invalidation) -> Result<(), Closed> {
+    tx.send(message).await.map_err(|_| Closed)
 }
 
 async fn prune(pool: &SqlitePool) -> Result<(), sqlx::Error> {

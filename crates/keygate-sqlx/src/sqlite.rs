@@ -31,7 +31,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// Tables are `keygate_keys`, `keygate_usage`, `keygate_audit` (the
 /// persisted audit trail, see [`AuditStore`]) and `keygate_key_changes`
-/// (the change feed's log, pruned after an hour), created by
+/// (the change feed's log; processes with a feed prune it to the last
+/// hour), created by
 /// [`migrate`](Self::migrate); applied migrations are recorded in
 /// `keygate_migrations`, apart from your application's own `_sqlx_migrations`.
 /// Times are stored as Unix microseconds, so they round-trip exactly at the

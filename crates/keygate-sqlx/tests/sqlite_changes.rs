@@ -156,6 +156,87 @@ async fn changes_pruned_before_they_were_read_mean_all() {
 }
 
 #[tokio::test]
+async fn the_newest_changes_pruned_before_they_were_read_mean_all() {
+    let db = TempDb::new();
+    let (server, cli) = (db.store().await, db.store().await);
+    let mut feed = polling(&server).await;
+
+    // The revocation's log row is the newest, and gone before the feed
+    // reads it (as when it was paused for longer than the retention).
+    let r = record("PrunedLast");
+    let mut tx = cli.pool().begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO keygate_keys (id, family, owner, name, environment, digest, created_at) \
+         VALUES (?1, ?1, 'user:gap', 'gap', 'live', zeroblob(32), 0)",
+    )
+    .bind(r.id.as_str())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM keygate_key_changes")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::All);
+}
+
+#[tokio::test]
+async fn a_log_that_went_backwards_means_all() {
+    let db = TempDb::new();
+    let (server, cli) = (db.store().await, db.store().await);
+    let mut feed = polling(&server).await;
+    let first = record("Backwards1");
+    cli.insert(&first).await.unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::Key(first.id));
+
+    // As if the file were restored from a backup taken before that change.
+    let mut tx = cli.pool().begin().await.unwrap();
+    for sql in [
+        "DELETE FROM keygate_key_changes",
+        "UPDATE sqlite_sequence SET seq = 0 WHERE name = 'keygate_key_changes'",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::All);
+
+    // It follows the log from where it now stands.
+    let second = record("Backwards2");
+    cli.insert(&second).await.unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::Key(second.id));
+}
+
+#[tokio::test]
+async fn every_column_but_last_used_at_is_logged() {
+    let db = TempDb::new();
+    let store = db.store().await;
+    let columns: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('keygate_keys') ORDER BY cid")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    let trigger: String = sqlx::query_scalar(
+        "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'keygate_keys_updated'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    let (_, listed) = trigger.split_once("UPDATE OF").unwrap();
+    let (listed, _) = listed.split_once(" ON ").unwrap();
+    let logged: Vec<&str> = listed.split(',').map(str::trim).collect();
+    let want: Vec<&str> = columns
+        .iter()
+        .map(String::as_str)
+        .filter(|c| *c != "last_used_at")
+        .collect();
+    assert_eq!(
+        logged, want,
+        "a column added to keygate_keys must be added to the keygate_keys_updated trigger"
+    );
+}
+
+#[tokio::test]
 async fn in_memory_databases_and_opted_out_stores_have_no_feed() {
     let memory = SqliteStore::connect("sqlite::memory:").await.unwrap();
     assert!(memory.subscribe().is_none());
