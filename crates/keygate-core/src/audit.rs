@@ -270,9 +270,16 @@ async fn write(store: &dyn DynAuditStore, batch: &mut Vec<AuditEvent>, failed: &
         // Some event holds a value the store cannot keep (a batch is written
         // whole or not at all): write them one by one, losing only those.
         Err(StoreError::Rejected(_)) if batch.len() > 1 => {
-            for event in batch.iter() {
-                if let Err(e) = store.append_audit(std::slice::from_ref(event)).await {
-                    lost(failed, 1, &e);
+            for (i, event) in batch.iter().enumerate() {
+                match store.append_audit(std::slice::from_ref(event)).await {
+                    Ok(()) => {}
+                    Err(e @ StoreError::Rejected(_)) => lost(failed, 1, &e),
+                    // The store itself failed meanwhile: do not wait on it
+                    // once per event.
+                    Err(e) => {
+                        lost(failed, batch.len() - i, &e);
+                        break;
+                    }
                 }
             }
         }
@@ -292,5 +299,84 @@ impl fmt::Debug for AuditLog {
             .field("dropped", &self.dropped())
             .field("failed", &self.failed())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Refuses events whose detail is `"refuse"`, and goes down for good
+    /// once it has refused `down_after` of them.
+    #[derive(Default)]
+    struct Picky {
+        kept: Mutex<Vec<AuditEvent>>,
+        refused: AtomicU64,
+        calls: AtomicU64,
+        down_after: Option<u64>,
+    }
+
+    impl AuditStore for Picky {
+        async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            if self
+                .down_after
+                .is_some_and(|n| self.refused.load(Ordering::Relaxed) >= n)
+            {
+                return Err(StoreError::unavailable("down"));
+            }
+            if events.iter().any(|e| e.detail.as_deref() == Some("refuse")) {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(StoreError::Rejected("cannot keep it".into()));
+            }
+            self.kept.lock().unwrap().extend_from_slice(events);
+            Ok(())
+        }
+
+        async fn query_audit(&self, _: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+            Ok(self.kept.lock().unwrap().clone())
+        }
+    }
+
+    fn events(details: &[&str]) -> Vec<AuditEvent> {
+        let id: KeyId = "AuditKey01".parse().unwrap();
+        details
+            .iter()
+            .map(|d| AuditEvent {
+                detail: Some((*d).to_owned()),
+                ..AuditEvent::manage(time::OffsetDateTime::UNIX_EPOCH, AuditAction::Create, id)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_is_lost_alone() {
+        let store = Picky::default();
+        let failed = AtomicU64::new(0);
+        let mut batch = events(&["a", "refuse", "b"]);
+        write(&store, &mut batch, &failed).await;
+        assert_eq!(failed.load(Ordering::Relaxed), 1);
+        let kept = store.kept.lock().unwrap();
+        let kept: Vec<_> = kept.iter().map(|e| e.detail.as_deref().unwrap()).collect();
+        assert_eq!(kept, ["a", "b"]);
+        assert!(batch.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_store_that_fails_meanwhile_is_not_retried_per_event() {
+        let store = Picky {
+            down_after: Some(1),
+            ..Picky::default()
+        };
+        let failed = AtomicU64::new(0);
+        let mut batch = events(&["refuse", "a", "b", "c", "d"]);
+        write(&store, &mut batch, &failed).await;
+        // The whole batch (refused), then the first event alone, which
+        // finds the store down: no attempt for the four others.
+        assert_eq!(store.calls.load(Ordering::Relaxed), 2);
+        assert_eq!(failed.load(Ordering::Relaxed), 5);
+        assert!(store.kept.lock().unwrap().is_empty());
     }
 }
