@@ -72,19 +72,43 @@ pub(crate) fn state_key(prefix: &str, family: KeyId, quota: Quota) -> String {
 /// order they were sent): the binding quota's, as [`Decision::combine`]
 /// picks it, so the `RateLimit` headers describe the limit that binds.
 ///
-/// `None` if the reply does not have the script's shape, or contradicts
-/// itself (applied, yet a debt over its tolerance, or the reverse).
+/// The script's `applied` flag is the authority. Lua numbers are doubles,
+/// exact only below 2^53 ns (104 days), so for longer periods a debt can
+/// come back a few nanoseconds off, on the other side of the tolerance
+/// than the script saw it; such a debt is read as just within (applied) or
+/// just over (refused) the tolerance.
+///
+/// `None` if the reply does not have the script's shape.
 pub(crate) fn decide(quotas: &[Gcra], reply: &[i64]) -> Option<Decision> {
     let (&applied, debts) = reply.split_first()?;
     if debts.len() != quotas.len() {
         return None;
     }
-    let decision = quotas
+    let applied = match applied {
+        1 => true,
+        0 => false,
+        _ => return None,
+    };
+    let pairs = quotas
         .iter()
-        .zip(debts)
-        .map(|(g, &debt)| g.decide(u64::try_from(debt).unwrap_or(0)))
-        .reduce(Decision::combine)?;
-    (decision.allowed == (applied == 1)).then_some(decision)
+        .zip(debts.iter().map(|&d| u64::try_from(d).unwrap_or(0)));
+    if applied {
+        return pairs
+            .map(|(g, debt)| g.decide(debt.min(g.tolerance())))
+            .reduce(Decision::combine);
+    }
+    let refused = pairs
+        .clone()
+        .filter(|&(g, debt)| !g.admits(debt))
+        .map(|(g, debt)| g.decide(debt))
+        .reduce(Decision::combine);
+    // Refused, yet every debt reads as within its tolerance: rounding. The
+    // quota closest to its tolerance is the one the script saw over it.
+    refused.or_else(|| {
+        pairs
+            .min_by_key(|&(g, debt)| g.tolerance() - debt)
+            .map(|(g, _)| g.decide(g.tolerance() + 1))
+    })
 }
 
 #[cfg(test)]
@@ -158,10 +182,21 @@ mod tests {
         assert_eq!(decide(&p, &[1]), None);
         assert_eq!(decide(&p, &[1, 0, 0]), None);
         assert_eq!(decide(&[], &[1]), None);
-        // Inconsistent: rejected, yet nothing over its tolerance, or the
-        // reverse.
-        assert_eq!(decide(&p, &[0, 0]), None);
-        assert_eq!(decide(&p, &[1, 5]), None);
+        assert_eq!(decide(&p, &[2, 0]), None);
+    }
+
+    #[test]
+    fn the_scripts_verdict_wins_over_rounding() {
+        // 19 per 366 days: τ needs more than 53 bits, so Lua's doubles can
+        // round a debt right at it either way.
+        let g = Gcra::new(Quota::new(19, Duration::from_secs(366 * 86_400)).unwrap());
+        let tau = i64::try_from(g.tolerance()).unwrap();
+        let admitted = decide(&[g], &[1, tau + 2]).unwrap();
+        assert!(admitted.allowed);
+        assert_eq!(admitted.remaining, 0);
+        let refused = decide(&[g], &[0, tau - 2]).unwrap();
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, Duration::from_nanos(1));
     }
 
     #[test]
