@@ -214,10 +214,16 @@ impl AdminState {
                 let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
                 Problem::unavailable(secs.max(1))
             }
-            ManageError::Store(StoreError::Rejected(why)) => Problem::invalid_field(
-                "body",
-                format!("the key store cannot keep a value of this request: {why}"),
-            ),
+            ManageError::Store(StoreError::Rejected(why)) => {
+                // The database's words stay in the server's log: they name
+                // tables and constraints callers have no business with.
+                tracing::warn!(target: "keygate::manage", error = %why, "key store refused a value");
+                Problem::invalid_field(
+                    "body",
+                    "the key store cannot keep a value of this request \
+                     (such as a NUL character in a string)",
+                )
+            }
             ManageError::NotRotatable(_) => Problem::not_rotatable(),
             ManageError::InvalidName => {
                 Problem::invalid_field("name", "must be 1 to 200 characters")
