@@ -372,7 +372,13 @@ impl<'de> Deserialize<'de> for Quotas {
             }
         }
 
-        d.deserialize_any(Visitor)
+        // Only self-describing formats can say which of the two they hold;
+        // others (bincode, postcard) get the text form, as it is written.
+        if d.is_human_readable() {
+            d.deserialize_any(Visitor)
+        } else {
+            d.deserialize_str(Visitor)
+        }
     }
 }
 
