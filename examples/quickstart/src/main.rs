@@ -1,7 +1,7 @@
 //! keygate quickstart: a small notes API behind API keys.
 //!
 //! ```text
-//! cargo run --example quickstart --features manage
+//! cargo run -p keygate-quickstart
 //! ```
 //!
 //! It listens on 127.0.0.1:3000 (set `KEYGATE_ADDR` to change that). Keys
@@ -12,8 +12,8 @@
 //! only their SHA-256 digests, so it cannot print them again — run with
 //! `-- --new-keys` to revoke them and issue fresh ones.
 //!
-//! With the `manage` feature the key-management API is mounted at `/admin`
-//! (`/admin/keys`, `/admin/openapi.json`; the admin key may use it).
+//! The key-management API is mounted at `/admin` (`/admin/keys`,
+//! `/admin/openapi.json`; the admin key may use it).
 //! Every authentication attempt is logged to stderr as a `keygate::audit`
 //! event (set `RUST_LOG` to change the filter, default `info`).
 //!
@@ -80,7 +80,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = notes.merge(stats_route).with_state(Notes::default());
     // The key-management API protects itself (admin or keys:manage keys),
     // with its own rules rather than the method scopes above.
-    #[cfg(feature = "manage")]
     let app = app.nest("/admin", keygate::manage::router(&keys));
 
     let addr = std::env::var("KEYGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
@@ -103,7 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "Reusing the demo keys issued on the first run; they were printed then as \
                  KEYGATE_READ_KEY=… and KEYGATE_ADMIN_KEY=…. keygate keeps only their digests, \
                  so it cannot show them again. Lost them? Stop and run \
-                 `cargo run --example quickstart --features manage -- --new-keys`."
+                 `cargo run -p keygate-quickstart -- --new-keys`."
             );
         }
     }
@@ -211,7 +210,7 @@ curl -i -H "X-API-Key: $KEYGATE_READ_KEY" {url}/admin/stats
 curl -i -X POST -H "X-API-Key: $KEYGATE_ADMIN_KEY" -H 'Content-Type: application/json' -d '{{"text":"hi"}}' {url}/notes
 curl -i -H "X-API-Key: $KEYGATE_ADMIN_KEY" {url}/admin/stats
 
-# the key-management API (run with --features manage): list the demo keys, never their secrets
+# the key-management API: list the demo keys, never their secrets
 curl -s -H "X-API-Key: $KEYGATE_ADMIN_KEY" '{url}/admin/keys?owner=service:quickstart'
 
 # 429: ten quick requests against a quota of 5 per second
