@@ -6,6 +6,8 @@
 //! Needs `KEYGATE_TEST_POSTGRES_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`);
 //! skipped without it, failing when `CI=true`.
 
+mod common;
+
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -23,13 +25,14 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tower::ServiceExt;
 
 fn postgres_url() -> Option<String> {
-    match std::env::var("KEYGATE_TEST_POSTGRES_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but KEYGATE_TEST_POSTGRES_URL is not set")
+    const VAR: &str = "KEYGATE_TEST_POSTGRES_URL";
+    match std::env::var(VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but {VAR} is not set")
         }
-        Err(_) => {
-            eprintln!("skipped: KEYGATE_TEST_POSTGRES_URL not set");
+        _ => {
+            common::say_skipped(VAR, "postgres://postgres@127.0.0.1:5432/test");
             None
         }
     }

@@ -30,7 +30,7 @@ async fn test_redis() -> Option<Client> {
         Ok(url) if !url.trim().is_empty() => url,
         _ if ci => panic!("{VAR} is not set but CI=true: the Redis tests must run in CI"),
         _ => {
-            eprintln!("skipped: {VAR} not set");
+            common::say_skipped(VAR, "redis://127.0.0.1:6379");
             return None;
         }
     };

@@ -38,6 +38,20 @@ use tracing_subscriber::fmt::MakeWriter;
 
 keygate::scope!(pub(crate) BillingRead = "billing:read");
 
+/// Says that the current test is skipped because `var` is unset, on the
+/// terminal: written to stderr directly, which the test harness does not
+/// capture (it captures `eprintln!`), so a plain `cargo test` shows it.
+pub(crate) fn say_skipped(var: &str, example: &str) {
+    use std::io::Write as _;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "skipped {test}: {var} is not set (set it, e.g. {var}={example}, to run it; \
+         with CI=true it fails instead)"
+    );
+}
+
 /// A builder over a fresh memory store.
 pub(crate) fn builder() -> KeygateBuilder {
     Keygate::builder(MemoryStore::new())

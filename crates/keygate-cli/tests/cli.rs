@@ -771,6 +771,20 @@ fn errors_exit_non_zero_and_say_what_to_do() {
     );
 }
 
+/// Says that the current test is skipped because `var` is unset, on the
+/// terminal: written to stderr directly, which the test harness does not
+/// capture (it captures `eprintln!`), so a plain `cargo test` shows it.
+fn say_skipped(var: &str, example: &str) {
+    use std::io::Write as _;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "skipped {test}: {var} is not set (set it, e.g. {var}={example}, to run it; \
+         with CI=true it fails instead)"
+    );
+}
+
 /// The PostgreSQL URL to test against, as in keygate-sqlx's suite: `None`
 /// (after saying so) when unset outside CI; a failure when unset in CI.
 fn postgres_url() -> Option<String> {
@@ -782,7 +796,7 @@ fn postgres_url() -> Option<String> {
              (e.g. {VAR}=postgres://postgres@127.0.0.1:5432/test)"
         ),
         _ => {
-            eprintln!("skipped: {VAR} not set");
+            say_skipped(VAR, "postgres://postgres@127.0.0.1:5432/test");
             None
         }
     }

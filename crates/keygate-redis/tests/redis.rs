@@ -49,7 +49,7 @@ async fn test_redis() -> Option<Client> {
              Start a Redis server and set {VAR} (e.g. redis://127.0.0.1:6379)"
         ),
         _ => {
-            eprintln!("skipped: {VAR} not set");
+            say_skipped(VAR, "redis://127.0.0.1:6379");
             return None;
         }
     };
@@ -64,6 +64,20 @@ async fn test_redis() -> Option<Client> {
         Ok(Err(e)) => panic!("{VAR}={url:?} is set but Redis does not answer: {e}"),
         Err(_) => panic!("{VAR}={url:?} is set but Redis does not answer within 3 s"),
     }
+}
+
+/// Says that the current test is skipped because `var` is unset, on the
+/// terminal: written to stderr directly, which the test harness does not
+/// capture (it captures `eprintln!`), so a plain `cargo test` shows it.
+fn say_skipped(var: &str, example: &str) {
+    use std::io::Write as _;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "skipped {test}: {var} is not set (set it, e.g. {var}={example}, to run it; \
+         with CI=true it fails instead)"
+    );
 }
 
 fn unique_prefix(test: &str) -> String {

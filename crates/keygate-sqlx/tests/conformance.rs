@@ -2,7 +2,7 @@
 //! `SqliteStore` and `PostgresStore` must behave alike.
 //!
 //! PostgreSQL tests run against `KEYGATE_TEST_POSTGRES_URL`, each in a fresh
-//! schema; without the variable they print `skipped: …` and pass (outside CI).
+//! schema; without the variable they print `skipped <test>: …` and pass (outside CI).
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! separate pools stand for two nodes sharing one database.
 //!
 //! Needs `KEYGATE_TEST_POSTGRES_URL`; without it each test prints
-//! `skipped: …` and passes (outside CI).
+//! `skipped <test>: …` and passes (outside CI).
 
 mod common;
 

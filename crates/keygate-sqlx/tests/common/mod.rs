@@ -122,6 +122,20 @@ fn remove_sqlite_files(path: &std::path::Path) {
     }
 }
 
+/// Says that the current test is skipped because `var` is unset, on the
+/// terminal: written to stderr directly, which the test harness does not
+/// capture (it captures `eprintln!`), so a plain `cargo test` shows it.
+fn say_skipped(var: &str, example: &str) {
+    use std::io::Write as _;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "skipped {test}: {var} is not set (set it, e.g. {var}={example}, to run it; \
+         with CI=true it fails instead)"
+    );
+}
+
 /// The PostgreSQL URL to test against, or `None` (after saying so) when the
 /// variable is unset outside CI. In CI (`CI=true`) a missing variable fails
 /// the test: CI must not pass by testing nothing.
@@ -133,7 +147,7 @@ pub fn postgres_url() -> Option<String> {
              (e.g. {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/test)"
         ),
         _ => {
-            eprintln!("skipped: {POSTGRES_URL_VAR} not set");
+            say_skipped(POSTGRES_URL_VAR, "postgres://postgres@127.0.0.1:5432/test");
             None
         }
     }
