@@ -7,9 +7,9 @@
 //! are logged at `INFO`; admissions at `INFO` unless
 //! [`KeygateBuilder::audit_admitted_level`](crate::KeygateBuilder::audit_admitted_level)
 //! says otherwise. Requests without a key in optional mode are logged at
-//! `DEBUG` with outcome `anonymous`. Admitted requests of keys near expiry or in a rotation grace
-//! period add `reminder` (`expires_soon`, `rotated_grace_period`) and
-//! `sunset`.
+//! `DEBUG` with outcome `anonymous`. Admitted requests of keys near expiry
+//! or in a rotation grace period add `reminder` (`expires_soon`,
+//! `rotated_grace_period`) and `sunset`.
 //!
 //! With [`KeygateBuilder::audit_log`](crate::KeygateBuilder::audit_log) the
 //! same attempts are also persisted, batched, off the request path.

@@ -13,12 +13,7 @@ use tracing::Level;
 
 #[tokio::test]
 async fn admissions_log_at_the_chosen_level_and_refusals_at_info() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(Level::INFO)
-        .with_writer(capture.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::install(Level::INFO);
 
     let default = builder().build();
     let quiet = builder().audit_admitted_level(Level::DEBUG).build();

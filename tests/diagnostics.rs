@@ -16,13 +16,7 @@ use keygate::{
 
 #[tokio::test]
 async fn an_unknown_client_address_is_warned_about_once() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(capture.clone())
-        .with_target(true)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::install(tracing::Level::INFO);
     let keys = builder().build();
     let key = issue(
         &keys,

@@ -59,13 +59,7 @@ async fn create(keys: &Keygate, new: NewKey, seen: &mut Seen) -> (String, KeyId)
 
 #[tokio::test]
 async fn no_key_material_in_logs_debug_output_or_responses() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .with_target(true)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::install(tracing::Level::TRACE);
     let mut seen = Seen::default();
 
     let store = FlakyStore::default();

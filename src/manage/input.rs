@@ -5,8 +5,6 @@
 //! each with the path of the field it concerns (`scopes[1]`), instead of
 //! the first one only as a line of text.
 
-use std::net::IpAddr;
-
 use keygate_core::{Cursor, Environment, IpNet, KeyUpdate, Metadata, Owner, Quotas, Scope};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -304,14 +302,9 @@ fn networks(field: &str, v: &Value, errors: &mut Errors) -> Option<Vec<IpNet>> {
     (errors.0.len() == before).then_some(out)
 }
 
-/// `10.0.0.0/8`, or a single address (`192.0.2.7` for `192.0.2.7/32`).
-/// Host bits are cleared, so `10.1.2.3/8` is kept as `10.0.0.0/8`.
+/// See [`keygate_core::parse_allowed_net`].
 fn network(s: &str) -> Result<IpNet, String> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .map(|n| n.trunc())
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| {
+    keygate_core::parse_allowed_net(s).ok_or_else(|| {
             format!("{s:?} is not a network: write CIDR such as `10.0.0.0/8` or `2001:db8::/32`, or a single address")
         })
 }

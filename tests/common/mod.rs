@@ -416,6 +416,18 @@ impl Reply {
 pub(crate) struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Capture {
+    /// Captures every `tracing` event up to `level`, formatted with its
+    /// target, on this thread until the guard is dropped.
+    pub(crate) fn install(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
+        let capture = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(capture.clone())
+            .with_target(true)
+            .finish();
+        (capture, tracing::subscriber::set_default(subscriber))
+    }
+
     /// What was written so far.
     pub(crate) fn text(&self) -> String {
         let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);

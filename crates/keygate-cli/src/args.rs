@@ -272,16 +272,14 @@ fn parse_scopes(s: &str) -> Result<Scopes, String> {
     })
 }
 
-/// A network in CIDR form, or a single address.
+/// A network in CIDR form, or a single address; host bits cleared, as the
+/// HTTP API does (see [`keygate_core::parse_allowed_net`]).
 fn parse_net(s: &str) -> Result<IpNet, String> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| {
-            "expected a network in CIDR form or an address, e.g. 10.0.0.0/8, 203.0.113.7 or \
+    keygate_core::parse_allowed_net(s).ok_or_else(|| {
+        "expected a network in CIDR form or an address, e.g. 10.0.0.0/8, 203.0.113.7 or \
              2001:db8::/32"
-                .to_owned()
-        })
+            .to_owned()
+    })
 }
 
 fn parse_metadata(s: &str) -> Result<Metadata, String> {
@@ -315,6 +313,7 @@ mod tests {
     #[test]
     fn networks_and_addresses_are_accepted() {
         assert_eq!(parse_net("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(
             parse_net("203.0.113.7").unwrap().to_string(),
             "203.0.113.7/32"

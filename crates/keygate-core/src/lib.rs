@@ -65,7 +65,7 @@ pub use limit::{
 };
 pub use manage::{CreatedKey, KeyManager, KeyUpdate, ManageError, NewKey};
 pub use quota::{InvalidQuota, Quota, Quotas};
-pub use record::{InvalidOwner, KeyInfo, KeyRecord, Metadata, Owner};
+pub use record::{InvalidOwner, KeyInfo, KeyRecord, Metadata, Owner, parse_allowed_net};
 pub use scope::{InvalidScope, MAX_SCOPE_LEN, Scope, Scopes};
 pub use store::{BoxFuture, Cursor, DynKeyStore, InvalidCursor, KeyStore, MemoryStore, Page};
 pub use usage::{Invalidation, InvalidationFeed, UsageBucket, UsageDelta, usage_bucket};

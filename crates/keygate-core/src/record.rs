@@ -163,6 +163,18 @@ impl KeyRecord {
     }
 }
 
+/// An entry of an IP allowlist as people write it: a network in CIDR form
+/// (`10.0.0.0/8`, `2001:db8::/32`) or a single address (`192.0.2.7`, kept
+/// as `192.0.2.7/32`). Host bits are cleared, so `10.1.2.3/8` is kept as
+/// `10.0.0.0/8`. `None` if it is neither.
+pub fn parse_allowed_net(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .ok()
+}
+
 pub(crate) fn ip_allowed(nets: &[IpNet], ip: IpAddr) -> bool {
     if nets.is_empty() {
         return true;

@@ -46,7 +46,9 @@ pub enum Invalidation {
     /// This key changed (revoked, updated, rotated, created).
     Key(KeyId),
     /// Anything may have changed: the feed lost messages (e.g. it
-    /// reconnected), so every cached entry must be dropped.
+    /// reconnected), so every cached entry must be re-read from the store
+    /// before it is served again (see
+    /// [`Verifier::invalidate_all`](crate::Verifier::invalidate_all)).
     All,
 }
 

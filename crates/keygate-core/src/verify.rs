@@ -265,8 +265,8 @@ pub struct Verifier {
     cache: moka::sync::Cache<KeyId, Arc<CachedKey>>,
     // moka decides what stays (size bound, idle timeout, eviction); a read
     // through moka records the access and reads the clock, 150+ ns. Warm
-    // hits read this mirror instead and tell moka at most once a second per
-    // key, so its policy still sees the key in use.
+    // hits read this mirror instead and tell moka at most once per
+    // `touch_every` per key, so its policy still sees the key in use.
     hot: Hot,
     // Seconds between the reads moka is told about, per key: a tenth of the
     // TTL (at least 1 s). moka evicts idle entries after max_stale, so this
