@@ -117,7 +117,8 @@ impl KeyView {
 }
 
 /// A key just issued: the key itself, shown this once, and its record.
-#[derive(Debug, Serialize, ToSchema)]
+/// Its `Debug` leaves the key out.
+#[derive(Serialize, ToSchema)]
 #[schema(as = CreatedKey)]
 pub(super) struct CreatedKeyView<'a> {
     /// The whole API key. It is not stored anywhere and is never shown
@@ -126,6 +127,15 @@ pub(super) struct CreatedKeyView<'a> {
     pub(super) key: &'a str,
     #[serde(flatten)]
     pub(super) record: KeyView,
+}
+
+impl std::fmt::Debug for CreatedKeyView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKeyView")
+            .field("key", &"[redacted]")
+            .field("record", &self.record)
+            .finish()
+    }
 }
 
 /// One page of an owner's keys, newest first.

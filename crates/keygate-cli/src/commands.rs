@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use keygate_core::{
-    AuditEvent, AuditLog, AuditQuery, CreatedKey, Cursor, Environment, KeyId, KeyManager,
+    AuditEvent, AuditLog, AuditQuery, CreatedKey, Cursor, Environment, ID_LEN, KeyId, KeyManager,
     KeyRecord, KeyUpdate, ManageError, NewKey, Page, Quota, Quotas, time::OffsetDateTime,
 };
 use serde_json::json;
@@ -558,11 +558,21 @@ fn parse_id(s: &str, prefix: &str) -> Result<KeyId, CliError> {
              consider rotating this one"
         )));
     }
-    Err(CliError::usage(format!(
-        "invalid key id {:?}: a key id is exactly 10 letters and digits",
-        printable(s)
-    ))
-    .hint("`keygate keys list --owner …` shows key ids"))
+    // Echo only what is short enough to be a mistyped id: a longer string
+    // may be a key's secret part, pasted on its own.
+    let message = if s.len() <= ID_LEN + 2 {
+        format!(
+            "invalid key id {:?}: a key id is exactly 10 letters and digits",
+            printable(s)
+        )
+    } else {
+        format!(
+            "that is not a key id ({} characters, not shown): a key id is exactly 10 letters \
+             and digits",
+            s.chars().count()
+        )
+    };
+    Err(CliError::usage(message).hint("`keygate keys list --owner …` shows key ids"))
 }
 
 /// `s`, quoted for a POSIX shell if it needs to be.

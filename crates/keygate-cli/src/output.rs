@@ -116,7 +116,8 @@ impl KeyView {
 }
 
 /// A key just issued: the key itself, shown this once, and its record.
-#[derive(Debug, Serialize)]
+/// Its `Debug` leaves the key out.
+#[derive(Serialize)]
 pub(crate) struct CreatedView<'a> {
     pub(crate) key: &'a str,
     #[serde(flatten)]
@@ -124,6 +125,16 @@ pub(crate) struct CreatedView<'a> {
     /// For a rotation: the key it replaces, as it is now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) replaces: Option<KeyView>,
+}
+
+impl std::fmt::Debug for CreatedView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedView")
+            .field("key", &"[redacted]")
+            .field("record", &self.record)
+            .field("replaces", &self.replaces)
+            .finish()
+    }
 }
 
 /// One page of an owner's keys.

@@ -10,7 +10,8 @@ use std::{
 };
 
 use keygate_core::{
-    Environment, KeyFormat, KeyHasher, KeyId, KeyRecord, KeyStore, UsageDelta, usage_bucket,
+    CHECKSUM_LEN, Environment, KeyFormat, KeyHasher, KeyId, KeyRecord, KeyStore, SECRET_LEN,
+    UsageDelta, usage_bucket,
 };
 use keygate_sqlx::{
     PostgresStore, SqliteStore,
@@ -691,6 +692,20 @@ fn errors_exit_non_zero_and_say_what_to_do() {
         "looks like a whole API key",
     );
     assert!(!run.stderr.contains(whole.expose_secret()), "{run:#?}");
+    // The secret part alone (with or without its checksum) is not echoed
+    // either.
+    let key = whole.expose_secret();
+    let secret_and_checksum = &key[key.len() - SECRET_LEN - CHECKSUM_LEN..];
+    let secret = &secret_and_checksum[..SECRET_LEN];
+    for part in [secret, secret_and_checksum] {
+        let run = db.fails(
+            &["keys", "show", part],
+            2,
+            "a key id is exactly 10 letters and digits",
+        );
+        assert!(!run.stderr.contains(part), "{run:#?}");
+        assert!(!run.stdout.contains(part), "{run:#?}");
+    }
     db.fails(&["keys", "update", "Ab3Cd5Ef7G"], 2, "nothing to update");
     db.fails(
         &[
