@@ -99,8 +99,14 @@ impl Breaker {
     }
 
     pub(crate) fn success(&self) -> Transition {
-        self.failures.store(0, Ordering::Relaxed);
-        if self.open_until.swap(CLOSED, Ordering::AcqRel) == CLOSED {
+        // Loads first: on a healthy Redis every decision lands here, and
+        // unconditional writes would bounce this line between all cores.
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        if self.open_until.load(Ordering::Acquire) == CLOSED
+            || self.open_until.swap(CLOSED, Ordering::AcqRel) == CLOSED
+        {
             Transition::None
         } else {
             Transition::Closed

@@ -79,7 +79,10 @@ pub(crate) fn state_key(prefix: &str, family: KeyId, quota: Quota) -> String {
 /// just over (refused) the tolerance.
 ///
 /// `None` if the reply does not have the script's shape.
-pub(crate) fn decide(quotas: &[Gcra], reply: &[i64]) -> Option<Decision> {
+pub(crate) fn decide<Q>(quotas: Q, reply: &[i64]) -> Option<Decision>
+where
+    Q: ExactSizeIterator<Item = Gcra> + Clone,
+{
     let (&applied, debts) = reply.split_first()?;
     if debts.len() != quotas.len() {
         return None;
@@ -89,9 +92,7 @@ pub(crate) fn decide(quotas: &[Gcra], reply: &[i64]) -> Option<Decision> {
         0 => false,
         _ => return None,
     };
-    let pairs = quotas
-        .iter()
-        .zip(debts.iter().map(|&d| u64::try_from(d).unwrap_or(0)));
+    let pairs = quotas.zip(debts.iter().map(|&d| u64::try_from(d).unwrap_or(0)));
     if applied {
         return pairs
             .map(|(g, debt)| g.decide(debt.min(g.tolerance())))
@@ -130,7 +131,7 @@ mod tests {
                 *d += p.emission_interval();
             }
         }
-        decide(params, &reply)
+        decide(params.iter().copied(), &reply)
     }
 
     #[test]
@@ -178,11 +179,12 @@ mod tests {
     #[test]
     fn malformed_replies_are_none() {
         let p = [Gcra::new(Quota::per_second(1))];
-        assert_eq!(decide(&p, &[]), None);
-        assert_eq!(decide(&p, &[1]), None);
-        assert_eq!(decide(&p, &[1, 0, 0]), None);
-        assert_eq!(decide(&[], &[1]), None);
-        assert_eq!(decide(&p, &[2, 0]), None);
+        let p = || p.iter().copied();
+        assert_eq!(decide(p(), &[]), None);
+        assert_eq!(decide(p(), &[1]), None);
+        assert_eq!(decide(p(), &[1, 0, 0]), None);
+        assert_eq!(decide(std::iter::empty::<Gcra>(), &[1]), None);
+        assert_eq!(decide(p(), &[2, 0]), None);
     }
 
     #[test]
@@ -191,10 +193,10 @@ mod tests {
         // round a debt right at it either way.
         let g = Gcra::new(Quota::new(19, Duration::from_secs(366 * 86_400)).unwrap());
         let tau = i64::try_from(g.tolerance()).unwrap();
-        let admitted = decide(&[g], &[1, tau + 2]).unwrap();
+        let admitted = decide(std::iter::once(g), &[1, tau + 2]).unwrap();
         assert!(admitted.allowed);
         assert_eq!(admitted.remaining, 0);
-        let refused = decide(&[g], &[0, tau - 2]).unwrap();
+        let refused = decide(std::iter::once(g), &[0, tau - 2]).unwrap();
         assert!(!refused.allowed);
         assert_eq!(refused.retry_after, Duration::from_nanos(1));
     }

@@ -363,19 +363,17 @@ impl Inner {
     }
 
     async fn eval(&self, family: KeyId, quotas: &Quotas) -> Result<Decision, Error> {
+        let gcras = || quotas.iter().map(|&q| Gcra::new(q));
         let mut invocation = self.script.prepare_invoke();
-        let mut params = Vec::with_capacity(quotas.len());
-        for &quota in quotas {
-            let p = Gcra::new(quota);
+        for p in gcras() {
             invocation
-                .key(gcra::state_key(&self.prefix, family, quota))
+                .key(gcra::state_key(&self.prefix, family, p.quota()))
                 .arg(p.emission_interval())
                 .arg(p.tolerance());
-            params.push(p);
         }
         let mut conn = self.conn.clone();
         let reply: Vec<i64> = invocation.invoke_async(&mut conn).await?;
-        gcra::decide(&params, &reply).ok_or(Error::UnexpectedReply)
+        gcra::decide(gcras(), &reply).ok_or(Error::UnexpectedReply)
     }
 
     fn fall_back(
