@@ -215,7 +215,18 @@ async fn several_quotas_set_over_http_are_enforced_at_once() {
     assert_eq!(patched.expect(StatusCode::OK)["rate_limit"], "2/h,100/d");
     assert_eq!(h.notes(&key).await, StatusCode::OK);
     assert_eq!(h.notes(&key).await, StatusCode::OK);
-    assert_eq!(h.notes(&key).await, StatusCode::TOO_MANY_REQUESTS);
+    // Refused by the hourly quota (one request every 30 minutes), which
+    // the 429 names.
+    let refused = h.call(Method::GET, "/notes", Some(&key), None).await;
+    let problem = refused.problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("2 requests per hour"), "{detail}");
+    let retry: u64 = refused.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1_790..=1_800).contains(&retry), "Retry-After {retry}");
 }
 
 #[tokio::test]

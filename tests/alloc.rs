@@ -1,7 +1,7 @@
 //! Heap allocations on the success path: what one admitted request costs
 //! through keygate beyond the bare router, with a warm cache.
 //!
-//! DESIGN.md's budget allows no allocation per request "beyond what
+//! The design budget allows no allocation per request "beyond what
 //! extensions need". This counts them with a counting global allocator, prints
 //! the figures, and fails if keygate's extra count grows.
 
