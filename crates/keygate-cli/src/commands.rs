@@ -296,13 +296,7 @@ async fn update(ctx: &Ctx, args: UpdateArgs) -> Result<(), CliError> {
             (None, false) => None,
         },
     };
-    let nothing = changes.name.is_none()
-        && changes.scopes.is_none()
-        && changes.rate_limit.is_none()
-        && changes.allowed_ips.is_none()
-        && changes.metadata.is_none()
-        && changes.expires_at.is_none();
-    if nothing {
+    if changes.is_empty() {
         return Err(CliError::usage("nothing to update").hint(
             "pass at least one of --name, --scopes, --rate-limit or --no-rate-limit, \
              --expires-in or --no-expiry, --allow-ip or --any-ip, --metadata",

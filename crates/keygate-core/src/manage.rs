@@ -158,6 +158,26 @@ pub struct KeyUpdate {
     pub expires_at: Option<Option<time::OffsetDateTime>>,
 }
 
+impl KeyUpdate {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        let Self {
+            name,
+            scopes,
+            rate_limit,
+            allowed_ips,
+            metadata,
+            expires_at,
+        } = self;
+        name.is_none()
+            && scopes.is_none()
+            && rate_limit.is_none()
+            && allowed_ips.is_none()
+            && metadata.is_none()
+            && expires_at.is_none()
+    }
+}
+
 /// Issues, lists, updates and revokes keys in a store.
 ///
 /// Changes made through a manager that shares its [`Verifier`] with a layer
