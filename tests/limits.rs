@@ -445,13 +445,7 @@ async fn several_quotas_on_a_key_are_all_or_nothing() {
     let keys = builder_on(&clock).build();
     // 2 per minute and 3 per hour.
     let both = Quota::per_minute(2).and(Quota::per_hour(3));
-    let key = issue(
-        &keys,
-        NewKey::new(Owner::user("u1"), "two quotas")
-            .scopes([Scope::READ])
-            .rate_limit(both),
-    )
-    .await;
+    let key = issue_limited(&keys, both).await;
     let app = TestApp::new(&keys);
 
     // The per-minute quota is the closer one, so its numbers are sent.
@@ -519,13 +513,7 @@ async fn several_quotas_are_exact_under_concurrency() {
     const TASKS: usize = 32;
     const EACH: usize = 8;
     let keys = builder().build();
-    let key = issue(
-        &keys,
-        NewKey::new(Owner::user("u1"), "two quotas")
-            .scopes([Scope::READ])
-            .rate_limit(Quota::per_hour(40).and(Quota::per_day(1_000))),
-    )
-    .await;
+    let key = issue_limited(&keys, Quota::per_hour(40).and(Quota::per_day(1_000))).await;
     let app = TestApp::new(&keys);
     let admitted = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..TASKS)

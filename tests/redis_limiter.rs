@@ -11,11 +11,8 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{TestApp, builder, issue, key_id};
-use keygate::{
-    Keygate,
-    core::{Gcra, NewKey, Owner, Quota, Quotas, Scope},
-};
+use common::{TestApp, builder, issue_limited, key_id};
+use keygate::core::{Gcra, Quota};
 use keygate_redis::{
     FallbackPolicy, RedisLimiter,
     redis::{self, Client},
@@ -65,16 +62,6 @@ fn redis_limiter(client: Client, prefix: &str, fallback: FallbackPolicy) -> Redi
         .unwrap()
 }
 
-async fn issue_with(keys: &Keygate, quotas: Quotas) -> String {
-    issue(
-        keys,
-        NewKey::new(Owner::user("u1"), "limited")
-            .scopes([Scope::READ])
-            .rate_limit(quotas),
-    )
-    .await
-}
-
 /// What a client sees of one response's rate limiting.
 fn seen(res: &common::Reply) -> (u16, Option<u64>, Option<u64>, Option<u64>, Option<u64>) {
     let n = |h| res.header(h).map(|v| v.parse().unwrap());
@@ -103,8 +90,8 @@ async fn redis_answers_as_governor_does_and_refusals_cost_nothing() {
     // Nothing refills within the test: one request per 20 s, and per 12 min.
     let (minute, hour) = (Quota::per_minute(3), Quota::per_hour(5));
     let both = minute.and(hour);
-    let shared_key = issue_with(&shared, both.clone()).await;
-    let local_key = issue_with(&local, both).await;
+    let shared_key = issue_limited(&shared, both.clone()).await;
+    let local_key = issue_limited(&local, both).await;
     let (shared_app, local_app) = (TestApp::new(&shared), TestApp::new(&local));
 
     for i in 0..6 {
@@ -163,7 +150,7 @@ async fn with_redis_away_the_layer_follows_the_fallback_policy() {
 
     let local = redis_limiter(closed.clone(), "unused", FallbackPolicy::Local);
     let keys = builder().rate_limiter(local.clone()).build();
-    let key = issue_with(&keys, both.clone()).await;
+    let key = issue_limited(&keys, both.clone()).await;
     let app = TestApp::new(&keys);
     for _ in 0..3 {
         app.get("/notes", &key).await.assert_ok();
@@ -181,7 +168,7 @@ async fn with_redis_away_the_layer_follows_the_fallback_policy() {
         .rate_limiter(reject)
         .unavailable_retry_after(Duration::from_secs(7))
         .build();
-    let key = issue_with(&keys, both).await;
+    let key = issue_limited(&keys, both).await;
     let app = TestApp::new(&keys);
     for _ in 0..3 {
         let res = app.get("/notes", &key).await;

@@ -77,13 +77,13 @@ pub(crate) async fn issue_scoped<const N: usize>(keys: &Keygate, scopes: [Scope;
     .await
 }
 
-/// Issues a `read` key with its own quota.
-pub(crate) async fn issue_limited(keys: &Keygate, quota: Quota) -> String {
+/// Issues a `read` key with its own quota, or several.
+pub(crate) async fn issue_limited(keys: &Keygate, quotas: impl Into<Quotas>) -> String {
     issue(
         keys,
         NewKey::new(Owner::user("u1"), "limited")
             .scopes([Scope::READ])
-            .rate_limit(quota),
+            .rate_limit(quotas),
     )
     .await
 }
