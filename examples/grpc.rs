@@ -37,15 +37,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
 
-    // The server: keygate's layer in front of the tonic service. gRPC calls
-    // get gRPC statuses; scopes come from the method names (Get*/List* need
-    // `read`, Delete* `delete`, others `write`).
+    // The server: keygate's gRPC layer in front of the tonic service. Every
+    // call is judged by its method path, whatever its headers say, and
+    // refused with a gRPC status; scopes come from the method names
+    // (Get*/List* need `read`, Delete* `delete`, others `write`).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .layer(keys.layer())
+            .layer(keys.grpc_layer())
             .add_service(NotesServer::default())
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;

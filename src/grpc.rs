@@ -1,9 +1,16 @@
 //! gRPC: scopes from method paths, and rejections as gRPC statuses.
 //!
-//! The layer recognises a gRPC call by its `content-type: application/grpc…`
-//! and answers it the way gRPC clients expect: a trailers-only response
-//! (HTTP 200, `grpc-status`, `grpc-message`, no body). Plain HTTP requests on
-//! the same server keep their HTTP rejections.
+//! A layer protects gRPC services when it is configured to
+//! ([`Keygate::grpc_layer`](crate::Keygate::grpc_layer), or
+//! [`Protocol::Grpc`](crate::Protocol) on the builder or a layer); nothing in
+//! the request chooses. Such a layer judges every request by its method path
+//! with [`GrpcScopes`], refuses anything that is not a gRPC call
+//! (`POST /package.Service/Method`, service and method made of letters,
+//! digits, `_` and, in the service, `.`), and answers every refusal the way
+//! gRPC clients expect: a trailers-only response (HTTP 200, `grpc-status`,
+//! `grpc-message`, no body). An HTTP layer refuses gRPC calls instead
+//! (`wrong_protocol`), so a gRPC service mounted behind the wrong layer fails
+//! loudly rather than being judged by HTTP method rules.
 //!
 //! | rejection | gRPC status |
 //! |---|---|
@@ -12,6 +19,7 @@
 //! | scope, IP allowlist | `PERMISSION_DENIED` (7) |
 //! | rate limited | `RESOURCE_EXHAUSTED` (8), with `retry-after` (seconds) and `grpc-retry-pushback-ms` metadata |
 //! | store or limiter unavailable | `UNAVAILABLE` (14), with `retry-after` |
+//! | not a gRPC call (`wrong_protocol`) | `INVALID_ARGUMENT` (3) |
 //! | layer missing | `INTERNAL` (13) |
 //!
 //! The key is read from the same places as for HTTP: `x-api-key` metadata,
@@ -25,22 +33,46 @@ use keygate_core::Scope;
 
 use crate::rejection::{Rejection, ceil_secs, insert_rate_limit_headers};
 
-/// Whether a request is a gRPC call.
-pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
+/// Whether a request says it is a gRPC (or gRPC-Web) call. Only an HTTP
+/// layer asks, to refuse it: what a request says never picks the rules.
+pub(crate) fn claims_grpc<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// Whether `path` is a gRPC method path, `/package.Service/Method`: the
+/// only paths a gRPC layer can judge. Names are protobuf identifiers, so
+/// nothing percent-encoded, no empty or extra segments.
+pub(crate) fn is_call_path(path: &str) -> bool {
+    let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+        return false;
+    };
+    let ident = |s: &str, dots: bool| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || (dots && b == b'.'))
+    };
+    ident(service, true) && ident(method, false)
+}
+
 /// Which scope a gRPC method needs.
 ///
 /// Every gRPC call is a `POST`, so the HTTP method says nothing; the
-/// method's name does. The default rule, on the method name (the part of
-/// the path after the last `/`):
+/// method's name does. The default rule reads the method name (the part of
+/// the path after the last `/`) as CamelCase words:
 ///
-/// * `Get…`, `List…`, `Watch…`, `Search…` → `read`;
-/// * `Delete…`, `Remove…` → `delete`;
+/// * first word `Get`, `List`, `Watch` or `Search` → `read`, unless a later
+///   word is a verb that changes something (`Create`, `Update`, `Set`,
+///   `Delete`, …) or joins another action (`Or`, `And`, `Then`):
+///   `GetOrCreateNote` and `ListAndDeleteNotes` are not reads;
+/// * first word `Delete` or `Remove` → `delete`, unless a later word joins
+///   another action (`DeleteAndRecreate`);
+/// * a name that joins a deletion with another action → `admin`;
 /// * anything else → `write`.
+///
+/// Only whole words count: `Getaway` is not a read, `Removed` not a
+/// deletion.
 ///
 /// Replace it per method (`/pkg.Service/Method`) or per service
 /// (`pkg.Service`); the most specific entry wins.
@@ -113,15 +145,78 @@ impl GrpcScopes {
         if !self.by_name {
             return self.fallback.as_ref();
         }
-        let starts = |prefixes: &[&str]| prefixes.iter().any(|p| method.starts_with(p));
-        if starts(&["Get", "List", "Watch", "Search"]) {
-            Some(&Scope::READ)
-        } else if starts(&["Delete", "Remove"]) {
-            Some(&Scope::DELETE)
-        } else {
-            self.fallback.as_ref()
+        match NameRule::of(method) {
+            NameRule::Read => Some(&Scope::READ),
+            NameRule::Delete => Some(&Scope::DELETE),
+            NameRule::Combined => Some(&Scope::ADMIN),
+            NameRule::Other => self.fallback.as_ref(),
         }
     }
+}
+
+/// What the default rule makes of a method name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NameRule {
+    Read,
+    Delete,
+    /// A deletion joined with another action.
+    Combined,
+    Other,
+}
+
+impl NameRule {
+    const READS: [&'static str; 4] = ["Get", "List", "Watch", "Search"];
+    const DELETES: [&'static str; 2] = ["Delete", "Remove"];
+    const JOINS: [&'static str; 3] = ["Or", "And", "Then"];
+    const CHANGES: [&'static str; 18] = [
+        "Create", "Update", "Set", "Put", "Insert", "Upsert", "Write", "Patch", "Add", "Modify",
+        "Replace", "Clear", "Reset", "Delete", "Remove", "Move", "Rename", "Purge",
+    ];
+
+    fn of(method: &str) -> Self {
+        let mut words = camel_words(method);
+        let Some(first) = words.next() else {
+            return Self::Other;
+        };
+        let (mut joins, mut changes, mut deletes) = (false, false, false);
+        for word in words {
+            joins |= Self::JOINS.contains(&word);
+            changes |= Self::CHANGES.contains(&word);
+            deletes |= Self::DELETES.contains(&word);
+        }
+        if Self::DELETES.contains(&first) {
+            return if joins { Self::Combined } else { Self::Delete };
+        }
+        if deletes && joins {
+            return Self::Combined;
+        }
+        if Self::READS.contains(&first) && !joins && !changes {
+            return Self::Read;
+        }
+        Self::Other
+    }
+}
+
+/// `GetOrCreateNote` → `Get`, `Or`, `Create`, `Note`; digits and `_` end a
+/// word (`Get_note` → `Get`, `note`).
+fn camel_words(name: &str) -> impl Iterator<Item = &str> {
+    let bytes = name.as_bytes();
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        while start < bytes.len() && !bytes[start].is_ascii_alphabetic() {
+            start += 1;
+        }
+        if start >= bytes.len() {
+            return None;
+        }
+        let mut end = start + 1;
+        while end < bytes.len() && bytes[end].is_ascii_lowercase() {
+            end += 1;
+        }
+        let word = &name[start..end];
+        start = end;
+        Some(word)
+    })
 }
 
 impl Rejection {
@@ -145,6 +240,8 @@ impl Rejection {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
+        // An HTTP 200 that a shared cache must never keep.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert("grpc-status", self.grpc_code().into());
         let message = format!("{}: {}", self.code(), self.detail());
         if let Ok(v) = HeaderValue::from_str(&percent_encode(&message)) {
@@ -260,6 +357,57 @@ mod tests {
         assert_eq!(s.required("/a.B/GetThing"), None);
         assert_eq!(s.required("/a.B/ListThings"), Some(&Scope::ADMIN));
         assert_eq!(GrpcScopes::none().required("/a.B/DeleteThing"), None);
+    }
+
+    #[test]
+    fn names_that_join_or_change_are_not_reads() {
+        let s = GrpcScopes::default();
+        for (method, scope) in [
+            ("GetOrCreateNote", &Scope::WRITE),
+            ("ListAndUpdate", &Scope::WRITE),
+            ("GetThenSetFlag", &Scope::WRITE),
+            ("SearchCreateRequests", &Scope::WRITE),
+            ("ListAndDeleteNotes", &Scope::ADMIN),
+            ("DeleteAndRecreate", &Scope::ADMIN),
+            ("CreateOrRemove", &Scope::ADMIN),
+            ("Getaway", &Scope::WRITE),
+            ("Removed", &Scope::WRITE),
+            ("GetUpdates", &Scope::READ),
+            ("Get", &Scope::READ),
+            ("Get_note", &Scope::READ),
+            ("ListNotesV2", &Scope::READ),
+            ("DeleteNote", &Scope::DELETE),
+            ("getNote", &Scope::WRITE),
+        ] {
+            assert_eq!(
+                s.required(&format!("/a.B/{method}")),
+                Some(scope),
+                "{method}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_method_paths_are_calls() {
+        for ok in ["/a.B/C", "/notes.v1.Notes/GetNote", "/x/y_z9"] {
+            assert!(is_call_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/",
+            "//",
+            "/a.B/",
+            "//GetNote",
+            "/a.B/Get/Note",
+            "/a.B/Get%4Eote",
+            "a.B/C",
+            "/a.B/C ",
+            "/a.B/C.D",
+            "/a-b/C",
+            "/a.B/Ünï",
+        ] {
+            assert!(!is_call_path(bad), "{bad}");
+        }
     }
 
     #[test]

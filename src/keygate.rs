@@ -16,7 +16,7 @@ use keygate_core::{
 };
 
 use crate::{
-    GrpcScopes, KeySources, KeygateLayer, MethodScopes, Rejection,
+    GrpcScopes, KeySources, KeygateLayer, MethodScopes, Protocol, Rejection,
     rejection::{RenderContext, Renderer},
     require_scope::RejectionRenderer,
 };
@@ -57,6 +57,7 @@ pub(crate) struct Shared {
     pub(crate) sources: KeySources,
     pub(crate) optional: bool,
     pub(crate) strip: bool,
+    pub(crate) protocol: Protocol,
     pub(crate) method_scopes: MethodScopes,
     pub(crate) grpc_scopes: GrpcScopes,
     pub(crate) extra_scopes: Vec<keygate_core::Scope>,
@@ -92,8 +93,22 @@ impl Keygate {
 
     /// A tower layer that authenticates every request of the service it
     /// wraps. All layers from one `Keygate` share its cache and limiter.
+    ///
+    /// It protects the [`Protocol`] set on the builder (default
+    /// [`Protocol::Http`]); see [`grpc_layer`](Self::grpc_layer) for gRPC
+    /// services.
     pub fn layer(&self) -> KeygateLayer {
         KeygateLayer::new(Arc::clone(&self.shared))
+    }
+
+    /// A layer for gRPC services: the same cache, limiter and store as
+    /// [`layer`](Self::layer), judging every call by its method path with the
+    /// builder's [`GrpcScopes`] and answering with gRPC statuses. Put it on the
+    /// gRPC service itself (tonic's `Server::builder().layer(..)`, or
+    /// `route_service(path, keys.grpc_layer().layer(svc))` in an axum
+    /// router), never on plain HTTP routes; see [`Protocol`].
+    pub fn grpc_layer(&self) -> KeygateLayer {
+        self.layer().protocol(Protocol::Grpc)
     }
 
     /// Issues, lists, updates and revokes keys. Changes take effect on this
@@ -139,21 +154,32 @@ impl Keygate {
 }
 
 impl Shared {
-    /// The response for a rejection: a gRPC status for gRPC calls, else the
-    /// application's handler or problem+json.
-    pub(crate) fn reject<B>(&self, rejection: &Rejection, req: &Request<B>) -> Response<Bytes> {
-        if crate::grpc::is_grpc(req) {
-            return rejection.to_grpc_response();
-        }
+    /// The response for a rejection, in the layer's protocol: a gRPC status
+    /// on a gRPC layer, else the application's handler or problem+json.
+    pub(crate) fn reject(&self, rejection: &Rejection) -> Response<Bytes> {
         self.renderer.render(rejection)
     }
 
-    /// The scope a request needs by its method (HTTP) or method path (gRPC).
-    pub(crate) fn required_scope<B>(&self, req: &Request<B>) -> Option<&keygate_core::Scope> {
-        if crate::grpc::is_grpc(req) {
-            self.grpc_scopes.required(req.uri().path())
-        } else {
-            self.method_scopes.required(req.method())
+    /// The scope a request needs under the layer's protocol: by its method
+    /// (HTTP) or its method path (gRPC). A request of the other protocol
+    /// cannot be judged and is refused.
+    pub(crate) fn required_scope<B>(
+        &self,
+        req: &Request<B>,
+    ) -> Result<Option<&keygate_core::Scope>, Rejection> {
+        let wrong = || Rejection::WrongProtocol {
+            expected: self.protocol,
+        };
+        match self.protocol {
+            Protocol::Http if crate::grpc::claims_grpc(req) => Err(wrong()),
+            Protocol::Http => Ok(self.method_scopes.required(req.method())),
+            Protocol::Grpc
+                if req.method() != http::Method::POST
+                    || !crate::grpc::is_call_path(req.uri().path()) =>
+            {
+                Err(wrong())
+            }
+            Protocol::Grpc => Ok(self.grpc_scopes.required(req.uri().path())),
         }
     }
 
@@ -225,6 +251,7 @@ pub struct KeygateBuilder {
     sources: KeySources,
     optional: bool,
     strip: bool,
+    protocol: Protocol,
     method_scopes: MethodScopes,
     grpc_scopes: GrpcScopes,
     environments: Option<Environment>,
@@ -252,6 +279,7 @@ impl KeygateBuilder {
             sources: KeySources::default(),
             optional: false,
             strip: false,
+            protocol: Protocol::Http,
             method_scopes: MethodScopes::default(),
             grpc_scopes: GrpcScopes::default(),
             environments: None,
@@ -365,8 +393,17 @@ impl KeygateBuilder {
         self
     }
 
-    /// Which scope each gRPC method needs (default: see [`GrpcScopes`]).
-    /// gRPC calls are recognised by their `content-type: application/grpc`.
+    /// The protocol of the layers [`Keygate::layer`] makes (default
+    /// [`Protocol::Http`]). Set [`Protocol::Grpc`] for a server that only
+    /// serves gRPC; mixed servers use [`Keygate::grpc_layer`] for their gRPC
+    /// services instead.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Which scope each gRPC method needs on layers of
+    /// [`Protocol::Grpc`] (default: see [`GrpcScopes`]).
     pub fn grpc_scopes(mut self, scopes: GrpcScopes) -> Self {
         self.grpc_scopes = scopes;
         self
@@ -487,6 +524,7 @@ impl KeygateBuilder {
         let renderer = Arc::new(Renderer {
             ctx: RenderContext::new(&self.realm, &display_header(&header), where_),
             handler: self.on_rejection,
+            protocol: self.protocol,
         });
         let limiter = self
             .limiter
@@ -500,6 +538,7 @@ impl KeygateBuilder {
                 sources: self.sources,
                 optional: self.optional,
                 strip: self.strip,
+                protocol: self.protocol,
                 method_scopes: self.method_scopes,
                 grpc_scopes: self.grpc_scopes,
                 extra_scopes: Vec::new(),

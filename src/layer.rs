@@ -24,6 +24,7 @@ use crate::{
     extract::Anonymous,
     keygate::Shared,
     rejection::{insert_rate_limit_headers, insert_sunset_headers},
+    require_scope::RejectionRenderer,
     source::SourceError,
 };
 
@@ -82,7 +83,26 @@ impl KeygateLayer {
         }
     }
 
-    /// The same layer with other gRPC method-to-scope rules.
+    /// The same layer protecting `protocol`: its scope rules and the form of
+    /// its refusals (see [`Protocol`](crate::Protocol)).
+    #[must_use]
+    pub fn protocol(self, protocol: crate::Protocol) -> Self {
+        let mut shared = (*self.shared).clone();
+        shared.protocol = protocol;
+        let renderer = Arc::new(crate::rejection::Renderer {
+            protocol,
+            ..(*shared.renderer).clone()
+        });
+        shared.renderer_ext =
+            (!renderer.is_default()).then(|| RejectionRenderer(Arc::clone(&renderer)));
+        shared.renderer = renderer;
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// The same layer with other gRPC method-to-scope rules (used when it
+    /// protects [`Protocol::Grpc`](crate::Protocol::Grpc)).
     #[must_use]
     pub fn grpc_scopes(self, scopes: crate::GrpcScopes) -> Self {
         let mut shared = (*self.shared).clone();
@@ -199,7 +219,7 @@ where
             }
             Start::Reject(rejection, id, reason) => {
                 audit::rejected(shared, &req, &rejection, id, reason);
-                ResponseFuture::rejected(shared.reject(&rejection, &req))
+                ResponseFuture::rejected(shared.reject(&rejection))
             }
             Start::Hit(entry, digest, now) => match decide(shared, &entry, &digest, &req, now) {
                 Decided::Admit(decision) => {
@@ -209,7 +229,7 @@ where
                 }
                 Decided::Reject(rejection, reason) => {
                     audit::rejected(shared, &req, &rejection, Some(entry.info().id), reason);
-                    ResponseFuture::rejected(shared.reject(&rejection, &req))
+                    ResponseFuture::rejected(shared.reject(&rejection))
                 }
                 Decided::Pending(check) => ResponseFuture {
                     state: State::Limiting {
@@ -329,7 +349,11 @@ fn decide<B>(
         };
         return Decided::Reject(rejection, reason);
     }
-    if let Some(required) = shared.required_scope(req)
+    let required = match shared.required_scope(req) {
+        Ok(required) => required,
+        Err(rejection) => return Decided::Reject(rejection, "wrong_protocol"),
+    };
+    if let Some(required) = required
         && !entry.info().scopes.allows(required)
     {
         let rejection = Rejection::InsufficientScope {
@@ -464,7 +488,7 @@ where
     fn reject(self, rejection: &Rejection, id: Option<KeyId>, reason: &'static str) -> State<S, B> {
         audit::rejected(&self.shared, &self.req, rejection, id, reason);
         State::Rejected {
-            response: Some(self.shared.reject(rejection, &self.req)),
+            response: Some(self.shared.reject(rejection)),
         }
     }
 }

@@ -82,7 +82,7 @@
 //! |---|---|---|
 //! | `axum` | yes | `ApiKey`, `Option<ApiKey>` and `RequireScope<S>` extractors; `IntoResponse` for [`Rejection`]; peer address from `ConnectInfo` |
 //! | `manage` | no | `manage::router`: an HTTP API to create, list, update, rotate and revoke keys and read their usage, with an OpenAPI 3.1 document |
-//! | `tonic` | no | `GrpcRequestExt::api_key()` for tonic handlers, `From<Rejection> for tonic::Status`, peer address from tonic's connect info. gRPC calls are recognised and answered with gRPC statuses without it (see [`grpc`]). |
+//! | `tonic` | no | `GrpcRequestExt::api_key()` for tonic handlers, `From<Rejection> for tonic::Status`, peer address from tonic's connect info. Layers from [`Keygate::grpc_layer`] answer with gRPC statuses without it (see [`grpc`] and [`Protocol`]). |
 //!
 //! # Living with other authentication
 //!
@@ -105,6 +105,7 @@ mod layer;
 #[cfg(feature = "manage")]
 pub mod manage;
 mod method;
+mod protocol;
 pub mod recipes;
 mod rejection;
 mod require_scope;
@@ -119,6 +120,7 @@ pub use crate::{
     keygate::{Keygate, KeygateBuilder, RejectionHandler},
     layer::{KeygateLayer, KeygateService, ResponseFuture},
     method::MethodScopes,
+    protocol::Protocol,
     rejection::Rejection,
     require_scope::{
         RequireScope, RequireScopeLayer, RequireScopeService, ScopeFuture, ScopeName, require_scope,

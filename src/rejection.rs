@@ -6,6 +6,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use keygate_core::{Decision, Environment, Quota, Scope};
 
+use crate::Protocol;
+
 /// Why keygate refused a request.
 ///
 /// Every variant has a stable machine-readable [`code`](Self::code), an HTTP
@@ -70,6 +72,14 @@ pub enum Rejection {
     /// The `ApiKey` extractor ran on a route keygate's layer does not cover
     /// (500, `layer_missing`): a server misconfiguration.
     LayerMissing,
+    /// The request is not of the protocol the layer protects, so the layer
+    /// cannot judge it (400, `wrong_protocol`): a gRPC call reaching an HTTP
+    /// layer, or anything but `POST /package.Service/Method` reaching a gRPC
+    /// layer. See [`Protocol`].
+    WrongProtocol {
+        /// The protocol the layer protects.
+        expected: Protocol,
+    },
 }
 
 impl Rejection {
@@ -82,7 +92,7 @@ impl Rejection {
             | Self::RevokedKey
             | Self::ExpiredKey
             | Self::WrongEnvironment { .. } => StatusCode::UNAUTHORIZED,
-            Self::ConflictingKeys => StatusCode::BAD_REQUEST,
+            Self::ConflictingKeys | Self::WrongProtocol { .. } => StatusCode::BAD_REQUEST,
             Self::InsufficientScope { .. } | Self::IpNotAllowed => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -105,6 +115,7 @@ impl Rejection {
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable { .. } => "unavailable",
             Self::LayerMissing => "layer_missing",
+            Self::WrongProtocol { .. } => "wrong_protocol",
         }
     }
 
@@ -153,6 +164,14 @@ impl Rejection {
             ),
             Self::LayerMissing => "Server misconfiguration: this route reads the API key but \
                 keygate's layer does not cover it. Add `.layer(keys.layer())` to the router."
+                .to_owned(),
+            Self::WrongProtocol {
+                expected: Protocol::Grpc,
+            } => "This endpoint takes gRPC calls (`POST /package.Service/Method`); this request \
+                is not one."
+                .to_owned(),
+            Self::WrongProtocol { .. } => "This endpoint takes plain HTTP requests, not gRPC \
+                calls. (Server operators: put gRPC services behind `keys.grpc_layer()`.)"
                 .to_owned(),
         }
     }
@@ -325,19 +344,25 @@ const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelim
 pub(crate) struct Renderer {
     pub(crate) ctx: RenderContext,
     pub(crate) handler: Option<crate::RejectionHandler>,
+    /// The layer's protocol: a gRPC layer answers every refusal as a gRPC
+    /// status, whatever the request looks like.
+    pub(crate) protocol: Protocol,
 }
 
 impl Renderer {
     pub(crate) fn render(&self, rejection: &Rejection) -> Response<Bytes> {
-        match &self.handler {
-            Some(handler) => handler(rejection),
-            None => rejection.render(&self.ctx),
+        match (self.protocol, &self.handler) {
+            (Protocol::Grpc, _) => rejection.to_grpc_response(),
+            (_, Some(handler)) => handler(rejection),
+            (_, None) => rejection.render(&self.ctx),
         }
     }
 
     /// Whether this renders exactly like [`Rejection::to_response`].
     pub(crate) fn is_default(&self) -> bool {
-        self.handler.is_none() && self.ctx == *RenderContext::default_ref()
+        self.protocol == Protocol::Http
+            && self.handler.is_none()
+            && self.ctx == *RenderContext::default_ref()
     }
 }
 

@@ -159,11 +159,8 @@ where
             Ok(None) => Rejection::MissingKey,
             Err(e) => e,
         };
-        let response = if crate::grpc::is_grpc(&req) {
-            rejection.to_grpc_response()
-        } else {
-            RejectionRenderer::render_from(req.extensions(), &rejection)
-        };
+        // In the layer's protocol, which the layer put in the extensions.
+        let response = RejectionRenderer::render_from(req.extensions(), &rejection);
         ScopeFuture {
             kind: ScopeKind::Rejected {
                 response: Some(response),

@@ -44,7 +44,7 @@ async fn serve_tonic(keys: &Keygate) -> Served {
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
-        .layer(keys.layer())
+        .layer(keys.grpc_layer())
         .add_service(NotesServer::default())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stopped.await;
@@ -56,13 +56,17 @@ async fn serve_tonic(keys: &Keygate) -> Served {
     }
 }
 
-/// Serves an axum router holding both a plain HTTP route and the tonic
-/// service, all behind `keys`.
+/// Serves an axum router holding both a plain HTTP route behind `keys`' HTTP
+/// layer and the tonic service behind its gRPC layer.
 async fn serve_axum(keys: &Keygate) -> Served {
+    use keygate::Layer as _;
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))
-        .route_service("/notes.v1.Notes/{*method}", NotesServer::default())
-        .layer(keys.layer());
+        .route_layer(keys.layer())
+        .route_service(
+            "/notes.v1.Notes/{*method}",
+            keys.grpc_layer().layer(NotesServer::default()),
+        );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
