@@ -17,6 +17,7 @@ use keygate_core::{
 
 use crate::{
     GrpcScopes, KeySources, KeygateLayer, MethodScopes, Protocol, Rejection,
+    peer::{Forwarded, Trust},
     rejection::{RenderContext, Renderer},
     require_scope::RejectionRenderer,
 };
@@ -68,7 +69,7 @@ pub(crate) struct Shared {
     // Set when the renderer differs from the default, so route layers and
     // extractors get it through request extensions; `None` costs nothing.
     pub(crate) renderer_ext: Option<RejectionRenderer>,
-    pub(crate) forwarded: Option<HeaderName>,
+    pub(crate) forwarded: Option<Forwarded>,
     pub(crate) peer_fn: Option<PeerFn>,
     pub(crate) unavailable_retry_after: Duration,
     pub(crate) expiry_warning: time::Duration,
@@ -189,14 +190,11 @@ impl Shared {
         if let Some(f) = &self.peer_fn {
             return f(req.extensions(), req.headers());
         }
-        if let Some(name) = &self.forwarded {
-            // The last entry is the one our own proxy appended; entries
-            // before it are whatever the client claimed.
-            let last = req.headers().get_all(name).iter().next_back()?;
-            let last = last.to_str().ok()?.rsplit(',').next()?.trim();
-            return last.parse().ok();
+        let connection = connect_info_ip(req.extensions());
+        match &self.forwarded {
+            Some(forwarded) => forwarded.client(req.headers(), connection),
+            None => connection,
         }
-        connect_info_ip(req.extensions())
     }
 }
 
@@ -250,7 +248,7 @@ pub struct KeygateBuilder {
     default_quota: Option<Quotas>,
     sources: KeySources,
     optional: bool,
-    strip: bool,
+    strip: Option<bool>,
     protocol: Protocol,
     method_scopes: MethodScopes,
     grpc_scopes: GrpcScopes,
@@ -259,7 +257,7 @@ pub struct KeygateBuilder {
     rate_limit_headers: bool,
     realm: String,
     on_rejection: Option<RejectionHandler>,
-    forwarded: Option<HeaderName>,
+    forwarded: Option<Forwarded>,
     peer_fn: Option<PeerFn>,
     unavailable_retry_after: Duration,
     expiry_warning: Duration,
@@ -278,7 +276,7 @@ impl KeygateBuilder {
             default_quota: None,
             sources: KeySources::default(),
             optional: false,
-            strip: false,
+            strip: None,
             protocol: Protocol::Http,
             method_scopes: MethodScopes::default(),
             grpc_scopes: GrpcScopes::default(),
@@ -381,9 +379,15 @@ impl KeygateBuilder {
         self
     }
 
-    /// Remove the key from the request before the inner service sees it.
+    /// Remove the key from the request before the inner service sees it
+    /// (its headers, our `Authorization: Bearer`, the query parameter).
+    ///
+    /// Default: on when keys may come in a query parameter (so the key does
+    /// not reach handlers, logs or redirects that echo the URL), off
+    /// otherwise, when the key's header values are marked sensitive instead
+    /// ([`HeaderValue::set_sensitive`](http::HeaderValue::set_sensitive)).
     pub fn strip_credential(mut self, enabled: bool) -> Self {
-        self.strip = enabled;
+        self.strip = Some(enabled);
         self
     }
 
@@ -438,13 +442,51 @@ impl KeygateBuilder {
     }
 
     /// Take the client address for IP allowlists from this header (e.g.
-    /// `x-forwarded-for`), using its last entry: the one your own proxy
-    /// appended. Only set this behind a proxy you control; otherwise clients
-    /// choose their own address. Without it, the connection's address is used
-    /// (axum's `ConnectInfo<SocketAddr>`).
+    /// `x-forwarded-for`, or `forwarded` for RFC 7239's `for=`), using its
+    /// last entry: the one your own proxy appended. Every instance of the
+    /// header counts, as one list. Only set this behind a proxy you control;
+    /// otherwise clients choose their own address. Without it, the
+    /// connection's address is used (axum's `ConnectInfo<SocketAddr>`).
+    ///
+    /// Behind several proxies, say how many with
+    /// [`trusted_hops`](Self::trusted_hops), or where they are with
+    /// [`trusted_proxies`](Self::trusted_proxies).
     pub fn trust_forwarded_header(mut self, name: HeaderName) -> Self {
-        self.forwarded = Some(name);
+        self.forwarded = Some(Forwarded {
+            header: name,
+            trust: self.forwarded.map_or(Trust::Hops(1), |f| f.trust),
+        });
         self
+    }
+
+    /// Behind `hops` proxies of yours, each appending one entry to the
+    /// [trusted header](Self::trust_forwarded_header) (default 1): the
+    /// client's address is the `hops`-th entry from the right. A request
+    /// with fewer entries has no known address, so keys with an IP
+    /// allowlist are refused; entries further left are the client's own
+    /// claims and are ignored.
+    pub fn trusted_hops(mut self, hops: usize) -> Self {
+        self.set_trust(Trust::Hops(hops));
+        self
+    }
+
+    /// Your proxies' networks: the client's address is the rightmost entry
+    /// of the [trusted header](Self::trust_forwarded_header) outside them,
+    /// and the header is believed only from a connection that comes from one
+    /// of them (a client that reaches the server directly is judged by its
+    /// own address). Needs the connection's address (`ConnectInfo`);
+    /// without it, no address is known and allowlisted keys are refused.
+    pub fn trusted_proxies(mut self, nets: impl IntoIterator<Item = keygate_core::IpNet>) -> Self {
+        self.set_trust(Trust::Networks(nets.into_iter().collect()));
+        self
+    }
+
+    fn set_trust(&mut self, trust: Trust) {
+        let header = self
+            .forwarded
+            .take()
+            .map_or_else(|| HeaderName::from_static("x-forwarded-for"), |f| f.header);
+        self.forwarded = Some(Forwarded { header, trust });
     }
 
     /// Work out the client address yourself.
@@ -529,6 +571,9 @@ impl KeygateBuilder {
         let limiter = self
             .limiter
             .unwrap_or_else(|| Arc::new(GovernorLimiter::new()));
+        let strip = self
+            .strip
+            .unwrap_or_else(|| self.sources.query_name().is_some());
         Keygate {
             shared: Arc::new(Shared {
                 format: self.format,
@@ -537,7 +582,7 @@ impl KeygateBuilder {
                 default_quota: self.default_quota,
                 sources: self.sources,
                 optional: self.optional,
-                strip: self.strip,
+                strip,
                 protocol: self.protocol,
                 method_scopes: self.method_scopes,
                 grpc_scopes: self.grpc_scopes,

@@ -397,14 +397,16 @@ fn warn_peer_unknown(shared: &Shared) {
              address is unknown: the `peer_addr_with` function returned none. Make it return \
              the address for every request. This warning is logged once."
         );
-    } else if let Some(header) = &shared.forwarded {
+    } else if let Some(forwarded) = &shared.forwarded {
         tracing::warn!(
             target: "keygate::layer",
-            header = header.as_str(),
+            header = forwarded.header.as_str(),
             "A key with an IP allowlist was refused (403 ip_not_allowed) because the client \
-             address is unknown: the trusted forwarding header is missing or its last entry \
-             is not an IP address. Check that your proxy sets it on every request, or work \
-             the address out with `peer_addr_with`. This warning is logged once."
+             address is unknown: the trusted forwarding header is missing, has fewer entries \
+             than `trusted_hops`, or its entry is not an IP address (with `trusted_proxies`, \
+             the connection's address is needed too). Check that your proxy sets it on every \
+             request, or work the address out with `peer_addr_with`. This warning is logged \
+             once."
         );
     } else {
         tracing::warn!(
@@ -450,6 +452,8 @@ fn admit<B>(
     audit::admitted(shared, req, entry.info().id, sunset, entry.is_superseded());
     if shared.strip {
         shared.sources.strip(req, shared.format.prefix());
+    } else {
+        shared.sources.mark_sensitive(req, shared.format.prefix());
     }
     req.extensions_mut()
         .insert(ApiKey::from_arc(Arc::clone(entry.info())));

@@ -105,6 +105,7 @@ mod layer;
 #[cfg(feature = "manage")]
 pub mod manage;
 mod method;
+mod peer;
 mod protocol;
 pub mod recipes;
 mod rejection;

@@ -42,7 +42,12 @@ impl KeySources {
     /// Also accept the key in this query parameter (e.g. `api_key`).
     ///
     /// Keys in URLs end up in access logs and browser history; prefer headers
-    /// and enable this only for clients that cannot set one.
+    /// and enable this only for clients that cannot set one. With a query
+    /// source, the layer strips the credential from the request it passes
+    /// on unless told otherwise
+    /// ([`strip_credential`](crate::KeygateBuilder::strip_credential)); a
+    /// layer *outside* keygate (tower-http's `TraceLayer`, an access log) and
+    /// axum's `OriginalUri` still see the query as the client sent it.
     #[must_use]
     pub fn query(mut self, name: impl Into<String>) -> Self {
         self.query = Some(name.into().into_boxed_str());
@@ -116,6 +121,29 @@ impl KeySources {
             }
         }
         Ok(found)
+    }
+
+    /// Marks the key's header values sensitive, for a request that goes on
+    /// with its credential: `Debug` renderings print `Sensitive` instead
+    /// of the key, and HTTP/2 and HTTP/3 encoders never put it in their
+    /// compression tables (a proxying handler that forwards the request).
+    pub(crate) fn mark_sensitive<B>(&self, req: &mut Request<B>, prefix: &str) {
+        let headers = req.headers_mut();
+        for name in &self.headers {
+            if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
+                for value in entry.iter_mut() {
+                    value.set_sensitive(true);
+                }
+            }
+        }
+        if self.bearer
+            && bearer_tokens(headers, prefix).next().is_some()
+            && let http::header::Entry::Occupied(mut entry) = headers.entry(AUTHORIZATION)
+        {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
     }
 
     /// Removes the key from a request before the inner service sees it.

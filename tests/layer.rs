@@ -461,6 +461,88 @@ async fn bug_ip_allowlist_sees_mock_connect_info() {
 }
 
 #[tokio::test]
+async fn trusted_hops_count_proxies_from_the_right() {
+    let keys = builder()
+        .trust_forwarded_header(HeaderName::from_static("x-forwarded-for"))
+        .trusted_hops(2)
+        .build();
+    let key = issue(
+        &keys,
+        NewKey::new(Owner::service("office"), "office only")
+            .scopes([Scope::READ])
+            .allowed_ips(["10.0.0.0/8".parse::<IpNet>().unwrap()]),
+    )
+    .await;
+    let app = TestApp::new(&keys);
+    let via = |xff: &str| {
+        with_header(
+            keyed(Method::GET, "/notes", &key),
+            "x-forwarded-for",
+            xff.as_bytes(),
+        )
+    };
+    // The client's own claims, then the client as the outer proxy saw it,
+    // then the outer proxy as the inner one saw it.
+    app.send(via("10.0.0.9, 203.0.113.7, 172.16.0.1"))
+        .await
+        .assert_problem(403, "ip_not_allowed");
+    app.send(via("203.0.113.7, 10.0.0.5, 172.16.0.1"))
+        .await
+        .assert_ok();
+    app.send(via("10.0.0.5, 172.16.0.1")).await.assert_ok();
+    // Fewer entries than proxies: the request skipped one; no address.
+    app.send(via("10.0.0.5"))
+        .await
+        .assert_problem(403, "ip_not_allowed");
+}
+
+#[tokio::test]
+async fn trusted_proxies_believe_the_header_only_from_a_proxy() {
+    let keys = builder()
+        .trust_forwarded_header(HeaderName::from_static("x-forwarded-for"))
+        .trusted_proxies(["172.16.0.0/12".parse::<IpNet>().unwrap()])
+        .build();
+    let key = issue(
+        &keys,
+        NewKey::new(Owner::service("office"), "office only")
+            .scopes([Scope::READ])
+            .allowed_ips(["10.0.0.0/8".parse::<IpNet>().unwrap()]),
+    )
+    .await;
+    let app = TestApp::new(&keys);
+    let via = |xff: &str, from: &str| {
+        from_addr(
+            with_header(
+                keyed(Method::GET, "/notes", &key),
+                "x-forwarded-for",
+                xff.as_bytes(),
+            ),
+            from,
+        )
+    };
+    // Through two of our proxies: the first address outside them.
+    app.send(via("1.2.3.4, 10.0.0.5, 172.16.0.2", "172.16.0.1:1"))
+        .await
+        .assert_ok();
+    app.send(via("10.0.0.5, 1.2.3.4, 172.16.0.2", "172.16.0.1:1"))
+        .await
+        .assert_problem(403, "ip_not_allowed");
+    // Straight to the server, claiming to be inside: judged by its own address.
+    app.send(via("10.0.0.5", "203.0.113.7:1"))
+        .await
+        .assert_problem(403, "ip_not_allowed");
+    app.send(via("203.0.113.7", "10.1.1.1:1")).await.assert_ok();
+    // No connection address: cannot tell, refused.
+    app.send(with_header(
+        keyed(Method::GET, "/notes", &key),
+        "x-forwarded-for",
+        b"10.0.0.5",
+    ))
+    .await
+    .assert_problem(403, "ip_not_allowed");
+}
+
+#[tokio::test]
 async fn trusted_forwarded_header_uses_its_last_entry() {
     let keys = builder()
         .trust_forwarded_header(HeaderName::from_static("x-forwarded-for"))
@@ -649,17 +731,72 @@ async fn strip_credential_hides_the_key_from_the_inner_service() {
 }
 
 #[tokio::test]
-async fn without_strip_credential_the_inner_service_sees_the_key() {
-    let keys = builder().query_param("api_key").build();
+async fn without_strip_credential_the_inner_service_sees_the_key_marked_sensitive() {
+    let keys = builder()
+        .query_param("api_key")
+        .bearer(true)
+        .strip_credential(false)
+        .build();
     let key = issue_scoped(&keys, [Scope::READ]).await;
     let app = TestApp::new(&keys);
 
     let res = app.get("/echo", &key).await;
-    assert_eq!(res.json()["x-api-key"], key.as_str());
+    let seen = res.json();
+    assert_eq!(seen["x-api-key"], key.as_str());
+    assert_eq!(seen["sensitive"], serde_json::json!(["x-api-key"]));
+    // A handler that logs the request's headers prints no key.
+    let debug = seen["debug"].as_str().unwrap();
+    assert!(debug.contains("Sensitive"), "{debug}");
+    assert!(!debug.contains(common::secret_part(&key)), "{debug}");
+    // Our bearer token too; someone else's Authorization stays as it was.
+    let res = app
+        .send(with_header(
+            bare(Method::GET, "/echo"),
+            "authorization",
+            format!("Bearer {key}").as_bytes(),
+        ))
+        .await;
+    assert_eq!(
+        res.json()["sensitive"],
+        serde_json::json!(["authorization"])
+    );
+    let res = app
+        .send(with_header(
+            keyed(Method::GET, "/echo", &key),
+            "authorization",
+            b"Bearer eyJhbGciOiJIUzI1NiJ9.e30.x",
+        ))
+        .await;
+    assert_eq!(res.json()["sensitive"], serde_json::json!(["x-api-key"]));
     let res = app
         .send(bare(Method::GET, &format!("/echo?api_key={key}")))
         .await;
     assert_eq!(res.json()["query"], format!("api_key={key}"));
+}
+
+#[tokio::test]
+async fn a_query_source_strips_the_credential_by_default() {
+    let keys = builder().query_param("api_key").build();
+    let key = issue_scoped(&keys, [Scope::READ]).await;
+    let app = TestApp::new(&keys);
+    for uri in [
+        format!("/echo?api_key={key}"),
+        format!("/echo?x=1&api_key={key}"),
+        // Encoded name and value: the same parameter, stripped all the same.
+        format!("/echo?api%5Fkey={}&x=1", key.replace('_', "%5F")),
+    ] {
+        let res = app.send(bare(Method::GET, &uri)).await;
+        res.assert_ok();
+        let seen = res.json();
+        assert!(
+            !seen.to_string().contains(common::secret_part(&key)),
+            "{uri}: {seen}"
+        );
+        assert!(seen["key_id"].is_string());
+    }
+    let res = app.get("/echo?x=1", &key).await;
+    assert_eq!(res.json()["x-api-key"], serde_json::Value::Null);
+    assert_eq!(res.json()["query"], "x=1");
 }
 
 /// BUG: stripping the query parameter re-serializes the whole query string

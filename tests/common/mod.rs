@@ -215,6 +215,13 @@ async fn echo(req: Request<Body>) -> Json<Value> {
         "x-api-key": header("x-api-key"),
         "authorization": header("authorization"),
         "other": header("x-other"),
+        "sensitive": req
+            .headers()
+            .iter()
+            .filter(|(_, v)| v.is_sensitive())
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        "debug": format!("{:?}", req.headers()),
         "key_id": req.extensions().get::<ApiKey>().map(|k| k.id().to_string()),
     }))
 }

@@ -238,14 +238,52 @@ fn is_missing_table(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// `url` with the password, if any, replaced by `***`, so messages can show
-/// which database they mean without leaking its credentials.
+/// `url` with its credentials replaced by `***` — the password in
+/// `user:password@` and the value of any query parameter that holds one
+/// (`password=`, `sslpassword=`, `passwd=`, `pwd=`, or a name with `secret`
+/// or `token` in it) — so messages can show which database they mean
+/// without leaking what opens it.
 pub(crate) fn redact(url: &str) -> String {
+    let (before_query, query) = match url.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_userinfo(before_query);
+    if let Some(query) = query {
+        let (query, fragment) = match query.split_once('#') {
+            Some((q, f)) => (q, Some(f)),
+            None => (query, None),
+        };
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if holds_secret(name) => format!("{name}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+        if let Some(f) = fragment {
+            out.push('#');
+            out.push_str(f);
+        }
+    }
+    out
+}
+
+fn holds_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "pwd", "secret", "token"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority_end = rest.find(['/', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
     let Some(at) = authority.rfind('@') else {
         return url.to_owned();
@@ -279,6 +317,18 @@ mod tests {
             ),
             ("postgres://app@db/keys", "postgres://app@db/keys"),
             ("postgres://db/keys?user=a@b", "postgres://db/keys?user=a@b"),
+            (
+                "postgres://db/keys?user=app&password=hunter2&sslmode=require",
+                "postgres://db/keys?user=app&password=***&sslmode=require",
+            ),
+            (
+                "postgres://db/keys?PassWord=x&sslpassword=y&auth_token=z#frag",
+                "postgres://db/keys?PassWord=***&sslpassword=***&auth_token=***#frag",
+            ),
+            (
+                "postgres://u:pw@db?password=hunter2",
+                "postgres://u:***@db?password=***",
+            ),
             ("sqlite://keygate.db", "sqlite://keygate.db"),
             ("sqlite::memory:", "sqlite::memory:"),
         ] {

@@ -777,6 +777,21 @@ fn errors_exit_non_zero_and_say_what_to_do() {
     );
     assert!(!run.stderr.contains("hunter2"), "{run:#?}");
     assert!(run.stderr.contains("keygate migrate"), "{run:#?}");
+    // The password as a query parameter is hidden as well.
+    let run = db.fails(
+        &[
+            "--database-url",
+            "postgres://127.0.0.1:1/keys?user=keygate&password=hunter2",
+            "keys",
+            "list",
+            "--owner",
+            "user:a",
+        ],
+        1,
+        "cannot open the database at postgres://127.0.0.1:1/keys?user=keygate&password=***",
+    );
+    assert!(!run.stderr.contains("hunter2"), "{run:#?}");
+    assert!(!run.stdout.contains("hunter2"), "{run:#?}");
     db.fails(
         &["--schema", "auth", "keys", "list", "--owner", "user:a"],
         2,
