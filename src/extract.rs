@@ -23,11 +23,21 @@ use time::OffsetDateTime;
 /// [optional](crate::KeygateBuilder::optional) mode a request without a key
 /// has none: take `Option<ApiKey>` there (plain `ApiKey` answers 401).
 #[derive(Clone)]
-pub struct ApiKey(Arc<KeyInfo>);
+pub struct ApiKey(Arc<KeyInfo>, AdmittedBy);
+
+/// Which [`Keygate`](crate::Keygate) admitted a key: layers of the same one
+/// further in judge only their own rules against it instead of looking for
+/// a credential that may have been stripped (and charging it twice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AdmittedBy(pub(crate) u64);
 
 impl ApiKey {
-    pub(crate) fn from_arc(info: Arc<KeyInfo>) -> Self {
-        Self(info)
+    pub(crate) fn new(info: Arc<KeyInfo>, by: AdmittedBy) -> Self {
+        Self(info, by)
+    }
+
+    pub(crate) fn admitted_by(&self) -> AdmittedBy {
+        self.1
     }
 
     /// The key's public id.

@@ -62,13 +62,14 @@ pub(crate) fn is_call_path(path: &str) -> bool {
 /// method's name does. The default rule reads the method name (the part of
 /// the path after the last `/`) as CamelCase words:
 ///
+/// * a word that destroys (`Delete`, `Remove`, `Purge`, `Clear`, `Erase`,
+///   `Destroy`, `Drop`, `Truncate`, `Wipe`) anywhere → `delete`
+///   (`DeleteNote`, `BatchDeleteNotes`, `PurgeCache`), or `admin` when a
+///   word joins it with another action (`Or`, `And`, `Then`:
+///   `DeleteAndRecreate`, `ListAndDeleteNotes`);
 /// * first word `Get`, `List`, `Watch` or `Search` → `read`, unless a later
-///   word is a verb that changes something (`Create`, `Update`, `Set`,
-///   `Delete`, …) or joins another action (`Or`, `And`, `Then`):
-///   `GetOrCreateNote` and `ListAndDeleteNotes` are not reads;
-/// * first word `Delete` or `Remove` → `delete`, unless a later word joins
-///   another action (`DeleteAndRecreate`);
-/// * a name that joins a deletion with another action → `admin`;
+///   word changes something (`Create`, `Update`, `Set`, …) or joins another
+///   action: `GetOrCreateNote` is not a read;
 /// * anything else → `write`.
 ///
 /// Only whole words count: `Getaway` is not a read, `Removed` not a
@@ -166,11 +167,13 @@ enum NameRule {
 
 impl NameRule {
     const READS: [&'static str; 4] = ["Get", "List", "Watch", "Search"];
-    const DELETES: [&'static str; 2] = ["Delete", "Remove"];
+    const DESTROYS: [&'static str; 9] = [
+        "Delete", "Remove", "Purge", "Clear", "Erase", "Destroy", "Drop", "Truncate", "Wipe",
+    ];
     const JOINS: [&'static str; 3] = ["Or", "And", "Then"];
-    const CHANGES: [&'static str; 18] = [
+    const CHANGES: [&'static str; 14] = [
         "Create", "Update", "Set", "Put", "Insert", "Upsert", "Write", "Patch", "Add", "Modify",
-        "Replace", "Clear", "Reset", "Delete", "Remove", "Move", "Rename", "Purge",
+        "Replace", "Reset", "Move", "Rename",
     ];
 
     fn of(method: &str) -> Self {
@@ -178,22 +181,20 @@ impl NameRule {
         let Some(first) = words.next() else {
             return Self::Other;
         };
-        let (mut joins, mut changes, mut deletes) = (false, false, false);
+        let mut destroys = Self::DESTROYS.contains(&first);
+        let (mut joins, mut changes) = (false, false);
         for word in words {
             joins |= Self::JOINS.contains(&word);
             changes |= Self::CHANGES.contains(&word);
-            deletes |= Self::DELETES.contains(&word);
+            destroys |= Self::DESTROYS.contains(&word);
         }
-        if Self::DELETES.contains(&first) {
-            return if joins { Self::Combined } else { Self::Delete };
+        if destroys {
+            if joins { Self::Combined } else { Self::Delete }
+        } else if Self::READS.contains(&first) && !joins && !changes {
+            Self::Read
+        } else {
+            Self::Other
         }
-        if deletes && joins {
-            return Self::Combined;
-        }
-        if Self::READS.contains(&first) && !joins && !changes {
-            return Self::Read;
-        }
-        Self::Other
     }
 }
 
@@ -377,6 +378,12 @@ mod tests {
             ("Get_note", &Scope::READ),
             ("ListNotesV2", &Scope::READ),
             ("DeleteNote", &Scope::DELETE),
+            ("BatchDeleteNotes", &Scope::DELETE),
+            ("BulkRemoveNotes", &Scope::DELETE),
+            ("PurgeNotes", &Scope::DELETE),
+            ("ClearCache", &Scope::DELETE),
+            ("GetAndWipe", &Scope::ADMIN),
+            ("ListDroppedNotes", &Scope::READ),
             ("getNote", &Scope::WRITE),
         ] {
             assert_eq!(

@@ -4,7 +4,10 @@
 use std::{
     fmt,
     net::IpAddr,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -17,10 +20,14 @@ use keygate_core::{
 
 use crate::{
     GrpcScopes, KeySources, KeygateLayer, MethodScopes, Protocol, Rejection,
+    extract::AdmittedBy,
     peer::{Forwarded, Trust},
     rejection::{RenderContext, Renderer},
     require_scope::RejectionRenderer,
 };
+
+/// Numbers each built [`Keygate`], so its layers know the keys they admitted.
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
 /// A custom rejection renderer; see [`KeygateBuilder::on_rejection`].
 pub type RejectionHandler = Arc<dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync>;
@@ -59,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) optional: bool,
     pub(crate) strip: bool,
     pub(crate) protocol: Protocol,
+    /// Which `Keygate` this is, stamped on the keys its layers admit.
+    pub(crate) instance: AdmittedBy,
     pub(crate) method_scopes: MethodScopes,
     pub(crate) grpc_scopes: GrpcScopes,
     pub(crate) extra_scopes: Vec<keygate_core::Scope>,
@@ -185,10 +194,12 @@ impl Shared {
     }
 
     /// The client's address: the trusted forwarding header if configured,
-    /// else the connection's peer.
+    /// else the connection's peer. IPv4-mapped IPv6 addresses
+    /// (`::ffff:10.0.0.1`, what a dual-stack listener reports for IPv4
+    /// clients) are read as the IPv4 address they carry, everywhere.
     pub(crate) fn peer<B>(&self, req: &Request<B>) -> Option<IpAddr> {
         if let Some(f) = &self.peer_fn {
-            return f(req.extensions(), req.headers());
+            return f(req.extensions(), req.headers()).map(|ip| ip.to_canonical());
         }
         let connection = connect_info_ip(req.extensions());
         match &self.forwarded {
@@ -202,6 +213,10 @@ impl Shared {
 /// request's extensions: axum's `ConnectInfo` (or `MockConnectInfo` in
 /// tests), tonic's `TcpConnectInfo`, or a plain `SocketAddr`.
 fn connect_info_ip(ext: &http::Extensions) -> Option<IpAddr> {
+    connection_ip(ext).map(|ip| ip.to_canonical())
+}
+
+fn connection_ip(ext: &http::Extensions) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
     {
         use axum::extract::{ConnectInfo, connect_info::MockConnectInfo};
@@ -584,6 +599,7 @@ impl KeygateBuilder {
                 optional: self.optional,
                 strip,
                 protocol: self.protocol,
+                instance: AdmittedBy(NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)),
                 method_scopes: self.method_scopes,
                 grpc_scopes: self.grpc_scopes,
                 extra_scopes: Vec::new(),

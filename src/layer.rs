@@ -74,6 +74,13 @@ impl KeygateLayer {
     /// the request was counted against the key's quota and usage), this
     /// check runs with the method's scope check, before the quota: a refused
     /// request costs the key nothing.
+    ///
+    /// Layers of one `Keygate` nest: a layer that finds a key admitted by a
+    /// layer of the same `Keygate` further out (even one that stripped the
+    /// credential) judges only its own protocol and scope rules against that
+    /// key; it neither authenticates nor charges the quota again. A key
+    /// admitted by *another* `Keygate` is judged afresh, and refused if its
+    /// credential is gone, optional mode or not.
     #[must_use]
     pub fn require_scope(self, scope: keygate_core::Scope) -> Self {
         let mut shared = (*self.shared).clone();
@@ -208,7 +215,30 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
         shared.verifier.start_background();
+        let admitted = req.extensions().get::<ApiKey>();
+        if let Some(key) = admitted
+            && key.admitted_by() == shared.instance
+        {
+            // A layer of this Keygate further out authenticated the key and
+            // charged its quota (and may have stripped the credential):
+            // judge only this layer's own rules.
+            return match check_scopes(shared, key.scopes(), &req) {
+                Ok(()) => ResponseFuture::inner(self.inner.call(req), None, None),
+                Err((rejection, reason)) => {
+                    audit::rejected(shared, &req, &rejection, Some(key.id()), reason);
+                    ResponseFuture::rejected(shared.reject(&rejection))
+                }
+            };
+        }
+        // A key another Keygate admitted is not this layer's to wave
+        // through as anonymous.
+        let foreign = admitted.is_some();
         match start(shared, &req) {
+            Start::Anonymous if foreign => {
+                let rejection = Rejection::MissingKey;
+                audit::rejected(shared, &req, &rejection, None, "missing");
+                ResponseFuture::rejected(shared.reject(&rejection))
+            }
             Start::Anonymous => {
                 audit::anonymous(shared, &req);
                 req.extensions_mut().insert(Anonymous);
@@ -349,27 +379,8 @@ fn decide<B>(
         };
         return Decided::Reject(rejection, reason);
     }
-    let required = match shared.required_scope(req) {
-        Ok(required) => required,
-        Err(rejection) => return Decided::Reject(rejection, "wrong_protocol"),
-    };
-    if let Some(required) = required
-        && !entry.info().scopes.allows(required)
-    {
-        let rejection = Rejection::InsufficientScope {
-            required: required.clone(),
-        };
-        return Decided::Reject(rejection, "scope");
-    }
-    if let Some(required) = shared
-        .extra_scopes
-        .iter()
-        .find(|s| !entry.info().scopes.allows(s))
-    {
-        let rejection = Rejection::InsufficientScope {
-            required: required.clone(),
-        };
-        return Decided::Reject(rejection, "route_scope");
+    if let Err((rejection, reason)) = check_scopes(shared, &entry.info().scopes, req) {
+        return Decided::Reject(rejection, reason);
     }
     let Some(quotas) = entry.rate_limit().or(shared.default_quota.as_ref()) else {
         return Decided::Admit(None);
@@ -378,6 +389,33 @@ fn decide<B>(
         Check::Ready(result) => decided_by_limit(shared, &result),
         Check::Pending(p) => Decided::Pending(p),
     }
+}
+
+/// Step 5's scope part: the scope the request needs under the layer's
+/// protocol, then any the layer itself requires.
+fn check_scopes<B>(
+    shared: &Shared,
+    scopes: &keygate_core::Scopes,
+    req: &Request<B>,
+) -> Result<(), (Rejection, &'static str)> {
+    let required = shared
+        .required_scope(req)
+        .map_err(|rejection| (rejection, "wrong_protocol"))?;
+    if let Some(required) = required
+        && !scopes.allows(required)
+    {
+        let rejection = Rejection::InsufficientScope {
+            required: required.clone(),
+        };
+        return Err((rejection, "scope"));
+    }
+    if let Some(required) = shared.extra_scopes.iter().find(|s| !scopes.allows(s)) {
+        let rejection = Rejection::InsufficientScope {
+            required: required.clone(),
+        };
+        return Err((rejection, "route_scope"));
+    }
+    Ok(())
 }
 
 /// Logs, once per [`Keygate`](crate::Keygate), that a key with an IP
@@ -456,7 +494,7 @@ fn admit<B>(
         shared.sources.mark_sensitive(req, shared.format.prefix());
     }
     req.extensions_mut()
-        .insert(ApiKey::from_arc(Arc::clone(entry.info())));
+        .insert(ApiKey::new(Arc::clone(entry.info()), shared.instance));
     if let Some(renderer) = &shared.renderer_ext {
         req.extensions_mut().insert(renderer.clone());
     }

@@ -65,9 +65,13 @@ impl Forwarded {
 
 /// One forwarding entry: `203.0.113.7`, `203.0.113.7:443`, `2001:db8::1`,
 /// `[2001:db8::1]:443`, or RFC 7239's `for=…` (with `;`-separated
-/// parameters and quotes). Anything else, including `unknown` and
-/// obfuscated identifiers, is no address.
+/// parameters and quotes), IPv4-mapped IPv6 read as IPv4. Anything else,
+/// including `unknown` and obfuscated identifiers, is no address.
 fn parse_entry(entry: &str) -> Option<IpAddr> {
+    parse_node(entry).map(|ip| ip.to_canonical())
+}
+
+fn parse_node(entry: &str) -> Option<IpAddr> {
     let node = match entry.split(';').map(str::trim).find_map(|pair| {
         pair.get(..4)
             .filter(|k| k.eq_ignore_ascii_case("for="))
@@ -161,6 +165,8 @@ mod tests {
                 "proto=http;For=\"[2001:db8:cafe::17]:4711\"",
                 ip("2001:db8:cafe::17"),
             ),
+            ("::ffff:10.0.0.1", ip("10.0.0.1")),
+            ("[::ffff:10.0.0.1]:80", ip("10.0.0.1")),
             ("for=unknown", None),
             ("for=_hidden", None),
             ("by=1.2.3.4", None),

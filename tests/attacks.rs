@@ -1,0 +1,278 @@
+//! Attacks found by reviewing the request path as an attacker, each pinned
+//! through a real router: every test failed before its fix and says what
+//! the attacker gained.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::{Router, body::Body, routing::get};
+use common::{TestApp, builder, from_addr, issue, keyed, send, with_header};
+use http::{HeaderName, Method, Request, Response, StatusCode};
+use keygate::{
+    ApiKey, GrpcScopes, Layer as _,
+    core::{IpNet, NewKey, Owner, Scope},
+};
+use tower::ServiceExt as _;
+
+// ---------------------------------------------------------------------------
+// 1. A route-level `keys.layer().require_scope(..)` inside a router
+// that already has `.layer(keys.layer())` is skipped when the credential is
+// stripped (the default with a query source) and the Keygate is optional.
+// ---------------------------------------------------------------------------
+
+/// Optional mode + query source (strip on by default): the outer layer
+/// admits the key and strips it; the inner, route-scoped layer sees no key,
+/// treats the request as anonymous and lets it through. The handler still
+/// gets the outer layer's `ApiKey`, so a `read`-only key reads invoices that
+/// need `billing:read`.
+#[tokio::test]
+async fn a_nested_layer_judges_a_stripped_key_instead_of_waving_it_through() {
+    let keys = builder().query_param("api_key").optional(true).build();
+    let read_only = issue(
+        &keys,
+        NewKey::new(Owner::user("mallory"), "read only").scopes([Scope::READ]),
+    )
+    .await;
+    let app = Router::new()
+        .route(
+            "/invoices",
+            get(|key: ApiKey| async move { format!("invoices for {}", key.owner()) }).route_layer(
+                keys.layer()
+                    .require_scope(Scope::from_static("billing:read")),
+            ),
+        )
+        .route("/notes", get(|| async { "notes" }))
+        .layer(keys.layer());
+
+    // Header and query alike.
+    for req in [
+        keyed(Method::GET, "/invoices", &read_only),
+        common::bare(Method::GET, &format!("/invoices?api_key={read_only}")),
+    ] {
+        let res = send(&app, req).await;
+        assert_eq!(
+            res.status,
+            StatusCode::FORBIDDEN,
+            "a read-only key must not pass the billing:read route layer; got {} {:?}",
+            res.status,
+            std::str::from_utf8(&res.body)
+        );
+    }
+}
+
+/// The same router without optional mode: every valid request to the
+/// route-scoped path, even with the right scope, is refused 401
+/// `missing_key`, because the outer layer stripped the key the inner one
+/// looks for. (Availability, and it pushes operators to turn stripping off.)
+#[tokio::test]
+async fn a_nested_layer_admits_a_stripped_key_that_has_the_scope() {
+    let keys = builder().query_param("api_key").build();
+    let billing = issue(
+        &keys,
+        NewKey::new(Owner::user("u1"), "billing")
+            .scopes([Scope::READ, Scope::from_static("billing:read")]),
+    )
+    .await;
+    let app = Router::new()
+        .route(
+            "/invoices",
+            get(|| async { "invoices" }).route_layer(
+                keys.layer()
+                    .require_scope(Scope::from_static("billing:read")),
+            ),
+        )
+        .layer(keys.layer());
+    let res = send(&app, keyed(Method::GET, "/invoices", &billing)).await;
+    assert_eq!(
+        res.status,
+        StatusCode::OK,
+        "{:?}",
+        std::str::from_utf8(&res.body)
+    );
+}
+
+/// The same root cause on a mixed server: an HTTP layer on the whole router
+/// (optional, query source) and the gRPC service behind `grpc_layer()`. A
+/// call without the gRPC content-type passes the HTTP layer as a plain POST
+/// (`write`), is stripped, and the gRPC layer waves it through as
+/// anonymous: a `write` key calls `DeleteNote`, which needs `delete`.
+#[tokio::test]
+async fn a_grpc_layer_inside_an_http_layer_judges_the_method_path() {
+    let keys = builder().query_param("api_key").optional(true).build();
+    let writer = issue(
+        &keys,
+        NewKey::new(Owner::service("s"), "writer").scopes([Scope::READ, Scope::WRITE]),
+    )
+    .await;
+    let reached = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&reached);
+    let grpc = keys
+        .grpc_layer()
+        .layer(tower::service_fn(move |req: Request<Body>| {
+            seen.lock().unwrap().push(req.uri().path().to_owned());
+            async move { Ok::<_, std::convert::Infallible>(Response::new(Body::empty())) }
+        }));
+    let app = Router::new()
+        .route("/notes", get(|| async { "notes" }))
+        .route_service("/notes.v1.Notes/{*method}", grpc)
+        .layer(keys.layer());
+    let res = send(
+        &app,
+        keyed(Method::POST, "/notes.v1.Notes/DeleteNote", &writer),
+    )
+    .await;
+    assert!(
+        reached.lock().unwrap().is_empty(),
+        "DeleteNote reached the service with a key lacking `delete` ({})",
+        res.status
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. `trusted_proxies` compares the connection address (and header
+// entries) to the proxy networks without un-mapping `::ffff:a.b.c.d`. On a
+// dual-stack listener (`[::]:port`, the usual way to serve both families),
+// an IPv4 proxy's connection arrives as `::ffff:10.0.0.1`, is judged "not
+// our proxy", and becomes the client address itself — which the allowlist
+// check *does* un-map. Every client behind the proxy then looks like the
+// proxy, so a key allowlisted for the internal network is usable from the
+// internet.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_proxy_on_a_dual_stack_socket_is_still_a_trusted_proxy() {
+    let keys = builder()
+        .trust_forwarded_header(HeaderName::from_static("x-forwarded-for"))
+        .trusted_proxies(["10.0.0.0/24".parse::<IpNet>().unwrap()])
+        .build();
+    // Internal-only key: the intranet, which is also where the proxy lives.
+    let internal = issue(
+        &keys,
+        NewKey::new(Owner::service("intranet"), "internal only")
+            .scopes([Scope::READ])
+            .allowed_ips(["10.0.0.0/8".parse::<IpNet>().unwrap()]),
+    )
+    .await;
+    let app = TestApp::new(&keys);
+    let via_proxy = |peer: &str| {
+        from_addr(
+            with_header(
+                keyed(Method::GET, "/notes", &internal),
+                "x-forwarded-for",
+                b"203.0.113.66",
+            ),
+            peer,
+        )
+    };
+    // Plain IPv4 socket: the header is believed, the internet client refused.
+    app.send(via_proxy("10.0.0.1:4000"))
+        .await
+        .assert_problem(403, "ip_not_allowed");
+    // The same proxy on a dual-stack socket: refused the same way.
+    app.send(via_proxy("[::ffff:10.0.0.1]:4000"))
+        .await
+        .assert_problem(403, "ip_not_allowed");
+}
+
+// ---------------------------------------------------------------------------
+// 3. The default gRPC rule grants `write` for deletions whose name
+// does not *start* with Delete/Remove: `BatchDeleteNotes` (the AIP-235
+// standard name), `BulkRemoveNotes`, `PurgeNotes`… A key with `write` but
+// not `delete` — refused `DELETE /notes/1` over HTTP — deletes in bulk over
+// gRPC.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn grpc_deletions_anywhere_in_a_name_need_delete() {
+    let keys = builder().build();
+    let writer = issue(
+        &keys,
+        NewKey::new(Owner::service("s"), "writer").scopes([Scope::READ, Scope::WRITE]),
+    )
+    .await;
+    let reached = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&reached);
+    let svc = keys
+        .grpc_layer()
+        .layer(tower::service_fn(move |req: Request<Body>| {
+            seen.lock().unwrap().push(req.uri().path().to_owned());
+            async move { Ok::<_, std::convert::Infallible>(Response::new(Body::empty())) }
+        }));
+    let mut leaked = Vec::new();
+    for path in [
+        "/notes.v1.Notes/DeleteNote", // refused: baseline
+        "/notes.v1.Notes/BatchDeleteNotes",
+        "/notes.v1.Notes/BulkRemoveNotes",
+        "/notes.v1.Notes/PurgeNotes",
+        "/notes.v1.Notes/ClearNotes",
+    ] {
+        let res = svc
+            .clone()
+            .oneshot(
+                Request::post(path)
+                    .header("content-type", "application/grpc")
+                    .header("x-api-key", &writer)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        if res.headers().get("grpc-status").is_none() {
+            leaked.push(path);
+        }
+    }
+    assert!(
+        leaked.is_empty(),
+        "a key without `delete` reached deleting methods: {leaked:?} (service saw {:?})",
+        reached.lock().unwrap()
+    );
+    assert_eq!(
+        GrpcScopes::default().required("/notes.v1.Notes/BatchDeleteNotes"),
+        Some(&Scope::DELETE)
+    );
+}
+
+/// Nested layers of one `Keygate` charge a request to the key's quota once,
+/// not once per layer.
+#[tokio::test]
+async fn nested_layers_charge_the_quota_once() {
+    use keygate::core::Quota;
+    let keys = builder().build();
+    let key = common::issue_limited(&keys, Quota::per_minute(4)).await;
+    let app = Router::new()
+        .route(
+            "/invoices",
+            get(|| async { "invoices" }).route_layer(keys.layer().require_scope(Scope::READ)),
+        )
+        .layer(keys.layer());
+    for _ in 0..4 {
+        let res = send(&app, keyed(Method::GET, "/invoices", &key)).await;
+        assert_eq!(res.status, StatusCode::OK);
+    }
+    let res = send(&app, keyed(Method::GET, "/invoices", &key)).await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// A key admitted by another `Keygate`'s layer is not this layer's to wave
+/// through: with the credential stripped it is refused, even in optional
+/// mode, and with the credential it is judged again.
+#[tokio::test]
+async fn a_key_admitted_by_another_keygate_is_judged_again() {
+    let outer = builder().query_param("api_key").build();
+    let inner = builder().optional(true).build();
+    let outer_key = issue(
+        &outer,
+        NewKey::new(Owner::user("u1"), "outer").scopes([Scope::ADMIN]),
+    )
+    .await;
+    let app = Router::new()
+        .route(
+            "/x",
+            get(|key: ApiKey| async move { key.name().to_owned() }),
+        )
+        .route_layer(inner.layer())
+        .layer(outer.layer());
+    let res = send(&app, keyed(Method::GET, "/x", &outer_key)).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{:?}", res.body);
+}
