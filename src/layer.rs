@@ -645,6 +645,15 @@ where
                         unreachable!("a limiter check always follows a lookup")
                     };
                     match decided_by_limit(&d.shared, &result) {
+                        // A remote limiter took a round trip: the key may
+                        // have expired meanwhile, and expiry is exact.
+                        Decided::Admit(_)
+                            if entry
+                                .expires_at()
+                                .is_some_and(|at| d.shared.clock.now() >= at) =>
+                        {
+                            d.reject(&Rejection::ExpiredKey, Some(entry.info().id), "expired")
+                        }
                         Decided::Admit(decision) => d.call_inner(decision, &entry),
                         Decided::Reject(r, reason) => d.reject(&r, Some(entry.info().id), reason),
                         Decided::Pending(_) => unreachable!("decided_by_limit never defers"),

@@ -539,3 +539,57 @@ async fn several_quotas_are_exact_under_concurrency() {
     assert_eq!(admitted.load(Ordering::SeqCst), 40);
     assert_eq!(app.hits(), 40);
 }
+
+/// A remote limiter that takes `lag` of (fake) time to answer.
+#[derive(Debug)]
+struct Slow {
+    limiter: GovernorLimiter,
+    clock: keygate::core::FakeClock,
+    lag: Duration,
+}
+
+impl RateLimiter for Slow {
+    fn check(&self, family: KeyId, quotas: &Quotas) -> Check {
+        let Check::Ready(decision) = self.limiter.check(family, quotas) else {
+            unreachable!("governor answers at once")
+        };
+        let (clock, lag) = (self.clock.clone(), self.lag);
+        Check::Pending(PendingCheck(Box::pin(async move {
+            tokio::task::yield_now().await;
+            clock.advance(lag);
+            decision
+        })))
+    }
+}
+
+#[tokio::test]
+async fn a_key_that_expires_while_a_remote_limiter_answers_is_refused() {
+    let clock = keygate::core::FakeClock::starting_now();
+    let keys = builder()
+        .clock(clock.clone())
+        .rate_limiter(Slow {
+            limiter: GovernorLimiter::new(),
+            clock: clock.clone(),
+            lag: Duration::from_millis(300),
+        })
+        .default_rate_limit(Quota::per_hour(100))
+        .build();
+    let key = issue(
+        &keys,
+        NewKey::new(Owner::user("u1"), "brief")
+            .scopes([Scope::READ])
+            .expires_in(Duration::from_secs(1)),
+    )
+    .await;
+    let app = TestApp::new(&keys);
+    // 0 ms → answered at 300 ms; 400 ms → 700 ms: both within the second.
+    app.get("/notes", &key).await.assert_ok();
+    clock.advance(Duration::from_millis(100));
+    app.get("/notes", &key).await.assert_ok();
+    // Asked at 800 ms, answered at 1100 ms: the key expired meanwhile.
+    clock.advance(Duration::from_millis(100));
+    app.get("/notes", &key)
+        .await
+        .assert_unauthorized("expired_key");
+    assert_eq!(app.hits(), 2);
+}
