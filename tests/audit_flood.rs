@@ -35,7 +35,9 @@ async fn refusals_cannot_crowd_out_management_events_and_are_persisted_at_a_boun
     // times over...
     for i in 0..1000 {
         let typo = common::typo(&key);
-        app.get("/notes", &typo).await.assert_unauthorized("malformed_key");
+        app.get("/notes", &typo)
+            .await
+            .assert_unauthorized("malformed_key");
         let forged = keys.format().generate(Environment::Live).unwrap();
         app.get("/notes", forged.expose_secret())
             .await
@@ -46,7 +48,9 @@ async fn refusals_cannot_crowd_out_management_events_and_are_persisted_at_a_boun
         }
     }
     clock.advance(Duration::from_secs(1));
-    app.get("/notes", &key).await.assert_unauthorized("revoked_key");
+    app.get("/notes", &key)
+        .await
+        .assert_unauthorized("revoked_key");
     log.flush().await;
 
     let trail = store

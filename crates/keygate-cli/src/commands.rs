@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::{
     args::{
-        AuditArgs, AuditCommand, Command, CreateArgs, ExpiringArgs, IdArg, KeysCommand, ListArgs, RotateArgs,
-        UpdateArgs, UsageArgs,
+        AuditArgs, AuditCommand, Command, CreateArgs, ExpiringArgs, IdArg, KeysCommand, ListArgs,
+        RotateArgs, UpdateArgs, UsageArgs,
     },
     db::{self, Database},
     duration,

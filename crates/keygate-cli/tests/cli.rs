@@ -956,7 +956,9 @@ fn audit_prune_deletes_exactly_the_events_older_than_asked() {
         .collect();
     block_on(store.append_audit(&events)).unwrap();
 
-    let run = db.ok(&["--json", "audit", "prune", "--older-than", "90d"]).json();
+    let run = db
+        .ok(&["--json", "audit", "prune", "--older-than", "90d"])
+        .json();
     assert_eq!(run["deleted"], 2);
     let left = block_on(store.query_audit(&AuditQuery::default())).unwrap();
     let ages: Vec<u64> = left
@@ -966,13 +968,39 @@ fn audit_prune_deletes_exactly_the_events_older_than_asked() {
     assert_eq!(ages, [1, 89]);
 
     let table = db.ok(&["audit", "prune", "--older-than", "1w"]).stdout;
-    assert!(table.starts_with("Deleted 1 audit event from before "), "{table}");
+    assert!(
+        table.starts_with("Deleted 1 audit event from before "),
+        "{table}"
+    );
     // The listing still works beside the subcommand.
-    assert_eq!(db.ok(&["--json", "audit"]).json()["events"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        db.ok(&["--json", "audit"]).json()["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // A typo must not wipe the trail: zero, no unit and a missing value are refused.
-    db.fails(&["audit", "prune", "--older-than", "0d"], 2, "longer than 0s");
-    db.fails(&["audit", "prune", "--older-than", "90"], 2, "e.g. 45s, 30m");
+    db.fails(
+        &["audit", "prune", "--older-than", "0d"],
+        2,
+        "longer than 0s",
+    );
+    db.fails(
+        &["audit", "prune", "--older-than", "90"],
+        2,
+        "e.g. 45s, 30m",
+    );
     db.fails(&["audit", "prune"], 2, "--older-than");
-    db.fails(&["audit", "--since", "1h", "prune", "--older-than", "1d"], 2, "");
-    assert_eq!(block_on(store.query_audit(&AuditQuery::default())).unwrap().len(), 1);
+    db.fails(
+        &["audit", "--since", "1h", "prune", "--older-than", "1d"],
+        2,
+        "",
+    );
+    assert_eq!(
+        block_on(store.query_audit(&AuditQuery::default()))
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -349,9 +349,12 @@ impl AuditLog {
     /// closes, if that window suppressed anything.
     fn thin(&self, event: &AuditEvent) -> (bool, Option<AuditEvent>) {
         let reason = event.detail.as_deref().unwrap_or(&event.outcome);
-        let window = time::Duration::try_from(self.config.rejection_window)
-            .unwrap_or(time::Duration::MAX);
-        let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let window =
+            time::Duration::try_from(self.config.rejection_window).unwrap_or(time::Duration::MAX);
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = if windows.contains_key(reason) || windows.len() < MAX_REASONS {
             reason
         } else {
@@ -422,8 +425,10 @@ impl AuditLog {
     /// it on shutdown.
     pub async fn flush(&self) {
         let summaries: Vec<AuditEvent> = {
-            let mut windows =
-                self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut windows = self
+                .windows
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             windows
                 .iter_mut()
                 .filter_map(|(reason, w)| summarise(reason, w))
@@ -661,8 +666,8 @@ mod tests {
     #[tokio::test]
     async fn refusals_are_persisted_at_a_bounded_rate_per_reason_and_summarised() {
         let store = Arc::new(Picky::default());
-        let config = AuditConfig::with_capacity(100_000)
-            .rejections_per_reason(10, Duration::from_secs(1));
+        let config =
+            AuditConfig::with_capacity(100_000).rejections_per_reason(10, Duration::from_secs(1));
         let log = AuditLog::spawn_with(store.clone(), config);
         let t = OffsetDateTime::UNIX_EPOCH;
         for i in 0..1000 {

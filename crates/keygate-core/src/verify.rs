@@ -1136,7 +1136,9 @@ mod tests {
         let v = verifier(store.clone(), Arc::new(SystemClock), config);
         let now = OffsetDateTime::now_utc();
 
-        let mut pending: Vec<Pending> = (0..5000).map(|i| miss(v.lookup(forged_id(i), now))).collect();
+        let mut pending: Vec<Pending> = (0..5000)
+            .map(|i| miss(v.lookup(forged_id(i), now)))
+            .collect();
         // Two requests for one id share its lookup.
         let mut first = miss(v.lookup(rec.id, now));
         let mut second = miss(v.lookup(rec.id, now));
@@ -1187,7 +1189,10 @@ mod tests {
         let b = miss(v.lookup(forged_id(2), now));
         assert!(matches!(v.lookup(forged_id(3), now), Lookup::Busy));
         assert!(matches!(v.lookup(rec.id, now), Lookup::Busy));
-        assert!(v.find(forged_id(3)).await.is_err(), "busy is an error, not None");
+        assert!(
+            v.find(forged_id(3)).await.is_err(),
+            "busy is an error, not None"
+        );
         // Joining a lookup in flight costs the store nothing: allowed.
         let a2 = miss(v.lookup(forged_id(1), now));
         // A key created (or changed) through keygate is known to exist, and

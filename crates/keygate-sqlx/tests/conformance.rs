@@ -743,7 +743,11 @@ mod cases {
                 (AuditAction::Rotate, cut)
             ]
         );
-        assert_eq!(store.prune_audit(cut).await.unwrap(), 0, "nothing left to prune");
+        assert_eq!(
+            store.prune_audit(cut).await.unwrap(),
+            0,
+            "nothing left to prune"
+        );
     }
 }
 
