@@ -335,6 +335,15 @@ fn start<B>(shared: &Shared, req: &Request<B>) -> Start {
         Lookup::Hit(entry) => Start::Hit(entry, digest, now),
         Lookup::Unknown => Start::Reject(Rejection::InvalidKey, Some(id), "unknown_key"),
         Lookup::Miss(pending) => Start::Miss(pending, id, digest),
+        // Fails fast: queueing would hand the store's capacity to a flood of
+        // forged ids. 503, never 401: the key may well be real.
+        Lookup::Busy => Start::Reject(
+            Rejection::Unavailable {
+                retry_after: shared.unavailable_retry_after,
+            },
+            Some(id),
+            "unknown_lookups_busy",
+        ),
     }
 }
 

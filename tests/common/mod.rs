@@ -472,6 +472,16 @@ pub(crate) struct FlakyStore {
     down: Arc<AtomicBool>,
     corrupt: Arc<AtomicBool>,
     finds: Arc<AtomicUsize>,
+    // A connection pool, if set: every lookup waits for one of its permits.
+    pool: Option<Arc<tokio::sync::Semaphore>>,
+    // While set, lookups of ids the store does not have hang (holding their
+    // connection) until `release_unknown`.
+    hold_unknown: Arc<AtomicBool>,
+    released: Arc<tokio::sync::Notify>,
+    // Lookups of absent ids under way (waiting for a connection included),
+    // and the most there ever were at once.
+    unknown_now: Arc<AtomicUsize>,
+    unknown_max: Arc<AtomicUsize>,
 }
 
 impl FlakyStore {
@@ -495,6 +505,63 @@ impl FlakyStore {
     pub(crate) fn finds(&self) -> usize {
         self.finds.load(Ordering::SeqCst)
     }
+
+    /// A store whose lookups share `connections` connections, as a pooled
+    /// database's do (PostgreSQL's default pool has 10).
+    pub(crate) fn pooled(connections: usize) -> Self {
+        Self {
+            pool: Some(Arc::new(tokio::sync::Semaphore::new(connections))),
+            ..Self::default()
+        }
+    }
+
+    /// From now on, lookups of ids the store does not have hang, holding
+    /// their connection, until [`release_unknown`](Self::release_unknown):
+    /// the slowest a forger's queries can be.
+    pub(crate) fn hold_unknown(&self) {
+        self.hold_unknown.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets held lookups answer, and new ones answer at once.
+    pub(crate) fn release_unknown(&self) {
+        self.hold_unknown.store(false, Ordering::SeqCst);
+        self.released.notify_waiters();
+    }
+
+    /// Lookups of absent ids under way now.
+    pub(crate) fn unknown_lookups_now(&self) -> usize {
+        self.unknown_now.load(Ordering::SeqCst)
+    }
+
+    /// The most lookups of absent ids that were ever under way at once.
+    pub(crate) fn unknown_lookups_max(&self) -> usize {
+        self.unknown_max.load(Ordering::SeqCst)
+    }
+
+    async fn find_absent(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let now = self.unknown_now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.unknown_max.fetch_max(now, Ordering::SeqCst);
+        // Undone however this lookup ends, cancelled included.
+        struct Leave<'a>(&'a AtomicUsize);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _leave = Leave(&self.unknown_now);
+        let _connection = match &self.pool {
+            Some(pool) => Some(pool.acquire().await.expect("the pool is never closed")),
+            None => None,
+        };
+        loop {
+            let released = self.released.notified();
+            if !self.hold_unknown.load(Ordering::SeqCst) {
+                break;
+            }
+            released.await;
+        }
+        self.inner.find(id).await
+    }
 }
 
 impl KeyStore for FlakyStore {
@@ -506,6 +573,13 @@ impl KeyStore for FlakyStore {
         if self.corrupt.load(Ordering::SeqCst) {
             return Err(StoreError::Corrupt("unreadable row (test)".into()));
         }
+        if self.inner.find(id).await?.is_none() {
+            return self.find_absent(id).await;
+        }
+        let _connection = match &self.pool {
+            Some(pool) => Some(pool.acquire().await.expect("the pool is never closed")),
+            None => None,
+        };
         self.inner.find(id).await
     }
 

@@ -89,7 +89,7 @@ pub(crate) enum Command {
     /// Create, list, show, update, rotate and revoke keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Show the audit trail, newest first.
+    /// Show the audit trail, newest first; `audit prune` deletes old events.
     Audit(AuditArgs),
 }
 
@@ -250,7 +250,10 @@ pub(crate) struct UsageArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct AuditArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<AuditCommand>,
     /// Only events about this key id.
     #[arg(long = "key", value_name = "ID")]
     pub(crate) key: Option<String>,
@@ -260,6 +263,22 @@ pub(crate) struct AuditArgs {
     /// Most events to show.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10000))]
     pub(crate) limit: u16,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Delete audit events older than a duration, e.g. `--older-than 90d`.
+    ///
+    /// Nothing prunes the audit trail by itself: run this on a schedule to
+    /// keep it to your retention period.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Delete events older than this, e.g. 90d or 52w (at least 1s).
+    #[arg(long, value_parser = duration::parse_positive, value_name = "DURATION")]
+    pub(crate) older_than: Duration,
 }
 
 fn parse_prefix(s: &str) -> Result<KeyFormat, String> {

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::{
     args::{
-        AuditArgs, Command, CreateArgs, ExpiringArgs, IdArg, KeysCommand, ListArgs, RotateArgs,
-        UpdateArgs, UsageArgs,
+        AuditArgs, AuditCommand, Command, CreateArgs, ExpiringArgs, IdArg, KeysCommand, ListArgs,
+        RotateArgs, UpdateArgs, UsageArgs,
     },
     db::{self, Database},
     duration,
@@ -458,6 +458,9 @@ async fn usage(ctx: &Ctx, args: UsageArgs) -> Result<(), CliError> {
 }
 
 async fn audit(ctx: &Ctx, args: AuditArgs) -> Result<(), CliError> {
+    if let Some(AuditCommand::Prune(prune)) = args.command {
+        return prune_audit(ctx, prune.older_than).await;
+    }
     let key_id = args
         .key
         .as_deref()
@@ -501,6 +504,32 @@ async fn audit(ctx: &Ctx, args: AuditArgs) -> Result<(), CliError> {
 }
 
 /// `GET /notes from 203.0.113.7`, or `-` for a management event.
+async fn prune_audit(ctx: &Ctx, older_than: std::time::Duration) -> Result<(), CliError> {
+    let before = Ctx::now() - older_than;
+    let deleted = ctx
+        .db
+        .audit
+        .prune_audit(before)
+        .await
+        .map_err(|e| ctx.db.store_error(&e))?;
+    ctx.print(
+        || {
+            format!(
+                "Deleted {deleted} audit event{} from before {}.\n",
+                if deleted == 1 { "" } else { "s" },
+                timestamp(before)
+            )
+        },
+        || {
+            let before = before
+                .format(&keygate_core::time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            json!({ "deleted": deleted, "before": before })
+        },
+    );
+    Ok(())
+}
+
 fn request(e: &AuditEvent) -> String {
     let mut parts: Vec<String> = [e.method.as_deref(), e.path.as_deref()]
         .into_iter()

@@ -954,3 +954,68 @@ fn postgres_in_a_schema_of_its_own() {
     // Runs: 0 the failed list, 1 migrate, 2 create.
     db.assert_never_printed(&key, 2);
 }
+
+#[test]
+fn audit_prune_deletes_exactly_the_events_older_than_asked() {
+    use keygate_core::{AuditAction, AuditEvent, AuditQuery, AuditStore, time::OffsetDateTime};
+
+    let db = Db::sqlite();
+    db.ok(&["migrate"]);
+    let store = db.sqlite_store();
+    let id: KeyId = "PruneKey01".parse().unwrap();
+    let now = OffsetDateTime::now_utc();
+    let day = Duration::from_secs(86_400);
+    let events: Vec<AuditEvent> = [400, 91, 89, 1]
+        .iter()
+        .map(|&days| AuditEvent::manage(now - day * days, AuditAction::Update, id))
+        .collect();
+    block_on(store.append_audit(&events)).unwrap();
+
+    let run = db
+        .ok(&["--json", "audit", "prune", "--older-than", "90d"])
+        .json();
+    assert_eq!(run["deleted"], 2);
+    let left = block_on(store.query_audit(&AuditQuery::default())).unwrap();
+    let ages: Vec<u64> = left
+        .iter()
+        .map(|e| (now - e.at).whole_days().unsigned_abs())
+        .collect();
+    assert_eq!(ages, [1, 89]);
+
+    let table = db.ok(&["audit", "prune", "--older-than", "1w"]).stdout;
+    assert!(
+        table.starts_with("Deleted 1 audit event from before "),
+        "{table}"
+    );
+    // The listing still works beside the subcommand.
+    assert_eq!(
+        db.ok(&["--json", "audit"]).json()["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // A typo must not wipe the trail: zero, no unit and a missing value are refused.
+    db.fails(
+        &["audit", "prune", "--older-than", "0d"],
+        2,
+        "longer than 0s",
+    );
+    db.fails(
+        &["audit", "prune", "--older-than", "90"],
+        2,
+        "e.g. 45s, 30m",
+    );
+    db.fails(&["audit", "prune"], 2, "--older-than");
+    db.fails(
+        &["audit", "--since", "1h", "prune", "--older-than", "1d"],
+        2,
+        "",
+    );
+    assert_eq!(
+        block_on(store.query_audit(&AuditQuery::default()))
+            .unwrap()
+            .len(),
+        1
+    );
+}

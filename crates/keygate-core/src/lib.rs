@@ -51,7 +51,9 @@ mod store;
 mod usage;
 mod verify;
 
-pub use audit::{AuditAction, AuditEvent, AuditLog, AuditQuery, AuditStore, DynAuditStore};
+pub use audit::{
+    AuditAction, AuditConfig, AuditEvent, AuditLog, AuditQuery, AuditStore, DynAuditStore,
+};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::{BoxError, StoreError};
 pub use hash::{InvalidDigest, KeyDigest, KeyHasher, WeakPepper};

@@ -447,4 +447,11 @@ impl crate::AuditStore for MemoryStore {
         out.truncate(limit);
         Ok(out)
     }
+
+    async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut inner = self.write();
+        let n = inner.audit.len();
+        inner.audit.retain(|e| e.at >= before);
+        Ok((n - inner.audit.len()) as u64)
+    }
 }

@@ -7,14 +7,14 @@ use std::{
     net::IpAddr,
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use ipnet::IpNet;
 use time::OffsetDateTime;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     Clock, Invalidation, InvalidationFeed, KeyDigest, KeyHasher, KeyId, KeyInfo, KeyRecord, Quotas,
@@ -203,6 +203,16 @@ pub struct CacheConfig {
     /// requests with unknown keys causes at most one store query per id per
     /// this period.
     pub negative_ttl: Duration,
+    /// Most store lookups in flight at once for ids this verifier has no
+    /// reason to believe exist (default 4): ids it has never found in the
+    /// store, nor seen created, changed or announced by an invalidation feed.
+    /// Anyone can mint well-formed keys with fresh ids, and each costs one
+    /// store query; past this bound such lookups fail at once with
+    /// 503 `unavailable` (never 401) instead of queueing for a connection.
+    /// Ids known to exist and background refreshes are not counted, so keep
+    /// this below the store's connection pool size (PostgreSQL's default is
+    /// 10) and they always find capacity. 0 is treated as 1.
+    pub max_unknown_lookups: usize,
 }
 
 impl Default for CacheConfig {
@@ -214,6 +224,7 @@ impl Default for CacheConfig {
             usage_flush_interval: Duration::from_secs(5),
             negative_capacity: 100_000,
             negative_ttl: Duration::from_secs(60),
+            max_unknown_lookups: 4,
         }
     }
 }
@@ -236,6 +247,11 @@ pub enum Lookup {
     /// Not cached: the future asks the store (concurrent misses for one id
     /// share one query) and fills the cache.
     Miss(Pending),
+    /// Not cached, not known to exist, and
+    /// [`CacheConfig::max_unknown_lookups`] such lookups are already in
+    /// flight: answer 503 (the store's capacity is being held by lookups
+    /// of ids that are probably forged), never 401.
+    Busy,
 }
 
 /// A store lookup in progress (see [`Lookup::Miss`]).
@@ -274,19 +290,79 @@ pub struct Verifier {
     // read on nearly every request.
     touch_every: i64,
     negative: moka::sync::Cache<KeyId, ()>,
-    inflight: Mutex<HashMap<KeyId, Arc<OnceCell<Loaded>>>>,
+    // Ids with reason to exist: found in the store, or named by a change made
+    // through keygate or by an invalidation feed. Outlives the positive
+    // cache (eviction, invalidation), so a real key that is merely uncached
+    // does not compete with forged ids for `unknown_lookups`.
+    known: moka::sync::Cache<KeyId, ()>,
+    // Permits for store lookups of ids not in `known`.
+    unknown_lookups: Arc<Semaphore>,
+    // One entry per id being read from the store. Every change to this map
+    // and to a flight's `waiters` happens under this lock, and so does every
+    // cache fill by a flight, so an invalidation is never undone by a load
+    // that began before it.
+    inflight: Mutex<HashMap<KeyId, Arc<Flight>>>,
     // Entries that left the cache (evicted, replaced, invalidated) with
     // usage possibly still uncounted; drained by the next flush.
     retired: Arc<Mutex<Vec<Arc<CachedKey>>>>,
     // Usage a failed flush could not write; retried by the next one.
     unflushed: Mutex<Vec<UsageDelta>>,
-    // Bumped by every invalidation, so a load that read the store before an
-    // invalidation does not put its stale answer into the cache after it.
-    generation: AtomicU64,
     // Bumped by `invalidate_all`: entries of older epochs must be re-read.
     epoch: AtomicU64,
     store_queries: AtomicU64,
     background: AtomicBool,
+}
+
+/// One store lookup in progress, shared by every request waiting for its id.
+struct Flight {
+    cell: OnceCell<Loaded>,
+    // How many `Joined` wait on this flight; changed only under
+    // `Verifier::inflight`, so the last one to leave knows it is the last.
+    waiters: AtomicUsize,
+    // Set under `Verifier::inflight` when the id is invalidated: the answer
+    // may predate the change, so it must not fill the cache.
+    stale: AtomicBool,
+    // For an id not known to exist: held until the last waiter leaves, so
+    // the bound counts every query that may still be running.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A request's place in a [`Flight`]. However it leaves — answered, or
+/// dropped mid-load by a client reset, an HTTP/2 `RST_STREAM` or a timeout —
+/// the last one out removes the flight, so cancelled lookups leave nothing
+/// behind (and release their share of `max_unknown_lookups`).
+struct Joined {
+    verifier: Arc<Verifier>,
+    id: KeyId,
+    flight: Arc<Flight>,
+}
+
+impl Joined {
+    async fn wait(self) -> Loaded {
+        let result = self
+            .flight
+            .cell
+            .get_or_init(|| self.verifier.fetch(self.id, &self.flight))
+            .await
+            .clone();
+        // Answered: later requests find the cache filled, or (after an
+        // error) must ask the store again rather than reuse this answer.
+        self.verifier.end_flight(self.id, &self.flight);
+        result
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        let mut inflight = lock(&self.verifier.inflight);
+        if self.flight.waiters.fetch_sub(1, Ordering::Relaxed) == 1
+            && inflight
+                .get(&self.id)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        {
+            inflight.remove(&self.id);
+        }
+    }
 }
 
 /// Most usage deltas kept across failing flushes before the oldest are
@@ -328,6 +404,10 @@ impl Verifier {
                 .max_capacity(config.negative_capacity)
                 .time_to_live(config.negative_ttl)
                 .build(),
+            known: moka::sync::Cache::builder()
+                .max_capacity(config.capacity)
+                .build(),
+            unknown_lookups: Arc::new(Semaphore::new(config.max_unknown_lookups.max(1))),
             touch_every: i64::try_from((config.ttl / 10).as_secs())
                 .unwrap_or(i64::MAX)
                 .max(1),
@@ -336,7 +416,6 @@ impl Verifier {
             inflight: Mutex::new(HashMap::new()),
             retired,
             unflushed: Mutex::new(Vec::new()),
-            generation: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             store_queries: AtomicU64::new(0),
             background: AtomicBool::new(false),
@@ -378,6 +457,7 @@ impl Verifier {
             }
             None => self.cache.get(&id),
         };
+        let cached = hit.is_some();
         if let Some(hit) = hit {
             let age = now - hit.loaded_at;
             let suspect = hit.epoch != self.epoch.load(Ordering::Acquire);
@@ -397,9 +477,15 @@ impl Verifier {
         } else if self.negative.contains_key(&id) {
             return Lookup::Unknown;
         }
-        let this = Arc::clone(self);
+        // An id is worth a store query from the shared capacity if it was
+        // cached (it existed) or is otherwise known to exist; anything else
+        // may be forged, and gets only the small `max_unknown_lookups` share.
+        let known = cached || self.known.contains_key(&id);
+        let Some(joined) = self.join(id, known) else {
+            return Lookup::Busy;
+        };
         Lookup::Miss(Pending(Box::pin(async move {
-            match (this.load(id).await, fallback) {
+            match (joined.wait().await, fallback) {
                 (Err(e), Some(entry)) => {
                     tracing::warn!(
                         target: "keygate::cache",
@@ -418,13 +504,33 @@ impl Verifier {
     ///
     /// # Errors
     ///
-    /// The store's error, shared among the requests that waited for it.
+    /// The store's error, shared among the requests that waited for it;
+    /// [`StoreError::Unavailable`] without asking the store when the id is
+    /// not known to exist and [`CacheConfig::max_unknown_lookups`] lookups
+    /// of such ids are in flight ([`Lookup::Busy`]).
     pub async fn find(self: &Arc<Self>, id: KeyId) -> Loaded {
         match self.lookup(id, self.clock.now()) {
             Lookup::Hit(k) => Ok(Some(k)),
             Lookup::Unknown => Ok(None),
             Lookup::Miss(p) => p.0.await,
+            Lookup::Busy => Err(Arc::new(StoreError::unavailable(
+                "too many lookups of unknown key ids in flight",
+            ))),
         }
+    }
+
+    fn end_flight(&self, id: KeyId, flight: &Arc<Flight>) {
+        let mut inflight = lock(&self.inflight);
+        if inflight.get(&id).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            inflight.remove(&id);
+        }
+    }
+
+    /// Store lookups in flight (distinct ids), for tests and metrics. A
+    /// lookup whose every waiter went away (a cancelled request, a timeout)
+    /// is not counted: it was cancelled with them.
+    pub fn lookups_in_flight(&self) -> usize {
+        lock(&self.inflight).len()
     }
 
     fn refresh_in_background(self: &Arc<Self>, entry: &Arc<CachedKey>) {
@@ -435,10 +541,14 @@ impl Verifier {
             entry.refreshing.store(false, Ordering::Release);
             return;
         };
-        let this = Arc::clone(self);
+        // A cached id is known: joining never fails for it.
+        let Some(joined) = self.join(entry.info.id, true) else {
+            entry.refreshing.store(false, Ordering::Release);
+            return;
+        };
         let entry = Arc::clone(entry);
         handle.spawn(async move {
-            if let Err(e) = this.load(entry.info.id).await {
+            if let Err(e) = joined.wait().await {
                 tracing::warn!(
                     target: "keygate::cache",
                     key_id = entry.info.id.as_str(),
@@ -450,56 +560,88 @@ impl Verifier {
         });
     }
 
-    async fn load(&self, id: KeyId) -> Loaded {
-        let cell = {
-            let mut inflight = lock(&self.inflight);
-            Arc::clone(inflight.entry(id).or_default())
-        };
-        let result = cell.get_or_init(|| self.fetch(id)).await.clone();
+    /// Joins the store lookup in flight for `id`, or starts one. `None` if a
+    /// new lookup of an id not `known` to exist would exceed
+    /// [`CacheConfig::max_unknown_lookups`]; joining an existing lookup is
+    /// always allowed, as it costs the store nothing.
+    fn join(self: &Arc<Self>, id: KeyId, known: bool) -> Option<Joined> {
         let mut inflight = lock(&self.inflight);
-        if inflight.get(&id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            inflight.remove(&id);
-        }
-        result
+        let flight = match inflight.get(&id) {
+            Some(flight) => Arc::clone(flight),
+            None => {
+                let permit = if known {
+                    None
+                } else {
+                    Some(Arc::clone(&self.unknown_lookups).try_acquire_owned().ok()?)
+                };
+                let flight = Arc::new(Flight {
+                    cell: OnceCell::new(),
+                    waiters: AtomicUsize::new(0),
+                    stale: AtomicBool::new(false),
+                    _permit: permit,
+                });
+                inflight.insert(id, Arc::clone(&flight));
+                flight
+            }
+        };
+        flight.waiters.fetch_add(1, Ordering::Relaxed);
+        Some(Joined {
+            verifier: Arc::clone(self),
+            id,
+            flight,
+        })
     }
 
-    async fn fetch(&self, id: KeyId) -> Loaded {
-        let generation = self.generation.load(Ordering::Acquire);
+    async fn fetch(&self, id: KeyId, flight: &Flight) -> Loaded {
         self.store_queries.fetch_add(1, Ordering::Relaxed);
         let found = self.store.find(id).await.map_err(Arc::new)?;
-        let still_current = self.generation.load(Ordering::Acquire) == generation;
-        Ok(match found {
-            Some(record) => {
-                let entry = Arc::new(CachedKey {
-                    epoch: self.epoch.load(Ordering::Acquire),
-                    ..CachedKey::new(&record, self.clock.now())
-                });
-                if still_current {
-                    self.cache.insert(id, Arc::clone(&entry));
-                    self.hot.insert(id, Arc::clone(&entry));
-                }
-                Some(entry)
+        // Built before taking the lock, which must not wait on a clock or
+        // an allocator longer than it has to.
+        let entry = found.map(|record| {
+            Arc::new(CachedKey {
+                epoch: self.epoch.load(Ordering::Acquire),
+                ..CachedKey::new(&record, self.clock.now())
+            })
+        });
+        // Checking `stale` and filling the cache under the lock that
+        // `invalidate` holds to set it: an invalidation either comes first
+        // (and this answer, possibly read before the change, is not cached)
+        // or comes after (and removes what this puts in).
+        let _inflight = lock(&self.inflight);
+        if !flight.stale.load(Ordering::Relaxed) {
+            if let Some(entry) = &entry {
+                self.cache.insert(id, Arc::clone(entry));
+                self.hot.insert(id, Arc::clone(entry));
+                self.known.insert(id, ());
+            } else {
+                self.cache.invalidate(&id);
+                self.hot.remove(&id);
+                self.known.invalidate(&id);
+                self.negative.insert(id, ());
             }
-            None => {
-                if still_current {
-                    self.cache.invalidate(&id);
-                    self.hot.remove(&id);
-                    self.negative.insert(id, ());
-                }
-                None
-            }
-        })
+        }
+        Ok(entry)
     }
 
     /// Forgets what the cache knows about `id`, so the next request reads the
     /// store. Called on every revoke, update and create made through keygate,
     /// and for every message of an invalidation feed.
+    ///
+    /// A lookup of `id` already in flight still answers the requests waiting
+    /// for it, but never fills the cache: it may have read the store before
+    /// the change this invalidation announces.
     pub fn invalidate(&self, id: KeyId) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let mut inflight = lock(&self.inflight);
+        if let Some(flight) = inflight.remove(&id) {
+            flight.stale.store(true, Ordering::Relaxed);
+        }
         self.cache.invalidate(&id);
         self.hot.remove(&id);
         self.negative.invalidate(&id);
-        lock(&self.inflight).remove(&id);
+        // Only keygate's own changes and the store's feed call this: the id
+        // was just created or changed, so it exists (or did); its next
+        // lookup is not one of a forger's.
+        self.known.insert(id, ());
     }
 
     /// Distrusts everything cached, e.g. after an invalidation feed lost
@@ -508,10 +650,12 @@ impl Verifier {
     /// cannot answer (within [`CacheConfig::max_stale`]), so a feed that drops
     /// during a database outage does not turn every request into a 503.
     pub fn invalidate_all(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let mut inflight = lock(&self.inflight);
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        for (_, flight) in inflight.drain() {
+            flight.stale.store(true, Ordering::Relaxed);
+        }
         self.negative.invalidate_all();
-        lock(&self.inflight).clear();
     }
 
     /// Number of keys in the positive cache (approximate, as moka counts).
@@ -952,6 +1096,194 @@ mod tests {
         eventually(|| v.epoch.load(Ordering::SeqCst) > epoch).await;
         store.0.down.store(true, Ordering::SeqCst);
         assert!(v.find(rec.id).await.unwrap().is_some());
+    }
+
+    /// Polls a pending lookup once, as a request does before its client
+    /// goes away; true if it is still waiting. Outside tokio's cooperative
+    /// budget, which would otherwise stop thousands of polls in one task
+    /// short of reaching the store.
+    fn poll_once(p: &mut Pending) -> impl Future<Output = bool> + '_ {
+        tokio::task::unconstrained(std::future::poll_fn(move |cx| {
+            std::task::Poll::Ready(p.0.as_mut().poll(cx).is_pending())
+        }))
+    }
+
+    fn miss(lookup: Lookup) -> Pending {
+        match lookup {
+            Lookup::Miss(p) => p,
+            other => panic!("expected a miss, got {other:?}"),
+        }
+    }
+
+    fn forged_id(i: u32) -> KeyId {
+        format!("F{i:0>9}").parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn cancelled_lookups_leave_nothing_behind() {
+        let format = KeyFormat::new("t").unwrap();
+        // A store that does not answer within the test.
+        let store = Arc::new(Counting {
+            delay: Duration::from_secs(3600),
+            ..Default::default()
+        });
+        let (_, rec) = record(&format, &KeyHasher::sha256());
+        store.insert(&rec).await.unwrap();
+        let config = CacheConfig {
+            max_unknown_lookups: 10_000,
+            ..CacheConfig::default()
+        };
+        let v = verifier(store.clone(), Arc::new(SystemClock), config);
+        let now = OffsetDateTime::now_utc();
+
+        let mut pending: Vec<Pending> = (0..5000)
+            .map(|i| miss(v.lookup(forged_id(i), now)))
+            .collect();
+        // Two requests for one id share its lookup.
+        let mut first = miss(v.lookup(rec.id, now));
+        let mut second = miss(v.lookup(rec.id, now));
+        for p in &mut pending {
+            assert!(poll_once(p).await);
+        }
+        assert!(poll_once(&mut first).await);
+        assert!(poll_once(&mut second).await);
+        assert_eq!(store.finds.load(Ordering::SeqCst), 5001);
+        assert_eq!(v.lookups_in_flight(), 5001);
+
+        // Every client goes away mid-load.
+        drop(pending);
+        assert_eq!(v.lookups_in_flight(), 1);
+        // One of two waiters leaving keeps the lookup for the other...
+        drop(first);
+        assert_eq!(v.lookups_in_flight(), 1);
+        assert!(poll_once(&mut second).await);
+        // ...and the last one leaving removes it.
+        drop(second);
+        assert_eq!(v.lookups_in_flight(), 0);
+
+        // Lookups dropped before they were ever polled leave nothing either.
+        let never_polled: Vec<_> = (0..1000).map(|i| v.lookup(forged_id(i), now)).collect();
+        assert_eq!(v.lookups_in_flight(), 1000);
+        drop(never_polled);
+        assert_eq!(v.lookups_in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn lookups_of_unknown_ids_are_bounded_and_known_ids_are_not() {
+        let format = KeyFormat::new("t").unwrap();
+        let store = Arc::new(Counting {
+            delay: Duration::from_secs(3600),
+            ..Default::default()
+        });
+        let (_, rec) = record(&format, &KeyHasher::sha256());
+        // Written behind the verifier's back: nothing says it exists yet.
+        store.insert(&rec).await.unwrap();
+        let config = CacheConfig {
+            max_unknown_lookups: 2,
+            ..CacheConfig::default()
+        };
+        let v = verifier(store.clone(), Arc::new(SystemClock), config);
+        let now = OffsetDateTime::now_utc();
+
+        let a = miss(v.lookup(forged_id(1), now));
+        let b = miss(v.lookup(forged_id(2), now));
+        assert!(matches!(v.lookup(forged_id(3), now), Lookup::Busy));
+        assert!(matches!(v.lookup(rec.id, now), Lookup::Busy));
+        assert!(
+            v.find(forged_id(3)).await.is_err(),
+            "busy is an error, not None"
+        );
+        // Joining a lookup in flight costs the store nothing: allowed.
+        let a2 = miss(v.lookup(forged_id(1), now));
+        // A key created (or changed) through keygate is known to exist, and
+        // gets its query whatever the flood.
+        v.invalidate(rec.id);
+        let real = miss(v.lookup(rec.id, now));
+        // Cancelled lookups give their share back.
+        drop((a, a2));
+        let c = miss(v.lookup(forged_id(3), now));
+        assert!(matches!(v.lookup(forged_id(4), now), Lookup::Busy));
+        drop((b, c, real));
+        assert_eq!(v.lookups_in_flight(), 0);
+        assert!(matches!(v.lookup(forged_id(4), now), Lookup::Miss(_)));
+    }
+
+    #[tokio::test]
+    async fn ids_found_in_the_store_stay_known_after_they_leave_the_cache() {
+        let format = KeyFormat::new("t").unwrap();
+        let store = Arc::new(Counting::default());
+        let (_, rec) = record(&format, &KeyHasher::sha256());
+        store.insert(&rec).await.unwrap();
+        let config = CacheConfig {
+            max_unknown_lookups: 1,
+            ..CacheConfig::default()
+        };
+        let v = verifier(store.clone(), Arc::new(SystemClock), config);
+        let now = OffsetDateTime::now_utc();
+        v.find(rec.id).await.unwrap().unwrap();
+        // Evicted from the positive cache by a change made elsewhere.
+        v.cache.invalidate(&rec.id);
+        v.hot.remove(&rec.id);
+        let _flood = miss(v.lookup(forged_id(1), now));
+        assert!(matches!(v.lookup(forged_id(2), now), Lookup::Busy));
+        assert!(v.find(rec.id).await.unwrap().is_some());
+    }
+
+    /// A clock that runs a hook the next time it is read.
+    #[derive(Default)]
+    struct HookClock(Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+    impl fmt::Debug for HookClock {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("HookClock")
+        }
+    }
+
+    impl Clock for HookClock {
+        fn now(&self) -> OffsetDateTime {
+            let hook = lock(&self.0).take();
+            if let Some(hook) = hook {
+                hook();
+            }
+            OffsetDateTime::now_utc()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_load_that_began_before_an_invalidation_never_fills_the_cache() {
+        let format = KeyFormat::new("t").unwrap();
+        let hasher = KeyHasher::sha256();
+        let store = Arc::new(Counting::default());
+        let (key, rec) = record(&format, &hasher);
+        store.insert(&rec).await.unwrap();
+        let clock = Arc::new(HookClock::default());
+        let v = verifier(store.clone(), clock.clone(), CacheConfig::default());
+        let now = OffsetDateTime::now_utc();
+
+        let pending = miss(v.lookup(rec.id, now));
+        // The load has read the record; before it fills the cache (the
+        // clock is read in between), the key is revoked and invalidated.
+        let (s, weak) = (Arc::clone(&store), Arc::downgrade(&v));
+        *lock(&clock.0) = Some(Box::new(move || {
+            let mut revoke = std::pin::pin!(s.revoke(rec.id, now));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(revoke.as_mut().poll(&mut cx).is_ready());
+            weak.upgrade().unwrap().invalidate(rec.id);
+        }));
+        // The request that started before the revocation may see the key
+        // as it was...
+        let old = pending.0.await.unwrap().unwrap();
+        assert!(old.check(&hasher.digest(&key), now, None).is_ok());
+        // ...but nobody after it: the pre-revocation record is not cached.
+        let fresh = match v.lookup(rec.id, now) {
+            Lookup::Miss(p) => p.0.await.unwrap().unwrap(),
+            Lookup::Hit(_) => panic!("the pre-revocation record was cached"),
+            other => panic!("expected a miss, got {other:?}"),
+        };
+        assert_eq!(
+            fresh.check(&hasher.digest(&key), now, None),
+            Err(Denied::Revoked)
+        );
     }
 
     #[test]

@@ -109,6 +109,7 @@ struct Sql {
     add_audit: Arc<str>,
     /// `SELECT … FROM keygate_audit`, to which [`audit_filter`] is appended.
     audit: String,
+    prune_audit: Arc<str>,
 }
 
 impl Sql {
@@ -175,6 +176,7 @@ impl Sql {
                  WITH ORDINALITY AS e({audit_cols}, n) ORDER BY n"
             )),
             audit: format!("SELECT id, {audit_cols} FROM {audit}"),
+            prune_audit: s(format!("DELETE FROM {audit} WHERE at < $1")),
         }
     }
 }
@@ -656,6 +658,15 @@ impl AuditStore for PostgresStore {
             .await
             .map_err(store_error)?;
         rows.iter().map(audit_event).collect()
+    }
+
+    async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let done = Self::query(&self.shared.sql.prune_audit)
+            .bind(micros(before))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -537,4 +537,13 @@ impl AuditStore for SqliteStore {
             .map_err(store_error)?;
         rows.iter().map(audit_event).collect()
     }
+
+    async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM keygate_audit WHERE at < ?1")
+            .bind(to_unix_micros(before))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
 }

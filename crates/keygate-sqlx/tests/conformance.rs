@@ -716,6 +716,39 @@ mod cases {
             ]
         );
     }
+
+    pub(crate) async fn prune_audit_removes_exactly_the_older_events(store: &impl AuditStore) {
+        let key = "AuditPrune";
+        let cut = T0 + secs(3600);
+        let just_before = cut - time::Duration::microseconds(1);
+        store
+            .append_audit(&[
+                event(key, AuditAction::Create, T0),
+                event(key, AuditAction::Update, just_before),
+                event(key, AuditAction::Rotate, cut),
+                event(key, AuditAction::Revoke, cut + secs(1)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.prune_audit(cut).await.unwrap(), 2);
+        let left: Vec<_> = audit(store, AuditQuery::default())
+            .await
+            .into_iter()
+            .map(|e| (e.action, e.at))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                (AuditAction::Revoke, cut + secs(1)),
+                (AuditAction::Rotate, cut)
+            ]
+        );
+        assert_eq!(
+            store.prune_audit(cut).await.unwrap(),
+            0,
+            "nothing left to prune"
+        );
+    }
 }
 
 /// Runs every case in [`cases`] against one store, as a module of tests.
@@ -738,6 +771,7 @@ macro_rules! store_conformance {
             audit_round_trips_every_field_newest_first,
             audit_queries_filter_by_key_and_time_and_limit,
             audit_is_newest_first_by_time_then_latest_written,
+            prune_audit_removes_exactly_the_older_events,
         );
     };
     (@module $backend:ident, $open:path, $($case:ident),+ $(,)?) => {
