@@ -4,14 +4,20 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    Arc, Mutex, OnceLock,
+    atomic::{AtomicBool, Ordering},
+};
 
 use axum::{Router, body::Body, routing::get};
 use common::{TestApp, builder, from_addr, issue, keyed, send, with_header};
 use http::{HeaderName, Method, Request, Response, StatusCode};
 use keygate::{
-    ApiKey, GrpcScopes, Layer as _,
-    core::{IpNet, NewKey, Owner, Scope},
+    ApiKey, GrpcScopes, Keygate, Layer as _,
+    core::{
+        Clock, IpNet, KeyId, KeyRecord, KeyStore, MemoryStore, NewKey, Owner, Page, Scope,
+        StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
+    },
 };
 use tower::ServiceExt as _;
 
@@ -275,4 +281,126 @@ async fn a_key_admitted_by_another_keygate_is_judged_again() {
         .layer(outer.layer());
     let res = send(&app, keyed(Method::GET, "/x", &outer_key)).await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{:?}", res.body);
+}
+
+// ---------------------------------------------------------------------------
+// 4. A revocation that has already answered is undone in the cache
+// when it lands between a cache fill's generation check and its insert
+// (verify.rs `fetch`: `still_current` is computed, then the entry is built
+// and inserted with no re-check). The stale, unrevoked entry then serves
+// every request until the TTL (5 min by default). Made deterministic here
+// by running the revocation from the clock read that sits in that window
+// (standing in for the filling thread being pre-empted there).
+// ---------------------------------------------------------------------------
+
+/// A memory store that raises a flag when a lookup has read its answer.
+#[derive(Clone, Debug, Default)]
+struct Signalling {
+    inner: MemoryStore,
+    read: Arc<AtomicBool>,
+}
+
+impl KeyStore for Signalling {
+    async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let found = self.inner.find(id).await;
+        self.read.store(true, Ordering::SeqCst);
+        found
+    }
+    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
+        self.inner.insert(r).await
+    }
+    async fn update(&self, r: &KeyRecord) -> Result<(), StoreError> {
+        self.inner.update(r).await
+    }
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.revoke(id, at).await
+    }
+    async fn list_by_owner(&self, o: &Owner, p: Page) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_by_owner(o, p).await
+    }
+    async fn list_expiring(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_expiring(before, limit).await
+    }
+    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
+        self.inner.record_usage(batch).await
+    }
+    async fn usage(&self, f: KeyId, s: OffsetDateTime) -> Result<Vec<UsageBucket>, StoreError> {
+        self.inner.usage(f, s).await
+    }
+}
+
+/// The system clock, which — the first time it is read after the store
+/// answered a lookup while armed — revokes the key (on another thread, as
+/// an operator would) and waits for the revocation to answer.
+#[derive(Clone, Debug, Default)]
+struct PreemptingClock {
+    armed: Arc<AtomicBool>,
+    read: Arc<AtomicBool>,
+    target: Arc<OnceLock<(Keygate, KeyId)>>,
+}
+
+impl Clock for PreemptingClock {
+    fn now(&self) -> OffsetDateTime {
+        if self.armed.load(Ordering::SeqCst) && self.read.swap(false, Ordering::SeqCst) {
+            self.armed.store(false, Ordering::SeqCst);
+            let (keys, id) = self.target.get().expect("target set").clone();
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap()
+                    .block_on(keys.manager().revoke(id))
+                    .expect("revoked");
+            })
+            .join()
+            .unwrap();
+        }
+        OffsetDateTime::now_utc()
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_racing_a_cache_fill_is_never_undone() {
+    let store = Signalling::default();
+    let clock = PreemptingClock {
+        read: Arc::clone(&store.read),
+        ..PreemptingClock::default()
+    };
+    let keys = Keygate::builder(store.clone()).clock(clock.clone()).build();
+    let key = issue(
+        &keys,
+        NewKey::new(Owner::user("u1"), "doomed").scopes([Scope::READ]),
+    )
+    .await;
+    let id = common::key_id(&keys, &key);
+    clock.target.set((keys.clone(), id)).unwrap();
+    let app = TestApp::new(&keys);
+
+    // First request fills the cache; the revocation lands mid-fill. This
+    // request itself raced the revocation, so either answer is fine.
+    store.read.store(false, Ordering::SeqCst);
+    clock.armed.store(true, Ordering::SeqCst);
+    let _ = app.get("/notes", &key).await;
+    assert!(!clock.armed.load(Ordering::SeqCst), "the revocation ran");
+    assert!(
+        store
+            .inner
+            .find(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some(),
+        "the store holds the revocation"
+    );
+
+    // The revocation has answered: from now on the key must be refused.
+    for _ in 0..3 {
+        app.get("/notes", &key)
+            .await
+            .assert_unauthorized("revoked_key");
+    }
 }
