@@ -110,7 +110,8 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Returns [`StoreError::Duplicate`] if the id is taken.
     fn insert(&self, record: &KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Replaces a record.
+    /// Replaces a record, all but its [`created_by`](KeyRecord::created_by),
+    /// which is written once, by [`insert`](Self::insert).
     ///
     /// Returns [`StoreError::NotFound`] if there is none with its id.
     fn update(&self, record: &KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -407,7 +408,11 @@ impl KeyStore for MemoryStore {
                 .or_default()
                 .push(record.id);
         }
-        *old = record.clone();
+        let created_by = old.created_by;
+        *old = KeyRecord {
+            created_by,
+            ..record.clone()
+        };
         Ok(())
     }
 
