@@ -181,7 +181,10 @@ impl GrantViolation {
 /// # Errors
 ///
 /// Every [`GrantViolation`] found, at least one.
-pub fn may_grant(grantor: &KeySettings, requested: &KeySettings) -> Result<(), Vec<GrantViolation>> {
+pub fn may_grant(
+    grantor: &KeySettings,
+    requested: &KeySettings,
+) -> Result<(), Vec<GrantViolation>> {
     if grantor.is_admin() {
         return Ok(());
     }
@@ -441,7 +444,9 @@ impl Grantor {
         owner: &crate::Owner,
         requested: &KeySettings,
     ) -> Result<(), crate::ManageError> {
-        let mut violations = may_grant(&self.settings, requested).err().unwrap_or_default();
+        let mut violations = may_grant(&self.settings, requested)
+            .err()
+            .unwrap_or_default();
         if !self.is_admin() && *owner != self.owner {
             violations.push(GrantViolation::new(
                 GrantDimension::Owner,
@@ -527,7 +532,13 @@ mod tests {
         };
         assert_eq!(
             dims(may_grant(&g, &wider)),
-            [D::Scopes, D::Expiry, D::RateLimit, D::AllowedIps, D::Metadata]
+            [
+                D::Scopes,
+                D::Expiry,
+                D::RateLimit,
+                D::AllowedIps,
+                D::Metadata
+            ]
         );
         let cases: Vec<(KeySettings, GrantDimension)> = vec![
             (
@@ -663,7 +674,13 @@ mod tests {
             ..g.clone()
         };
         assert!(may_grant(&g, &ok).is_ok());
-        for wide in ["0.0.0.0/0", "::/0", "::ffff:0:0/96", "11.0.0.0/8", "2001::/16"] {
+        for wide in [
+            "0.0.0.0/0",
+            "::/0",
+            "::ffff:0:0/96",
+            "11.0.0.0/8",
+            "2001::/16",
+        ] {
             let c = KeySettings {
                 allowed_ips: nets(&[wide]),
                 ..g.clone()
@@ -713,9 +730,21 @@ mod tests {
         // A small deterministic search: for every pair drawn from a pool of
         // settings, a granted child's limits are inside the grantor's in
         // every dimension, checked independently of `may_grant`.
-        let quotas = [None, q("1/s"), q("2/s"), q("100/min"), q("2/s,1000/d"), q("10/d")];
+        let quotas = [
+            None,
+            q("1/s"),
+            q("2/s"),
+            q("100/min"),
+            q("2/s,1000/d"),
+            q("10/d"),
+        ];
         let expiries = [None, Some(OffsetDateTime::UNIX_EPOCH), g_exp()];
-        let ips = [nets(&[]), nets(&["10.0.0.0/8"]), nets(&["10.1.0.0/16"]), nets(&["0.0.0.0/0"])];
+        let ips = [
+            nets(&[]),
+            nets(&["10.0.0.0/8"]),
+            nets(&["10.1.0.0/16"]),
+            nets(&["0.0.0.0/0"]),
+        ];
         let mut pool = Vec::new();
         for rate_limit in &quotas {
             for expires_at in expiries {

@@ -58,9 +58,7 @@ mod verify;
 pub use audit::{AuditAction, AuditEvent, AuditLog, AuditQuery, AuditStore, DynAuditStore};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::{BoxError, StoreError};
-pub use grant::{
-    Cap, GrantDimension, GrantViolation, Grantor, KeySettings, Limits, may_grant,
-};
+pub use grant::{Cap, GrantDimension, GrantViolation, Grantor, KeySettings, Limits, may_grant};
 pub use hash::{InvalidDigest, KeyDigest, KeyHasher, WeakPepper};
 pub use key::{
     CHECKSUM_LEN, Environment, ID_LEN, InvalidPrefix, KeyFormat, KeyId, MAX_PREFIX_LEN,

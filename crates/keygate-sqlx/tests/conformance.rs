@@ -252,8 +252,20 @@ mod cases {
         // Before anything was revoked at T0 + 3s: the parent and two
         // children were live at T0 + 10s; at T0 + 50s the one expiring then
         // no longer counts, and the revoked ones never do.
-        assert_eq!(store.count_active_by_owner(&owner, T0 + secs(10)).await.unwrap(), 2);
-        assert_eq!(store.count_active_by_owner(&owner, T0 + secs(50)).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .count_active_by_owner(&owner, T0 + secs(10))
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .count_active_by_owner(&owner, T0 + secs(50))
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(
             store
                 .count_active_by_owner(&Owner::user("nobody"), T0)
