@@ -98,8 +98,8 @@ use axum::{
 };
 use http::StatusCode;
 use keygate_core::{
-    Environment, KeyId, KeyManager, KeyRecord, ManageError, NewKey, Owner, Page, Scope, Scopes,
-    StoreError,
+    Environment, GrantDimension, GrantViolation, Grantor, KeyId, KeyManager, KeyRecord,
+    ManageError, NewKey, Owner, Page, Scope, Scopes, StoreError,
 };
 use utoipa::{
     Modify, OpenApi,
@@ -225,6 +225,13 @@ impl AdminState {
                 )
             }
             ManageError::NotRotatable(_) => Problem::not_rotatable(),
+            ManageError::OverCap { cap, max } => {
+                Problem::invalid_field(cap.field(), format!("at most {max} {cap}"))
+            }
+            ManageError::NotGrantable(violations) => {
+                Problem::not_grantable(violations.iter().map(|v| violation(v, None)).collect())
+            }
+            ManageError::CreatorRevoked => Problem::creator_revoked(),
             ManageError::InvalidName => {
                 Problem::invalid_field("name", "must be 1 to 200 characters")
             }
@@ -305,6 +312,24 @@ impl Caller {
         self.may_use_environment(record.environment, None)
     }
 
+    /// The caller's key as a grantor, as the store holds it now (its quota
+    /// and allowlist are not in the request's key info), or `None` for an
+    /// admin, which the grant rule does not bind.
+    async fn grantor(&self, state: &AdminState) -> Result<Option<Grantor>, Problem> {
+        if self.admin {
+            return Ok(None);
+        }
+        let id = self.key.id();
+        match self.manager.get(id).await {
+            Ok(Some(record)) => Ok(Some(Grantor::new(
+                &record,
+                state.0.keys.shared.default_quota.as_ref(),
+            ))),
+            Ok(None) => Err(state.failed(ManageError::Store(StoreError::NotFound(id)))),
+            Err(e) => Err(state.failed(e)),
+        }
+    }
+
     /// The key `id` if the caller may see it; another owner's key is
     /// reported as missing.
     async fn load(&self, state: &AdminState, id: &str) -> Result<KeyRecord, Problem> {
@@ -314,6 +339,35 @@ impl Caller {
             Ok(_) => Err(Problem::not_found()),
             Err(e) => Err(state.failed(e)),
         }
+    }
+}
+
+/// One grant violation as a field error: the field of the request it is
+/// about (`expiry_field` names the request's expiry field, if any).
+fn violation(v: &GrantViolation, expiry_field: Option<&str>) -> FieldError {
+    let field = match (v.dimension, v.index, &v.entry) {
+        (GrantDimension::Expiry, _, _) => expiry_field.unwrap_or("expires_at").to_owned(),
+        (GrantDimension::AllowedIps, Some(i), _) => format!("allowed_ips[{i}]"),
+        (GrantDimension::Metadata, _, Some(entry)) => format!("metadata.{entry}"),
+        (dimension, _, _) => dimension.field().to_owned(),
+    };
+    FieldError {
+        field,
+        message: v.message.clone(),
+    }
+}
+
+/// The answer to a failed create, update or rotate, whose expiry field is
+/// `expiry_field`.
+fn refused(state: &AdminState, err: ManageError, expiry_field: Option<&str>) -> Problem {
+    match err {
+        ManageError::NotGrantable(violations) => Problem::not_grantable(
+            violations
+                .iter()
+                .map(|v| violation(v, expiry_field))
+                .collect(),
+        ),
+        e => state.failed(e),
     }
 }
 
@@ -366,7 +420,11 @@ async fn create_key(
     if let Some(quota) = req.rate_limit {
         new = new.rate_limit(quota);
     }
-    match caller.manager.create(new).await {
+    let created = match caller.grantor(&state).await? {
+        Some(grantor) => caller.manager.create_as(&grantor, new).await,
+        None => caller.manager.create(new).await,
+    };
+    match created {
         Ok(created) => Ok(json(
             StatusCode::CREATED,
             &CreatedKeyView {
@@ -378,7 +436,7 @@ async fn create_key(
             "expires_in_seconds",
             "is too far in the future",
         )),
-        Err(e) => Err(state.failed(e)),
+        Err(e) => Err(refused(&state, e, Some("expires_in_seconds"))),
     }
 }
 
@@ -483,9 +541,18 @@ async fn update_key(
     if let Some(scopes) = &req.scopes {
         caller.may_grant(scopes, "scopes")?;
     }
-    match caller.manager.update(record.id, req.into()).await {
+    let updated = match caller.grantor(&state).await? {
+        Some(grantor) => {
+            caller
+                .manager
+                .update_as(&grantor, record.id, req.into())
+                .await
+        }
+        None => caller.manager.update(record.id, req.into()).await,
+    };
+    match updated {
         Ok(updated) => Ok(json(StatusCode::OK, &state.view(&updated))),
-        Err(e) => Err(state.failed(e)),
+        Err(e) => Err(refused(&state, e, Some("expires_at"))),
     }
 }
 
@@ -547,7 +614,11 @@ async fn rotate_key(
     let record = caller.load(&state, &id).await?;
     caller.may_modify(&record)?;
     let grace = Duration::from_secs(req.grace_seconds);
-    match caller.manager.rotate(record.id, grace).await {
+    let rotated = match caller.grantor(&state).await? {
+        Some(grantor) => caller.manager.rotate_as(&grantor, record.id, grace).await,
+        None => caller.manager.rotate(record.id, grace).await,
+    };
+    match rotated {
         Ok(created) => Ok(json(
             StatusCode::CREATED,
             &CreatedKeyView {
