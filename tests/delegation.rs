@@ -40,7 +40,9 @@ impl Harness {
         Self::with(|b| b).await
     }
 
-    async fn with(configure: impl FnOnce(keygate::KeygateBuilder) -> keygate::KeygateBuilder) -> Self {
+    async fn with(
+        configure: impl FnOnce(keygate::KeygateBuilder) -> keygate::KeygateBuilder,
+    ) -> Self {
         let clock = FakeClock::starting_now();
         let limiter_clock = governor::clock::FakeRelativeClock::default();
         let keys = configure(
@@ -234,7 +236,11 @@ async fn a_manage_key_cannot_lift_its_own_restrictions() {
 
     // Tightening itself is fine.
     let reply = h
-        .as_manager(Method::PATCH, &path, Some(json!({"rate_limit": "1/s", "name": "tighter"})))
+        .as_manager(
+            Method::PATCH,
+            &path,
+            Some(json!({"rate_limit": "1/s", "name": "tighter"})),
+        )
         .await;
     assert_eq!(reply.expect(StatusCode::OK)["rate_limit"], "1/s");
 }
@@ -284,12 +290,19 @@ async fn a_manage_key_cannot_create_or_rotate_a_key_more_powerful_than_itself() 
             vec!["scopes[1]"],
         ),
     ] {
-        let reply = h.as_manager(Method::POST, "/admin/keys", Some(body.clone())).await;
+        let reply = h
+            .as_manager(Method::POST, "/admin/keys", Some(body.clone()))
+            .await;
         assert_eq!(reply.problem(StatusCode::FORBIDDEN, code), fields, "{body}");
     }
-    let listed = h.as_admin(Method::GET, "/admin/keys?owner=user:alice", None).await;
+    let listed = h
+        .as_admin(Method::GET, "/admin/keys?owner=user:alice", None)
+        .await;
     assert_eq!(
-        listed.expect(StatusCode::OK)["keys"].as_array().unwrap().len(),
+        listed.expect(StatusCode::OK)["keys"]
+            .as_array()
+            .unwrap()
+            .len(),
         1,
         "no child was made"
     );
@@ -346,7 +359,9 @@ async fn revoking_a_delegating_key_revokes_the_keys_it_made() {
     // The child delegates in turn.
     // (No later than its own expiry, as it must.)
     let body = with(bounded_child(), "expires_in_seconds", json!(900));
-    let made = h.call(Method::POST, "/admin/keys", &child, Some(body)).await;
+    let made = h
+        .call(Method::POST, "/admin/keys", &child, Some(body))
+        .await;
     let grandchild = made.expect(StatusCode::CREATED)["key"]
         .as_str()
         .unwrap()
@@ -388,22 +403,39 @@ async fn caps_bind_every_caller_and_name_the_field() {
     for (body, field) in [
         (with(new("big"), "metadata", big), "metadata"),
         (
-            with(new("wide"), "allowed_ips", json!(["10.0.0.1", "10.0.0.2", "10.0.0.3"])),
+            with(
+                new("wide"),
+                "allowed_ips",
+                json!(["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
+            ),
             "allowed_ips",
         ),
     ] {
         let reply = h.as_admin(Method::POST, "/admin/keys", Some(body)).await;
-        assert_eq!(reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"), [field]);
+        assert_eq!(
+            reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            [field]
+        );
     }
     let mut ids = Vec::new();
     for i in 0..3 {
         let reply = h
             .as_admin(Method::POST, "/admin/keys", Some(new(&format!("k{i}"))))
             .await;
-        ids.push(reply.expect(StatusCode::CREATED)["id"].as_str().unwrap().to_owned());
+        ids.push(
+            reply.expect(StatusCode::CREATED)["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
-    let reply = h.as_admin(Method::POST, "/admin/keys", Some(new("one too many"))).await;
-    assert_eq!(reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"), ["owner"]);
+    let reply = h
+        .as_admin(Method::POST, "/admin/keys", Some(new("one too many")))
+        .await;
+    assert_eq!(
+        reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ["owner"]
+    );
     let reply = h
         .as_admin(
             Method::POST,
@@ -422,7 +454,10 @@ async fn caps_bind_every_caller_and_name_the_field() {
             Some(json!({"metadata": {"note": "y".repeat(100)}})),
         )
         .await;
-    assert_eq!(reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"), ["metadata"]);
+    assert_eq!(
+        reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ["metadata"]
+    );
     // Within the caps a rotation works, and a revocation makes room.
     h.as_admin(
         Method::POST,
@@ -441,8 +476,13 @@ async fn caps_bind_every_caller_and_name_the_field() {
         .await
         .expect(StatusCode::CREATED);
     // That was the last room.
-    let reply = h.as_admin(Method::POST, "/admin/keys", Some(new("no room"))).await;
-    assert_eq!(reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"), ["owner"]);
+    let reply = h
+        .as_admin(Method::POST, "/admin/keys", Some(new("no room")))
+        .await;
+    assert_eq!(
+        reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ["owner"]
+    );
 }
 
 #[tokio::test]
@@ -472,6 +512,9 @@ async fn an_admin_still_grants_anything_within_the_caps() {
             })),
         )
         .await;
-    let key = reply.expect(StatusCode::CREATED)["key"].as_str().unwrap().to_owned();
+    let key = reply.expect(StatusCode::CREATED)["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(h.record(&key).await.created_by, None);
 }

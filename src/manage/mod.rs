@@ -28,12 +28,28 @@
 //!
 //! * a key with the `admin` scope manages every key;
 //! * a key with the [`MANAGE_SCOPE`] (`keys:manage`) manages the keys of its
-//!   own owner only, and only keys no more powerful than itself: it cannot
-//!   hand out, change or rotate a key with a scope it lacks itself (so it
-//!   can never mint `admin`), and if it is a `test` key it cannot create,
-//!   change or rotate `live` keys. It may still read, list and revoke every
-//!   key of its owner;
+//!   own owner only, and only keys no more powerful than itself, in every
+//!   dimension ([`keygate_core::may_grant`]): no scope it lacks (so it can
+//!   never mint `admin`), no `live` key if it is a `test` key, no expiry
+//!   later than its own (nor none, if it expires), no quota more generous
+//!   than its own (or the service's default, for a key without one), no
+//!   network outside its own allowlist (nor an empty list, if it has one),
+//!   no metadata entry it does not carry itself. That holds for the key a
+//!   create, a change or a rotation would produce, so a key cannot lift its
+//!   own restrictions either. It may still read, list and revoke every key
+//!   of its owner;
 //! * any other key gets 403 `insufficient_scope`.
+//!
+//! Keys created by a `keys:manage` key die with it: revoking it (unless it
+//! was already rotated away; then its successor carries them) revokes every
+//! key it created, and theirs, at once; a key created while its creator is
+//! being revoked is revoked too (409 `creator_revoked`). Keys created by an
+//! `admin` key have no creator and outlive it.
+//!
+//! Caps bind every caller, `admin` included: keys per owner, metadata size,
+//! allowlist entries and rotation grace (`KeygateBuilder::manage_limits`,
+//! defaults in [`keygate_core::Limits`]). Going over one is a 422 naming the
+//! field (`owner` for the keys-per-owner cap).
 //!
 //! Another owner's key looks exactly like a key that does not exist (404),
 //! so ids of other owners' keys cannot be probed; listing another owner's
@@ -68,10 +84,12 @@
 //! | 401, 429, 503 | the layer's (`missing_key`, `rate_limited`, …) | the caller's key itself is refused |
 //! | 403 | `insufficient_scope` | the key has neither `admin` nor `keys:manage`, or asks for a scope it lacks (`required_scope` says which) |
 //! | 403 | `owner_not_allowed`, `environment_not_allowed` | see above |
+//! | 403 | `not_grantable` | the key would be more powerful than the caller's; `errors` names each field (`rate_limit`, `expires_at` / `expires_in_seconds`, `allowed_ips[i]`, `metadata.<entry>`) |
+//! | 409 | `creator_revoked` | the caller's key was revoked while it created a key, which was revoked with it |
 //! | 404 | `not_found` | no such key, or another owner's |
 //! | 409 | `not_rotatable` | rotating a key that is revoked, expired or already rotated |
 //! | 413 | `invalid_body` | a body over axum's body limit |
-//! | 422 | `invalid_request` | any invalid input; `errors` lists every bad field (`body` for a value the key store cannot keep, such as a NUL character in PostgreSQL) |
+//! | 422 | `invalid_request` | any invalid input, or a cap exceeded; `errors` lists every bad field (`body` for a value the key store cannot keep, such as a NUL character in PostgreSQL) |
 //! | 503 | `unavailable` | the key store cannot answer (`Retry-After`) |
 //!
 //! ```json

@@ -78,8 +78,7 @@ impl Ctx {
                     keygate_core::Cap::RotationGrace => "pass a shorter --grace",
                     _ => "keep the key's settings within the cap",
                 };
-                CliError::usage(format!("at most {max} {cap}: the cap every key obeys"))
-                    .hint(hint)
+                CliError::usage(format!("at most {max} {cap}: the cap every key obeys")).hint(hint)
             }
             other => CliError::new(other.to_string()),
         }

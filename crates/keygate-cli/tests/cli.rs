@@ -248,8 +248,16 @@ fn the_caps_bind_the_cli() {
     let big = format!(r#"{{"note":"{}"}}"#, "x".repeat(5000));
     db.fails(
         &[
-            "keys", "create", "--owner", "user:a", "--name", "n", "--scopes", "read",
-            "--metadata", &big,
+            "keys",
+            "create",
+            "--owner",
+            "user:a",
+            "--name",
+            "n",
+            "--scopes",
+            "read",
+            "--metadata",
+            &big,
         ],
         2,
         "at most 4096 bytes of metadata",
