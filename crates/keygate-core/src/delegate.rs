@@ -1,19 +1,6 @@
 //! Key management on behalf of a delegating key: the grant rule
 //! ([`may_grant`](crate::may_grant)) applied by the [`KeyManager`], the
 //! per-owner cap, and children that do not outlive the key that made them.
-//!
-//! # Children and their creator
-//!
-//! A key created by a delegating key ([`KeyManager::create_as`]) records the
-//! rotation family of its creator in [`KeyRecord::created_by`]. Revoking the
-//! creator's current key (one that has not been rotated away) revokes every
-//! key it created, and theirs, transitively. Revoking a key that was already
-//! rotated away (the old key in its grace period) does not: its successor
-//! holds the same power and keeps its children. A key created while its
-//! creator is being revoked does not survive: after storing it the manager
-//! looks at the creator again and revokes the new key if the creator is
-//! gone. Keys created by `admin` keys, the CLI or [`KeyManager::create`]
-//! have no creator and are never revoked this way.
 
 use std::collections::HashSet;
 
@@ -31,9 +18,20 @@ impl KeyManager {
     /// [`create`](Self::create) on behalf of a delegating key: refused with
     /// [`ManageError::NotGrantable`] if the new key would be more powerful
     /// than `grantor` in any dimension, or belong to another owner. The new
-    /// key records `grantor`'s family as its creator, and dies with it (see
-    /// the [module documentation](self)). An `admin` grantor creates keys
-    /// like [`create`](Self::create): without a creator.
+    /// key records `grantor`'s family as its creator, and dies with it. An
+    /// `admin` grantor creates keys like [`create`](Self::create): without a
+    /// creator.
+    ///
+    /// A key created by a delegating key ([`KeyManager::create_as`]) records the
+    /// rotation family of its creator in [`KeyRecord::created_by`]. Revoking the
+    /// creator's current key (one that has not been rotated away) revokes every
+    /// key it created, and theirs, transitively. Revoking a key that was already
+    /// rotated away (the old key in its grace period) does not: its successor
+    /// holds the same power and keeps its children. A key created while its
+    /// creator is being revoked does not survive: after storing it the manager
+    /// looks at the creator again and revokes the new key if the creator is
+    /// gone. Keys created by `admin` keys, the CLI or [`KeyManager::create`]
+    /// have no creator and are never revoked this way.
     ///
     /// # Errors
     ///

@@ -1,44 +1,5 @@
-//! Delegation: what a key may hand out, and the caps every key obeys.
-//!
-//! A key that manages keys without being `admin` (a *delegating* key, such
-//! as one with `keys:manage`) may only create, change or rotate keys that
-//! are no more powerful than itself, in every dimension. [`may_grant`] is
-//! that rule, in one place; [`KeyManager::create_as`](crate::KeyManager::create_as),
-//! [`update_as`](crate::KeyManager::update_as) and
-//! [`rotate_as`](crate::KeyManager::rotate_as) apply it. Applied to a change
-//! of the caller's own key it means a key can never lift its own
-//! restrictions.
-//!
-//! | dimension | a grantor may grant |
-//! |---|---|
-//! | scopes | scopes it holds itself (`admin` holds every scope) |
-//! | environment | `test` only, if it is a `test` key |
-//! | expiry | if it expires: an expiry no later than its own (never "none") |
-//! | quota | for each of its quotas, one quota at most as generous (see below) |
-//! | IP allowlist | if it has one: a non-empty list of networks, each inside one of its own |
-//! | metadata | entries it carries itself, with the same values |
-//!
-//! **Quotas, per period.** Quotas are compared as what they let through: a
-//! quota of `n` per `p` admits a burst of `n` and then `n / p` on average
-//! (the GCRA keygate runs), so over any window of length `w` at most
-//! `n + n·w/p` requests. A quota `c` is *at most as generous* as `g` if both
-//! its burst and its rate are no larger: `c.limit ≤ g.limit` and
-//! `c.limit / c.period ≤ g.limit / g.period`. Then `c` admits no more than
-//! `g` over every window. Since a key admits a request only when all its
-//! quotas do, a child satisfies the grantor's quota `g` when *one* of the
-//! child's quotas is at most as generous as `g`; it must do so for every
-//! quota of the grantor. A key without its own quota is judged by the
-//! service's default quota (its *effective* quota), and a key with neither
-//! is unlimited, which is more than any quota. So `2/s` may grant `1/s` or
-//! `2/s,1000/d`, but not `100/min` (a burst of 100).
-//!
-//! What the rule does not bound: each key has its own rate-limit state, so
-//! `n` children of a key with `2/s` may together make `2n` requests a
-//! second. [`Limits::max_keys_per_owner`] bounds `n`.
-//!
-//! **Metadata.** Applications read metadata to make decisions
-//! (`plan: "enterprise"`), so a delegating key may only pass on entries it
-//! carries itself, unchanged; it may leave any out. `admin` sets anything.
+//! Delegation: what a key may hand out ([`may_grant`]), and the caps
+//! every key obeys ([`Limits`]).
 
 use std::time::Duration;
 
@@ -158,8 +119,47 @@ impl GrantViolation {
 /// Whether `grantor` may create, or change a key into, `requested`: every
 /// way `requested` would be more powerful than `grantor`, or `Ok` if none.
 ///
-/// An `admin` grantor may grant anything. The rule is the one in the
-/// [module documentation](self).
+/// An `admin` grantor may grant anything; for any other:
+///
+/// A key that manages keys without being `admin` (a *delegating* key, such
+/// as one with `keys:manage`) may only create, change or rotate keys that
+/// are no more powerful than itself, in every dimension. [`may_grant`] is
+/// that rule, in one place; [`KeyManager::create_as`](crate::KeyManager::create_as),
+/// [`update_as`](crate::KeyManager::update_as) and
+/// [`rotate_as`](crate::KeyManager::rotate_as) apply it. Applied to a change
+/// of the caller's own key it means a key can never lift its own
+/// restrictions.
+///
+/// | dimension | a grantor may grant |
+/// |---|---|
+/// | scopes | scopes it holds itself (`admin` holds every scope) |
+/// | environment | `test` only, if it is a `test` key |
+/// | expiry | if it expires: an expiry no later than its own (never "none") |
+/// | quota | for each of its quotas, one quota at most as generous (see below) |
+/// | IP allowlist | if it has one: a non-empty list of networks, each inside one of its own |
+/// | metadata | entries it carries itself, with the same values |
+///
+/// **Quotas, per period.** Quotas are compared as what they let through: a
+/// quota of `n` per `p` admits a burst of `n` and then `n / p` on average
+/// (the GCRA keygate runs), so over any window of length `w` at most
+/// `n + n·w/p` requests. A quota `c` is *at most as generous* as `g` if both
+/// its burst and its rate are no larger: `c.limit ≤ g.limit` and
+/// `c.limit / c.period ≤ g.limit / g.period`. Then `c` admits no more than
+/// `g` over every window. Since a key admits a request only when all its
+/// quotas do, a child satisfies the grantor's quota `g` when *one* of the
+/// child's quotas is at most as generous as `g`; it must do so for every
+/// quota of the grantor. A key without its own quota is judged by the
+/// service's default quota (its *effective* quota), and a key with neither
+/// is unlimited, which is more than any quota. So `2/s` may grant `1/s` or
+/// `2/s,1000/d`, but not `100/min` (a burst of 100).
+///
+/// What the rule does not bound: each key has its own rate-limit state, so
+/// `n` children of a key with `2/s` may together make `2n` requests a
+/// second. [`Limits::max_keys_per_owner`] bounds `n`.
+///
+/// **Metadata.** Applications read metadata to make decisions
+/// (`plan: "enterprise"`), so a delegating key may only pass on entries it
+/// carries itself, unchanged; it may leave any out. `admin` sets anything.
 ///
 /// ```
 /// use keygate_core::{Environment, KeySettings, Quota, Scope, Scopes, may_grant};
