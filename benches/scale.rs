@@ -141,6 +141,7 @@ impl KeySet {
                     metadata: Default::default(),
                     last_used_at: None,
                     superseded_by: None,
+                    created_by: None,
                 };
                 store.insert(&record).await.expect("ids are unique");
                 keys.push(key.expose_secret().to_owned());

@@ -48,8 +48,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use keygate::{
     ApiKey, Keygate, MethodScopes, Rejection, ScopeName,
     core::{
-        CreatedKey, Environment, KeyId, KeyRecord, ManageError, MemoryStore, NewKey, Owner, Page,
-        Scope, Scopes,
+        CreatedKey, Environment, Grantor, KeyId, KeyRecord, ManageError, MemoryStore, NewKey,
+        Owner, Page, Scope, Scopes,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -394,17 +394,34 @@ impl KeyOwner {
         }
     }
 
-    /// Whether this caller may put `scope` on a new key.
+    /// Whether this service lets this caller put `scope` on a new key: its
+    /// own policy, on top of keygate's rule (see [`KeyOwner::grantor`]).
     fn may_grant(&self, scope: &Scope) -> bool {
         if !grantable().contains(scope) {
             return false;
         }
         match &self.caller {
             Caller::Person(_) => true,
-            // No escalation: a key grants only what it holds, and never the
-            // power to mint more keys.
-            Caller::Key(key) => *scope != KeysManage::scope() && key.allows(scope),
+            // A key never passes on the power to mint more keys here.
+            Caller::Key(_) => *scope != KeysManage::scope(),
         }
+    }
+
+    /// For a key, keygate's grant rule: what it creates or rotates can be
+    /// no more powerful than itself (scopes, environment, expiry, quota, IP
+    /// allowlist, metadata), and dies with it. `None` for a person.
+    async fn grantor(&self, state: &AppState) -> Result<Option<Grantor>, ApiError> {
+        let Caller::Key(key) = &self.caller else {
+            return Ok(None);
+        };
+        let record = state
+            .keys
+            .manager()
+            .get(key.id())
+            .await?
+            .ok_or(ApiError::Internal)?;
+        // This service has no default quota; pass it here if yours does.
+        Ok(Some(Grantor::new(&record, None)))
     }
 }
 
@@ -609,7 +626,11 @@ async fn create_key(
         new = new.expires_in(Duration::from_secs(u64::from(days) * 86_400));
     }
     let manager = state.keys.manager().as_actor(owner.actor());
-    Ok(created(&manager.create(new).await?))
+    let made = match owner.grantor(&state).await? {
+        Some(grantor) => manager.create_as(&grantor, new).await?,
+        None => manager.create(new).await?,
+    };
+    Ok(created(&made))
 }
 
 async fn revoke_key(
@@ -648,7 +669,11 @@ async fn rotate_key(
     }
     let id = owned_key(&state, &owner, &id).await?;
     let manager = state.keys.manager().as_actor(owner.actor());
-    Ok(created(&manager.rotate(id, grace).await?))
+    let made = match owner.grantor(&state).await? {
+        Some(grantor) => manager.rotate_as(&grantor, id, grace).await?,
+        None => manager.rotate(id, grace).await?,
+    };
+    Ok(created(&made))
 }
 
 /// The id of one of the caller's keys. Anyone else's key is "not found",
@@ -678,6 +703,9 @@ pub(crate) enum ApiError {
     MachinesOnly,
     BadLogin,
     NotGrantable(String),
+    /// The key would be more powerful than the key asking for it.
+    ExceedsCaller(Vec<&'static str>),
+    OverCap(String),
     BadRequest(&'static str),
     NotFound,
     NotRotatable,
@@ -689,6 +717,15 @@ impl From<ManageError> for ApiError {
         match e {
             ManageError::InvalidName => Self::BadRequest("a key name is 1 to 200 characters"),
             ManageError::NotRotatable(_) => Self::NotRotatable,
+            ManageError::NotGrantable(violations) => {
+                match violations.iter().find_map(|v| v.scope.as_ref()) {
+                    Some(scope) => Self::NotGrantable(scope.to_string()),
+                    None => Self::ExceedsCaller(
+                        violations.iter().map(|v| v.dimension.field()).collect(),
+                    ),
+                }
+            }
+            ManageError::OverCap { cap, max } => Self::OverCap(format!("at most {max} {cap}")),
             e => {
                 tracing::error!(error = %e, "key management failed");
                 Self::Internal
@@ -748,6 +785,16 @@ impl ApiError {
                     scope.escape_default()
                 ),
             ),
+            Self::ExceedsCaller(fields) => (
+                S::FORBIDDEN,
+                "not_grantable",
+                format!(
+                    "A key can only make keys no more powerful than itself; this one would \
+                     exceed it in: {}.",
+                    fields.join(", ")
+                ),
+            ),
+            Self::OverCap(what) => (S::BAD_REQUEST, "invalid_request", format!("{what}.")),
             Self::BadRequest(detail) => (S::BAD_REQUEST, "invalid_request", (*detail).into()),
             Self::NotFound => (
                 S::NOT_FOUND,

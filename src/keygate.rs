@@ -278,6 +278,7 @@ pub struct KeygateBuilder {
     expiry_warning: Duration,
     audit_log: Option<AuditLog>,
     audit_admitted_level: tracing::Level,
+    manage_limits: keygate_core::Limits,
 }
 
 impl KeygateBuilder {
@@ -306,7 +307,17 @@ impl KeygateBuilder {
             expiry_warning: Duration::from_secs(7 * 86_400),
             audit_log: None,
             audit_admitted_level: tracing::Level::INFO,
+            manage_limits: keygate_core::Limits::default(),
         }
+    }
+
+    /// Caps on the keys this service's [`manager`](Keygate::manager) (and so
+    /// the management router) creates and changes: keys per owner, metadata
+    /// size, allowlist entries, rotation grace. They bind every caller,
+    /// `admin` included. Default: [`Limits::default`](keygate_core::Limits::default).
+    pub fn manage_limits(mut self, limits: keygate_core::Limits) -> Self {
+        self.manage_limits = limits;
+        self
     }
 
     /// This application's key prefix (`mbk` for `mbk_live_…`; default `kg`).
@@ -566,7 +577,8 @@ impl KeygateBuilder {
             self.hasher,
             Arc::clone(&self.clock),
         )
-        .with_verifier(Arc::clone(&verifier));
+        .with_verifier(Arc::clone(&verifier))
+        .with_limits(self.manage_limits);
         let manager = match &self.audit_log {
             Some(log) => manager.with_audit_log(log.clone()),
             None => manager,

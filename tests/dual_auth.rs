@@ -619,6 +619,51 @@ async fn api_keys_manage_keys_only_with_keys_manage_and_only_their_owners() {
     assert_eq!(res.code(), Some("invalid_key"));
 }
 
+#[tokio::test]
+async fn a_key_cannot_make_a_key_that_outlives_or_outlasts_it() {
+    let w = world();
+    let manager = w
+        .state
+        .keys
+        .manager()
+        .create(
+            NewKey::new(Owner::user("alice"), "expiring manager")
+                .scopes([Scope::READ, Scope::from_static("keys:manage")])
+                .expires_in(std::time::Duration::from_secs(2 * 86_400)),
+        )
+        .await
+        .expect("create key")
+        .key
+        .expose_secret()
+        .to_owned();
+    // No expiry, or a later one: more than the key itself has.
+    for body in [
+        json!({ "name": "forever", "scopes": ["read"] }),
+        json!({ "name": "later", "scopes": ["read"], "expires_in_days": 3 }),
+    ] {
+        let res = create(&w, api_key(&manager), body.clone()).await;
+        assert_eq!(res.status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(res.code(), Some("not_grantable"), "{}", res.body);
+    }
+    let res = create(
+        &w,
+        api_key(&manager),
+        json!({ "name": "sooner", "scopes": ["read"], "expires_in_days": 1 }),
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    let child = res.body["key"].as_str().expect("a key").to_owned();
+    // And it dies with the key that made it.
+    let id = manager.splitn(3, '_').nth(2).expect("an id")[..10]
+        .parse()
+        .expect("an id");
+    w.state.keys.manager().revoke(id).await.expect("revoke");
+    let res = w
+        .send(request(Method::GET, "/reports", &[api_key(&child)]))
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+}
+
 // ---- browsers ----
 
 fn preflight(path: &str, origin: &str, method: &str, headers: &str) -> Request<Body> {

@@ -28,12 +28,28 @@
 //!
 //! * a key with the `admin` scope manages every key;
 //! * a key with the [`MANAGE_SCOPE`] (`keys:manage`) manages the keys of its
-//!   own owner only, and only keys no more powerful than itself: it cannot
-//!   hand out, change or rotate a key with a scope it lacks itself (so it
-//!   can never mint `admin`), and if it is a `test` key it cannot create,
-//!   change or rotate `live` keys. It may still read, list and revoke every
-//!   key of its owner;
+//!   own owner only, and only keys no more powerful than itself, in every
+//!   dimension ([`keygate_core::may_grant`]): no scope it lacks (so it can
+//!   never mint `admin`), no `live` key if it is a `test` key, no expiry
+//!   later than its own (nor none, if it expires), no quota more generous
+//!   than its own (or the service's default, for a key without one), no
+//!   network outside its own allowlist (nor an empty list, if it has one),
+//!   no metadata entry it does not carry itself. That holds for the key a
+//!   create, a change or a rotation would produce, so a key cannot lift its
+//!   own restrictions either. It may still read, list and revoke every key
+//!   of its owner;
 //! * any other key gets 403 `insufficient_scope`.
+//!
+//! Keys created by a `keys:manage` key die with it: revoking it (unless it
+//! was already rotated away; then its successor carries them) revokes every
+//! key it created, and theirs, at once; a key created while its creator is
+//! being revoked is revoked too (409 `creator_revoked`). Keys created by an
+//! `admin` key have no creator and outlive it.
+//!
+//! Caps bind every caller, `admin` included: keys per owner, metadata size,
+//! allowlist entries and rotation grace (`KeygateBuilder::manage_limits`,
+//! defaults in [`keygate_core::Limits`]). Going over one is a 422 naming the
+//! field (`owner` for the keys-per-owner cap).
 //!
 //! Another owner's key looks exactly like a key that does not exist (404),
 //! so ids of other owners' keys cannot be probed; listing another owner's
@@ -68,10 +84,12 @@
 //! | 401, 429, 503 | the layer's (`missing_key`, `rate_limited`, …) | the caller's key itself is refused |
 //! | 403 | `insufficient_scope` | the key has neither `admin` nor `keys:manage`, or asks for a scope it lacks (`required_scope` says which) |
 //! | 403 | `owner_not_allowed`, `environment_not_allowed` | see above |
+//! | 403 | `not_grantable` | the key would be more powerful than the caller's; `errors` names each field (`rate_limit`, `expires_at` / `expires_in_seconds`, `allowed_ips[i]`, `metadata.<entry>`) |
+//! | 409 | `creator_revoked` | the caller's key was revoked while it created a key, which was revoked with it |
 //! | 404 | `not_found` | no such key, or another owner's |
 //! | 409 | `not_rotatable` | rotating a key that is revoked, expired or already rotated |
 //! | 413 | `invalid_body` | a body over axum's body limit |
-//! | 422 | `invalid_request` | any invalid input; `errors` lists every bad field (`body` for a value the key store cannot keep, such as a NUL character in PostgreSQL) |
+//! | 422 | `invalid_request` | any invalid input, or a cap exceeded; `errors` lists every bad field (`body` for a value the key store cannot keep, such as a NUL character in PostgreSQL) |
 //! | 503 | `unavailable` | the key store cannot answer (`Retry-After`) |
 //!
 //! ```json
@@ -98,8 +116,8 @@ use axum::{
 };
 use http::StatusCode;
 use keygate_core::{
-    Environment, KeyId, KeyManager, KeyRecord, ManageError, NewKey, Owner, Page, Scope, Scopes,
-    StoreError,
+    Environment, GrantDimension, GrantViolation, Grantor, KeyId, KeyManager, KeyRecord,
+    ManageError, NewKey, Owner, Page, Scope, Scopes, StoreError,
 };
 use utoipa::{
     Modify, OpenApi,
@@ -225,6 +243,13 @@ impl AdminState {
                 )
             }
             ManageError::NotRotatable(_) => Problem::not_rotatable(),
+            ManageError::OverCap { cap, max } => {
+                Problem::invalid_field(cap.field(), format!("at most {max} {cap}"))
+            }
+            ManageError::NotGrantable(violations) => {
+                Problem::not_grantable(violations.iter().map(|v| violation(v, None)).collect())
+            }
+            ManageError::CreatorRevoked => Problem::creator_revoked(),
             ManageError::InvalidName => {
                 Problem::invalid_field("name", "must be 1 to 200 characters")
             }
@@ -305,6 +330,24 @@ impl Caller {
         self.may_use_environment(record.environment, None)
     }
 
+    /// The caller's key as a grantor, as the store holds it now (its quota
+    /// and allowlist are not in the request's key info), or `None` for an
+    /// admin, which the grant rule does not bind.
+    async fn grantor(&self, state: &AdminState) -> Result<Option<Grantor>, Problem> {
+        if self.admin {
+            return Ok(None);
+        }
+        let id = self.key.id();
+        match self.manager.get(id).await {
+            Ok(Some(record)) => Ok(Some(Grantor::new(
+                &record,
+                state.0.keys.shared.default_quota.as_ref(),
+            ))),
+            Ok(None) => Err(state.failed(ManageError::Store(StoreError::NotFound(id)))),
+            Err(e) => Err(state.failed(e)),
+        }
+    }
+
     /// The key `id` if the caller may see it; another owner's key is
     /// reported as missing.
     async fn load(&self, state: &AdminState, id: &str) -> Result<KeyRecord, Problem> {
@@ -314,6 +357,35 @@ impl Caller {
             Ok(_) => Err(Problem::not_found()),
             Err(e) => Err(state.failed(e)),
         }
+    }
+}
+
+/// One grant violation as a field error: the field of the request it is
+/// about (`expiry_field` names the request's expiry field, if any).
+fn violation(v: &GrantViolation, expiry_field: Option<&str>) -> FieldError {
+    let field = match (v.dimension, v.index, &v.entry) {
+        (GrantDimension::Expiry, _, _) => expiry_field.unwrap_or("expires_at").to_owned(),
+        (GrantDimension::AllowedIps, Some(i), _) => format!("allowed_ips[{i}]"),
+        (GrantDimension::Metadata, _, Some(entry)) => format!("metadata.{entry}"),
+        (dimension, _, _) => dimension.field().to_owned(),
+    };
+    FieldError {
+        field,
+        message: v.message.clone(),
+    }
+}
+
+/// The answer to a failed create, update or rotate, whose expiry field is
+/// `expiry_field`.
+fn refused(state: &AdminState, err: ManageError, expiry_field: Option<&str>) -> Problem {
+    match err {
+        ManageError::NotGrantable(violations) => Problem::not_grantable(
+            violations
+                .iter()
+                .map(|v| violation(v, expiry_field))
+                .collect(),
+        ),
+        e => state.failed(e),
     }
 }
 
@@ -366,7 +438,11 @@ async fn create_key(
     if let Some(quota) = req.rate_limit {
         new = new.rate_limit(quota);
     }
-    match caller.manager.create(new).await {
+    let created = match caller.grantor(&state).await? {
+        Some(grantor) => caller.manager.create_as(&grantor, new).await,
+        None => caller.manager.create(new).await,
+    };
+    match created {
         Ok(created) => Ok(json(
             StatusCode::CREATED,
             &CreatedKeyView {
@@ -378,7 +454,7 @@ async fn create_key(
             "expires_in_seconds",
             "is too far in the future",
         )),
-        Err(e) => Err(state.failed(e)),
+        Err(e) => Err(refused(&state, e, Some("expires_in_seconds"))),
     }
 }
 
@@ -483,9 +559,18 @@ async fn update_key(
     if let Some(scopes) = &req.scopes {
         caller.may_grant(scopes, "scopes")?;
     }
-    match caller.manager.update(record.id, req.into()).await {
+    let updated = match caller.grantor(&state).await? {
+        Some(grantor) => {
+            caller
+                .manager
+                .update_as(&grantor, record.id, req.into())
+                .await
+        }
+        None => caller.manager.update(record.id, req.into()).await,
+    };
+    match updated {
         Ok(updated) => Ok(json(StatusCode::OK, &state.view(&updated))),
-        Err(e) => Err(state.failed(e)),
+        Err(e) => Err(refused(&state, e, Some("expires_at"))),
     }
 }
 
@@ -547,7 +632,11 @@ async fn rotate_key(
     let record = caller.load(&state, &id).await?;
     caller.may_modify(&record)?;
     let grace = Duration::from_secs(req.grace_seconds);
-    match caller.manager.rotate(record.id, grace).await {
+    let rotated = match caller.grantor(&state).await? {
+        Some(grantor) => caller.manager.rotate_as(&grantor, record.id, grace).await,
+        None => caller.manager.rotate(record.id, grace).await,
+    };
+    match rotated {
         Ok(created) => Ok(json(
             StatusCode::CREATED,
             &CreatedKeyView {

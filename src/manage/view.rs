@@ -223,7 +223,7 @@ pub(super) struct ProblemBody {
     status: u16,
     /// A stable, machine-readable code: `invalid_request`, `not_found`,
     /// `insufficient_scope`, `owner_not_allowed`, `environment_not_allowed`,
-    /// `not_rotatable`, `unavailable`, … (and the layer's own codes, such as
+    /// `not_grantable`, `not_rotatable`, `creator_revoked`, `unavailable`, … (and the layer's own codes, such as
     /// `missing_key` or `rate_limited`).
     #[schema(example = "invalid_request")]
     code: &'static str,
@@ -353,6 +353,31 @@ impl Problem {
             )
         }
         .into()
+    }
+
+    /// 403: the key would be more powerful than the caller's own.
+    pub(super) fn not_grantable(errors: Vec<FieldError>) -> Self {
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        let detail = format!(
+            "A key can only create or change keys that are no more powerful than itself, and \
+             cannot lift its own restrictions. Fix {}; `errors` says what this API key allows.",
+            fields.join(", ")
+        );
+        ProblemBody {
+            errors,
+            ..ProblemBody::new(StatusCode::FORBIDDEN, "not_grantable", detail)
+        }
+        .into()
+    }
+
+    /// 409: the caller's key was revoked while it created a key.
+    pub(super) fn creator_revoked() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "creator_revoked",
+            "The API key making this request was revoked while the new key was being made, so \
+             the new key was revoked with it.",
+        )
     }
 
     /// 409: rotating a key that is revoked, expired or already rotated.

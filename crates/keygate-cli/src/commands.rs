@@ -70,6 +70,16 @@ impl Ctx {
                 "`keygate keys show {id}` says which; rotate the key that replaced it (its \
                  `superseded by`), or issue a new one with `keygate keys create`"
             )),
+            ManageError::OverCap { cap, max } => {
+                let hint = match cap {
+                    keygate_core::Cap::KeysPerOwner => {
+                        "revoke keys the owner no longer uses (`keygate keys list --owner …`)"
+                    }
+                    keygate_core::Cap::RotationGrace => "pass a shorter --grace",
+                    _ => "keep the key's settings within the cap",
+                };
+                CliError::usage(format!("at most {max} {cap}: the cap every key obeys")).hint(hint)
+            }
             other => CliError::new(other.to_string()),
         }
     }

@@ -240,6 +240,54 @@ fn help_lists_the_commands_and_settings() {
     assert!(!db.file.as_ref().unwrap().exists());
 }
 
+/// The CLI acts as `admin`, but the caps every key obeys bind it too.
+#[test]
+fn the_caps_bind_the_cli() {
+    let db = Db::sqlite();
+    db.ok(&["migrate"]);
+    let big = format!(r#"{{"note":"{}"}}"#, "x".repeat(5000));
+    db.fails(
+        &[
+            "keys",
+            "create",
+            "--owner",
+            "user:a",
+            "--name",
+            "n",
+            "--scopes",
+            "read",
+            "--metadata",
+            &big,
+        ],
+        2,
+        "at most 4096 bytes of metadata",
+    );
+    let run = db.ok(&[
+        "--json", "keys", "create", "--owner", "user:a", "--name", "n", "--scopes", "read",
+    ]);
+    let id = run.json()["id"].as_str().unwrap().to_owned();
+    db.fails(
+        &["keys", "update", &id, "--metadata", &big],
+        2,
+        "at most 4096 bytes of metadata",
+    );
+    db.fails(
+        &["keys", "rotate", &id, "--grace", "31d"],
+        2,
+        "at most 2592000 seconds of rotation grace",
+    );
+    let mut nets = vec!["keys", "update", &id];
+    let addrs: Vec<String> = (0..65).map(|i| format!("10.0.{i}.1")).collect();
+    for a in &addrs {
+        nets.extend(["--allow-ip", a]);
+    }
+    db.fails(&nets, 2, "at most 64 IP allowlist entries");
+    let store = db.sqlite_store();
+    let record = find(&store, id.parse().unwrap());
+    assert!(record.metadata.is_empty() && record.allowed_ips.is_empty());
+    assert_eq!(record.superseded_by, None);
+}
+
 #[test]
 fn the_whole_lifecycle_through_the_binary() {
     let db = Db::sqlite();

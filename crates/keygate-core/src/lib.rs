@@ -9,7 +9,9 @@
 //! * [`Verifier`] — the cache in front of the store, and the checks;
 //! * [`RateLimiter`], [`GovernorLimiter`], [`Quota`], [`Quotas`] — per-key
 //!   limits, one quota or several;
-//! * [`KeyManager`] — issuing, listing, updating and revoking keys.
+//! * [`KeyManager`] — issuing, listing, updating and revoking keys;
+//! * [`may_grant`], [`Grantor`], [`Limits`] — what a delegating key may hand
+//!   out, and the caps every key obeys.
 //!
 //! Most applications use these through the `keygate` crate's layer;
 //! store implementations (`keygate-sqlx`, `keygate-redis`) depend on this
@@ -39,7 +41,9 @@
 
 mod audit;
 mod clock;
+mod delegate;
 mod error;
+mod grant;
 mod hash;
 mod key;
 mod limit;
@@ -56,6 +60,7 @@ pub use audit::{
 };
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::{BoxError, StoreError};
+pub use grant::{Cap, GrantDimension, GrantViolation, Grantor, KeySettings, Limits, may_grant};
 pub use hash::{InvalidDigest, KeyDigest, KeyHasher, WeakPepper};
 pub use key::{
     CHECKSUM_LEN, Environment, ID_LEN, InvalidPrefix, KeyFormat, KeyId, MAX_PREFIX_LEN,

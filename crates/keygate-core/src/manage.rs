@@ -5,9 +5,9 @@ use std::{fmt, sync::Arc, time::Duration};
 use ipnet::IpNet;
 
 use crate::{
-    AuditAction, AuditEvent, AuditLog, Clock, DynKeyStore, Environment, KeyFormat, KeyHasher,
-    KeyId, KeyRecord, Metadata, Owner, Page, PlaintextKey, Quotas, RandomnessError, Scopes,
-    StoreError, Verifier,
+    AuditAction, AuditEvent, AuditLog, Cap, Clock, DynKeyStore, Environment, GrantViolation,
+    KeyFormat, KeyHasher, KeyId, KeyRecord, Limits, Metadata, Owner, Page, PlaintextKey, Quotas,
+    RandomnessError, Scopes, StoreError, Verifier,
 };
 
 /// What to issue: the settings of a new key.
@@ -24,14 +24,14 @@ use crate::{
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct NewKey {
-    owner: Owner,
-    name: String,
-    scopes: Scopes,
-    environment: Environment,
+    pub(crate) owner: Owner,
+    pub(crate) name: String,
+    pub(crate) scopes: Scopes,
+    pub(crate) environment: Environment,
     expires_in: Option<Duration>,
-    rate_limit: Option<Quotas>,
-    allowed_ips: Vec<IpNet>,
-    metadata: Metadata,
+    pub(crate) rate_limit: Option<Quotas>,
+    pub(crate) allowed_ips: Vec<IpNet>,
+    pub(crate) metadata: Metadata,
 }
 
 impl NewKey {
@@ -87,6 +87,20 @@ impl NewKey {
         self.metadata = metadata;
         self
     }
+
+    /// The expiry of this key if it is created at `now`, to the microsecond.
+    pub(crate) fn expires_at(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<time::OffsetDateTime>, ManageError> {
+        self.expires_in
+            .map(|d| {
+                let d: time::Duration = d.try_into().map_err(|_| ManageError::ExpiryOutOfRange)?;
+                let at = now.checked_add(d).ok_or(ManageError::ExpiryOutOfRange)?;
+                Ok(micros(at))
+            })
+            .transpose()
+    }
 }
 
 impl From<Vec<crate::Scope>> for Scopes {
@@ -123,6 +137,23 @@ pub enum ManageError {
     /// The key is revoked, expired or already rotated.
     #[error("key {0} cannot be rotated: it is revoked, expired or already rotated")]
     NotRotatable(KeyId),
+    /// The request goes over one of the manager's [`Limits`].
+    #[error("at most {max} {cap}")]
+    OverCap {
+        /// Which cap.
+        cap: Cap,
+        /// Its value.
+        max: u64,
+    },
+    /// A delegating key asked for a key more powerful than itself; every
+    /// way it would be is listed (see [`may_grant`](crate::may_grant)).
+    #[error("the key would be more powerful than the key granting it")]
+    NotGrantable(Vec<GrantViolation>),
+    /// The key that created this one (or its rotation successor) was
+    /// revoked while the change was being made, so the new key was revoked
+    /// too: children do not outlive their creator.
+    #[error("the creating key was revoked meanwhile; the new key was revoked with it")]
+    CreatorRevoked,
 }
 
 fn check_name(name: &str) -> Result<(), ManageError> {
@@ -134,7 +165,7 @@ fn check_name(name: &str) -> Result<(), ManageError> {
 }
 
 /// `t` to the microsecond.
-fn micros(t: time::OffsetDateTime) -> time::OffsetDateTime {
+pub(crate) fn micros(t: time::OffsetDateTime) -> time::OffsetDateTime {
     t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
         .unwrap_or(t)
 }
@@ -184,13 +215,14 @@ impl KeyUpdate {
 /// (as `Keygate::manager()` does) take effect on that layer at once.
 #[derive(Clone)]
 pub struct KeyManager {
-    store: Arc<dyn DynKeyStore>,
+    pub(crate) store: Arc<dyn DynKeyStore>,
     format: KeyFormat,
     hasher: KeyHasher,
     clock: Arc<dyn Clock>,
     verifier: Option<Arc<Verifier>>,
     audit: Option<AuditLog>,
     actor: Option<Arc<str>>,
+    limits: Limits,
 }
 
 impl KeyManager {
@@ -209,7 +241,21 @@ impl KeyManager {
             verifier: None,
             audit: None,
             actor: None,
+            limits: Limits::default(),
         }
+    }
+
+    /// Caps every change made through this manager obeys (default
+    /// [`Limits::default`]).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The caps this manager enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Also write every change to a persisted [`AuditLog`].
@@ -245,22 +291,28 @@ impl KeyManager {
     ///
     /// # Errors
     ///
-    /// [`ManageError`] if the name is invalid, the expiry is out of range, the
-    /// OS has no randomness or the store fails.
+    /// [`ManageError`] if the name is invalid, the expiry is out of range,
+    /// the key would go over the [`Limits`], the OS has no randomness or the
+    /// store fails.
     pub async fn create(&self, new: NewKey) -> Result<CreatedKey, ManageError> {
-        check_name(&new.name)?;
         let now = self.now();
-        let expires_at = match new.expires_in {
-            Some(d) => {
-                let d: time::Duration = d.try_into().map_err(|_| ManageError::ExpiryOutOfRange)?;
-                let at = now.checked_add(d).ok_or(ManageError::ExpiryOutOfRange)?;
-                Some(
-                    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
-                        .unwrap_or(at),
-                )
-            }
-            None => None,
-        };
+        let expires_at = new.expires_at(now)?;
+        self.insert_new(&new, now, expires_at, None).await
+    }
+
+    /// Stores `new`, created at `now` by the key family `created_by`, after
+    /// checking its name and the caps.
+    pub(crate) async fn insert_new(
+        &self,
+        new: &NewKey,
+        now: time::OffsetDateTime,
+        expires_at: Option<time::OffsetDateTime>,
+        created_by: Option<KeyId>,
+    ) -> Result<CreatedKey, ManageError> {
+        check_name(&new.name)?;
+        self.limits
+            .check_settings(Some(&new.metadata), Some(&new.allowed_ips))?;
+        self.check_owner_room(&new.owner, now).await?;
         // Ids are 59 random bits; a collision is a once-in-a-lifetime event,
         // but a store that reports one gets a fresh key rather than an error.
         let mut attempts = 0;
@@ -282,11 +334,15 @@ impl KeyManager {
                 metadata: new.metadata.clone(),
                 last_used_at: None,
                 superseded_by: None,
+                created_by,
             };
             match self.store.insert(&record).await {
                 Ok(()) => {
                     self.invalidate(record.id);
                     self.audit(AuditAction::Create, record.id, None);
+                    // Concurrent creations may each have seen room for one
+                    // more: count again now that this key is in.
+                    self.recheck_owner_room(&record, now).await?;
                     return Ok(CreatedKey { key, record });
                 }
                 Err(StoreError::Duplicate(_)) if attempts < 3 => attempts += 1,
@@ -323,6 +379,8 @@ impl KeyManager {
     /// [`StoreError::NotFound`] if there is no such key, [`ManageError::InvalidName`]
     /// for a bad name, or the store's error.
     pub async fn update(&self, id: KeyId, changes: KeyUpdate) -> Result<KeyRecord, ManageError> {
+        self.limits
+            .check_settings(changes.metadata.as_ref(), changes.allowed_ips.as_deref())?;
         let mut record = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
         if let Some(name) = changes.name {
             check_name(&name)?;
@@ -364,6 +422,7 @@ impl KeyManager {
             .ok_or(StoreError::NotFound(id))?;
         self.invalidate(id);
         self.audit(AuditAction::Revoke, id, None);
+        self.revoke_created_by(&record).await?;
         Ok(record)
     }
 
@@ -380,6 +439,12 @@ impl KeyManager {
     /// rotated key; [`StoreError::NotFound`] if there is none; or the store's
     /// error.
     pub async fn rotate(&self, id: KeyId, grace: Duration) -> Result<CreatedKey, ManageError> {
+        if grace > self.limits.max_rotation_grace {
+            return Err(ManageError::OverCap {
+                cap: Cap::RotationGrace,
+                max: self.limits.max_rotation_grace.as_secs(),
+            });
+        }
         let now = self.now();
         let mut old = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
         if old.revoked_at.is_some() || old.is_expired_at(now) || old.superseded_by.is_some() {
@@ -423,6 +488,7 @@ impl KeyManager {
             created.record.id,
             Some(format!("rotated from {id}")),
         );
+        self.recheck_creator(&created.record).await?;
         Ok(created)
     }
 
@@ -461,7 +527,7 @@ impl KeyManager {
         Ok(self.store.usage(family, since).await?)
     }
 
-    fn audit(&self, action: AuditAction, id: KeyId, detail: Option<String>) {
+    pub(crate) fn audit(&self, action: AuditAction, id: KeyId, detail: Option<String>) {
         tracing::info!(
             target: "keygate::audit",
             action = action.as_str(),
@@ -479,13 +545,13 @@ impl KeyManager {
 
     /// Now, to the microsecond: what every store (PostgreSQL included) can
     /// keep exactly, so records round-trip unchanged.
-    fn now(&self) -> time::OffsetDateTime {
+    pub(crate) fn now(&self) -> time::OffsetDateTime {
         let now = self.clock.now();
         now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
             .unwrap_or(now)
     }
 
-    fn invalidate(&self, id: KeyId) {
+    pub(crate) fn invalidate(&self, id: KeyId) {
         if let Some(v) = &self.verifier {
             v.invalidate(id);
         }

@@ -143,6 +143,13 @@ pub struct KeyRecord {
     /// working until its `expires_at` (the end of the grace period).
     #[serde(default)]
     pub superseded_by: Option<KeyId>,
+    /// The rotation family of the key that created this one, when a
+    /// delegating (non-`admin`) key did (see
+    /// [`KeyManager::create_as`](crate::KeyManager::create_as)). Revoking
+    /// that family's current key revokes this one too. `None` for keys made
+    /// by `admin` keys, the CLI or the library directly. A rotation keeps it.
+    #[serde(default)]
+    pub created_by: Option<KeyId>,
 }
 
 impl KeyRecord {

@@ -110,7 +110,8 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Returns [`StoreError::Duplicate`] if the id is taken.
     fn insert(&self, record: &KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Replaces a record.
+    /// Replaces a record, all but its [`created_by`](KeyRecord::created_by),
+    /// which is written once, by [`insert`](Self::insert).
     ///
     /// Returns [`StoreError::NotFound`] if there is none with its id.
     fn update(&self, record: &KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -153,6 +154,49 @@ pub trait KeyStore: Send + Sync + 'static {
         family: KeyId,
         since: OffsetDateTime,
     ) -> impl Future<Output = Result<Vec<UsageBucket>, StoreError>> + Send;
+
+    /// How many of `owner`'s keys are neither revoked nor expired at `now`,
+    /// for [`Limits::max_keys_per_owner`](crate::Limits::max_keys_per_owner).
+    ///
+    /// The default pages through [`list_by_owner`](Self::list_by_owner);
+    /// stores that can count in one query should.
+    fn count_active_by_owner(
+        &self,
+        owner: &Owner,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        async move {
+            let mut count = 0;
+            let mut page = Page::first(500);
+            loop {
+                let records = self.list_by_owner(owner, page).await?;
+                count += records
+                    .iter()
+                    .filter(|r| !r.is_revoked() && !r.is_expired_at(now))
+                    .count() as u64;
+                match records.last() {
+                    Some(last) if records.len() == page.limit => {
+                        page.cursor = Some(Cursor::after(last));
+                    }
+                    _ => return Ok(count),
+                }
+            }
+        }
+    }
+
+    /// Every key whose [`created_by`](KeyRecord::created_by) is `family`,
+    /// revoked ones included, so that revoking a key can revoke the keys it
+    /// created.
+    ///
+    /// The default finds none: a store that does not implement it does not
+    /// revoke children with their creator. Every store in keygate does.
+    fn list_created_by(
+        &self,
+        family: KeyId,
+    ) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send {
+        let _ = family;
+        async { Ok(Vec::new()) }
+    }
 
     /// Subscribes to invalidations that other processes publish when they
     /// change keys in this store, so their revocations reach this process's
@@ -205,6 +249,14 @@ pub trait DynKeyStore: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<UsageBucket>, StoreError>>;
     /// See [`KeyStore::subscribe`].
     fn subscribe(&self) -> Option<InvalidationFeed>;
+    /// See [`KeyStore::count_active_by_owner`].
+    fn count_active_by_owner<'a>(
+        &'a self,
+        owner: &'a Owner,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// See [`KeyStore::list_created_by`].
+    fn list_created_by(&self, family: KeyId) -> BoxFuture<'_, Result<Vec<KeyRecord>, StoreError>>;
 }
 
 impl<S: KeyStore> DynKeyStore for S {
@@ -253,6 +305,16 @@ impl<S: KeyStore> DynKeyStore for S {
     }
     fn subscribe(&self) -> Option<InvalidationFeed> {
         KeyStore::subscribe(self)
+    }
+    fn count_active_by_owner<'a>(
+        &'a self,
+        owner: &'a Owner,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(KeyStore::count_active_by_owner(self, owner, now))
+    }
+    fn list_created_by(&self, family: KeyId) -> BoxFuture<'_, Result<Vec<KeyRecord>, StoreError>> {
+        Box::pin(KeyStore::list_created_by(self, family))
     }
 }
 
@@ -346,7 +408,11 @@ impl KeyStore for MemoryStore {
                 .or_default()
                 .push(record.id);
         }
-        *old = record.clone();
+        let created_by = old.created_by;
+        *old = KeyRecord {
+            created_by,
+            ..record.clone()
+        };
         Ok(())
     }
 
@@ -389,6 +455,33 @@ impl KeyStore for MemoryStore {
         out.sort_by_key(|r| (r.expires_at, r.id));
         out.truncate(limit);
         Ok(out)
+    }
+
+    async fn count_active_by_owner(
+        &self,
+        owner: &Owner,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let inner = self.read();
+        let count = inner
+            .by_owner
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| inner.by_id.get(id))
+            .filter(|r| !r.is_revoked() && !r.is_expired_at(now))
+            .count();
+        Ok(count as u64)
+    }
+
+    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+        let inner = self.read();
+        Ok(inner
+            .by_id
+            .values()
+            .filter(|r| r.created_by == Some(family))
+            .cloned()
+            .collect())
     }
 
     async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {

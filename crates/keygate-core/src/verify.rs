@@ -796,6 +796,7 @@ mod tests {
             metadata: Default::default(),
             last_used_at: None,
             superseded_by: None,
+            created_by: None,
         };
         (key.expose_secret().to_owned(), rec)
     }

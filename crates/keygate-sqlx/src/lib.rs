@@ -95,7 +95,7 @@
 macro_rules! key_columns {
     () => {
         "id, family, owner, name, scopes, environment, digest, created_at, expires_at, \
-         revoked_at, rate_limit, allowed_ips, metadata, last_used_at, superseded_by"
+         revoked_at, rate_limit, allowed_ips, metadata, last_used_at, superseded_by, created_by"
     };
 }
 

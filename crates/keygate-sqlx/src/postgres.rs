@@ -97,6 +97,8 @@ struct Shared {
 /// The statements, with the table names of this store's schema.
 struct Sql {
     find: Arc<str>,
+    count_active: Arc<str>,
+    created_by: Arc<str>,
     insert: Arc<str>,
     update: Arc<str>,
     revoke: Arc<str>,
@@ -123,10 +125,15 @@ impl Sql {
         let s = |sql: String| Arc::<str>::from(sql);
         Self {
             find: s(format!("SELECT {cols} FROM {keys} WHERE id = $1")),
+            count_active: s(format!(
+                "SELECT count(*) FROM {keys} WHERE owner = $1 AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $2)"
+            )),
+            created_by: s(format!("SELECT {cols} FROM {keys} WHERE created_by = $1")),
             insert: s(format!(
                 "WITH k AS (INSERT INTO {keys} ({cols}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 RETURNING id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 $17) RETURNING id) \
                  SELECT pg_notify($16, k.id) FROM k"
             )),
             update: s(format!(
@@ -437,6 +444,9 @@ fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
         superseded_by: opt_text("superseded_by")?
             .map(|s| parse(&s, k, "superseded_by"))
             .transpose()?,
+        created_by: opt_text("created_by")?
+            .map(|s| parse(&s, k, "created_by"))
+            .transpose()?,
     })
 }
 
@@ -466,7 +476,9 @@ impl KeyStore for PostgresStore {
     }
 
     async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
+        // `created_by` ($17) is written once, here: updates leave it alone.
         self.bind_record(Self::query(&self.shared.sql.insert), r)
+            .bind(r.created_by.map(|id| id.to_string()))
             .execute(&self.pool)
             .await
             .map_err(|e| insert_error(e, r.id))?;
@@ -496,6 +508,29 @@ impl KeyStore for PostgresStore {
             .as_ref()
             .map(record)
             .transpose()
+    }
+
+    async fn count_active_by_owner(
+        &self,
+        owner: &Owner,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.shared.sql.count_active)))
+            .bind(owner.to_string())
+            .bind(micros(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = Self::query(&self.shared.sql.created_by)
+            .bind(family.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        records(&rows)
     }
 
     async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {

@@ -228,6 +228,9 @@ fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         superseded_by: opt_text("superseded_by")?
             .map(|s| parse(&s, k, "superseded_by"))
             .transpose()?,
+        created_by: opt_text("created_by")?
+            .map(|s| parse(&s, k, "created_by"))
+            .transpose()?,
     })
 }
 
@@ -286,9 +289,11 @@ impl KeyStore for SqliteStore {
         const SQL: &str = concat!(
             "INSERT INTO keygate_keys (",
             key_columns!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         );
+        // `created_by` is written once, here: updates leave it alone.
         bind_record(sqlx::query(SQL), r)?
+            .bind(r.created_by.map(|id| id.to_string()))
             .execute(&self.pool)
             .await
             .map_err(|e| insert_error(e, r.id))?;
@@ -324,6 +329,37 @@ impl KeyStore for SqliteStore {
             .as_ref()
             .map(record)
             .transpose()
+    }
+
+    async fn count_active_by_owner(
+        &self,
+        owner: &Owner,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM keygate_keys WHERE owner = ?1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > ?2)",
+        )
+        .bind(owner.to_string())
+        .bind(to_unix_micros(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keygate_keys WHERE created_by = ?1"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(family.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        records(&rows)
     }
 
     async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {

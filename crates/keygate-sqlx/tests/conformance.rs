@@ -78,6 +78,7 @@ mod cases {
             metadata,
             last_used_at: Some(T0 + secs(5) + Duration::microseconds(999_999)),
             superseded_by: Some(id("NextKey001")),
+            created_by: Some(id("ParentFam1")),
         }
     }
 
@@ -153,6 +154,9 @@ mod cases {
         after.allowed_ips = vec!["2001:db8::1/128".parse().unwrap()];
         after.rate_limit = Some(Quota::per_second(1).into());
         store.update(&after).await.unwrap();
+        // Every field but the creator, which is written once, at insert.
+        assert_eq!(after.created_by, None);
+        after.created_by = before.created_by;
         assert_eq!(store.find(after.id).await.unwrap(), Some(after.clone()));
         assert_eq!(store.find(other.id).await.unwrap(), Some(other.clone()));
 
@@ -202,6 +206,73 @@ mod cases {
         assert_eq!(store.find(live.id).await.unwrap(), Some(expected));
         assert_eq!(store.revoke(id("NoSuchKey1"), first).await.unwrap(), None);
         assert_eq!(store.find(id("NoSuchKey1")).await.unwrap(), None);
+    }
+
+    pub(crate) async fn created_by_survives_writes_and_lists_children_and_counts_live_keys(
+        store: &impl KeyStore,
+    ) {
+        let owner = Owner::user("delegator");
+        let parent = minimal("ParentKey1", &owner, T0);
+        let child = |key: &str, expires_at, revoked_at| KeyRecord {
+            created_by: Some(parent.family),
+            expires_at,
+            revoked_at,
+            ..minimal(key, &owner, T0 + secs(1))
+        };
+        let live = child("ChildLive1", None, None);
+        let expired = child("ChildExpir", Some(T0 + secs(50)), None);
+        let revoked = child("ChildRevok", None, Some(T0 + secs(2)));
+        let other = minimal("OtherOwner", &Owner::user("someone else"), T0);
+        for r in [&parent, &live, &expired, &revoked, &other] {
+            store.insert(r).await.unwrap();
+        }
+        // An update, which rewrites every other field, keeps the creator.
+        let renamed = KeyRecord {
+            name: "renamed".into(),
+            ..live.clone()
+        };
+        store.update(&renamed).await.unwrap();
+        assert_eq!(store.find(live.id).await.unwrap(), Some(renamed.clone()));
+        let revoked_live = store.revoke(live.id, T0 + secs(3)).await.unwrap().unwrap();
+        assert_eq!(revoked_live.created_by, Some(parent.family));
+
+        let mut children: Vec<KeyId> = store
+            .list_created_by(parent.family)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        children.sort();
+        let mut want = vec![live.id, expired.id, revoked.id];
+        want.sort();
+        assert_eq!(children, want);
+        assert!(store.list_created_by(live.id).await.unwrap().is_empty());
+
+        // Before anything was revoked at T0 + 3s: the parent and two
+        // children were live at T0 + 10s; at T0 + 50s the one expiring then
+        // no longer counts, and the revoked ones never do.
+        assert_eq!(
+            store
+                .count_active_by_owner(&owner, T0 + secs(10))
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .count_active_by_owner(&owner, T0 + secs(50))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .count_active_by_owner(&Owner::user("nobody"), T0)
+                .await
+                .unwrap(),
+            0
+        );
     }
 
     pub(crate) async fn list_by_owner_pages_newest_first_per_owner(store: &impl KeyStore) {
@@ -763,6 +834,7 @@ macro_rules! store_conformance {
             duplicate_insert_is_rejected_and_keeps_the_original,
             update_replaces_the_record_or_reports_not_found,
             revoke_sets_the_time_once_and_ignores_unknown_keys,
+            created_by_survives_writes_and_lists_children_and_counts_live_keys,
             list_by_owner_pages_newest_first_per_owner,
             list_expiring_is_soonest_first_without_revoked_or_unexpiring,
             record_usage_accumulates_hourly_and_keeps_the_latest_use,

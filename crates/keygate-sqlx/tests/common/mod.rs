@@ -44,6 +44,7 @@ pub fn record(key: &str, owner: &Owner, created_at: OffsetDateTime) -> KeyRecord
         metadata: Metadata::new(),
         last_used_at: None,
         superseded_by: None,
+        created_by: None,
     }
 }
 

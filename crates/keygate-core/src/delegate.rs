@@ -1,0 +1,478 @@
+//! Key management on behalf of a delegating key: the grant rule
+//! ([`may_grant`](crate::may_grant)) applied by the [`KeyManager`], the
+//! per-owner cap, and children that do not outlive the key that made them.
+
+use std::collections::HashSet;
+
+use crate::{
+    AuditAction, Cap, CreatedKey, Grantor, KeyId, KeyManager, KeyRecord, KeySettings, KeyUpdate,
+    ManageError, NewKey, Owner, StoreError,
+};
+
+/// How far a rotation chain is followed to its current key. Chains are
+/// short (each link is a rotation); the bound only keeps a corrupt store
+/// (a cycle) from looping.
+const MAX_CHAIN: usize = 64;
+
+impl KeyManager {
+    /// [`create`](Self::create) on behalf of a delegating key: refused with
+    /// [`ManageError::NotGrantable`] if the new key would be more powerful
+    /// than `grantor` in any dimension, or belong to another owner. The new
+    /// key records `grantor`'s family as its creator, and dies with it. An
+    /// `admin` grantor creates keys like [`create`](Self::create): without a
+    /// creator.
+    ///
+    /// A key created by a delegating key ([`KeyManager::create_as`]) records the
+    /// rotation family of its creator in [`KeyRecord::created_by`]. Revoking the
+    /// creator's current key (one that has not been rotated away) revokes every
+    /// key it created, and theirs, transitively. Revoking a key that was already
+    /// rotated away (the old key in its grace period) does not: its successor
+    /// holds the same power and keeps its children. A key created while its
+    /// creator is being revoked does not survive: after storing it the manager
+    /// looks at the creator again and revokes the new key if the creator is
+    /// gone. Keys created by `admin` keys, the CLI or [`KeyManager::create`]
+    /// have no creator and are never revoked this way.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create); [`ManageError::NotGrantable`];
+    /// [`ManageError::CreatorRevoked`] if `grantor` was revoked meanwhile.
+    pub async fn create_as(
+        &self,
+        grantor: &Grantor,
+        new: NewKey,
+    ) -> Result<CreatedKey, ManageError> {
+        if grantor.is_admin() {
+            return self.create(new).await;
+        }
+        let now = self.now();
+        let expires_at = new.expires_at(now)?;
+        let requested = KeySettings {
+            scopes: new.scopes.clone(),
+            environment: new.environment,
+            expires_at,
+            rate_limit: new
+                .rate_limit
+                .clone()
+                .or_else(|| grantor.default_rate_limit.clone()),
+            allowed_ips: new.allowed_ips.clone(),
+            metadata: new.metadata.clone(),
+        };
+        grantor.check(&new.owner, &requested)?;
+        let created = self
+            .insert_new(&new, now, expires_at, Some(grantor.family))
+            .await?;
+        // A revocation of the grantor that listed its children before this
+        // insert could not see the new key: look at the grantor again.
+        if self.is_gone(grantor.id, true).await? {
+            self.revoke_quietly(created.record.id, "its creator was revoked")
+                .await?;
+            return Err(ManageError::CreatorRevoked);
+        }
+        Ok(created)
+    }
+
+    /// [`update`](Self::update) on behalf of a delegating key: refused with
+    /// [`ManageError::NotGrantable`] if the key, as changed, would be more
+    /// powerful than `grantor` (so a key cannot lift its own restrictions),
+    /// or is another owner's.
+    ///
+    /// # Errors
+    ///
+    /// As [`update`](Self::update), and [`ManageError::NotGrantable`].
+    pub async fn update_as(
+        &self,
+        grantor: &Grantor,
+        id: KeyId,
+        changes: KeyUpdate,
+    ) -> Result<KeyRecord, ManageError> {
+        if !grantor.is_admin() {
+            let mut after = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
+            if let Some(scopes) = &changes.scopes {
+                after.scopes = scopes.clone();
+            }
+            if let Some(rate_limit) = &changes.rate_limit {
+                after.rate_limit = rate_limit.clone();
+            }
+            if let Some(nets) = &changes.allowed_ips {
+                after.allowed_ips = nets.clone();
+            }
+            if let Some(metadata) = &changes.metadata {
+                after.metadata = metadata.clone();
+            }
+            if let Some(expires_at) = changes.expires_at {
+                after.expires_at = expires_at.map(crate::manage::micros);
+            }
+            grantor.check_record(&after)?;
+        }
+        self.update(id, changes).await
+    }
+
+    /// [`rotate`](Self::rotate) on behalf of a delegating key: refused with
+    /// [`ManageError::NotGrantable`] if the key (whose settings the new key
+    /// copies) is more powerful than `grantor`, or is another owner's.
+    ///
+    /// # Errors
+    ///
+    /// As [`rotate`](Self::rotate), and [`ManageError::NotGrantable`].
+    pub async fn rotate_as(
+        &self,
+        grantor: &Grantor,
+        id: KeyId,
+        grace: std::time::Duration,
+    ) -> Result<CreatedKey, ManageError> {
+        if !grantor.is_admin() {
+            let old = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
+            grantor.check_record(&old)?;
+        }
+        self.rotate(id, grace).await
+    }
+
+    /// Refuses a new key for `owner` if it already holds the most keys the
+    /// limits allow.
+    pub(crate) async fn check_owner_room(
+        &self,
+        owner: &Owner,
+        now: time::OffsetDateTime,
+    ) -> Result<(), ManageError> {
+        let max = self.limits().max_keys_per_owner;
+        if self.store.count_active_by_owner(owner, now).await? >= max {
+            return Err(ManageError::OverCap {
+                cap: Cap::KeysPerOwner,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// After inserting `record`: if concurrent creations took the owner
+    /// over the cap, this key is revoked and the creation fails.
+    pub(crate) async fn recheck_owner_room(
+        &self,
+        record: &KeyRecord,
+        now: time::OffsetDateTime,
+    ) -> Result<(), ManageError> {
+        let max = self.limits().max_keys_per_owner;
+        if self.store.count_active_by_owner(&record.owner, now).await? > max {
+            self.revoke_quietly(record.id, "over the keys-per-owner cap")
+                .await?;
+            return Err(ManageError::OverCap {
+                cap: Cap::KeysPerOwner,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// After a rotation stored `record`: if the creator of its family is
+    /// gone, the new key goes too (a revocation that listed the creator's
+    /// children before the insert could not see it).
+    pub(crate) async fn recheck_creator(&self, record: &KeyRecord) -> Result<(), ManageError> {
+        let Some(creator) = record.created_by else {
+            return Ok(());
+        };
+        if self.is_gone(creator, false).await? {
+            self.revoke_quietly(record.id, "its creator was revoked")
+                .await?;
+            return Err(ManageError::CreatorRevoked);
+        }
+        Ok(())
+    }
+
+    /// Whether the current key of the rotation chain starting at `id` is
+    /// revoked or missing; with `strict`, also if `id` itself is revoked.
+    async fn is_gone(&self, id: KeyId, strict: bool) -> Result<bool, ManageError> {
+        let mut next = id;
+        for _ in 0..MAX_CHAIN {
+            let Some(record) = self.store.find(next).await? else {
+                return Ok(true);
+            };
+            if strict && next == id && record.is_revoked() {
+                return Ok(true);
+            }
+            match record.superseded_by {
+                Some(successor) => next = successor,
+                None => return Ok(record.is_revoked()),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Revokes `id` as a consequence of something else, with `why` in the
+    /// audit trail.
+    async fn revoke_quietly(&self, id: KeyId, why: &str) -> Result<(), ManageError> {
+        self.store.revoke(id, self.now()).await?;
+        self.invalidate(id);
+        self.audit(AuditAction::Revoke, id, Some(why.to_owned()));
+        Ok(())
+    }
+
+    /// After `revoked` was revoked: if it was its family's current key,
+    /// revokes every key its family created, and theirs, transitively.
+    pub(crate) async fn revoke_created_by(&self, revoked: &KeyRecord) -> Result<(), ManageError> {
+        if revoked.superseded_by.is_some() {
+            return Ok(());
+        }
+        let mut queue = vec![revoked.family];
+        let mut seen = HashSet::new();
+        while let Some(family) = queue.pop() {
+            if !seen.insert(family) {
+                continue;
+            }
+            for child in self.store.list_created_by(family).await? {
+                if !child.is_revoked() {
+                    let why = format!("its creator {family} was revoked");
+                    self.revoke_quietly(child.id, &why).await?;
+                }
+                // Even a child revoked earlier: a grandchild created while
+                // it was being revoked may have slipped through.
+                queue.push(child.family);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::*;
+    use crate::{
+        FakeClock, KeyFormat, KeyHasher, KeyStore, Limits, MemoryStore, Quota, Scope, Scopes,
+    };
+
+    fn manager() -> (KeyManager, MemoryStore, FakeClock) {
+        let store = MemoryStore::new();
+        let clock = FakeClock::starting_now();
+        let m = KeyManager::new(
+            Arc::new(store.clone()),
+            KeyFormat::new("t").unwrap(),
+            KeyHasher::sha256(),
+            Arc::new(clock.clone()),
+        );
+        (m, store, clock)
+    }
+
+    fn manage() -> Scopes {
+        Scopes::from([Scope::READ, Scope::from_static("keys:manage")])
+    }
+
+    async fn parent(m: &KeyManager) -> KeyRecord {
+        m.create(
+            NewKey::new(Owner::user("a"), "parent")
+                .scopes(manage())
+                .rate_limit(Quota::per_second(2))
+                .expires_in(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap()
+        .record
+    }
+
+    fn child(name: &str) -> NewKey {
+        NewKey::new(Owner::user("a"), name)
+            .scopes([Scope::READ])
+            .rate_limit(Quota::per_second(1))
+            .expires_in(Duration::from_secs(60))
+    }
+
+    #[tokio::test]
+    async fn revoking_a_creator_revokes_its_children_transitively_and_only_them() {
+        let (m, store, _) = manager();
+        let p = parent(&m).await;
+        let g = Grantor::new(&p, None);
+        let c = m
+            .create_as(&g, child("child").scopes(manage()))
+            .await
+            .unwrap()
+            .record;
+        assert_eq!(c.created_by, Some(p.family));
+        let gc = m
+            .create_as(&Grantor::new(&c, None), child("grandchild"))
+            .await
+            .unwrap()
+            .record;
+        let bystander = m.create(child("bystander")).await.unwrap().record;
+        m.revoke(p.id).await.unwrap();
+        for id in [c.id, gc.id] {
+            assert!(store.find(id).await.unwrap().unwrap().is_revoked());
+        }
+        assert!(
+            !store
+                .find(bystander.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_revoked()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rotated_away_key_keeps_its_children_but_its_successor_takes_them_down() {
+        let (m, store, _) = manager();
+        let p = parent(&m).await;
+        let c = m
+            .create_as(&Grantor::new(&p, None), child("child"))
+            .await
+            .unwrap()
+            .record;
+        let successor = m
+            .rotate(p.id, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .record;
+        // Finishing the switch: the old key goes, the children stay.
+        m.revoke(p.id).await.unwrap();
+        assert!(!store.find(c.id).await.unwrap().unwrap().is_revoked());
+        // A rotated child stays a child.
+        let c2 = m.rotate(c.id, Duration::ZERO).await.unwrap().record;
+        assert_eq!(c2.created_by, Some(p.family));
+        m.revoke(successor.id).await.unwrap();
+        assert!(store.find(c2.id).await.unwrap().unwrap().is_revoked());
+    }
+
+    #[tokio::test]
+    async fn a_child_created_by_a_revoked_creator_does_not_survive() {
+        let (m, store, _) = manager();
+        let p = parent(&m).await;
+        // The grantor as the request saw it, before a concurrent revocation
+        // that found no children yet.
+        let g = Grantor::new(&p, None);
+        m.revoke(p.id).await.unwrap();
+        assert!(matches!(
+            m.create_as(&g, child("late")).await,
+            Err(ManageError::CreatorRevoked)
+        ));
+        let owned = m
+            .list(&Owner::user("a"), crate::Page::first(10))
+            .await
+            .unwrap();
+        assert_eq!(owned.len(), 2);
+        assert!(owned.iter().all(KeyRecord::is_revoked), "{owned:?}");
+        let _ = store;
+    }
+
+    #[tokio::test]
+    async fn delegated_changes_cannot_exceed_the_grantor_or_lift_its_own_limits() {
+        let (m, store, _) = manager();
+        let p = parent(&m).await;
+        let g = Grantor::new(&p, None);
+        let lift = KeyUpdate {
+            rate_limit: Some(Some(Quota::per_second(100_000).into())),
+            allowed_ips: Some(Vec::new()),
+            expires_at: Some(None),
+            ..KeyUpdate::default()
+        };
+        match m.update_as(&g, p.id, lift).await {
+            Err(ManageError::NotGrantable(v)) => {
+                let dims: Vec<_> = v.iter().map(|v| v.dimension).collect();
+                assert_eq!(
+                    dims,
+                    [
+                        crate::GrantDimension::Expiry,
+                        crate::GrantDimension::RateLimit
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.find(p.id).await.unwrap().unwrap(), p);
+        // Narrowing itself is fine.
+        let narrower = KeyUpdate {
+            rate_limit: Some(Some(Quota::per_second(1).into())),
+            ..KeyUpdate::default()
+        };
+        m.update_as(&g, p.id, narrower).await.unwrap();
+        // Another owner's key is out of reach even if it is weaker.
+        let theirs = m
+            .create(child("theirs").metadata(Default::default()))
+            .await
+            .unwrap()
+            .record;
+        let moved = NewKey::new(Owner::user("b"), "x")
+            .scopes([Scope::READ])
+            .rate_limit(Quota::per_second(1))
+            .expires_in(Duration::from_secs(1));
+        assert!(matches!(
+            m.create_as(&g, moved).await,
+            Err(ManageError::NotGrantable(_))
+        ));
+        // Rotating a key more powerful than the grantor would hand it out.
+        let admin = m
+            .create(NewKey::new(Owner::user("a"), "admin").scopes([Scope::ADMIN]))
+            .await
+            .unwrap()
+            .record;
+        assert!(matches!(
+            m.rotate_as(&g, admin.id, Duration::ZERO).await,
+            Err(ManageError::NotGrantable(_))
+        ));
+        let _ = theirs;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn caps_apply_to_everyone_and_hold_under_concurrency() {
+        let (m, store, _) = manager();
+        let m = m.with_limits(Limits {
+            max_keys_per_owner: 3,
+            max_metadata_bytes: 16,
+            max_allowed_ips: 1,
+            max_rotation_grace: Duration::from_secs(60),
+        });
+        let mut big = crate::Metadata::new();
+        big.insert("note".into(), "x".repeat(20).into());
+        let over = |r: Result<CreatedKey, ManageError>, want: Cap| match r {
+            Err(ManageError::OverCap { cap, .. }) => assert_eq!(cap, want),
+            other => panic!("{other:?}"),
+        };
+        over(
+            m.create(NewKey::new(Owner::user("a"), "k").metadata(big))
+                .await,
+            Cap::MetadataBytes,
+        );
+        let two: Vec<crate::IpNet> =
+            vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        over(
+            m.create(NewKey::new(Owner::user("a"), "k").allowed_ips(two))
+                .await,
+            Cap::AllowedIps,
+        );
+        let k = m.create(NewKey::new(Owner::user("a"), "k")).await.unwrap();
+        over(
+            m.rotate(k.record.id, Duration::from_secs(61)).await,
+            Cap::RotationGrace,
+        );
+        // Ten concurrent creations for an owner with room for two more:
+        // never more than the cap end up live.
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let m = m.clone();
+                tokio::spawn(async move {
+                    m.create(NewKey::new(Owner::user("a"), format!("n{i}")))
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await.unwrap();
+        }
+        let now = crate::Clock::now(&crate::SystemClock);
+        assert!(
+            store
+                .count_active_by_owner(&Owner::user("a"), now)
+                .await
+                .unwrap()
+                <= 3
+        );
+        over(
+            m.create(NewKey::new(Owner::user("a"), "one more")).await,
+            Cap::KeysPerOwner,
+        );
+        // Revoking one makes room again.
+        m.revoke(k.record.id).await.unwrap();
+        m.create(NewKey::new(Owner::user("a"), "again"))
+            .await
+            .unwrap();
+    }
+}
