@@ -12,7 +12,7 @@ use keygate::{
     Keygate,
     core::{
         KeyId, KeyRecord, KeyStore, MemoryStore, NewKey, Owner, Page, Quota, Scope, StoreError,
-        UsageBucket, UsageDelta, time::OffsetDateTime,
+        UsageBucket, UsageDelta, time::OffsetDateTime, KeyUpdate, Replacement, Rotation,
     },
 };
 use notes_grpc::{
@@ -266,8 +266,11 @@ impl KeyStore for DownStore {
     async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
         self.0.insert(r).await
     }
-    async fn update(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        self.0.update(r).await
+    async fn update(&self, id: KeyId, c: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        self.0.update(id, c).await
+    }
+    async fn rotate(&self, id: KeyId, r: &Replacement) -> Result<Rotation, StoreError> {
+        self.0.rotate(id, r).await
     }
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
         self.0.revoke(id, at).await

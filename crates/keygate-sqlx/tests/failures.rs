@@ -7,8 +7,8 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use keygate_core::{
-    AuditAction, AuditEvent, AuditLog, AuditQuery, AuditStore, KeyId, KeyRecord, KeyStore, Owner,
-    Page, StoreError, UsageDelta,
+    AuditAction, AuditEvent, AuditLog, AuditQuery, AuditStore, KeyId, KeyRecord, KeyStore,
+    KeyUpdate, Owner, Page, Replacement, StoreError, UsageDelta,
 };
 use keygate_sqlx::{
     PostgresStore, SqliteStore,
@@ -307,7 +307,18 @@ async fn assert_unavailable(store: &(impl KeyStore + AuditStore)) {
     };
     unavailable("find", store.find(r.id).await.map(drop));
     unavailable("insert", store.insert(&r).await);
-    unavailable("update", store.update(&r).await);
+    let rename = KeyUpdate {
+        name: Some("renamed".into()),
+        ..KeyUpdate::default()
+    };
+    unavailable("update", store.update(r.id, &rename).await.map(drop));
+    let replacement = Replacement {
+        id: "Replacemnt".parse().unwrap(),
+        digest: r.digest,
+        at: r.created_at,
+        grace_end: r.created_at,
+    };
+    unavailable("rotate", store.rotate(r.id, &replacement).await.map(drop));
     unavailable("revoke", store.revoke(r.id, r.created_at).await.map(drop));
     unavailable(
         "list_by_owner",
@@ -361,8 +372,12 @@ async fn a_value_postgres_cannot_keep_is_rejected_not_unavailable() {
     r.metadata.clear();
     store.insert(&r).await.unwrap();
     r.metadata.insert("note".into(), "a\u{0}b".into());
+    let change = KeyUpdate {
+        metadata: Some(r.metadata.clone()),
+        ..KeyUpdate::default()
+    };
     assert!(matches!(
-        store.update(&r).await,
+        store.update(r.id, &change).await,
         Err(StoreError::Rejected(_))
     ));
 }
