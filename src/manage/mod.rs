@@ -124,6 +124,10 @@ use self::{
 };
 use crate::{ApiKey, Keygate, MethodScopes};
 
+/// What a 422 says about a time outside keygate's bounds
+/// ([`keygate_core::checked_utc`]).
+const TIME_RANGE: &str = "must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z (in UTC)";
+
 /// The scope that lets a key manage the keys of its own owner.
 pub const MANAGE_SCOPE: &str = "keys:manage";
 
@@ -485,6 +489,10 @@ async fn update_key(
     }
     match caller.manager.update(record.id, req.into()).await {
         Ok(updated) => Ok(json(StatusCode::OK, &state.view(&updated))),
+        Err(ManageError::ExpiryOutOfRange) => Err(Problem::invalid_field(
+            "expires_at",
+            TIME_RANGE,
+        )),
         Err(e) => Err(state.failed(e)),
     }
 }
@@ -586,11 +594,16 @@ async fn key_usage(
     let since = query
         .since
         .unwrap_or_else(|| state.0.keys.shared.clock.now() - time::Duration::DAY);
-    let buckets = caller
-        .manager
-        .usage(record.family, since)
-        .await
-        .map_err(|e| state.failed(e))?;
+    let buckets = match caller.manager.usage(record.family, since).await {
+        Ok(buckets) => buckets,
+        Err(ManageError::TimeOutOfRange(field)) => {
+            return Err(Problem::invalid_field(
+                field,
+                TIME_RANGE,
+            ));
+        }
+        Err(e) => return Err(state.failed(e)),
+    };
     Ok(json(
         StatusCode::OK,
         &UsageView {
