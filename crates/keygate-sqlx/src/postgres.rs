@@ -763,7 +763,10 @@ fn audit_event(row: &PgRow) -> Result<AuditEvent, StoreError> {
     };
     let action: String = row.try_get("action").map_err(store_error)?;
     Ok(AuditEvent {
-        at: row.try_get::<PgTime, _>("at").map_err(store_error)?.0,
+        at: row
+            .try_get::<PgTime, _>("at")
+            .map_err(|e| audit_corrupt(n, "at", e))?
+            .0,
         action: action.parse().map_err(|e| audit_corrupt(n, "action", e))?,
         outcome: row.try_get("outcome").map_err(store_error)?,
         detail: opt_text("detail")?,

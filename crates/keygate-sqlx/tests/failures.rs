@@ -163,6 +163,20 @@ async fn postgres_rows_it_cannot_read_are_corrupt() {
                 "superseded_by",
                 "UPDATE keygate_keys SET superseded_by = 'x!' WHERE id = $1",
             ),
+            // Times PostgreSQL holds but `time` cannot: sqlx's own decoder
+            // panics on them (an overflowing `+`); keygate's reports them.
+            (
+                "created_at",
+                "UPDATE keygate_keys SET created_at = 'infinity' WHERE id = $1",
+            ),
+            (
+                "last_used_at",
+                "UPDATE keygate_keys SET last_used_at = '294276-12-31 23:59:59+00' WHERE id = $1",
+            ),
+            (
+                "created_at",
+                "UPDATE keygate_keys SET created_at = '-infinity' WHERE id = $1",
+            ),
             ("id", "UPDATE keygate_keys SET id = 'bad id' WHERE id = $1"),
         ],
     )
@@ -248,6 +262,7 @@ async fn postgres_audit_rows_it_cannot_read_are_corrupt() {
             ("key_id", "UPDATE keygate_audit SET key_id = 'x!'"),
             // A network is not a client address.
             ("peer", "UPDATE keygate_audit SET peer = '10.0.0.0/8'"),
+            ("at", "UPDATE keygate_audit SET at = 'infinity'"),
         ],
     )
     .await;
