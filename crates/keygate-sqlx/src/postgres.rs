@@ -51,10 +51,10 @@ const DEADLOCK_RETRIES: usize = 3;
 ///
 /// # Cross-node invalidation
 ///
-/// [`insert`](KeyStore::insert), [`update`](KeyStore::update) and
-/// [`revoke`](KeyStore::revoke) publish the key's id with `pg_notify` in the
-/// same statement as the change, so a notification goes out exactly when the
-/// change commits. [`subscribe`](KeyStore::subscribe) starts a task that
+/// [`insert`](KeyStore::insert), [`update`](KeyStore::update),
+/// [`rotate`](KeyStore::rotate) (both keys) and [`revoke`](KeyStore::revoke)
+/// publish the key's id with `pg_notify` in the same statement as the
+/// change, so a notification goes out exactly when the change commits. [`subscribe`](KeyStore::subscribe) starts a task that
 /// LISTENs on the [`channel`](Self::channel) over a connection of its own
 /// and feeds what it hears to keygate's cache:
 ///
