@@ -638,3 +638,46 @@ async fn extreme_times_are_422s_naming_the_field_on_sqlite() {
 async fn extreme_times_are_422s_naming_the_field_on_postgres() {
     extreme_times(Backend::Postgres).await;
 }
+
+/// A store the application fills itself may hold a time whose UTC form is
+/// out of range. The layer admits such a key (it is in its grace period,
+/// so the response would carry `Sunset`) without panicking.
+#[tokio::test]
+async fn a_far_sunset_in_a_hand_written_record_is_not_a_panic() {
+    use keygate::core::{
+        Environment, KeyHasher, MemoryStore, Metadata, Scopes, time::macros::datetime,
+    };
+    let store = MemoryStore::new();
+    let keys = Keygate::builder(store.clone()).prefix("rac").build();
+    let key = keys.format().generate(Environment::Live).unwrap();
+    let record = KeyRecord {
+        id: key.id(),
+        family: key.id(),
+        owner: Owner::user("hand"),
+        name: "written by hand".into(),
+        scopes: Scopes::parse_list("read").unwrap(),
+        environment: Environment::Live,
+        digest: KeyHasher::sha256().digest(key.expose_secret()),
+        created_at: OffsetDateTime::now_utc(),
+        // Year 10000 in UTC: `to_offset(UTC)` panics on it.
+        expires_at: Some(datetime!(9999-12-31 23:59:59 -23:59)),
+        revoked_at: None,
+        rate_limit: None,
+        allowed_ips: Vec::new(),
+        metadata: Metadata::new(),
+        last_used_at: None,
+        superseded_by: Some("Successor1".parse().unwrap()),
+    };
+    store.insert(&record).await.unwrap();
+    let app = Router::new()
+        .route("/notes", get(|| async { "notes" }))
+        .layer(keys.layer());
+    let req = Request::builder()
+        .uri("/notes")
+        .header("x-api-key", key.expose_secret())
+        .body(Body::empty())
+        .unwrap();
+    let res = tokio::spawn(app.oneshot(req)).await.expect("no panic").unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get("sunset").is_none());
+}
