@@ -19,8 +19,8 @@ use keygate::{
     ApiKey, Keygate,
     core::{
         AuditAction, AuditLog, AuditQuery, AuditStore, FakeClock, InvalidationFeed, KeyId,
-        KeyRecord, KeyStore, MemoryStore, NewKey, Owner, Page, Scope, StoreError, UsageBucket,
-        UsageDelta, time::OffsetDateTime, KeyUpdate, Replacement, Rotation,
+        KeyRecord, KeyStore, KeyUpdate, MemoryStore, NewKey, Owner, Page, Replacement, Rotation,
+        Scope, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
     },
     manage::MANAGE_SCOPE,
 };

@@ -11,8 +11,8 @@ use axum::{Router, routing::get};
 use keygate::{
     Keygate,
     core::{
-        KeyId, KeyRecord, KeyStore, MemoryStore, NewKey, Owner, Page, Quota, Scope, StoreError,
-        UsageBucket, UsageDelta, time::OffsetDateTime, KeyUpdate, Replacement, Rotation,
+        KeyId, KeyRecord, KeyStore, KeyUpdate, MemoryStore, NewKey, Owner, Page, Quota,
+        Replacement, Rotation, Scope, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
     },
 };
 use notes_grpc::{

@@ -1,7 +1,7 @@
 #![cfg(feature = "manage")]
 //! The management router over the real SQL stores, attacked two ways:
 //!
-//! * concurrent writes to one key (PATCHes racing a DELETE or a rotation):
+//! * concurrent writes to one key (`PATCH` requests racing a `DELETE` or a rotation):
 //!   a revocation, once answered, is never undone, a rotation's grace
 //!   period is never wiped or extended, and no update is silently lost;
 //! * extreme times and durations to every endpoint that takes one: a 422
@@ -190,7 +190,10 @@ impl Harness {
             let res = app.oneshot(req).await.unwrap();
             let status = res.status();
             let bytes = res.into_body().collect().await.unwrap().to_bytes();
-            (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+            (
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )
         }
     }
 
@@ -227,7 +230,9 @@ impl Harness {
 }
 
 fn str_of(v: &Value) -> String {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_owned()
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_owned()
 }
 
 fn drop_schema(url: String, schema: String) {
@@ -347,7 +352,11 @@ async fn a_rotation_racing_a_revoke_and_a_patch(backend: Backend) {
 
         let old = h.record(&id).await;
         assert!(old.revoked_at.is_some(), "trial {trial}: revocation undone");
-        assert_eq!(old.name, format!("patched {trial}"), "trial {trial}: patch lost");
+        assert_eq!(
+            old.name,
+            format!("patched {trial}"),
+            "trial {trial}: patch lost"
+        );
         assert_eq!(h.notes(&key).await, StatusCode::UNAUTHORIZED);
         match rotate_status {
             StatusCode::CREATED => {
@@ -356,7 +365,11 @@ async fn a_rotation_racing_a_revoke_and_a_patch(backend: Backend) {
                 // stay, and the PATCH never moved the expiry past the grace
                 // period's end, whichever came first.
                 let new_id: KeyId = str_of(&rotate_body["id"]).parse().unwrap();
-                assert_eq!(old.superseded_by, Some(new_id), "trial {trial}: rotation wiped");
+                assert_eq!(
+                    old.superseded_by,
+                    Some(new_id),
+                    "trial {trial}: rotation wiped"
+                );
                 let expires = old.expires_at.expect("a grace expiry");
                 let grace = time::Duration::seconds(grace);
                 assert!(
@@ -372,7 +385,9 @@ async fn a_rotation_racing_a_revoke_and_a_patch(backend: Backend) {
                 assert_eq!(rotate_body["code"], "not_rotatable", "{rotate_body}");
                 assert_eq!(old.superseded_by, None);
                 assert_eq!(
-                    old.expires_at.map(|t| t.format(&Rfc3339).unwrap()).as_deref(),
+                    old.expires_at
+                        .map(|t| t.format(&Rfc3339).unwrap())
+                        .as_deref(),
                     Some(far)
                 );
             }
@@ -427,14 +442,22 @@ async fn patches_of_different_fields(backend: Backend) {
         }
         let (status, now) = h.admin(Method::GET, &path, None).await;
         assert_eq!(status, StatusCode::OK, "{now}");
-        assert_eq!(now["name"], format!("renamed {trial}"), "{backend:?}: {now}");
+        assert_eq!(
+            now["name"],
+            format!("renamed {trial}"),
+            "{backend:?}: {now}"
+        );
         let scopes: BTreeSet<_> = now["scopes"]
             .as_array()
             .unwrap()
             .iter()
             .map(str_of)
             .collect();
-        assert_eq!(scopes, BTreeSet::from(["read".into(), "write".into()]), "{now}");
+        assert_eq!(
+            scopes,
+            BTreeSet::from(["read".into(), "write".into()]),
+            "{now}"
+        );
         assert_eq!(now["metadata"], json!({"trial": trial}), "{now}");
         assert_eq!(now["rate_limit"], "100/s", "{now}");
         assert_eq!(now["allowed_ips"].as_array().unwrap().len(), 2, "{now}");
@@ -508,13 +531,10 @@ async fn extreme_times(backend: Backend) {
         .unwrap();
         assert_422(status, &body, "expires_at", t);
         let since = t.replace('+', "%2B");
-        let (status, body) = spawn(h.admin(
-            Method::GET,
-            &format!("{path}/usage?since={since}"),
-            None,
-        ))
-        .await
-        .unwrap();
+        let (status, body) =
+            spawn(h.admin(Method::GET, &format!("{path}/usage?since={since}"), None))
+                .await
+                .unwrap();
         assert_422(status, &body, "since", t);
     }
     for secs in EXTREME_SECONDS {
@@ -581,7 +601,11 @@ async fn extreme_times(backend: Backend) {
             .await;
         assert_eq!(status, StatusCode::OK, "{t}: {list}");
         let (status, body) = h
-            .admin(Method::GET, &format!("{path}/usage?since={t}").replace('+', "%2B"), None)
+            .admin(
+                Method::GET,
+                &format!("{path}/usage?since={t}").replace('+', "%2B"),
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{t}: {body}");
     }
@@ -677,7 +701,10 @@ async fn a_far_sunset_in_a_hand_written_record_is_not_a_panic() {
         .header("x-api-key", key.expose_secret())
         .body(Body::empty())
         .unwrap();
-    let res = tokio::spawn(app.oneshot(req)).await.expect("no panic").unwrap();
+    let res = tokio::spawn(app.oneshot(req))
+        .await
+        .expect("no panic")
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers().get("sunset").is_none());
 }

@@ -647,7 +647,11 @@ mod tests {
         ] {
             assert_eq!(fields(&t(bad).unwrap_err()), vec!["expires_at"], "{bad}");
             let q = format!("since={}", bad.replace('+', "%2B"));
-            assert_eq!(fields(&usage(Some(&q)).unwrap_err()), vec!["since"], "{bad}");
+            assert_eq!(
+                fields(&usage(Some(&q)).unwrap_err()),
+                vec!["since"],
+                "{bad}"
+            );
         }
         let at = t("2030-01-01T02:00:00.1234567+02:00").unwrap().expires_at;
         assert_eq!(

@@ -489,10 +489,7 @@ async fn update_key(
     }
     match caller.manager.update(record.id, req.into()).await {
         Ok(updated) => Ok(json(StatusCode::OK, &state.view(&updated))),
-        Err(ManageError::ExpiryOutOfRange) => Err(Problem::invalid_field(
-            "expires_at",
-            TIME_RANGE,
-        )),
+        Err(ManageError::ExpiryOutOfRange) => Err(Problem::invalid_field("expires_at", TIME_RANGE)),
         Err(e) => Err(state.failed(e)),
     }
 }
@@ -597,10 +594,7 @@ async fn key_usage(
     let buckets = match caller.manager.usage(record.family, since).await {
         Ok(buckets) => buckets,
         Err(ManageError::TimeOutOfRange(field)) => {
-            return Err(Problem::invalid_field(
-                field,
-                TIME_RANGE,
-            ));
+            return Err(Problem::invalid_field(field, TIME_RANGE));
         }
         Err(e) => return Err(state.failed(e)),
     };

@@ -26,9 +26,9 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use keygate::{
     ApiKey, Keygate, KeygateBuilder, RequireScope,
     core::{
-        CHECKSUM_LEN, Check, Decision, KeyId, KeyRecord, KeyStore, LimiterUnavailable, MemoryStore,
-        NewKey, Owner, Page, PendingCheck, Quota, Quotas, RateLimiter, SECRET_LEN, Scope,
-        StoreError, UsageBucket, UsageDelta, time::OffsetDateTime, KeyUpdate, Replacement, Rotation,
+        CHECKSUM_LEN, Check, Decision, KeyId, KeyRecord, KeyStore, KeyUpdate, LimiterUnavailable,
+        MemoryStore, NewKey, Owner, Page, PendingCheck, Quota, Quotas, RateLimiter, Replacement,
+        Rotation, SECRET_LEN, Scope, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
     },
     require_scope,
 };

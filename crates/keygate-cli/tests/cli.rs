@@ -962,10 +962,14 @@ fn time_flags_take_extremes(db: &Db) {
     };
     let created = create(&[]);
     assert_eq!(created.code, Some(0), "{created:#?}");
-    let id = id_of(&key_in(&created.stderr, "kg_live_"), "kg", Environment::Live).to_string();
+    let id = id_of(
+        &key_in(&created.stderr, "kg_live_"),
+        "kg",
+        Environment::Live,
+    )
+    .to_string();
     let spare = create(&[]);
-    let spare =
-        id_of(&key_in(&spare.stderr, "kg_live_"), "kg", Environment::Live).to_string();
+    let spare = id_of(&key_in(&spare.stderr, "kg_live_"), "kg", Environment::Live).to_string();
 
     let too_long = [
         "18446744073709551615s",
@@ -980,7 +984,16 @@ fn time_flags_take_extremes(db: &Db) {
     let flags: [(&str, Vec<&str>); 6] = [
         (
             "--expires-in",
-            vec!["keys", "create", "--owner", "user:times", "--name", "x", "--scopes", "read"],
+            vec![
+                "keys",
+                "create",
+                "--owner",
+                "user:times",
+                "--name",
+                "x",
+                "--scopes",
+                "read",
+            ],
         ),
         ("--expires-in", vec!["keys", "update", &id]),
         ("--grace", vec!["keys", "rotate", &id]),
@@ -1011,10 +1024,14 @@ fn time_flags_take_extremes(db: &Db) {
     }
     let shown = db.ok(&["--json", "keys", "show", &id]).json();
     assert!(
-        shown["expires_at"].as_str().is_some_and(|t| t.starts_with("21")),
+        shown["expires_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("21")),
         "{shown}"
     );
-    let usage = db.ok(&["--json", "keys", "usage", &id, "--since", "36500d"]).json();
+    let usage = db
+        .ok(&["--json", "keys", "usage", &id, "--since", "36500d"])
+        .json();
     assert_eq!(usage["since"], "1970-01-01T00:00:00Z", "{usage}");
     let list = db
         .ok(&["--json", "keys", "list", "--owner", "user:times"])

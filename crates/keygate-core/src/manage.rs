@@ -446,7 +446,11 @@ impl KeyManager {
         self.invalidate(id);
         self.invalidate(new.id);
         self.audit(AuditAction::Rotate, id, Some(new.id.to_string()));
-        self.audit(AuditAction::Create, new.id, Some(format!("rotated from {id}")));
+        self.audit(
+            AuditAction::Create,
+            new.id,
+            Some(format!("rotated from {id}")),
+        );
         Ok(CreatedKey { key, record: new })
     }
 
@@ -462,7 +466,8 @@ impl KeyManager {
         within: Duration,
         limit: usize,
     ) -> Result<Vec<KeyRecord>, ManageError> {
-        let before = checked_after(self.now(), within).map_err(|_| ManageError::ExpiryOutOfRange)?;
+        let before =
+            checked_after(self.now(), within).map_err(|_| ManageError::ExpiryOutOfRange)?;
         Ok(self.store.list_expiring(before, limit).await?)
     }
 

@@ -360,6 +360,9 @@ impl Replacement {
 /// What [`KeyStore::rotate`] did.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
+// Returned once per rotation and matched at once, never stored: boxing the
+// records would only add allocations.
+#[allow(clippy::large_enum_variant)]
 pub enum Rotation {
     /// The new key is stored and the old one superseded, as they are now.
     Rotated {

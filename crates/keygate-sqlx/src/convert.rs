@@ -212,7 +212,10 @@ mod tests {
             datetime!(-0001-12-31 0:00 UTC),
             datetime!(-9999-01-01 0:00 UTC),
         ] {
-            assert!(matches!(in_range(bad), Err(StoreError::Rejected(_))), "{bad}");
+            assert!(
+                matches!(in_range(bad), Err(StoreError::Rejected(_))),
+                "{bad}"
+            );
         }
         assert_eq!(
             in_range(datetime!(2030-01-01 02:00:00.0000019 +02:00)).unwrap(),

@@ -130,7 +130,9 @@ impl Sql {
         let s = |sql: String| Arc::<str>::from(sql);
         Self {
             find: s(format!("SELECT {cols} FROM {keys} WHERE id = $1")),
-            find_for_update: s(format!("SELECT {cols} FROM {keys} WHERE id = $1 FOR UPDATE")),
+            find_for_update: s(format!(
+                "SELECT {cols} FROM {keys} WHERE id = $1 FOR UPDATE"
+            )),
             insert: s(format!(
                 "WITH k AS (INSERT INTO {keys} ({cols}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
@@ -592,9 +594,9 @@ impl<'r> sqlx::Decode<'r, Postgres> for PgTime {
                 Ok(Self(OffsetDateTime::from_unix_timestamp_nanos(nanos)?))
             }
             // The text form is parsed, not computed: it cannot overflow.
-            PgValueFormat::Text => Ok(Self(<OffsetDateTime as sqlx::Decode<'r, Postgres>>::decode(
-                value,
-            )?)),
+            PgValueFormat::Text => Ok(Self(
+                <OffsetDateTime as sqlx::Decode<'r, Postgres>>::decode(value)?,
+            )),
         }
     }
 }

@@ -379,14 +379,18 @@ impl KeyStore for SqliteStore {
         };
         // One statement: it changes only its columns, on the row as it is
         // when it runs, so a revocation or rotation in between is kept.
-        bind_update(sqlx::query(AssertSqlSafe(sql)).bind(id.as_str()), id, changes)?
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?
-            .as_ref()
-            .map(record)
-            .transpose()?
-            .ok_or(StoreError::NotFound(id))
+        bind_update(
+            sqlx::query(AssertSqlSafe(sql)).bind(id.as_str()),
+            id,
+            changes,
+        )?
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .as_ref()
+        .map(record)
+        .transpose()?
+        .ok_or(StoreError::NotFound(id))
     }
 
     async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
@@ -420,7 +424,11 @@ impl KeyStore for SqliteStore {
         )
         .bind(id.as_str())
         .bind(new.id.as_str())
-        .bind(old.expires_at.map(|t| in_range(t).map(to_unix_micros)).transpose()?)
+        .bind(
+            old.expires_at
+                .map(|t| in_range(t).map(to_unix_micros))
+                .transpose()?,
+        )
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;

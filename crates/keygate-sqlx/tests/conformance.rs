@@ -383,7 +383,10 @@ mod cases {
         assert_eq!(s.expires_at, Some(T0 + secs(10)));
 
         let ghost = id("GhostKey02");
-        match store.rotate(ghost, &replacement("RotateNew5", T0, T0)).await {
+        match store
+            .rotate(ghost, &replacement("RotateNew5", T0, T0))
+            .await
+        {
             Err(StoreError::NotFound(missing)) => assert_eq!(missing, ghost),
             other => panic!("expected NotFound, got {other:?}"),
         }

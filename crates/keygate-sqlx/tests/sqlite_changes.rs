@@ -11,8 +11,7 @@ use std::{
 
 use common::unique_suffix;
 use keygate_core::{
-    Invalidation, InvalidationFeed, KeyRecord, KeyStore, KeyUpdate, Owner, UsageDelta,
-    usage_bucket,
+    Invalidation, InvalidationFeed, KeyRecord, KeyStore, KeyUpdate, Owner, UsageDelta, usage_bucket,
 };
 use keygate_sqlx::SqliteStore;
 use time::OffsetDateTime;
@@ -110,7 +109,11 @@ async fn changes_made_by_another_process_reach_the_feed() {
     ];
     for change in &changes {
         cli.update(r.id, change).await.unwrap();
-        assert_eq!(next(&mut feed, WITHIN).await, Invalidation::Key(r.id), "{change:?}");
+        assert_eq!(
+            next(&mut feed, WITHIN).await,
+            Invalidation::Key(r.id),
+            "{change:?}"
+        );
     }
     let live = record("FeedKey002");
     cli.insert(&live).await.unwrap();
@@ -122,10 +125,7 @@ async fn changes_made_by_another_process_reach_the_feed() {
         grace_end: OffsetDateTime::now_utc(),
     };
     cli.rotate(live.id, &replacement).await.unwrap();
-    let mut seen = [
-        next(&mut feed, WITHIN).await,
-        next(&mut feed, WITHIN).await,
-    ];
+    let mut seen = [next(&mut feed, WITHIN).await, next(&mut feed, WITHIN).await];
     seen.sort_by_key(|i| format!("{i:?}"));
     let mut want = [
         Invalidation::Key(live.id),
