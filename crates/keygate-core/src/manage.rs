@@ -410,11 +410,18 @@ impl KeyManager {
     /// now + `grace`), so clients can switch without a failed request; during
     /// that time its responses carry `Sunset` and `Deprecation` headers.
     ///
+    /// The store checks the old key and writes both keys in one transaction
+    /// ([`KeyStore::rotate`](crate::KeyStore::rotate)): a rotation racing a
+    /// revocation either happens entirely before it or writes nothing, so
+    /// no usable replacement of a revoked key is ever left behind.
+    ///
     /// # Errors
     ///
     /// [`ManageError::NotRotatable`] for a revoked, expired or already
-    /// rotated key; [`StoreError::NotFound`] if there is none; or the store's
-    /// error.
+    /// rotated key (checked again at the write);
+    /// [`ManageError::ExpiryOutOfRange`] if the grace period ends after
+    /// 9999; [`StoreError::NotFound`] if there is no such key; or the
+    /// store's error.
     pub async fn rotate(&self, id: KeyId, grace: Duration) -> Result<CreatedKey, ManageError> {
         let now = self.now();
         let grace_end = checked_after(now, grace).map_err(|_| ManageError::ExpiryOutOfRange)?;
