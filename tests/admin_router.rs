@@ -19,8 +19,8 @@ use keygate::{
     ApiKey, Keygate,
     core::{
         AuditAction, AuditLog, AuditQuery, AuditStore, FakeClock, InvalidationFeed, KeyId,
-        KeyRecord, KeyStore, MemoryStore, NewKey, Owner, Page, Scope, StoreError, UsageBucket,
-        UsageDelta, time::OffsetDateTime,
+        KeyRecord, KeyStore, KeyUpdate, MemoryStore, NewKey, Owner, Page, Replacement, Rotation,
+        Scope, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
     },
     manage::MANAGE_SCOPE,
 };
@@ -1196,10 +1196,15 @@ impl KeyStore for FlakyStore {
         self.check_value()?;
         self.inner.insert(record).await
     }
-    async fn update(&self, record: &KeyRecord) -> Result<(), StoreError> {
+    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
         self.check()?;
         self.check_value()?;
-        self.inner.update(record).await
+        self.inner.update(id, changes).await
+    }
+    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
+        self.check()?;
+        self.check_value()?;
+        self.inner.rotate(id, replacement).await
     }
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
         self.check()?;

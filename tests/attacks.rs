@@ -15,8 +15,8 @@ use http::{HeaderName, Method, Request, Response, StatusCode};
 use keygate::{
     ApiKey, GrpcScopes, Keygate, Layer as _,
     core::{
-        Clock, IpNet, KeyId, KeyRecord, KeyStore, MemoryStore, NewKey, Owner, Page, Scope,
-        StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
+        Clock, IpNet, KeyId, KeyRecord, KeyStore, KeyUpdate, MemoryStore, NewKey, Owner, Page,
+        Replacement, Rotation, Scope, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
     },
 };
 use tower::ServiceExt as _;
@@ -309,8 +309,11 @@ impl KeyStore for Signalling {
     async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
         self.inner.insert(r).await
     }
-    async fn update(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        self.inner.update(r).await
+    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        self.inner.update(id, changes).await
+    }
+    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
+        self.inner.rotate(id, replacement).await
     }
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
         self.inner.revoke(id, at).await

@@ -11,8 +11,8 @@ use axum::{Router, routing::get};
 use keygate::{
     Keygate,
     core::{
-        KeyId, KeyRecord, KeyStore, MemoryStore, NewKey, Owner, Page, Quota, Scope, StoreError,
-        UsageBucket, UsageDelta, time::OffsetDateTime,
+        KeyId, KeyRecord, KeyStore, KeyUpdate, MemoryStore, NewKey, Owner, Page, Quota,
+        Replacement, Rotation, Scope, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
     },
 };
 use notes_grpc::{
@@ -270,8 +270,11 @@ impl KeyStore for DownStore {
     async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
         self.0.insert(r).await
     }
-    async fn update(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        self.0.update(r).await
+    async fn update(&self, id: KeyId, c: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        self.0.update(id, c).await
+    }
+    async fn rotate(&self, id: KeyId, r: &Replacement) -> Result<Rotation, StoreError> {
+        self.0.rotate(id, r).await
     }
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
         self.0.revoke(id, at).await

@@ -337,9 +337,13 @@ fn seconds(v: &Value, min: u64) -> Result<u64, String> {
     }
 }
 
+/// An RFC 3339 time, in UTC, within keygate's bounds
+/// ([`keygate_core::checked_utc`]): `9999-12-31T23:59:59-23:59` parses, but
+/// is in year 10000 in UTC.
 fn timestamp(s: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(s.trim(), &Rfc3339)
-        .map_err(|_| format!("{s:?} is not an RFC 3339 time such as `2030-01-01T00:00:00Z`"))
+    let t = OffsetDateTime::parse(s.trim(), &Rfc3339)
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time such as `2030-01-01T00:00:00Z`"))?;
+    keygate_core::checked_utc(t).map_err(|e| format!("{s:?} is out of range: {e}"))
 }
 
 fn optional_timestamp(v: &Value) -> Result<Option<OffsetDateTime>, String> {
@@ -629,5 +633,30 @@ mod tests {
         let errors = list(Some("limit=0&cursor=nope&owner=x&limit=3")).unwrap_err();
         assert_eq!(fields(&errors), vec!["limit", "owner", "cursor"]);
         assert!(usage(Some("since=yesterday")).is_err());
+    }
+
+    #[test]
+    fn times_are_converted_to_utc_and_range_checked() {
+        let t = |s: &str| update(format!(r#"{{"expires_at":"{s}"}}"#).as_bytes());
+        for bad in [
+            "0000-01-01T00:00:00+23:59",
+            "9999-12-31T23:59:59-23:59",
+            "1969-12-31T23:59:59Z",
+            "10000-01-01T00:00:00Z",
+            "-9999-01-01T00:00:00Z",
+        ] {
+            assert_eq!(fields(&t(bad).unwrap_err()), vec!["expires_at"], "{bad}");
+            let q = format!("since={}", bad.replace('+', "%2B"));
+            assert_eq!(
+                fields(&usage(Some(&q)).unwrap_err()),
+                vec!["since"],
+                "{bad}"
+            );
+        }
+        let at = t("2030-01-01T02:00:00.1234567+02:00").unwrap().expires_at;
+        assert_eq!(
+            at,
+            Some(Some(time::macros::datetime!(2030-01-01 0:00:00.123456 UTC)))
+        );
     }
 }

@@ -142,6 +142,10 @@ use self::{
 };
 use crate::{ApiKey, Keygate, MethodScopes};
 
+/// What a 422 says about a time outside keygate's bounds
+/// ([`keygate_core::checked_utc`]).
+const TIME_RANGE: &str = "must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z (in UTC)";
+
 /// The scope that lets a key manage the keys of its own owner.
 pub const MANAGE_SCOPE: &str = "keys:manage";
 
@@ -570,6 +574,7 @@ async fn update_key(
     };
     match updated {
         Ok(updated) => Ok(json(StatusCode::OK, &state.view(&updated))),
+        Err(ManageError::ExpiryOutOfRange) => Err(Problem::invalid_field("expires_at", TIME_RANGE)),
         Err(e) => Err(refused(&state, e, Some("expires_at"))),
     }
 }
@@ -675,11 +680,13 @@ async fn key_usage(
     let since = query
         .since
         .unwrap_or_else(|| state.0.keys.shared.clock.now() - time::Duration::DAY);
-    let buckets = caller
-        .manager
-        .usage(record.family, since)
-        .await
-        .map_err(|e| state.failed(e))?;
+    let buckets = match caller.manager.usage(record.family, since).await {
+        Ok(buckets) => buckets,
+        Err(ManageError::TimeOutOfRange(field)) => {
+            return Err(Problem::invalid_field(field, TIME_RANGE));
+        }
+        Err(e) => return Err(state.failed(e)),
+    };
     Ok(json(
         StatusCode::OK,
         &UsageView {

@@ -26,9 +26,9 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use keygate::{
     ApiKey, Keygate, KeygateBuilder, RequireScope,
     core::{
-        CHECKSUM_LEN, Check, Decision, KeyId, KeyRecord, KeyStore, LimiterUnavailable, MemoryStore,
-        NewKey, Owner, Page, PendingCheck, Quota, Quotas, RateLimiter, SECRET_LEN, Scope,
-        StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
+        CHECKSUM_LEN, Check, Decision, KeyId, KeyRecord, KeyStore, KeyUpdate, LimiterUnavailable,
+        MemoryStore, NewKey, Owner, Page, PendingCheck, Quota, Quotas, RateLimiter, Replacement,
+        Rotation, SECRET_LEN, Scope, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
     },
     require_scope,
 };
@@ -587,8 +587,12 @@ impl KeyStore for FlakyStore {
         self.inner.insert(record).await
     }
 
-    async fn update(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        self.inner.update(record).await
+    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        self.inner.update(id, changes).await
+    }
+
+    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
+        self.inner.rotate(id, replacement).await
     }
 
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {

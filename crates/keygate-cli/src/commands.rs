@@ -40,6 +40,16 @@ impl Ctx {
         OffsetDateTime::now_utc()
     }
 
+    /// `d` before now, but never before 1970 (the earliest time keygate
+    /// keeps, see [`keygate_core::MIN_TIME`]): looking back further finds
+    /// nothing more.
+    fn ago(d: std::time::Duration) -> OffsetDateTime {
+        time::Duration::try_from(d)
+            .ok()
+            .and_then(|d| Self::now().checked_sub(d))
+            .map_or(keygate_core::MIN_TIME, |t| t.max(keygate_core::MIN_TIME))
+    }
+
     fn view(&self, r: &KeyRecord) -> KeyView {
         KeyView::new(r, self.prefix(), Self::now())
     }
@@ -63,6 +73,9 @@ impl Ctx {
             ManageError::ExpiryOutOfRange => {
                 CliError::usage("the expiry or grace period is too far in the future")
             }
+            ManageError::TimeOutOfRange(what) => CliError::usage(format!(
+                "{what} is out of range: times are from 1970 to 9999 (UTC)"
+            )),
             ManageError::NotRotatable(id) => CliError::new(format!(
                 "key {id} cannot be rotated: it is revoked, expired or already rotated"
             ))
@@ -301,7 +314,10 @@ async fn update(ctx: &Ctx, args: UpdateArgs) -> Result<(), CliError> {
         },
         metadata: args.metadata,
         expires_at: match (args.expires_in, args.no_expiry) {
-            (Some(after), _) => Some(Some(Ctx::now() + after)),
+            (Some(after), _) => Some(Some(
+                keygate_core::checked_after(Ctx::now(), after)
+                    .map_err(|_| CliError::usage("--expires-in is too far in the future"))?,
+            )),
             (None, true) => Some(None),
             (None, false) => None,
         },
@@ -422,7 +438,7 @@ async fn expiring(ctx: &Ctx, args: ExpiringArgs) -> Result<(), CliError> {
 async fn usage(ctx: &Ctx, args: UsageArgs) -> Result<(), CliError> {
     let id = parse_id(&args.id, ctx.prefix())?;
     let record = ctx.record(id).await?;
-    let since = Ctx::now() - args.since;
+    let since = Ctx::ago(args.since);
     let buckets = ctx
         .manager
         .usage(record.family, since)
@@ -478,7 +494,7 @@ async fn audit(ctx: &Ctx, args: AuditArgs) -> Result<(), CliError> {
         .transpose()?;
     let query = AuditQuery {
         key_id,
-        since: args.since.map(|d| Ctx::now() - d),
+        since: args.since.map(Ctx::ago),
         limit: usize::from(args.limit),
     };
     let events = ctx

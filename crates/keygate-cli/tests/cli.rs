@@ -1067,3 +1067,139 @@ fn audit_prune_deletes_exactly_the_events_older_than_asked() {
         1
     );
 }
+
+/// Every flag that takes a time or a duration, driven with extreme values:
+/// each is refused as a usage error (exit 2) that says what is accepted, or,
+/// at the largest accepted value, works; never a panic (exit 101) and never
+/// a stored time that cannot be read back. The key works and lists after.
+fn time_flags_take_extremes(db: &Db) {
+    db.ok(&["migrate"]);
+    let create = |extra: &[&str]| -> Run {
+        let mut args = vec![
+            "keys",
+            "create",
+            "--owner",
+            "user:times",
+            "--name",
+            "far",
+            "--scopes",
+            "read",
+        ];
+        args.extend_from_slice(extra);
+        db.run(&args)
+    };
+    let created = create(&[]);
+    assert_eq!(created.code, Some(0), "{created:#?}");
+    let id = id_of(
+        &key_in(&created.stderr, "kg_live_"),
+        "kg",
+        Environment::Live,
+    )
+    .to_string();
+    let spare = create(&[]);
+    let spare = id_of(&key_in(&spare.stderr, "kg_live_"), "kg", Environment::Live).to_string();
+
+    let too_long = [
+        "18446744073709551615s",
+        "18446744073709551616s",
+        "99999999999999999999w",
+        "2562047788015215w",
+        "36501d",
+        "5215w",
+        "1000000h",
+        "36500d1s",
+    ];
+    let flags: [(&str, Vec<&str>); 6] = [
+        (
+            "--expires-in",
+            vec![
+                "keys",
+                "create",
+                "--owner",
+                "user:times",
+                "--name",
+                "x",
+                "--scopes",
+                "read",
+            ],
+        ),
+        ("--expires-in", vec!["keys", "update", &id]),
+        ("--grace", vec!["keys", "rotate", &id]),
+        ("--within", vec!["keys", "expiring"]),
+        ("--since", vec!["keys", "usage", &id]),
+        ("--since", vec!["audit"]),
+    ];
+    for (flag, command) in &flags {
+        for value in too_long {
+            let mut args = command.clone();
+            args.extend([*flag, value]);
+            let run = db.fails(&args, 2, "too long: at most 100 years");
+            assert!(run.stderr.contains(flag), "{run:#?}");
+        }
+    }
+    // The longest accepted: 100 years ahead, or back (which looks back to
+    // 1970, the earliest time keygate keeps).
+    for (flag, command) in &flags {
+        // Rotating uses a key up: rotate the spare one.
+        let mut args = if *flag == "--grace" {
+            vec!["keys", "rotate", spare.as_str()]
+        } else {
+            command.clone()
+        };
+        if *flag == "--grace" {
+            // Rotation grace has its own cap, below the calendar's end.
+            let mut over = args.clone();
+            over.extend([*flag, "36500d"]);
+            let run = db.run(&over);
+            assert_eq!(run.code, Some(2), "keygate {over:?}: {run:#?}");
+            assert!(run.stderr.contains("rotation grace"), "{run:#?}");
+            args.extend([*flag, "30d"]);
+        } else {
+            args.extend([*flag, "36500d"]);
+        }
+        let run = db.run(&args);
+        assert_eq!(run.code, Some(0), "keygate {args:?}: {run:#?}");
+    }
+    let shown = db.ok(&["--json", "keys", "show", &id]).json();
+    assert!(
+        shown["expires_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("21")),
+        "{shown}"
+    );
+    let usage = db
+        .ok(&["--json", "keys", "usage", &id, "--since", "36500d"])
+        .json();
+    assert_eq!(usage["since"], "1970-01-01T00:00:00Z", "{usage}");
+    let list = db
+        .ok(&["--json", "keys", "list", "--owner", "user:times"])
+        .json();
+    // Two created, one more by `create --expires-in 36500d`, one by rotating
+    // the spare key.
+    assert_eq!(list["keys"].as_array().unwrap().len(), 4, "{list}");
+    assert!(
+        db.transcript.borrow().iter().all(|r| r.code != Some(101)),
+        "a run panicked"
+    );
+}
+
+#[test]
+fn time_flags_take_extremes_on_sqlite() {
+    time_flags_take_extremes(&Db::sqlite());
+}
+
+#[test]
+fn time_flags_take_extremes_on_postgres() {
+    let Some(url) = postgres_url() else { return };
+    let schema = unique("keygate_cli_times");
+    let _cleanup = DropSchema {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    time_flags_take_extremes(&Db {
+        url,
+        schema: Some(schema),
+        file: None,
+        transcript: std::cell::RefCell::default(),
+    });
+}

@@ -88,21 +88,13 @@ impl KeyManager {
     ) -> Result<KeyRecord, ManageError> {
         if !grantor.is_admin() {
             let mut after = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
-            if let Some(scopes) = &changes.scopes {
-                after.scopes = scopes.clone();
+            // Judge the key as the store's own rule will leave it.
+            let mut judged = changes.clone();
+            if let Some(Some(at)) = judged.expires_at {
+                let at = crate::checked_utc(at).map_err(|_| ManageError::ExpiryOutOfRange)?;
+                judged.expires_at = Some(Some(at));
             }
-            if let Some(rate_limit) = &changes.rate_limit {
-                after.rate_limit = rate_limit.clone();
-            }
-            if let Some(nets) = &changes.allowed_ips {
-                after.allowed_ips = nets.clone();
-            }
-            if let Some(metadata) = &changes.metadata {
-                after.metadata = metadata.clone();
-            }
-            if let Some(expires_at) = changes.expires_at {
-                after.expires_at = expires_at.map(crate::manage::micros);
-            }
+            judged.apply_to(&mut after);
             grantor.check_record(&after)?;
         }
         self.update(id, changes).await

@@ -52,6 +52,7 @@ mod quota;
 mod record;
 mod scope;
 mod store;
+mod time_range;
 mod usage;
 mod verify;
 
@@ -74,7 +75,11 @@ pub use manage::{CreatedKey, KeyManager, KeyUpdate, ManageError, NewKey};
 pub use quota::{InvalidQuota, Quota, Quotas};
 pub use record::{InvalidOwner, KeyInfo, KeyRecord, Metadata, Owner, parse_allowed_net};
 pub use scope::{InvalidScope, MAX_SCOPE_LEN, Scope, Scopes};
-pub use store::{BoxFuture, Cursor, DynKeyStore, InvalidCursor, KeyStore, MemoryStore, Page};
+pub use store::{
+    BoxFuture, Cursor, DynKeyStore, InvalidCursor, KeyStore, MemoryStore, Page, Replacement,
+    Rotation,
+};
+pub use time_range::{MAX_TIME, MIN_TIME, TimeOutOfRange, checked_after, checked_utc};
 pub use usage::{Invalidation, InvalidationFeed, UsageBucket, UsageDelta, usage_bucket};
 pub use verify::{CacheConfig, CachedKey, Denied, Lookup, Pending, Verifier};
 

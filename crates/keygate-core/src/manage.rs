@@ -7,7 +7,8 @@ use ipnet::IpNet;
 use crate::{
     AuditAction, AuditEvent, AuditLog, Cap, Clock, DynKeyStore, Environment, GrantViolation,
     KeyFormat, KeyHasher, KeyId, KeyRecord, Limits, Metadata, Owner, Page, PlaintextKey, Quotas,
-    RandomnessError, Scopes, StoreError, Verifier,
+    RandomnessError, Replacement, Rotation, Scopes, StoreError, Verifier, checked_after,
+    checked_utc,
 };
 
 /// What to issue: the settings of a new key.
@@ -94,12 +95,9 @@ impl NewKey {
         now: time::OffsetDateTime,
     ) -> Result<Option<time::OffsetDateTime>, ManageError> {
         self.expires_in
-            .map(|d| {
-                let d: time::Duration = d.try_into().map_err(|_| ManageError::ExpiryOutOfRange)?;
-                let at = now.checked_add(d).ok_or(ManageError::ExpiryOutOfRange)?;
-                Ok(micros(at))
-            })
+            .map(|d| checked_after(now, d))
             .transpose()
+            .map_err(|_| ManageError::ExpiryOutOfRange)
     }
 }
 
@@ -128,9 +126,15 @@ pub enum ManageError {
     /// The OS could not provide randomness for a new key.
     #[error(transparent)]
     Randomness(#[from] RandomnessError),
-    /// The expiry is too far away to represent.
+    /// The expiry (or the end of a grace period, or of an `expiring`
+    /// window) is out of range: before 1970 or after 9999 in UTC (see
+    /// [`checked_utc`](crate::checked_utc)).
     #[error("the expiry is out of range")]
     ExpiryOutOfRange,
+    /// A time argument (named) is out of range: before 1970 or after 9999
+    /// in UTC (see [`checked_utc`](crate::checked_utc)).
+    #[error("`{0}` is out of range: a time must be from 1970 to 9999 (UTC)")]
+    TimeOutOfRange(&'static str),
     /// The name is empty or longer than 200 characters.
     #[error("a key name is 1 to 200 characters")]
     InvalidName,
@@ -164,12 +168,6 @@ fn check_name(name: &str) -> Result<(), ManageError> {
     }
 }
 
-/// `t` to the microsecond.
-pub(crate) fn micros(t: time::OffsetDateTime) -> time::OffsetDateTime {
-    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(t)
-}
-
 /// The changes [`KeyManager::update`] makes: only fields that are `Some`
 /// change. For optional settings, `Some(None)` clears them.
 #[derive(Clone, Debug, Default)]
@@ -185,7 +183,9 @@ pub struct KeyUpdate {
     pub allowed_ips: Option<Vec<IpNet>>,
     /// New metadata.
     pub metadata: Option<Metadata>,
-    /// A new expiry (`Some(None)`: never).
+    /// A new expiry (`Some(None)`: never). On a key that was rotated (in
+    /// its grace period) the expiry can only be brought forward: a later
+    /// time, or `Some(None)`, leaves it at the end of the grace period.
     pub expires_at: Option<Option<time::OffsetDateTime>>,
 }
 
@@ -206,6 +206,50 @@ impl KeyUpdate {
             && allowed_ips.is_none()
             && metadata.is_none()
             && expires_at.is_none()
+    }
+
+    /// Applies these changes to `record`, as every [`KeyStore`](crate::KeyStore)
+    /// must (atomically, to the record as it is at the time of the write):
+    /// only the fields that are `Some` change, and for a rotated key
+    /// (`superseded_by` set) the expiry becomes the earlier of the one asked
+    /// for and its current one, so a change never extends a grace period.
+    /// Nothing else (`revoked_at`, `superseded_by`, id, owner, digest…) is
+    /// ever touched.
+    pub fn apply_to(&self, record: &mut KeyRecord) {
+        let Self {
+            name,
+            scopes,
+            rate_limit,
+            allowed_ips,
+            metadata,
+            expires_at,
+        } = self;
+        if let Some(name) = name {
+            record.name.clone_from(name);
+        }
+        if let Some(scopes) = scopes {
+            record.scopes = scopes.clone();
+        }
+        if let Some(rate_limit) = rate_limit {
+            record.rate_limit.clone_from(rate_limit);
+        }
+        if let Some(nets) = allowed_ips {
+            record.allowed_ips.clone_from(nets);
+        }
+        if let Some(metadata) = metadata {
+            record.metadata.clone_from(metadata);
+        }
+        if let Some(expires_at) = *expires_at {
+            record.expires_at = if record.superseded_by.is_some() {
+                // The earliest of the two that are set.
+                match (expires_at, record.expires_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            } else {
+                expires_at
+            };
+        }
     }
 }
 
@@ -371,37 +415,34 @@ impl KeyManager {
     }
 
     /// Changes a key's settings, effective at once on layers sharing this
-    /// manager's verifier. Only the fields set in `changes` change; the id,
-    /// digest, owner, environment and creation time never do.
+    /// manager's verifier. Only the fields set in `changes` change, in one
+    /// atomic write to the store ([`KeyStore::update`](crate::KeyStore::update)):
+    /// the id, digest, owner, environment, creation time, revocation and
+    /// rotation never do, so an update racing a revocation can never undo
+    /// it. A rotated key's expiry can only be brought forward (see
+    /// [`KeyUpdate::expires_at`]). Returns the record as the write left it.
     ///
     /// # Errors
     ///
     /// [`StoreError::NotFound`] if there is no such key, [`ManageError::InvalidName`]
-    /// for a bad name, or the store's error.
-    pub async fn update(&self, id: KeyId, changes: KeyUpdate) -> Result<KeyRecord, ManageError> {
+    /// for a bad name, [`ManageError::ExpiryOutOfRange`] for an expiry
+    /// outside 1970–9999 (UTC), [`ManageError::OverCap`] past the
+    /// [`Limits`], or the store's error.
+    pub async fn update(
+        &self,
+        id: KeyId,
+        mut changes: KeyUpdate,
+    ) -> Result<KeyRecord, ManageError> {
         self.limits
             .check_settings(changes.metadata.as_ref(), changes.allowed_ips.as_deref())?;
-        let mut record = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
-        if let Some(name) = changes.name {
-            check_name(&name)?;
-            record.name = name;
+        if let Some(name) = &changes.name {
+            check_name(name)?;
         }
-        if let Some(scopes) = changes.scopes {
-            record.scopes = scopes;
+        if let Some(Some(at)) = changes.expires_at {
+            let at = checked_utc(at).map_err(|_| ManageError::ExpiryOutOfRange)?;
+            changes.expires_at = Some(Some(at));
         }
-        if let Some(rate_limit) = changes.rate_limit {
-            record.rate_limit = rate_limit;
-        }
-        if let Some(nets) = changes.allowed_ips {
-            record.allowed_ips = nets;
-        }
-        if let Some(metadata) = changes.metadata {
-            record.metadata = metadata;
-        }
-        if let Some(expires_at) = changes.expires_at {
-            record.expires_at = expires_at.map(micros);
-        }
-        self.store.update(&record).await?;
+        let record = self.store.update(id, &changes).await?;
         self.invalidate(id);
         self.audit(AuditAction::Update, id, None);
         Ok(record)
@@ -433,11 +474,18 @@ impl KeyManager {
     /// now + `grace`), so clients can switch without a failed request; during
     /// that time its responses carry `Sunset` and `Deprecation` headers.
     ///
+    /// The store checks the old key and writes both keys in one transaction
+    /// ([`KeyStore::rotate`](crate::KeyStore::rotate)): a rotation racing a
+    /// revocation either happens entirely before it or writes nothing, so
+    /// no usable replacement of a revoked key is ever left behind.
+    ///
     /// # Errors
     ///
     /// [`ManageError::NotRotatable`] for a revoked, expired or already
-    /// rotated key; [`StoreError::NotFound`] if there is none; or the store's
-    /// error.
+    /// rotated key (checked again at the write);
+    /// [`ManageError::ExpiryOutOfRange`] if the grace period ends after
+    /// 9999; [`StoreError::NotFound`] if there is no such key; or the
+    /// store's error.
     pub async fn rotate(&self, id: KeyId, grace: Duration) -> Result<CreatedKey, ManageError> {
         if grace > self.limits.max_rotation_grace {
             return Err(ManageError::OverCap {
@@ -446,48 +494,41 @@ impl KeyManager {
             });
         }
         let now = self.now();
-        let mut old = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
+        let grace_end = checked_after(now, grace).map_err(|_| ManageError::ExpiryOutOfRange)?;
+        // Read first for the environment (it never changes) and to refuse
+        // early; the store decides again, atomically, when it writes.
+        let old = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
         if old.revoked_at.is_some() || old.is_expired_at(now) || old.superseded_by.is_some() {
             return Err(ManageError::NotRotatable(id));
         }
-        let grace: time::Duration = grace
-            .try_into()
-            .map_err(|_| ManageError::ExpiryOutOfRange)?;
-        let grace_end = micros(
-            now.checked_add(grace)
-                .ok_or(ManageError::ExpiryOutOfRange)?,
-        );
         let mut attempts = 0;
-        let created = loop {
+        let (key, new) = loop {
             let key = self.format.generate(old.environment)?;
-            let record = KeyRecord {
+            let replacement = Replacement {
                 id: key.id(),
                 digest: self.hasher.digest(key.expose_secret()),
-                created_at: now,
-                last_used_at: None,
-                superseded_by: None,
-                revoked_at: None,
-                ..old.clone()
+                at: now,
+                grace_end,
             };
-            // The new key is stored first: if anything fails after this,
-            // the old key is still fully valid.
-            match self.store.insert(&record).await {
-                Ok(()) => break CreatedKey { key, record },
+            // One transaction: the new key exists if and only if the old one
+            // is superseded, and a revocation or rotation that won the race
+            // leaves no new key behind.
+            match self.store.rotate(id, &replacement).await {
+                Ok(Rotation::Rotated { new, .. }) => break (key, new),
+                Ok(Rotation::NotRotatable(_)) => return Err(ManageError::NotRotatable(id)),
                 Err(StoreError::Duplicate(_)) if attempts < 3 => attempts += 1,
                 Err(e) => return Err(e.into()),
             }
         };
-        old.superseded_by = Some(created.record.id);
-        old.expires_at = Some(old.expires_at.map_or(grace_end, |at| at.min(grace_end)));
-        self.store.update(&old).await?;
         self.invalidate(id);
-        self.invalidate(created.record.id);
-        self.audit(AuditAction::Rotate, id, Some(created.record.id.to_string()));
+        self.invalidate(new.id);
+        self.audit(AuditAction::Rotate, id, Some(new.id.to_string()));
         self.audit(
             AuditAction::Create,
-            created.record.id,
+            new.id,
             Some(format!("rotated from {id}")),
         );
+        let created = CreatedKey { key, record: new };
         self.recheck_creator(&created.record).await?;
         Ok(created)
     }
@@ -504,13 +545,8 @@ impl KeyManager {
         within: Duration,
         limit: usize,
     ) -> Result<Vec<KeyRecord>, ManageError> {
-        let within: time::Duration = within
-            .try_into()
-            .map_err(|_| ManageError::ExpiryOutOfRange)?;
-        let before = self
-            .now()
-            .checked_add(within)
-            .ok_or(ManageError::ExpiryOutOfRange)?;
+        let before =
+            checked_after(self.now(), within).map_err(|_| ManageError::ExpiryOutOfRange)?;
         Ok(self.store.list_expiring(before, limit).await?)
     }
 
@@ -518,12 +554,14 @@ impl KeyManager {
     ///
     /// # Errors
     ///
-    /// The store's error.
+    /// [`ManageError::TimeOutOfRange`] for a `since` outside 1970–9999
+    /// (UTC), or the store's error.
     pub async fn usage(
         &self,
         family: KeyId,
         since: time::OffsetDateTime,
     ) -> Result<Vec<crate::UsageBucket>, ManageError> {
+        let since = checked_utc(since).map_err(|_| ManageError::TimeOutOfRange("since"))?;
         Ok(self.store.usage(family, since).await?)
     }
 
@@ -720,7 +758,7 @@ mod tests {
         assert_eq!(old_now.superseded_by, Some(new.record.id));
         assert_eq!(
             old_now.expires_at,
-            Some(micros(clock.now()) + Duration::from_secs(3600))
+            Some(checked_utc(clock.now()).unwrap() + Duration::from_secs(3600))
         );
         assert!(matches!(
             m.rotate(old.record.id, Duration::from_secs(60)).await,

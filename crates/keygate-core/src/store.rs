@@ -11,7 +11,10 @@ use std::{
 
 use time::OffsetDateTime;
 
-use crate::{InvalidationFeed, KeyId, KeyRecord, Owner, StoreError, UsageBucket, UsageDelta};
+use crate::{
+    InvalidationFeed, KeyDigest, KeyId, KeyRecord, KeyUpdate, Owner, StoreError, UsageBucket,
+    UsageDelta,
+};
 
 /// A boxed, `Send` future, as used by [`DynKeyStore`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -54,9 +57,13 @@ impl FromStr for Cursor {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (nanos, id) = s.split_once('.').ok_or(InvalidCursor(()))?;
         let nanos: i128 = nanos.parse().map_err(|_| InvalidCursor(()))?;
+        // Only times a record can have: a cursor is handed back to stores.
+        let created_at = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()
+            .filter(|t| crate::checked_utc(*t).is_ok())
+            .ok_or(InvalidCursor(()))?;
         Ok(Self {
-            created_at: OffsetDateTime::from_unix_timestamp_nanos(nanos)
-                .map_err(|_| InvalidCursor(()))?,
+            created_at,
             id: id.parse().map_err(|_| InvalidCursor(()))?,
         })
     }
@@ -110,11 +117,40 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Returns [`StoreError::Duplicate`] if the id is taken.
     fn insert(&self, record: &KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Replaces a record, all but its [`created_by`](KeyRecord::created_by),
-    /// which is written once, by [`insert`](Self::insert).
+    /// Changes the fields set in `changes`, and only those, in one atomic
+    /// write, and returns the record as the write left it. The
+    /// [`created_by`](KeyRecord::created_by) of a key is written once, by
+    /// [`insert`](Self::insert), and never changes.
     ///
-    /// Returns [`StoreError::NotFound`] if there is none with its id.
-    fn update(&self, record: &KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Implementations must apply exactly [`KeyUpdate::apply_to`]'s rules
+    /// in the store itself (a conditional `UPDATE`, not a read and a write
+    /// back): `revoked_at`, `superseded_by` and every field `changes` does
+    /// not set stay as they are *at the time of the write*, so a concurrent
+    /// revocation or rotation is never undone, and a rotated key's expiry is
+    /// never moved past the end of its grace period.
+    ///
+    /// Returns [`StoreError::NotFound`] if there is no key with this id.
+    fn update(
+        &self,
+        id: KeyId,
+        changes: &KeyUpdate,
+    ) -> impl Future<Output = Result<KeyRecord, StoreError>> + Send;
+
+    /// Replaces the key `id` by a new one, atomically: if, at the time of
+    /// the write, the key is neither revoked, nor expired at
+    /// `replacement.at`, nor already rotated, inserts the new record and
+    /// marks the old one superseded, both as [`Replacement::apply`] says, in
+    /// one transaction. Otherwise writes nothing and answers
+    /// [`Rotation::NotRotatable`].
+    ///
+    /// Returns [`StoreError::NotFound`] if there is no key with this id, and
+    /// [`StoreError::Duplicate`] (having written nothing) if the new id is
+    /// taken.
+    fn rotate(
+        &self,
+        id: KeyId,
+        replacement: &Replacement,
+    ) -> impl Future<Output = Result<Rotation, StoreError>> + Send;
 
     /// Marks a key revoked at `at` and returns the updated record; a key
     /// already revoked keeps its first revocation time. `Ok(None)` if there is
@@ -219,7 +255,17 @@ pub trait DynKeyStore: Send + Sync + 'static {
     /// See [`KeyStore::insert`].
     fn insert<'a>(&'a self, record: &'a KeyRecord) -> BoxFuture<'a, Result<(), StoreError>>;
     /// See [`KeyStore::update`].
-    fn update<'a>(&'a self, record: &'a KeyRecord) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn update<'a>(
+        &'a self,
+        id: KeyId,
+        changes: &'a KeyUpdate,
+    ) -> BoxFuture<'a, Result<KeyRecord, StoreError>>;
+    /// See [`KeyStore::rotate`].
+    fn rotate<'a>(
+        &'a self,
+        id: KeyId,
+        replacement: &'a Replacement,
+    ) -> BoxFuture<'a, Result<Rotation, StoreError>>;
     /// See [`KeyStore::revoke`].
     fn revoke(
         &self,
@@ -266,8 +312,19 @@ impl<S: KeyStore> DynKeyStore for S {
     fn insert<'a>(&'a self, record: &'a KeyRecord) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(KeyStore::insert(self, record))
     }
-    fn update<'a>(&'a self, record: &'a KeyRecord) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(KeyStore::update(self, record))
+    fn update<'a>(
+        &'a self,
+        id: KeyId,
+        changes: &'a KeyUpdate,
+    ) -> BoxFuture<'a, Result<KeyRecord, StoreError>> {
+        Box::pin(KeyStore::update(self, id, changes))
+    }
+    fn rotate<'a>(
+        &'a self,
+        id: KeyId,
+        replacement: &'a Replacement,
+    ) -> BoxFuture<'a, Result<Rotation, StoreError>> {
+        Box::pin(KeyStore::rotate(self, id, replacement))
     }
     fn revoke(
         &self,
@@ -316,6 +373,70 @@ impl<S: KeyStore> DynKeyStore for S {
     fn list_created_by(&self, family: KeyId) -> BoxFuture<'_, Result<Vec<KeyRecord>, StoreError>> {
         Box::pin(KeyStore::list_created_by(self, family))
     }
+}
+
+/// The new key of a [`KeyStore::rotate`]: what is new about it. Everything
+/// else (owner, name, scopes, environment, quotas, allowlist, metadata,
+/// expiry, family) is copied from the old key as the store holds it at the
+/// time of the write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replacement {
+    /// The new key's id.
+    pub id: KeyId,
+    /// The new key's digest.
+    pub digest: KeyDigest,
+    /// Now: the new key's creation time; the old key must not be expired
+    /// at this instant.
+    pub at: OffsetDateTime,
+    /// The end of the old key's grace period: its expiry becomes the
+    /// earlier of its own and this.
+    pub grace_end: OffsetDateTime,
+}
+
+impl Replacement {
+    /// The rule every store applies: `Some((old, new))` with the old record
+    /// as rotation leaves it and the new record, or `None` if `old` is
+    /// revoked, expired at [`at`](Self::at) or already rotated.
+    pub fn apply(&self, old: &KeyRecord) -> Option<(KeyRecord, KeyRecord)> {
+        if old.revoked_at.is_some() || old.superseded_by.is_some() || old.is_expired_at(self.at) {
+            return None;
+        }
+        let new = KeyRecord {
+            id: self.id,
+            digest: self.digest,
+            created_at: self.at,
+            last_used_at: None,
+            superseded_by: None,
+            revoked_at: None,
+            ..old.clone()
+        };
+        let mut old = old.clone();
+        old.superseded_by = Some(self.id);
+        old.expires_at = Some(
+            old.expires_at
+                .map_or(self.grace_end, |at| at.min(self.grace_end)),
+        );
+        Some((old, new))
+    }
+}
+
+/// What [`KeyStore::rotate`] did.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+// Returned once per rotation and matched at once, never stored: boxing the
+// records would only add allocations.
+#[allow(clippy::large_enum_variant)]
+pub enum Rotation {
+    /// The new key is stored and the old one superseded, as they are now.
+    Rotated {
+        /// The old key, superseded, with its grace expiry.
+        old: KeyRecord,
+        /// The new key.
+        new: KeyRecord,
+    },
+    /// Nothing was written: the key, as it is now, is revoked, expired or
+    /// already rotated.
+    NotRotatable(KeyRecord),
 }
 
 /// Keys in process memory: for tests, examples and single-process services
@@ -391,29 +512,31 @@ impl KeyStore for MemoryStore {
         Ok(())
     }
 
-    async fn update(&self, record: &KeyRecord) -> Result<(), StoreError> {
+    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
         let mut inner = self.write();
-        let inner = &mut *inner;
-        let old = inner
-            .by_id
-            .get_mut(&record.id)
-            .ok_or(StoreError::NotFound(record.id))?;
-        if old.owner != record.owner {
-            if let Some(ids) = inner.by_owner.get_mut(&old.owner) {
-                ids.retain(|id| *id != record.id);
-            }
-            inner
-                .by_owner
-                .entry(record.owner.clone())
-                .or_default()
-                .push(record.id);
-        }
-        let created_by = old.created_by;
-        *old = KeyRecord {
-            created_by,
-            ..record.clone()
+        let record = inner.by_id.get_mut(&id).ok_or(StoreError::NotFound(id))?;
+        changes.apply_to(record);
+        Ok(record.clone())
+    }
+
+    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
+        // One write lock: nothing else changes either key meanwhile.
+        let mut inner = self.write();
+        let old = inner.by_id.get(&id).ok_or(StoreError::NotFound(id))?;
+        let Some((old, new)) = replacement.apply(old) else {
+            return Ok(Rotation::NotRotatable(old.clone()));
         };
-        Ok(())
+        if inner.by_id.contains_key(&new.id) {
+            return Err(StoreError::Duplicate(new.id));
+        }
+        inner
+            .by_owner
+            .entry(new.owner.clone())
+            .or_default()
+            .push(new.id);
+        inner.by_id.insert(new.id, new.clone());
+        inner.by_id.insert(old.id, old.clone());
+        Ok(Rotation::Rotated { old, new })
     }
 
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {

@@ -773,8 +773,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        Environment, FakeClock, KeyFormat, KeyStore, MemoryStore, Owner, Page, Scopes, SystemClock,
-        UsageBucket,
+        Environment, FakeClock, KeyFormat, KeyStore, KeyUpdate, MemoryStore, Owner, Page,
+        Replacement, Rotation, Scopes, SystemClock, UsageBucket,
     };
 
     fn record(format: &KeyFormat, hasher: &KeyHasher) -> (String, KeyRecord) {
@@ -830,8 +830,11 @@ mod tests {
         async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
             self.inner.insert(r).await
         }
-        async fn update(&self, r: &KeyRecord) -> Result<(), StoreError> {
-            self.inner.update(r).await
+        async fn update(&self, id: KeyId, c: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+            self.inner.update(id, c).await
+        }
+        async fn rotate(&self, id: KeyId, r: &Replacement) -> Result<Rotation, StoreError> {
+            self.inner.rotate(id, r).await
         }
         async fn revoke(
             &self,
@@ -1019,8 +1022,11 @@ mod tests {
             async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
                 self.0.insert(r).await
             }
-            async fn update(&self, r: &KeyRecord) -> Result<(), StoreError> {
-                self.0.update(r).await
+            async fn update(&self, id: KeyId, c: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+                self.0.update(id, c).await
+            }
+            async fn rotate(&self, id: KeyId, r: &Replacement) -> Result<Rotation, StoreError> {
+                self.0.rotate(id, r).await
             }
             async fn revoke(
                 &self,

@@ -8,8 +8,8 @@ use std::{
 };
 
 use keygate_core::{
-    Invalidation, InvalidationFeed, KeyId, KeyRecord, KeyStore, Owner, Page, StoreError,
-    UsageBucket, UsageDelta, time::OffsetDateTime,
+    Invalidation, InvalidationFeed, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page,
+    Replacement, Rotation, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
 };
 use redis::{
     AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind,
@@ -394,10 +394,20 @@ impl<S: KeyStore> KeyStore for InvalidatingStore<S> {
         Ok(())
     }
 
-    async fn update(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        self.store.update(record).await?;
-        self.announce(record.id).await;
-        Ok(())
+    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        let record = self.store.update(id, changes).await?;
+        self.announce(id).await;
+        Ok(record)
+    }
+
+    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
+        let rotation = self.store.rotate(id, replacement).await?;
+        if let Rotation::Rotated { old, new } = &rotation {
+            self.announce(old.id).await;
+            // Other nodes may hold the new id in their negative cache.
+            self.announce(new.id).await;
+        }
+        Ok(rotation)
     }
 
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {

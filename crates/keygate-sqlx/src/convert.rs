@@ -49,6 +49,24 @@ pub(crate) fn insert_error(err: sqlx::Error, id: KeyId) -> StoreError {
     }
 }
 
+/// `t` in UTC to the microsecond, if its UTC form is in years 0 to 9999
+/// (what RFC 3339 can show). Every time a store binds goes through this, so
+/// no row holds a time that cannot be read back or shown, and sqlx's
+/// PostgreSQL encoder (which panics converting a time whose UTC form is out
+/// of `time`'s range, such as `9999-12-31T23:59:59-23:59`) only ever sees
+/// UTC. Inputs are held to narrower bounds before they get here
+/// ([`keygate_core::checked_utc`]); this is the store's own guard.
+pub(crate) fn in_range(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
+    t.checked_to_offset(time::UtcOffset::UTC)
+        .filter(|utc| (0..=9999).contains(&utc.year()))
+        .map(micros)
+        .ok_or_else(|| {
+            StoreError::Rejected(
+                "a time whose UTC form is outside years 0 to 9999 cannot be stored".to_owned(),
+            )
+        })
+}
+
 /// `t` truncated to the microsecond: what both databases keep exactly.
 pub(crate) fn micros(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
@@ -184,6 +202,29 @@ mod tests {
             micros(t)
         );
         assert_eq!(micros(t), datetime!(1969-12-31 23:59:59.999999 UTC));
+    }
+
+    #[test]
+    fn times_out_of_range_are_refused_not_panicked_on() {
+        for bad in [
+            datetime!(9999-12-31 23:59:59 -23:59),
+            datetime!(0000-01-01 0:00 +23:59),
+            datetime!(-0001-12-31 0:00 UTC),
+            datetime!(-9999-01-01 0:00 UTC),
+        ] {
+            assert!(
+                matches!(in_range(bad), Err(StoreError::Rejected(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            in_range(datetime!(2030-01-01 02:00:00.0000019 +02:00)).unwrap(),
+            datetime!(2030-01-01 0:00:00.000001 UTC)
+        );
+        assert_eq!(
+            in_range(datetime!(1969-07-20 20:17:40 UTC)).unwrap(),
+            datetime!(1969-07-20 20:17:40 UTC)
+        );
     }
 
     #[test]

@@ -5,12 +5,16 @@ use std::{fmt, net::IpAddr, sync::Arc, time::Duration};
 
 use keygate_core::{
     AuditEvent, AuditQuery, AuditStore, InvalidationFeed, IpNet, KeyId, KeyRecord, KeyStore,
-    Metadata, Owner, Page, Scope, Scopes, StoreError, UsageBucket, UsageDelta, usage_bucket,
+    KeyUpdate, Metadata, Owner, Page, Replacement, Rotation, Scope, Scopes, StoreError,
+    UsageBucket, UsageDelta, usage_bucket,
 };
 use sqlx::{
     AssertSqlSafe, Connection, Executor, Row,
+    error::BoxDynError,
     migrate::Migrator,
-    postgres::{PgArguments, PgPool, PgPoolOptions, PgRow},
+    postgres::{
+        PgArguments, PgPool, PgPoolOptions, PgRow, PgTypeInfo, PgValueFormat, PgValueRef, Postgres,
+    },
     query::Query,
     types::Json,
 };
@@ -18,8 +22,8 @@ use time::OffsetDateTime;
 
 use crate::{
     convert::{
-        FoldedUsage, audit_corrupt, audit_filter, audit_limit, corrupt, digest, insert_error,
-        micros, parse, requests, store_error,
+        FoldedUsage, audit_corrupt, audit_filter, audit_limit, corrupt, digest, in_range,
+        insert_error, parse, requests, store_error,
     },
     listen,
 };
@@ -47,10 +51,10 @@ const DEADLOCK_RETRIES: usize = 3;
 ///
 /// # Cross-node invalidation
 ///
-/// [`insert`](KeyStore::insert), [`update`](KeyStore::update) and
-/// [`revoke`](KeyStore::revoke) publish the key's id with `pg_notify` in the
-/// same statement as the change, so a notification goes out exactly when the
-/// change commits. [`subscribe`](KeyStore::subscribe) starts a task that
+/// [`insert`](KeyStore::insert), [`update`](KeyStore::update),
+/// [`rotate`](KeyStore::rotate) (both keys) and [`revoke`](KeyStore::revoke)
+/// publish the key's id with `pg_notify` in the same statement as the
+/// change, so a notification goes out exactly when the change commits. [`subscribe`](KeyStore::subscribe) starts a task that
 /// LISTENs on the [`channel`](Self::channel) over a connection of its own
 /// and feeds what it hears to keygate's cache:
 ///
@@ -96,11 +100,15 @@ struct Shared {
 
 /// The statements, with the table names of this store's schema.
 struct Sql {
+    /// `keygate_keys`, qualified with the schema if there is one.
+    keys: String,
     find: Arc<str>,
     count_active: Arc<str>,
     created_by: Arc<str>,
+    /// `find` that also locks the row until the transaction ends.
+    find_for_update: Arc<str>,
     insert: Arc<str>,
-    update: Arc<str>,
+    supersede: Arc<str>,
     revoke: Arc<str>,
     list_first: Arc<str>,
     list_after: Arc<str>,
@@ -130,18 +138,19 @@ impl Sql {
                  AND (expires_at IS NULL OR expires_at > $2)"
             )),
             created_by: s(format!("SELECT {cols} FROM {keys} WHERE created_by = $1")),
+            find_for_update: s(format!(
+                "SELECT {cols} FROM {keys} WHERE id = $1 FOR UPDATE"
+            )),
             insert: s(format!(
                 "WITH k AS (INSERT INTO {keys} ({cols}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
                  $17) RETURNING id) \
                  SELECT pg_notify($16, k.id) FROM k"
             )),
-            update: s(format!(
-                "WITH k AS (UPDATE {keys} SET family = $2, owner = $3, name = $4, scopes = $5, \
-                 environment = $6, digest = $7, created_at = $8, expires_at = $9, \
-                 revoked_at = $10, rate_limit = $11, allowed_ips = $12, metadata = $13, \
-                 last_used_at = $14, superseded_by = $15 WHERE id = $1 RETURNING id) \
-                 SELECT pg_notify($16, k.id) FROM k"
+            supersede: s(format!(
+                "WITH k AS (UPDATE {keys} SET superseded_by = $2, expires_at = $3 \
+                 WHERE id = $1 AND revoked_at IS NULL AND superseded_by IS NULL RETURNING id) \
+                 SELECT pg_notify($4, k.id) FROM k"
             )),
             revoke: s(format!(
                 "WITH k AS (UPDATE {keys} SET revoked_at = COALESCE(revoked_at, $2) \
@@ -184,6 +193,7 @@ impl Sql {
             )),
             audit: format!("SELECT id, {audit_cols} FROM {audit}"),
             prune_audit: s(format!("DELETE FROM {audit} WHERE at < $1")),
+            keys,
         }
     }
 }
@@ -333,8 +343,9 @@ impl PostgresStore {
         &self,
         query: Query<'static, sqlx::Postgres, PgArguments>,
         r: &KeyRecord,
-    ) -> Query<'static, sqlx::Postgres, PgArguments> {
-        query
+    ) -> Result<Query<'static, sqlx::Postgres, PgArguments>, StoreError> {
+        let opt_time = |t: Option<OffsetDateTime>| t.map(in_range).transpose();
+        Ok(query
             .bind(r.id.to_string())
             .bind(r.family.to_string())
             .bind(r.owner.to_string())
@@ -347,15 +358,135 @@ impl PostgresStore {
             )
             .bind(r.environment.as_str())
             .bind(r.digest.as_bytes().to_vec())
-            .bind(micros(r.created_at))
-            .bind(r.expires_at.map(micros))
-            .bind(r.revoked_at.map(micros))
+            .bind(in_range(r.created_at)?)
+            .bind(opt_time(r.expires_at)?)
+            .bind(opt_time(r.revoked_at)?)
             .bind(r.rate_limit.as_ref().map(ToString::to_string))
             .bind(r.allowed_ips.clone())
             .bind(Json(r.metadata.clone()))
-            .bind(r.last_used_at.map(micros))
+            .bind(opt_time(r.last_used_at)?)
             .bind(r.superseded_by.map(|id| id.to_string()))
             .bind(self.shared.channel.clone())
+            // `created_by` ($17) is written once, by an insert: updates
+            // leave it alone.
+            .bind(r.created_by.map(|id| id.to_string())))
+    }
+
+    /// The statement of [`KeyStore::update`]: one `UPDATE` that sets only
+    /// the columns `changes` sets (from `$3` on, `$1` the id, `$2` the
+    /// channel), with its values bound. `None` if it sets nothing.
+    fn update_query(
+        &self,
+        id: KeyId,
+        c: &KeyUpdate,
+    ) -> Result<Option<Query<'static, sqlx::Postgres, PgArguments>>, StoreError> {
+        let mut sets = Vec::new();
+        let mut n = 2;
+        let mut param = || {
+            n += 1;
+            format!("${n}")
+        };
+        for (set, column) in [
+            (c.name.is_some(), "name"),
+            (c.scopes.is_some(), "scopes"),
+            (c.rate_limit.is_some(), "rate_limit"),
+            (c.allowed_ips.is_some(), "allowed_ips"),
+            (c.metadata.is_some(), "metadata"),
+        ] {
+            if set {
+                sets.push(format!("{column} = {}", param()));
+            }
+        }
+        if c.expires_at.is_some() {
+            // KeyUpdate::apply_to's rule, decided on the row as it is when
+            // the statement runs: a rotated key keeps the earlier expiry
+            // (LEAST ignores NULLs).
+            let p = param();
+            sets.push(format!(
+                "expires_at = CASE WHEN superseded_by IS NULL THEN {p}::timestamptz \
+                 ELSE LEAST({p}::timestamptz, expires_at) END"
+            ));
+        }
+        if sets.is_empty() {
+            return Ok(None);
+        }
+        let sql = format!(
+            concat!(
+                "WITH k AS (UPDATE {} SET {} WHERE id = $1 RETURNING ",
+                key_columns!(),
+                ") SELECT k.*, pg_notify($2, k.id)::text AS notified FROM k"
+            ),
+            self.shared.sql.keys,
+            sets.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .bind(self.shared.channel.clone());
+        if let Some(name) = &c.name {
+            query = query.bind(name.clone());
+        }
+        if let Some(scopes) = &c.scopes {
+            query = query.bind(
+                scopes
+                    .iter()
+                    .map(|s| s.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        if let Some(quotas) = &c.rate_limit {
+            query = query.bind(quotas.as_ref().map(ToString::to_string));
+        }
+        if let Some(nets) = &c.allowed_ips {
+            query = query.bind(nets.clone());
+        }
+        if let Some(metadata) = &c.metadata {
+            query = query.bind(Json(metadata.clone()));
+        }
+        if let Some(at) = c.expires_at {
+            query = query.bind(at.map(in_range).transpose()?);
+        }
+        Ok(Some(query))
+    }
+
+    async fn try_rotate(
+        &self,
+        id: KeyId,
+        replacement: &Replacement,
+    ) -> Result<Rotation, StoreError> {
+        // The row lock (FOR UPDATE) makes a concurrent revoke, update or
+        // rotation of the old key wait until this transaction ends, so the
+        // check and the writes see the same row. Returning early drops the
+        // transaction: it rolls back.
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let current = Self::query(&self.shared.sql.find_for_update)
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .as_ref()
+            .map(record)
+            .transpose()?
+            .ok_or(StoreError::NotFound(id))?;
+        let Some((old, new)) = replacement.apply(&current) else {
+            return Ok(Rotation::NotRotatable(current));
+        };
+        self.bind_record(Self::query(&self.shared.sql.insert), &new)?
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| insert_error(e, new.id))?;
+        let done = Self::query(&self.shared.sql.supersede)
+            .bind(id.to_string())
+            .bind(new.id.to_string())
+            .bind(old.expires_at.map(in_range).transpose()?)
+            .bind(self.shared.channel.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if done.rows_affected() != 1 {
+            return Ok(Rotation::NotRotatable(current));
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(Rotation::Rotated { old, new })
     }
 
     async fn try_record_usage(&self, folded: &FoldedUsage) -> Result<(), sqlx::Error> {
@@ -409,7 +540,8 @@ fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
             .map_err(store_error)
     };
     let time = |column: &str| {
-        row.try_get::<Option<OffsetDateTime>, _>(column)
+        row.try_get::<Option<PgTime>, _>(column)
+            .map(|t| t.map(|t| t.0))
             .map_err(store_error)
     };
     let scopes = row
@@ -450,6 +582,40 @@ fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
     })
 }
 
+/// A `timestamptz` read with checked arithmetic. sqlx's own decoder adds
+/// the value to 2000-01-01 with `+`, which panics for what PostgreSQL can
+/// hold but `time` cannot (`infinity`, years past 9999): such a row must be
+/// an error, never a panic.
+struct PgTime(OffsetDateTime);
+
+impl sqlx::Type<Postgres> for PgTime {
+    fn type_info() -> PgTypeInfo {
+        <OffsetDateTime as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <OffsetDateTime as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for PgTime {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        /// 2000-01-01T00:00:00Z, PostgreSQL's epoch, in Unix microseconds.
+        const PG_EPOCH_UNIX_MICROS: i128 = 946_684_800_000_000;
+        match value.format() {
+            PgValueFormat::Binary => {
+                let us = <i64 as sqlx::Decode<'r, Postgres>>::decode(value)?;
+                let nanos = (i128::from(us) + PG_EPOCH_UNIX_MICROS) * 1_000;
+                Ok(Self(OffsetDateTime::from_unix_timestamp_nanos(nanos)?))
+            }
+            // The text form is parsed, not computed: it cannot overflow.
+            PgValueFormat::Text => Ok(Self(
+                <OffsetDateTime as sqlx::Decode<'r, Postgres>>::decode(value)?,
+            )),
+        }
+    }
+}
+
 fn records(rows: &[PgRow]) -> Result<Vec<KeyRecord>, StoreError> {
     rows.iter().map(record).collect()
 }
@@ -476,31 +642,37 @@ impl KeyStore for PostgresStore {
     }
 
     async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        // `created_by` ($17) is written once, here: updates leave it alone.
-        self.bind_record(Self::query(&self.shared.sql.insert), r)
-            .bind(r.created_by.map(|id| id.to_string()))
+        self.bind_record(Self::query(&self.shared.sql.insert), r)?
             .execute(&self.pool)
             .await
             .map_err(|e| insert_error(e, r.id))?;
         Ok(())
     }
 
-    async fn update(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        let done = self
-            .bind_record(Self::query(&self.shared.sql.update), r)
-            .execute(&self.pool)
+    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        let Some(query) = self.update_query(id, changes)? else {
+            return self.find(id).await?.ok_or(StoreError::NotFound(id));
+        };
+        // One statement: it changes only its columns, on the row as it is
+        // when it runs, so a revocation or rotation in between is kept.
+        query
+            .fetch_optional(&self.pool)
             .await
-            .map_err(store_error)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(r.id));
-        }
-        Ok(())
+            .map_err(store_error)?
+            .as_ref()
+            .map(record)
+            .transpose()?
+            .ok_or(StoreError::NotFound(id))
+    }
+
+    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
+        self.try_rotate(id, replacement).await
     }
 
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
         Self::query(&self.shared.sql.revoke)
             .bind(id.to_string())
-            .bind(micros(at))
+            .bind(in_range(at)?)
             .bind(self.shared.channel.clone())
             .fetch_optional(&self.pool)
             .await
@@ -517,7 +689,7 @@ impl KeyStore for PostgresStore {
     ) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.shared.sql.count_active)))
             .bind(owner.to_string())
-            .bind(micros(now))
+            .bind(in_range(now)?)
             .fetch_one(&self.pool)
             .await
             .map_err(store_error)?;
@@ -541,7 +713,7 @@ impl KeyStore for PostgresStore {
             Some(c) => Self::query(&self.shared.sql.list_after)
                 .bind(owner.to_string())
                 .bind(limit(page.limit))
-                .bind(micros(c.created_at))
+                .bind(in_range(c.created_at)?)
                 .bind(c.id.to_string()),
         };
         records(&query.fetch_all(&self.pool).await.map_err(store_error)?)
@@ -553,7 +725,7 @@ impl KeyStore for PostgresStore {
         max: usize,
     ) -> Result<Vec<KeyRecord>, StoreError> {
         let rows = Self::query(&self.shared.sql.expiring)
-            .bind(micros(before))
+            .bind(in_range(before)?)
             .bind(limit(max))
             .fetch_all(&self.pool)
             .await
@@ -566,6 +738,13 @@ impl KeyStore for PostgresStore {
             return Ok(());
         }
         let folded = FoldedUsage::new(batch);
+        // sqlx's encoder panics on a time whose UTC form is out of range.
+        for &(_, bucket) in folded.counts.keys() {
+            in_range(bucket)?;
+        }
+        for &at in folded.last_used.values() {
+            in_range(at)?;
+        }
         let mut attempt = 0;
         loop {
             match self.try_record_usage(&folded).await {
@@ -583,7 +762,7 @@ impl KeyStore for PostgresStore {
     ) -> Result<Vec<UsageBucket>, StoreError> {
         let rows = Self::query(&self.shared.sql.usage)
             .bind(family.to_string())
-            .bind(micros(usage_bucket(since)))
+            .bind(in_range(usage_bucket(since))?)
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
@@ -591,7 +770,7 @@ impl KeyStore for PostgresStore {
             .map(|row| {
                 let n: i64 = row.try_get("requests").map_err(store_error)?;
                 Ok(UsageBucket {
-                    bucket: row.try_get("bucket").map_err(store_error)?,
+                    bucket: row.try_get::<PgTime, _>("bucket").map_err(store_error)?.0,
                     requests: requests(n, family.as_str())?,
                 })
             })
@@ -624,7 +803,10 @@ fn audit_event(row: &PgRow) -> Result<AuditEvent, StoreError> {
     };
     let action: String = row.try_get("action").map_err(store_error)?;
     Ok(AuditEvent {
-        at: row.try_get("at").map_err(store_error)?,
+        at: row
+            .try_get::<PgTime, _>("at")
+            .map_err(|e| audit_corrupt(n, "at", e))?
+            .0,
         action: action.parse().map_err(|e| audit_corrupt(n, "action", e))?,
         outcome: row.try_get("outcome").map_err(store_error)?,
         detail: opt_text("detail")?,
@@ -654,7 +836,12 @@ impl AuditStore for PostgresStore {
         };
         // A single statement: the batch is written whole or not at all.
         Self::query(&self.shared.sql.add_audit)
-            .bind(events.iter().map(|e| micros(e.at)).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| in_range(e.at))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
             .bind(texts(|e| Some(e.action.as_str())))
             .bind(texts(|e| Some(e.outcome.as_str())))
             .bind(texts(|e| e.detail.as_deref()))
@@ -685,7 +872,7 @@ impl AuditStore for PostgresStore {
             q = q.bind(id.to_string());
         }
         if let Some(since) = query.since {
-            q = q.bind(micros(since));
+            q = q.bind(in_range(since)?);
         }
         let rows = q
             .bind(audit_limit(query))
@@ -697,7 +884,7 @@ impl AuditStore for PostgresStore {
 
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let done = Self::query(&self.shared.sql.prune_audit)
-            .bind(micros(before))
+            .bind(in_range(before)?)
             .execute(&self.pool)
             .await
             .map_err(store_error)?;

@@ -3,8 +3,9 @@
 use std::{path::Path, str::FromStr, time::Duration};
 
 use keygate_core::{
-    AuditEvent, AuditQuery, AuditStore, InvalidationFeed, KeyId, KeyRecord, KeyStore, Metadata,
-    Owner, Page, Scopes, StoreError, UsageBucket, UsageDelta, usage_bucket,
+    AuditEvent, AuditQuery, AuditStore, InvalidationFeed, KeyId, KeyRecord, KeyStore, KeyUpdate,
+    Metadata, Owner, Page, Replacement, Rotation, Scopes, StoreError, UsageBucket, UsageDelta,
+    usage_bucket,
 };
 use sqlx::{
     AssertSqlSafe, Row,
@@ -16,7 +17,7 @@ use time::OffsetDateTime;
 use crate::{
     convert::{
         FoldedUsage, audit_corrupt, audit_filter, audit_limit, corrupt, digest, from_unix_micros,
-        insert_error, parse, requests, store_error, to_unix_micros,
+        in_range, insert_error, parse, requests, store_error, to_unix_micros,
     },
     poll,
 };
@@ -238,7 +239,7 @@ fn records(rows: &[SqliteRow]) -> Result<Vec<KeyRecord>, StoreError> {
     rows.iter().map(record).collect()
 }
 
-/// The fifteen columns of a record, in `key_columns!()` order, bound to `query`.
+/// The sixteen columns of a record, in `key_columns!()` order, bound to `query`.
 fn bind_record<'q>(
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     r: &KeyRecord,
@@ -246,6 +247,8 @@ fn bind_record<'q>(
     let json = |v: Result<String, serde_json::Error>| {
         v.map_err(|e| StoreError::Corrupt(format!("cannot encode key {}: {e}", r.id)))
     };
+    let time = |t: OffsetDateTime| in_range(t).map(to_unix_micros);
+    let opt_time = |t: Option<OffsetDateTime>| t.map(time).transpose();
     Ok(query
         .bind(r.id.to_string())
         .bind(r.family.to_string())
@@ -254,14 +257,100 @@ fn bind_record<'q>(
         .bind(json(serde_json::to_string(&r.scopes))?)
         .bind(r.environment.as_str())
         .bind(r.digest.as_bytes().to_vec())
-        .bind(to_unix_micros(r.created_at))
-        .bind(r.expires_at.map(to_unix_micros))
-        .bind(r.revoked_at.map(to_unix_micros))
+        .bind(time(r.created_at)?)
+        .bind(opt_time(r.expires_at)?)
+        .bind(opt_time(r.revoked_at)?)
         .bind(r.rate_limit.as_ref().map(ToString::to_string))
         .bind(json(serde_json::to_string(&r.allowed_ips))?)
         .bind(json(serde_json::to_string(&r.metadata))?)
-        .bind(r.last_used_at.map(to_unix_micros))
-        .bind(r.superseded_by.map(|id| id.to_string())))
+        .bind(opt_time(r.last_used_at)?)
+        .bind(r.superseded_by.map(|id| id.to_string()))
+        .bind(r.created_by.map(|id| id.to_string())))
+}
+
+const FIND: &str = concat!(
+    "SELECT ",
+    key_columns!(),
+    " FROM keygate_keys WHERE id = ?1"
+);
+
+const INSERT: &str = concat!(
+    "INSERT INTO keygate_keys (",
+    key_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+);
+
+/// The `UPDATE` of [`KeyStore::update`]: `SET` names only the columns
+/// `changes` sets, bound from `?2` on in the order [`bind_update`] binds
+/// them. `None` if it sets nothing.
+fn update_sql(changes: &KeyUpdate) -> Option<String> {
+    let mut n = 1;
+    let mut param = || {
+        n += 1;
+        format!("?{n}")
+    };
+    let mut sets = Vec::new();
+    for (set, column) in [
+        (changes.name.is_some(), "name"),
+        (changes.scopes.is_some(), "scopes"),
+        (changes.rate_limit.is_some(), "rate_limit"),
+        (changes.allowed_ips.is_some(), "allowed_ips"),
+        (changes.metadata.is_some(), "metadata"),
+    ] {
+        if set {
+            sets.push(format!("{column} = {}", param()));
+        }
+    }
+    if changes.expires_at.is_some() {
+        // KeyUpdate::apply_to's rule, decided on the row as it is when the
+        // statement runs: a rotated key keeps the earlier expiry. SQLite's
+        // two-argument MIN is NULL if either is, hence the cases.
+        let p = param();
+        sets.push(format!(
+            "expires_at = CASE WHEN superseded_by IS NULL OR expires_at IS NULL THEN {p} \
+             WHEN {p} IS NULL THEN expires_at ELSE MIN({p}, expires_at) END"
+        ));
+    }
+    if sets.is_empty() {
+        return None;
+    }
+    Some(format!(
+        concat!(
+            "UPDATE keygate_keys SET {} WHERE id = ?1 RETURNING ",
+            key_columns!()
+        ),
+        sets.join(", ")
+    ))
+}
+
+/// Binds what [`update_sql`] names, in its order.
+fn bind_update<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    id: KeyId,
+    c: &KeyUpdate,
+) -> Result<sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>, StoreError> {
+    let json = |v: Result<String, serde_json::Error>| {
+        v.map_err(|e| StoreError::Corrupt(format!("cannot encode key {id}: {e}")))
+    };
+    if let Some(name) = &c.name {
+        query = query.bind(name.clone());
+    }
+    if let Some(scopes) = &c.scopes {
+        query = query.bind(json(serde_json::to_string(scopes))?);
+    }
+    if let Some(quotas) = &c.rate_limit {
+        query = query.bind(quotas.as_ref().map(ToString::to_string));
+    }
+    if let Some(nets) = &c.allowed_ips {
+        query = query.bind(json(serde_json::to_string(nets))?);
+    }
+    if let Some(metadata) = &c.metadata {
+        query = query.bind(json(serde_json::to_string(metadata))?);
+    }
+    if let Some(at) = c.expires_at {
+        query = query.bind(at.map(|t| in_range(t).map(to_unix_micros)).transpose()?);
+    }
+    Ok(query)
 }
 
 fn limit(n: usize) -> i64 {
@@ -270,12 +359,7 @@ fn limit(n: usize) -> i64 {
 
 impl KeyStore for SqliteStore {
     async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM keygate_keys WHERE id = ?1"
-        );
-        sqlx::query(SQL)
+        sqlx::query(FIND)
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -286,33 +370,77 @@ impl KeyStore for SqliteStore {
     }
 
     async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        const SQL: &str = concat!(
-            "INSERT INTO keygate_keys (",
-            key_columns!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-        );
-        // `created_by` is written once, here: updates leave it alone.
-        bind_record(sqlx::query(SQL), r)?
-            .bind(r.created_by.map(|id| id.to_string()))
+        bind_record(sqlx::query(INSERT), r)?
             .execute(&self.pool)
             .await
             .map_err(|e| insert_error(e, r.id))?;
         Ok(())
     }
 
-    async fn update(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        const SQL: &str = "UPDATE keygate_keys SET family = ?2, owner = ?3, name = ?4, \
-             scopes = ?5, environment = ?6, digest = ?7, created_at = ?8, expires_at = ?9, \
-             revoked_at = ?10, rate_limit = ?11, allowed_ips = ?12, metadata = ?13, \
-             last_used_at = ?14, superseded_by = ?15 WHERE id = ?1";
-        let done = bind_record(sqlx::query(SQL), r)?
-            .execute(&self.pool)
+    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        let Some(sql) = update_sql(changes) else {
+            return self.find(id).await?.ok_or(StoreError::NotFound(id));
+        };
+        // One statement: it changes only its columns, on the row as it is
+        // when it runs, so a revocation or rotation in between is kept.
+        bind_update(
+            sqlx::query(AssertSqlSafe(sql)).bind(id.as_str()),
+            id,
+            changes,
+        )?
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .as_ref()
+        .map(record)
+        .transpose()?
+        .ok_or(StoreError::NotFound(id))
+    }
+
+    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
+        // IMMEDIATE takes the write lock before the read, so no other writer
+        // can revoke, rotate or change the old key between the check and the
+        // writes. Returning early drops the transaction: it rolls back.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(store_error)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(r.id));
+        let current = sqlx::query(FIND)
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .as_ref()
+            .map(record)
+            .transpose()?
+            .ok_or(StoreError::NotFound(id))?;
+        let Some((old, new)) = replacement.apply(&current) else {
+            return Ok(Rotation::NotRotatable(current));
+        };
+        bind_record(sqlx::query(INSERT), &new)?
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| insert_error(e, new.id))?;
+        let done = sqlx::query(
+            "UPDATE keygate_keys SET superseded_by = ?2, expires_at = ?3 \
+             WHERE id = ?1 AND revoked_at IS NULL AND superseded_by IS NULL",
+        )
+        .bind(id.as_str())
+        .bind(new.id.as_str())
+        .bind(
+            old.expires_at
+                .map(|t| in_range(t).map(to_unix_micros))
+                .transpose()?,
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if done.rows_affected() != 1 {
+            return Ok(Rotation::NotRotatable(current));
         }
-        Ok(())
+        tx.commit().await.map_err(store_error)?;
+        Ok(Rotation::Rotated { old, new })
     }
 
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {

@@ -7,8 +7,8 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use keygate_core::{
-    AuditAction, AuditEvent, AuditLog, AuditQuery, AuditStore, KeyId, KeyRecord, KeyStore, Owner,
-    Page, StoreError, UsageDelta,
+    AuditAction, AuditEvent, AuditLog, AuditQuery, AuditStore, KeyId, KeyRecord, KeyStore,
+    KeyUpdate, Owner, Page, Replacement, StoreError, UsageDelta,
 };
 use keygate_sqlx::{
     PostgresStore, SqliteStore,
@@ -163,6 +163,20 @@ async fn postgres_rows_it_cannot_read_are_corrupt() {
                 "superseded_by",
                 "UPDATE keygate_keys SET superseded_by = 'x!' WHERE id = $1",
             ),
+            // Times PostgreSQL holds but `time` cannot: sqlx's own decoder
+            // panics on them (an overflowing `+`); keygate's reports them.
+            (
+                "created_at",
+                "UPDATE keygate_keys SET created_at = 'infinity' WHERE id = $1",
+            ),
+            (
+                "last_used_at",
+                "UPDATE keygate_keys SET last_used_at = '294276-12-31 23:59:59+00' WHERE id = $1",
+            ),
+            (
+                "created_at",
+                "UPDATE keygate_keys SET created_at = '-infinity' WHERE id = $1",
+            ),
             ("id", "UPDATE keygate_keys SET id = 'bad id' WHERE id = $1"),
         ],
     )
@@ -248,6 +262,7 @@ async fn postgres_audit_rows_it_cannot_read_are_corrupt() {
             ("key_id", "UPDATE keygate_audit SET key_id = 'x!'"),
             // A network is not a client address.
             ("peer", "UPDATE keygate_audit SET peer = '10.0.0.0/8'"),
+            ("at", "UPDATE keygate_audit SET at = 'infinity'"),
         ],
     )
     .await;
@@ -307,7 +322,18 @@ async fn assert_unavailable(store: &(impl KeyStore + AuditStore)) {
     };
     unavailable("find", store.find(r.id).await.map(drop));
     unavailable("insert", store.insert(&r).await);
-    unavailable("update", store.update(&r).await);
+    let rename = KeyUpdate {
+        name: Some("renamed".into()),
+        ..KeyUpdate::default()
+    };
+    unavailable("update", store.update(r.id, &rename).await.map(drop));
+    let replacement = Replacement {
+        id: "Replacemnt".parse().unwrap(),
+        digest: r.digest,
+        at: r.created_at,
+        grace_end: r.created_at,
+    };
+    unavailable("rotate", store.rotate(r.id, &replacement).await.map(drop));
     unavailable("revoke", store.revoke(r.id, r.created_at).await.map(drop));
     unavailable(
         "list_by_owner",
@@ -361,8 +387,12 @@ async fn a_value_postgres_cannot_keep_is_rejected_not_unavailable() {
     r.metadata.clear();
     store.insert(&r).await.unwrap();
     r.metadata.insert("note".into(), "a\u{0}b".into());
+    let change = KeyUpdate {
+        metadata: Some(r.metadata.clone()),
+        ..KeyUpdate::default()
+    };
     assert!(matches!(
-        store.update(&r).await,
+        store.update(r.id, &change).await,
         Err(StoreError::Rejected(_))
     ));
 }

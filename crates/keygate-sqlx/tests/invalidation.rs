@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{
     Fixture, drop_schema_later, fresh_schema, postgres_pool, postgres_url, unique_suffix,
 };
-use keygate_core::{Invalidation, InvalidationFeed, KeyRecord, KeyStore, Owner};
+use keygate_core::{Invalidation, InvalidationFeed, KeyRecord, KeyStore, KeyUpdate, Owner};
 use keygate_sqlx::{PostgresStore, sqlx};
 use time::OffsetDateTime;
 
@@ -113,20 +113,23 @@ async fn updates_and_inserts_are_published_too() {
     };
     let Nodes { a, b, .. } = &nodes.store;
     let mut feed = listening(b).await;
-    let mut r = record("Published1");
+    let r = record("Published1");
     a.insert(&r).await.unwrap();
     assert_eq!(
         next(&mut feed, Duration::from_secs(5)).await,
         Invalidation::Key(r.id)
     );
-    r.name = "renamed".into();
-    a.update(&r).await.unwrap();
+    let rename = KeyUpdate {
+        name: Some("renamed".into()),
+        ..KeyUpdate::default()
+    };
+    a.update(r.id, &rename).await.unwrap();
     assert_eq!(
         next(&mut feed, Duration::from_secs(5)).await,
         Invalidation::Key(r.id)
     );
     // Nothing is published for what did not change anything.
-    assert!(a.update(&record("NotThere01")).await.is_err());
+    assert!(a.update(record("NotThere01").id, &rename).await.is_err());
     assert_eq!(
         a.revoke(record("NotThere01").id, now()).await.unwrap(),
         None

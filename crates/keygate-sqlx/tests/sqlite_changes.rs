@@ -11,7 +11,7 @@ use std::{
 
 use common::unique_suffix;
 use keygate_core::{
-    Invalidation, InvalidationFeed, KeyRecord, KeyStore, Owner, UsageDelta, usage_bucket,
+    Invalidation, InvalidationFeed, KeyRecord, KeyStore, KeyUpdate, Owner, UsageDelta, usage_bucket,
 };
 use keygate_sqlx::SqliteStore;
 use time::OffsetDateTime;
@@ -78,10 +78,61 @@ async fn changes_made_by_another_process_reach_the_feed() {
     assert_eq!(next(&mut feed, WITHIN).await, Invalidation::Key(r.id));
     let latency = started.elapsed();
 
-    let mut renamed = cli.find(r.id).await.unwrap().unwrap();
-    renamed.name = "renamed".to_owned();
-    cli.update(&renamed).await.unwrap();
+    let rename = KeyUpdate {
+        name: Some("renamed".to_owned()),
+        ..KeyUpdate::default()
+    };
+    cli.update(r.id, &rename).await.unwrap();
     assert_eq!(next(&mut feed, WITHIN).await, Invalidation::Key(r.id));
+    // Each field an update can change, and a rotation, reach the feed.
+    let changes = [
+        KeyUpdate {
+            scopes: Some(keygate_core::Scopes::parse_list("read").unwrap()),
+            ..KeyUpdate::default()
+        },
+        KeyUpdate {
+            rate_limit: Some(None),
+            ..KeyUpdate::default()
+        },
+        KeyUpdate {
+            allowed_ips: Some(Vec::new()),
+            ..KeyUpdate::default()
+        },
+        KeyUpdate {
+            metadata: Some(keygate_core::Metadata::new()),
+            ..KeyUpdate::default()
+        },
+        KeyUpdate {
+            expires_at: Some(None),
+            ..KeyUpdate::default()
+        },
+    ];
+    for change in &changes {
+        cli.update(r.id, change).await.unwrap();
+        assert_eq!(
+            next(&mut feed, WITHIN).await,
+            Invalidation::Key(r.id),
+            "{change:?}"
+        );
+    }
+    let live = record("FeedKey002");
+    cli.insert(&live).await.unwrap();
+    assert_eq!(next(&mut feed, WITHIN).await, Invalidation::Key(live.id));
+    let replacement = keygate_core::Replacement {
+        id: "FeedKey003".parse().unwrap(),
+        digest: live.digest,
+        at: OffsetDateTime::now_utc(),
+        grace_end: OffsetDateTime::now_utc(),
+    };
+    cli.rotate(live.id, &replacement).await.unwrap();
+    let mut seen = [next(&mut feed, WITHIN).await, next(&mut feed, WITHIN).await];
+    seen.sort_by_key(|i| format!("{i:?}"));
+    let mut want = [
+        Invalidation::Key(live.id),
+        Invalidation::Key(replacement.id),
+    ];
+    want.sort_by_key(|i| format!("{i:?}"));
+    assert_eq!(seen, want);
 
     sqlx::query("DELETE FROM keygate_keys WHERE id = ?1")
         .bind(r.id.as_str())
