@@ -1206,6 +1206,10 @@ impl KeyStore for FlakyStore {
         self.check_value()?;
         self.inner.rotate(id, replacement).await
     }
+    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_created_by(family).await
+    }
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
         self.check()?;
         self.inner.revoke(id, at).await

@@ -315,6 +315,9 @@ impl KeyStore for Signalling {
     async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
         self.inner.rotate(id, replacement).await
     }
+    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_created_by(family).await
+    }
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
         self.inner.revoke(id, at).await
     }

@@ -276,6 +276,9 @@ impl KeyStore for DownStore {
     async fn rotate(&self, id: KeyId, r: &Replacement) -> Result<Rotation, StoreError> {
         self.0.rotate(id, r).await
     }
+    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+        self.0.list_created_by(family).await
+    }
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
         self.0.revoke(id, at).await
     }

@@ -594,6 +594,12 @@ impl KeyStore for FlakyStore {
     async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
         self.inner.rotate(id, replacement).await
     }
+    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_created_by(family).await
+    }
+    async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
+        self.inner.list_live_ids(limit).await
+    }
 
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
         self.inner.revoke(id, at).await

@@ -222,15 +222,25 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Every key whose [`created_by`](KeyRecord::created_by) is `family`,
     /// revoked ones included, so that revoking a key can revoke the keys it
-    /// created.
-    ///
-    /// The default finds none: a store that does not implement it does not
-    /// revoke children with their creator. Every store in keygate does.
+    /// created. Required, with no default: a store that found none would
+    /// silently let a revoked key's children live on.
     fn list_created_by(
         &self,
         family: KeyId,
-    ) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send {
-        let _ = family;
+    ) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send;
+
+    /// The ids of keys that are not revoked, at most `limit`. The verifier
+    /// reads them once at start, so that a flood of forged ids right after a
+    /// restart does not shut out real keys this process has not yet seen
+    /// (see [`CacheConfig::max_unknown_lookups`](crate::CacheConfig::max_unknown_lookups)).
+    ///
+    /// The default lists none: such a store's keys are known only once they
+    /// have been looked up, created or announced.
+    fn list_live_ids(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<KeyId>, StoreError>> + Send {
+        let _ = limit;
         async { Ok(Vec::new()) }
     }
 
@@ -303,6 +313,8 @@ pub trait DynKeyStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
     /// See [`KeyStore::list_created_by`].
     fn list_created_by(&self, family: KeyId) -> BoxFuture<'_, Result<Vec<KeyRecord>, StoreError>>;
+    /// See [`KeyStore::list_live_ids`].
+    fn list_live_ids(&self, limit: usize) -> BoxFuture<'_, Result<Vec<KeyId>, StoreError>>;
 }
 
 impl<S: KeyStore> DynKeyStore for S {
@@ -372,6 +384,9 @@ impl<S: KeyStore> DynKeyStore for S {
     }
     fn list_created_by(&self, family: KeyId) -> BoxFuture<'_, Result<Vec<KeyRecord>, StoreError>> {
         Box::pin(KeyStore::list_created_by(self, family))
+    }
+    fn list_live_ids(&self, limit: usize) -> BoxFuture<'_, Result<Vec<KeyId>, StoreError>> {
+        Box::pin(KeyStore::list_live_ids(self, limit))
     }
 }
 
@@ -604,6 +619,17 @@ impl KeyStore for MemoryStore {
             .values()
             .filter(|r| r.created_by == Some(family))
             .cloned()
+            .collect())
+    }
+
+    async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
+        let inner = self.read();
+        Ok(inner
+            .by_id
+            .values()
+            .filter(|r| !r.is_revoked())
+            .map(|r| r.id)
+            .take(limit)
             .collect())
     }
 

@@ -213,6 +213,11 @@ pub struct CacheConfig {
     /// this below the store's connection pool size (PostgreSQL's default is
     /// 10) and they always find capacity. 0 is treated as 1.
     pub max_unknown_lookups: usize,
+    /// Read the ids of the store's live keys (up to `capacity`) once at
+    /// start, so they count as known from the first request (default on):
+    /// without it, a forged-id flood right after a restart makes every real
+    /// key not yet looked up share the forgers' `max_unknown_lookups`.
+    pub preload_known_ids: bool,
 }
 
 impl Default for CacheConfig {
@@ -225,6 +230,7 @@ impl Default for CacheConfig {
             negative_capacity: 100_000,
             negative_ttl: Duration::from_secs(60),
             max_unknown_lookups: 4,
+            preload_known_ids: true,
         }
     }
 }
@@ -526,6 +532,14 @@ impl Verifier {
         }
     }
 
+    /// Whether `id` is known to exist: cached, found in the store before,
+    /// preloaded at start, or created, changed or announced through this
+    /// verifier. Lookups of known ids do not count against
+    /// [`CacheConfig::max_unknown_lookups`].
+    pub fn knows(&self, id: KeyId) -> bool {
+        self.cache.contains_key(&id) || self.known.contains_key(&id)
+    }
+
     /// Store lookups in flight (distinct ids), for tests and metrics. A
     /// lookup whose every waiter went away (a cancelled request, a timeout)
     /// is not counted: it was cancelled with them.
@@ -725,9 +739,32 @@ impl Verifier {
             .usage_flush_interval
             .max(Duration::from_millis(10));
         handle.spawn(flush_loop(weak, every));
+        if self.config.preload_known_ids {
+            handle.spawn(preload_known(Arc::downgrade(self)));
+        }
         if let Some(feed) = self.store.subscribe() {
             handle.spawn(listen(Arc::downgrade(self), feed));
         }
+    }
+}
+
+/// Reads the ids of the store's live keys into `known`, once.
+async fn preload_known(verifier: Weak<Verifier>) {
+    let Some(v) = verifier.upgrade() else { return };
+    let limit = usize::try_from(v.config.capacity).unwrap_or(usize::MAX);
+    match v.store.list_live_ids(limit).await {
+        Ok(ids) => {
+            let count = ids.len();
+            for id in ids {
+                v.known.insert(id, ());
+            }
+            tracing::debug!(target: "keygate::cache", count, "ids of live keys preloaded");
+        }
+        Err(err) => tracing::warn!(
+            target: "keygate::cache",
+            error = %err,
+            "could not preload the ids of live keys; they become known as they are used"
+        ),
     }
 }
 
@@ -835,6 +872,9 @@ mod tests {
         }
         async fn rotate(&self, id: KeyId, r: &Replacement) -> Result<Rotation, StoreError> {
             self.inner.rotate(id, r).await
+        }
+        async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+            self.inner.list_created_by(family).await
         }
         async fn revoke(
             &self,
@@ -1027,6 +1067,9 @@ mod tests {
             }
             async fn rotate(&self, id: KeyId, r: &Replacement) -> Result<Rotation, StoreError> {
                 self.0.rotate(id, r).await
+            }
+            async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+                self.0.list_created_by(family).await
             }
             async fn revoke(
                 &self,

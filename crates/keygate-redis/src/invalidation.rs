@@ -442,6 +442,22 @@ impl<S: KeyStore> KeyStore for InvalidatingStore<S> {
         self.store.usage(family, since).await
     }
 
+    async fn count_active_by_owner(
+        &self,
+        owner: &Owner,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        self.store.count_active_by_owner(owner, now).await
+    }
+
+    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+        self.store.list_created_by(family).await
+    }
+
+    async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
+        self.store.list_live_ids(limit).await
+    }
+
     fn subscribe(&self) -> Option<InvalidationFeed> {
         match self.bus.subscribe() {
             Ok(feed) => Some(feed),

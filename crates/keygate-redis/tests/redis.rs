@@ -617,3 +617,59 @@ async fn invalidations_cross_nodes_and_reconnects_say_all() {
     assert_eq!(next(&mut feed).await, Invalidation::Key(key));
     proxy.stop().await;
 }
+
+/// `InvalidatingStore` passes every store operation through, including the
+/// ones revocation and preloading depend on: revoking a delegating key
+/// through it revokes the keys that key created, and a process starting on
+/// it knows the live keys.
+#[tokio::test]
+async fn an_invalidating_store_keeps_cascades_and_preloads() {
+    use keygate_core::{
+        Grantor, KeyFormat, KeyHasher, KeyManager, KeyStore, MemoryStore, NewKey, Owner, Scope,
+        SystemClock,
+    };
+    use keygate_redis::InvalidatingStore;
+
+    let Some(client) = test_redis().await else {
+        return;
+    };
+    let channel = unique_prefix("cascade");
+    let store = Arc::new(InvalidatingStore::new(
+        MemoryStore::new(),
+        RedisInvalidation::with_channel(client, &channel),
+    ));
+    let manager = KeyManager::new(
+        Arc::clone(&store) as Arc<dyn keygate_core::DynKeyStore>,
+        KeyFormat::new("kg").unwrap(),
+        KeyHasher::sha256(),
+        Arc::new(SystemClock),
+    );
+    let owner = Owner::user("delegator");
+    let parent = manager
+        .create(
+            NewKey::new(owner.clone(), "parent")
+                .scopes([Scope::READ, Scope::from_static("keys:manage")]),
+        )
+        .await
+        .unwrap();
+    let grantor = Grantor::new(&parent.record, None);
+    let child = manager
+        .create_as(&grantor, NewKey::new(owner, "child").scopes([Scope::READ]))
+        .await
+        .unwrap();
+    assert_eq!(child.record.created_by, Some(parent.record.family));
+
+    let mut live = store.list_live_ids(10).await.unwrap();
+    live.sort();
+    let mut want = vec![parent.record.id, child.record.id];
+    want.sort();
+    assert_eq!(live, want);
+
+    manager.revoke(parent.record.id).await.unwrap();
+    let child_now = store.find(child.record.id).await.unwrap().unwrap();
+    assert!(
+        child_now.revoked_at.is_some(),
+        "the child died with its parent"
+    );
+    assert!(store.list_live_ids(10).await.unwrap().is_empty());
+}

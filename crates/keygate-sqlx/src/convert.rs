@@ -180,6 +180,16 @@ impl FoldedUsage {
     }
 }
 
+/// Key ids read back from an `id` column.
+pub(crate) fn key_ids(rows: Vec<(String,)>) -> Result<Vec<KeyId>, StoreError> {
+    rows.into_iter()
+        .map(|(id,)| {
+            id.parse()
+                .map_err(|_| StoreError::Corrupt(format!("invalid key id in the store: {id:?}")))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use time::macros::datetime;

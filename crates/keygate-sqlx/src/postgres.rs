@@ -105,6 +105,7 @@ struct Sql {
     find: Arc<str>,
     count_active: Arc<str>,
     created_by: Arc<str>,
+    live_ids: Arc<str>,
     /// `find` that also locks the row until the transaction ends.
     find_for_update: Arc<str>,
     insert: Arc<str>,
@@ -138,6 +139,9 @@ impl Sql {
                  AND (expires_at IS NULL OR expires_at > $2)"
             )),
             created_by: s(format!("SELECT {cols} FROM {keys} WHERE created_by = $1")),
+            live_ids: s(format!(
+                "SELECT id FROM {keys} WHERE revoked_at IS NULL LIMIT $1"
+            )),
             find_for_update: s(format!(
                 "SELECT {cols} FROM {keys} WHERE id = $1 FOR UPDATE"
             )),
@@ -455,12 +459,35 @@ impl PostgresStore {
     ) -> Result<Rotation, StoreError> {
         // The row lock (FOR UPDATE) makes a concurrent revoke, update or
         // rotation of the old key wait until this transaction ends, so the
-        // check and the writes see the same row. Returning early drops the
-        // transaction: it rolls back.
+        // check and the writes see the same row.
         let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let rotation = self.rotate_in(&mut tx, id, replacement).await;
+        // End the transaction here on every path: a dropped one only rolls
+        // back when its connection is next used, and until then it keeps
+        // the row locked, so a revocation of the key would wait for it.
+        match rotation {
+            Ok(rotated @ Rotation::Rotated { .. }) => {
+                tx.commit().await.map_err(store_error)?;
+                Ok(rotated)
+            }
+            other => {
+                tx.rollback().await.map_err(store_error)?;
+                other
+            }
+        }
+    }
+
+    /// The reads and writes of [`try_rotate`](Self::try_rotate), inside its
+    /// transaction.
+    async fn rotate_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        id: KeyId,
+        replacement: &Replacement,
+    ) -> Result<Rotation, StoreError> {
         let current = Self::query(&self.shared.sql.find_for_update)
             .bind(id.to_string())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(store_error)?
             .as_ref()
@@ -471,7 +498,7 @@ impl PostgresStore {
             return Ok(Rotation::NotRotatable(current));
         };
         self.bind_record(Self::query(&self.shared.sql.insert), &new)?
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(|e| insert_error(e, new.id))?;
         let done = Self::query(&self.shared.sql.supersede)
@@ -479,13 +506,12 @@ impl PostgresStore {
             .bind(new.id.to_string())
             .bind(old.expires_at.map(in_range).transpose()?)
             .bind(self.shared.channel.clone())
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(store_error)?;
         if done.rows_affected() != 1 {
             return Ok(Rotation::NotRotatable(current));
         }
-        tx.commit().await.map_err(store_error)?;
         Ok(Rotation::Rotated { old, new })
     }
 
@@ -703,6 +729,16 @@ impl KeyStore for PostgresStore {
             .await
             .map_err(store_error)?;
         records(&rows)
+    }
+
+    async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as(AssertSqlSafe(Arc::clone(&self.shared.sql.live_ids)))
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+        crate::convert::key_ids(rows)
     }
 
     async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {

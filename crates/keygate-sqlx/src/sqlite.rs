@@ -280,6 +280,48 @@ const INSERT: &str = concat!(
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
 );
 
+/// The reads and writes of [`SqliteStore::rotate`], inside its transaction.
+async fn rotate_in(
+    conn: &mut sqlx::SqliteConnection,
+    id: KeyId,
+    replacement: &Replacement,
+) -> Result<Rotation, StoreError> {
+    let current = sqlx::query(FIND)
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_error)?
+        .as_ref()
+        .map(record)
+        .transpose()?
+        .ok_or(StoreError::NotFound(id))?;
+    let Some((old, new)) = replacement.apply(&current) else {
+        return Ok(Rotation::NotRotatable(current));
+    };
+    bind_record(sqlx::query(INSERT), &new)?
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| insert_error(e, new.id))?;
+    let done = sqlx::query(
+        "UPDATE keygate_keys SET superseded_by = ?2, expires_at = ?3 \
+         WHERE id = ?1 AND revoked_at IS NULL AND superseded_by IS NULL",
+    )
+    .bind(id.as_str())
+    .bind(new.id.as_str())
+    .bind(
+        old.expires_at
+            .map(|t| in_range(t).map(to_unix_micros))
+            .transpose()?,
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    if done.rows_affected() != 1 {
+        return Ok(Rotation::NotRotatable(current));
+    }
+    Ok(Rotation::Rotated { old, new })
+}
+
 /// The `UPDATE` of [`KeyStore::update`]: `SET` names only the columns
 /// `changes` sets, bound from `?2` on in the order [`bind_update`] binds
 /// them. `None` if it sets nothing.
@@ -400,47 +442,26 @@ impl KeyStore for SqliteStore {
     async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
         // IMMEDIATE takes the write lock before the read, so no other writer
         // can revoke, rotate or change the old key between the check and the
-        // writes. Returning early drops the transaction: it rolls back.
+        // writes.
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(store_error)?;
-        let current = sqlx::query(FIND)
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(store_error)?
-            .as_ref()
-            .map(record)
-            .transpose()?
-            .ok_or(StoreError::NotFound(id))?;
-        let Some((old, new)) = replacement.apply(&current) else {
-            return Ok(Rotation::NotRotatable(current));
-        };
-        bind_record(sqlx::query(INSERT), &new)?
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| insert_error(e, new.id))?;
-        let done = sqlx::query(
-            "UPDATE keygate_keys SET superseded_by = ?2, expires_at = ?3 \
-             WHERE id = ?1 AND revoked_at IS NULL AND superseded_by IS NULL",
-        )
-        .bind(id.as_str())
-        .bind(new.id.as_str())
-        .bind(
-            old.expires_at
-                .map(|t| in_range(t).map(to_unix_micros))
-                .transpose()?,
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        if done.rows_affected() != 1 {
-            return Ok(Rotation::NotRotatable(current));
+        let rotation = rotate_in(&mut tx, id, replacement).await;
+        // End the transaction here on every path: a dropped one only rolls
+        // back when its connection is next used, and until then it holds the
+        // database's write lock.
+        match rotation {
+            Ok(rotated @ Rotation::Rotated { .. }) => {
+                tx.commit().await.map_err(store_error)?;
+                Ok(rotated)
+            }
+            other => {
+                tx.rollback().await.map_err(store_error)?;
+                other
+            }
         }
-        tx.commit().await.map_err(store_error)?;
-        Ok(Rotation::Rotated { old, new })
     }
 
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
@@ -488,6 +509,16 @@ impl KeyStore for SqliteStore {
             .await
             .map_err(store_error)?;
         records(&rows)
+    }
+
+    async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM keygate_keys WHERE revoked_at IS NULL LIMIT ?1")
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+        crate::convert::key_ids(rows)
     }
 
     async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {

@@ -482,6 +482,35 @@ mod cases {
         assert_eq!(store.find(id("NoSuchKey1")).await.unwrap(), None);
     }
 
+    pub(crate) async fn list_live_ids_lists_every_unrevoked_key_up_to_the_limit(
+        store: &impl KeyStore,
+    ) {
+        let owner = Owner::user("preloaded");
+        let live = ["LiveKey001", "LiveKey002", "LiveKey003"];
+        for key in live {
+            store.insert(&minimal(key, &owner, T0)).await.unwrap();
+        }
+        let expired = KeyRecord {
+            expires_at: Some(T0 + secs(1)),
+            ..minimal("ExpiredKy1", &owner, T0)
+        };
+        store.insert(&expired).await.unwrap();
+        store
+            .insert(&minimal("RevokedKy1", &owner, T0))
+            .await
+            .unwrap();
+        store.revoke(id("RevokedKy1"), T0 + secs(2)).await.unwrap();
+
+        let mut ids = store.list_live_ids(100).await.unwrap();
+        ids.sort();
+        let mut want: Vec<KeyId> = live.iter().map(|k| id(k)).collect();
+        want.push(id("ExpiredKy1"));
+        want.sort();
+        assert_eq!(ids, want, "unrevoked keys, expired ones included");
+        assert_eq!(store.list_live_ids(2).await.unwrap().len(), 2);
+        assert!(store.list_live_ids(0).await.unwrap().is_empty());
+    }
+
     pub(crate) async fn created_by_survives_writes_and_lists_children_and_counts_live_keys(
         store: &impl KeyStore,
     ) {
@@ -1117,6 +1146,7 @@ macro_rules! store_conformance {
             rotations_racing_a_revoke_leave_no_orphan,
             revoke_sets_the_time_once_and_ignores_unknown_keys,
             created_by_survives_writes_and_lists_children_and_counts_live_keys,
+            list_live_ids_lists_every_unrevoked_key_up_to_the_limit,
             list_by_owner_pages_newest_first_per_owner,
             list_expiring_is_soonest_first_without_revoked_or_unexpiring,
             record_usage_accumulates_hourly_and_keeps_the_latest_use,

@@ -499,3 +499,96 @@ async fn sqlite_open_creates_the_file_and_keeps_keys_across_restarts() {
     store.pool().close().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A rotation that is refused (the key is revoked) ends its transaction
+/// before it answers. A dropped transaction rolls back only when a task of
+/// the pool gets to run, and holds the key's row (PostgreSQL) or the whole
+/// database's write lock (SQLite) until then: at shutdown, or on a runtime
+/// busy elsewhere, the next revocation or update would hang behind it.
+async fn refused_rotation(store: &impl KeyStore) {
+    let r = record("Refused001");
+    store.insert(&r).await.unwrap();
+    store
+        .revoke(r.id, datetime!(2030-01-02 0:00 UTC))
+        .await
+        .unwrap();
+    let replacement = Replacement {
+        id: "Replace001".parse().unwrap(),
+        digest: r.digest,
+        at: datetime!(2030-01-03 0:00 UTC),
+        grace_end: datetime!(2030-01-04 0:00 UTC),
+    };
+    let refused = store.rotate(r.id, &replacement).await.unwrap();
+    assert!(matches!(refused, keygate_core::Rotation::NotRotatable(_)));
+}
+
+/// Runs `check` on a thread and runtime of its own while this test's
+/// (current-thread) runtime is blocked: nothing of the store's gets to run
+/// in the background meanwhile.
+fn from_elsewhere<F: Future<Output = ()> + Send + 'static>(check: F) {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(check);
+    })
+    .join()
+    .expect("the check passed");
+}
+
+#[tokio::test]
+async fn a_refused_rotation_leaves_no_lock_behind_on_sqlite() {
+    use keygate_sqlx::sqlx::{Connection as _, SqliteConnection};
+
+    let path = std::env::temp_dir().join(format!("keygate_lock_{}.db", common::unique_suffix()));
+    let url = format!("sqlite://{}", path.display());
+    let store = SqliteStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    refused_rotation(&store).await;
+    // Another writer, not waiting: the write lock must be free.
+    from_elsewhere(async move {
+        let mut other = SqliteConnection::connect(&format!("{url}?mode=rw"))
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA busy_timeout = 0")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .expect("the refused rotation still holds the database's write lock");
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    });
+    drop(store);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+#[tokio::test]
+async fn a_refused_rotation_leaves_no_lock_behind_on_postgres() {
+    use keygate_sqlx::sqlx::{Connection as _, PgConnection};
+
+    let Some(url) = common::postgres_url() else {
+        return;
+    };
+    let schema = common::fresh_schema();
+    let _cleanup = common::Fixture::new((), common::drop_schema_later(url.clone(), schema.clone()));
+    let store = PostgresStore::new(common::postgres_pool(&url, "keygate_test").await)
+        .with_schema(schema.clone())
+        .unwrap();
+    store.migrate().await.unwrap();
+    refused_rotation(&store).await;
+    // Another session, not waiting: the row must not be locked.
+    from_elsewhere(async move {
+        let mut other = PgConnection::connect(&url).await.unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT id FROM \"{schema}\".keygate_keys WHERE id = 'Refused001' FOR UPDATE NOWAIT"
+        )))
+        .fetch_one(&mut other)
+        .await
+        .expect("the refused rotation still holds the key's row lock");
+    });
+}
