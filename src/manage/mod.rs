@@ -84,6 +84,7 @@
 //! fields are errors (a misspelt `allowed_ips` must not go unnoticed),
 //! unknown query parameters are ignored (the query may carry the API key).
 
+mod id_param;
 mod input;
 mod view;
 
@@ -92,7 +93,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Router,
     body::Bytes,
-    extract::{NestedPath, Path, RawQuery, State, rejection::BytesRejection},
+    extract::{NestedPath, RawQuery, State, rejection::BytesRejection},
     response::Response,
     routing::{get, post},
 };
@@ -113,6 +114,7 @@ use utoipa::{
 };
 
 use self::{
+    id_param::KeyIdParam,
     input::{
         CreateKeyRequest, EnvironmentName, FieldError, ListQuery, RotateKeyRequest,
         UpdateKeyRequest, UsageQuery,
@@ -444,7 +446,7 @@ async fn list_keys(
         (status = 404, description = "No such key, or another owner's", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
-async fn get_key(State(state): State<AdminState>, key: ApiKey, Path(id): Path<String>) -> Answer {
+async fn get_key(State(state): State<AdminState>, key: ApiKey, KeyIdParam(id): KeyIdParam) -> Answer {
     let caller = state.caller(key)?;
     let record = caller.load(&state, &id).await?;
     Ok(json(StatusCode::OK, &state.view(&record)))
@@ -471,7 +473,7 @@ async fn get_key(State(state): State<AdminState>, key: ApiKey, Path(id): Path<St
 async fn update_key(
     State(state): State<AdminState>,
     key: ApiKey,
-    Path(id): Path<String>,
+    KeyIdParam(id): KeyIdParam,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let caller = state.caller(key)?;
@@ -505,7 +507,7 @@ async fn update_key(
 async fn revoke_key(
     State(state): State<AdminState>,
     key: ApiKey,
-    Path(id): Path<String>,
+    KeyIdParam(id): KeyIdParam,
 ) -> Answer {
     let caller = state.caller(key)?;
     let record = caller.load(&state, &id).await?;
@@ -539,7 +541,7 @@ async fn revoke_key(
 async fn rotate_key(
     State(state): State<AdminState>,
     key: ApiKey,
-    Path(id): Path<String>,
+    KeyIdParam(id): KeyIdParam,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let caller = state.caller(key)?;
@@ -577,7 +579,7 @@ async fn rotate_key(
 async fn key_usage(
     State(state): State<AdminState>,
     key: ApiKey,
-    Path(id): Path<String>,
+    KeyIdParam(id): KeyIdParam,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let caller = state.caller(key)?;
