@@ -300,7 +300,10 @@ pub(crate) fn insert_sunset_headers(headers: &mut HeaderMap, at: time::OffsetDat
     const IMF_FIXDATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    let utc = at.to_offset(time::UtcOffset::UTC);
+    // A time whose offset puts it past year 9999 in UTC has no HTTP-date.
+    let Some(utc) = at.checked_to_offset(time::UtcOffset::UTC) else {
+        return;
+    };
     if let Ok(date) = utc.format(IMF_FIXDATE)
         && let Ok(v) = HeaderValue::from_str(&date)
     {

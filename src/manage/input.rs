@@ -8,7 +8,7 @@
 use keygate_core::{Cursor, Environment, IpNet, KeyUpdate, Metadata, Owner, Quotas, Scope};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::{OffsetDateTime, UtcOffset, format_description::well_known::Rfc3339};
 use utoipa::{IntoParams, ToSchema};
 
 /// Longest key name accepted (the same bound the key manager enforces).
@@ -338,8 +338,17 @@ fn seconds(v: &Value, min: u64) -> Result<u64, String> {
 }
 
 fn timestamp(s: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(s.trim(), &Rfc3339)
-        .map_err(|_| format!("{s:?} is not an RFC 3339 time such as `2030-01-01T00:00:00Z`"))
+    let t = OffsetDateTime::parse(s.trim(), &Rfc3339)
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time such as `2030-01-01T00:00:00Z`"))?;
+    // An offset can carry a year-0000 or year-9999 time out of range in
+    // UTC, where stores keep it and headers show it: refuse it here rather
+    // than keep a key that no answer can show.
+    match t.checked_to_offset(UtcOffset::UTC) {
+        Some(utc) if (0..=9999).contains(&utc.year()) => Ok(t),
+        _ => Err(format!(
+            "{s:?} is out of range: use a time from year 0000 to 9999 in UTC"
+        )),
+    }
 }
 
 fn optional_timestamp(v: &Value) -> Result<Option<OffsetDateTime>, String> {
