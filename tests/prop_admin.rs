@@ -95,12 +95,7 @@ impl World {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            let bytes = res
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
+            let bytes = res.into_body().collect().await.expect("body").to_bytes();
             Reply {
                 status,
                 content_type,
@@ -189,7 +184,8 @@ fn json_leaf() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f).map(Value::Number)),
+        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
+            .map(Value::Number)),
         domain_string().prop_map(Value::from),
         any::<String>().prop_map(Value::from),
     ]
@@ -213,8 +209,7 @@ fn json_value() -> impl Strategy<Value = Value> {
     json_leaf().prop_recursive(3, 32, 6, |inner| {
         prop_oneof![
             vec(inner.clone(), 0..6).prop_map(Value::Array),
-            vec((field_name(), inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            vec((field_name(), inner), 0..6).prop_map(|kv| Value::Object(kv.into_iter().collect())),
         ]
     })
 }
@@ -228,7 +223,15 @@ fn field_value(field: &'static str) -> BoxedStrategy<Value> {
             .prop_map(Value::from)
             .boxed(),
         "scopes" => vec(
-            select(vec!["read", "write", "delete", "admin", "billing:read", "Bad", ""]),
+            select(vec![
+                "read",
+                "write",
+                "delete",
+                "admin",
+                "billing:read",
+                "Bad",
+                "",
+            ]),
             0..4,
         )
         .prop_map(|s| json!(s))
@@ -242,16 +245,27 @@ fn field_value(field: &'static str) -> BoxedStrategy<Value> {
         .boxed(),
         "rate_limit" => prop_oneof![
             Just(Value::Null),
-            select(vec!["10/s", "600/min,10/s", "1/366d", "7/250ms", "0/s", "10/s,"])
-                .prop_map(Value::from),
+            select(vec![
+                "10/s",
+                "600/min,10/s",
+                "1/366d",
+                "7/250ms",
+                "0/s",
+                "10/s,"
+            ])
+            .prop_map(Value::from),
         ]
         .boxed(),
         "allowed_ips" => vec(domain_string(), 0..3).prop_map(|s| json!(s)).boxed(),
         "metadata" => vec(("[a-z]{1,6}", json_leaf()), 0..4)
             .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>()))
             .boxed(),
-        "environment" => select(vec!["live", "test", "prod"]).prop_map(Value::from).boxed(),
-        "expires_at" => prop_oneof![Just(Value::Null), domain_string().prop_map(Value::from)].boxed(),
+        "environment" => select(vec!["live", "test", "prod"])
+            .prop_map(Value::from)
+            .boxed(),
+        "expires_at" => {
+            prop_oneof![Just(Value::Null), domain_string().prop_map(Value::from)].boxed()
+        }
         _ => json_value().boxed(),
     };
     prop_oneof![4 => valid, 1 => json_value()].boxed()
@@ -264,18 +278,22 @@ fn near_valid(fields: &'static [&'static str]) -> impl Strategy<Value = Value> {
         .iter()
         .map(|&f| prop::option::weighted(0.75, field_value(f)).prop_map(move |v| (f, v)))
         .collect();
-    (each, prop::option::weighted(0.1, (field_name(), json_leaf()))).prop_map(|(present, extra)| {
-        let mut map = Map::new();
-        for (f, v) in present {
-            if let Some(v) = v {
-                map.insert(f.to_owned(), v);
+    (
+        each,
+        prop::option::weighted(0.1, (field_name(), json_leaf())),
+    )
+        .prop_map(|(present, extra)| {
+            let mut map = Map::new();
+            for (f, v) in present {
+                if let Some(v) = v {
+                    map.insert(f.to_owned(), v);
+                }
             }
-        }
-        if let Some((k, v)) = extra {
-            map.insert(k, v);
-        }
-        Value::Object(map)
-    })
+            if let Some((k, v)) = extra {
+                map.insert(k, v);
+            }
+            Value::Object(map)
+        })
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -321,7 +339,11 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let route = prop_oneof![Just(Route::Create), Just(Route::Update), Just(Route::Rotate)];
+    let route = prop_oneof![
+        Just(Route::Create),
+        Just(Route::Update),
+        Just(Route::Rotate)
+    ];
     let target = prop_oneof![
         4 => prop_oneof![Just(Environment::Live), Just(Environment::Test)].prop_map(Target::Fresh),
         1 => Just(Target::Missing),
@@ -376,7 +398,10 @@ fn check(world: &World, case: &Case, reply: &Reply) -> Result<(), TestCaseError>
         case,
         reply.text
     );
-    prop_assert!(!reply.text.contains(&world.admin), "the caller's key echoed");
+    prop_assert!(
+        !reply.text.contains(&world.admin),
+        "the caller's key echoed"
+    );
     if !status.is_success() {
         prop_assert!(status.is_client_error(), "{}", status);
         prop_assert_eq!(&reply.content_type, "application/problem+json");
@@ -388,7 +413,11 @@ fn check(world: &World, case: &Case, reply: &Reply) -> Result<(), TestCaseError>
         if status == StatusCode::UNPROCESSABLE_ENTITY {
             let errors = reply.json["errors"].as_array().cloned().unwrap_or_default();
             prop_assert!(!errors.is_empty(), "a 422 names its fields: {}", reply.text);
-            prop_assert!(errors.iter().all(|e| e["field"].is_string() && e["message"].is_string()));
+            prop_assert!(
+                errors
+                    .iter()
+                    .all(|e| e["field"].is_string() && e["message"].is_string())
+            );
         }
         // A body that is not a JSON object is refused as a whole, whatever
         // the route and target, before anything is looked up.
@@ -477,15 +506,23 @@ fn ids_that_are_not_utf8_are_unknown_ids_in_problem_json() {
         (Method::GET, "/admin/keys/%ED%A0%80/usage", None),
     ] {
         let reply = world.send(method.clone(), path, body);
-        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {path}: {}", reply.text);
-        assert_eq!(reply.content_type, "application/problem+json", "{method} {path}");
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {}",
+            reply.text
+        );
+        assert_eq!(
+            reply.content_type, "application/problem+json",
+            "{method} {path}"
+        );
         assert_eq!(reply.json["code"], "not_found", "{method} {path}");
     }
 }
 
 /// Found by the properties above: over SQLite, a float in `metadata` read
 /// back one unit in the last place off what the `PATCH` answered, because
-/// serde_json's default float parser does not round-trip every value. The
+/// `serde_json`'s default float parser does not round-trip every value. The
 /// workspace now enables its `float_roundtrip` feature.
 #[test]
 fn metadata_floats_read_back_exactly_from_sqlite() {
@@ -501,8 +538,16 @@ fn metadata_floats_read_back_exactly_from_sqlite() {
         ("y", 0.1),
         ("z", f64::MAX),
     ] {
-        assert_eq!(patched.json["metadata"][field].as_f64(), Some(want), "{field}");
-        assert_eq!(stored.json["metadata"][field].as_f64(), Some(want), "{field}");
+        assert_eq!(
+            patched.json["metadata"][field].as_f64(),
+            Some(want),
+            "{field}"
+        );
+        assert_eq!(
+            stored.json["metadata"][field].as_f64(),
+            Some(want),
+            "{field}"
+        );
     }
 }
 
@@ -519,7 +564,12 @@ fn expiry_times_out_of_range_in_utc_are_refused_not_stored() {
         for at in ["0000-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"] {
             let body = json!({ "expires_at": at }).to_string().into_bytes();
             let reply = world.send(Method::PATCH, &path, Some(body));
-            assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{at}: {}", reply.text);
+            assert_eq!(
+                reply.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{at}: {}",
+                reply.text
+            );
             assert_eq!(reply.json["errors"][0]["field"], "expires_at", "{at}");
             let stored = world.send(Method::GET, &path, None);
             assert_eq!(stored.status, StatusCode::OK, "{}", stored.text);
@@ -528,7 +578,11 @@ fn expiry_times_out_of_range_in_utc_are_refused_not_stored() {
             assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
         }
         // The edges themselves, in UTC, are kept.
-        for at in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "0000-01-01T23:59:00+23:59"] {
+        for at in [
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "0000-01-01T23:59:00+23:59",
+        ] {
             let body = json!({ "expires_at": at }).to_string().into_bytes();
             let reply = world.send(Method::PATCH, &path, Some(body));
             assert_eq!(reply.status, StatusCode::OK, "{at}: {}", reply.text);

@@ -49,8 +49,7 @@ impl World {
         let key = rt.block_on(async {
             keys.manager()
                 .create(
-                    NewKey::new(Owner::user("u1"), "reader")
-                        .scopes([Scope::READ, Scope::WRITE]),
+                    NewKey::new(Owner::user("u1"), "reader").scopes([Scope::READ, Scope::WRITE]),
                 )
                 .await
                 .expect("create key")
@@ -82,12 +81,7 @@ impl World {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            let bytes = res
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
+            let bytes = res.into_body().collect().await.expect("body").to_bytes();
             Reply {
                 status,
                 content_type,
@@ -149,9 +143,17 @@ fn other_text() -> impl Strategy<Value = String> {
     prop_oneof![
         // Another well-formed key of this application: unknown to the store.
         any::<bool>().prop_map(|live| {
-            let env = if live { Environment::Live } else { Environment::Test };
+            let env = if live {
+                Environment::Live
+            } else {
+                Environment::Test
+            };
             let format = KeyFormat::new("kg").expect("prefix");
-            format.generate(env).expect("randomness").expose_secret().to_owned()
+            format
+                .generate(env)
+                .expect("randomness")
+                .expose_secret()
+                .to_owned()
         }),
         "kg_(live|test)_[A-Za-z0-9]{0,60}",
         "[!-~]{0,60}",
@@ -164,7 +166,11 @@ fn other_text() -> impl Strategy<Value = String> {
 #[derive(Clone, Debug)]
 enum Auth {
     /// `{scheme}{pad}{token}{pad}` with `scheme` a spelling of `Bearer `.
-    Bearer { scheme: &'static str, pad: String, token: Val },
+    Bearer {
+        scheme: &'static str,
+        pad: String,
+        token: Val,
+    },
     /// A value keygate must leave alone: another scheme, or a bearer token
     /// that is not one of this application's keys.
     Foreign(String),
@@ -251,15 +257,13 @@ fn decode(s: &str) -> Vec<u8> {
         let hex = |c: u8| char::from(c).to_digit(16);
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(u8::try_from(h * 16 + l).expect("byte"));
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(u8::try_from(h * 16 + l).expect("byte"));
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             c => out.push(c),
         }
         i += 1;
@@ -286,14 +290,16 @@ fn case() -> impl Strategy<Value = Case> {
         vec(auth(), 0..3),
         vec(segment(), 0..4),
     )
-        .prop_map(|(optional, method, headers, raw_headers, auth, query)| Case {
-            optional,
-            method,
-            headers,
-            raw_headers,
-            auth,
-            query,
-        })
+        .prop_map(
+            |(optional, method, headers, raw_headers, auth, query)| Case {
+                optional,
+                method,
+                headers,
+                raw_headers,
+                auth,
+                query,
+            },
+        )
 }
 
 /// What keygate must answer, modelled from its documentation rather than
@@ -315,7 +321,9 @@ enum Expect {
     /// Raw `Authorization` bytes, whose reading is not modelled: anything
     /// but a 5xx, and an admission only if the modelled sources alone would
     /// be admitted.
-    Unknown { admit_ok: bool },
+    Unknown {
+        admit_ok: bool,
+    },
 }
 
 /// Builds the request, and what keygate must answer to it.
@@ -409,7 +417,10 @@ fn build(case: &Case, key: &str) -> (Request<Body>, Expect) {
 
 fn problem_code(reply: &Reply) -> Result<&str, TestCaseError> {
     prop_assert_eq!(&reply.content_type, "application/problem+json");
-    prop_assert_eq!(reply.json["status"].as_u64(), Some(u64::from(reply.status.as_u16())));
+    prop_assert_eq!(
+        reply.json["status"].as_u64(),
+        Some(u64::from(reply.status.as_u16()))
+    );
     reply.json["code"]
         .as_str()
         .ok_or_else(|| TestCaseError::fail(format!("no code in {}", reply.json)))
@@ -418,7 +429,10 @@ fn problem_code(reply: &Reply) -> Result<&str, TestCaseError> {
 /// On admission with a key, the inner service saw no trace of it where
 /// keygate reads keys.
 fn check_stripped(reply: &Reply, key: &str) -> Result<(), TestCaseError> {
-    let headers = reply.json["headers"].as_array().cloned().unwrap_or_default();
+    let headers = reply.json["headers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for pair in &headers {
         let name = pair[0].as_str().unwrap_or_default();
         let value = pair[1].as_str().unwrap_or_default();
@@ -478,15 +492,17 @@ fn every_mix_of_sources_gets_the_documented_answer() {
                     prop_assert_eq!(code, "insufficient_scope");
                 }
                 Expect::Admit | Expect::Anonymous => {
-                    prop_assert!(false, "refused ({}) a request with only the valid key", code);
+                    prop_assert!(
+                        false,
+                        "refused ({}) a request with only the valid key",
+                        code
+                    );
                 }
                 Expect::Missing => prop_assert_eq!(code, "missing_key"),
                 Expect::Conflict => prop_assert_eq!(code, "conflicting_keys"),
-                Expect::Refuse => prop_assert!(
-                    ["malformed_key", "invalid_key"].contains(&code),
-                    "{}",
-                    code
-                ),
+                Expect::Refuse => {
+                    prop_assert!(["malformed_key", "invalid_key"].contains(&code), "{}", code);
+                }
                 Expect::Unreadable => prop_assert!(
                     ["malformed_key", "conflicting_keys"].contains(&code),
                     "{}",

@@ -446,7 +446,11 @@ async fn list_keys(
         (status = 404, description = "No such key, or another owner's", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
-async fn get_key(State(state): State<AdminState>, key: ApiKey, KeyIdParam(id): KeyIdParam) -> Answer {
+async fn get_key(
+    State(state): State<AdminState>,
+    key: ApiKey,
+    KeyIdParam(id): KeyIdParam,
+) -> Answer {
     let caller = state.caller(key)?;
     let record = caller.load(&state, &id).await?;
     Ok(json(StatusCode::OK, &state.view(&record)))

@@ -51,7 +51,10 @@ fn environment() -> impl Strategy<Value = Environment> {
 /// CSPRNG, so failures shrink and replay), with a correct checksum.
 fn key_of(prefix: &str, env: Environment, body: &[u8]) -> String {
     let mut key = format!("{prefix}_{env}_");
-    key.extend(body.iter().map(|&i| char::from(BASE62[usize::from(i) % 62])));
+    key.extend(
+        body.iter()
+            .map(|&i| char::from(BASE62[usize::from(i) % 62])),
+    );
     let sum = checksum(key.as_bytes());
     key + &sum
 }
@@ -72,7 +75,13 @@ fn keyish() -> impl Strategy<Value = String> {
     let noise = vec(piece, 0..8).prop_map(|parts| parts.concat());
     // Real keys, some with one byte overwritten, so the accepting paths
     // are reached as well as the refusing ones.
-    let near = (environment(), body(), any::<prop::sample::Index>(), any::<u8>(), any::<bool>())
+    let near = (
+        environment(),
+        body(),
+        any::<prop::sample::Index>(),
+        any::<u8>(),
+        any::<bool>(),
+    )
         .prop_map(|(env, body, at, b, change)| {
             let mut key = key_of("kg", env, &body).into_bytes();
             if change {
