@@ -591,3 +591,78 @@ fn expiry_times_out_of_range_in_utc_are_refused_not_stored() {
         }
     }
 }
+
+/// Query strings of the read routes: `GET /keys` (`owner`, `limit`,
+/// `cursor`) and `GET /keys/{id}/usage` (`since`), near-valid and raw.
+#[test]
+fn admin_queries_never_break_the_router() {
+    let world = World::new(false);
+    let id = world.target(Environment::Live);
+    let param = prop_oneof![
+        (
+            "owner",
+            prop_oneof![Just("user:u1".to_owned()), domain_string()]
+        ),
+        (
+            "limit",
+            prop_oneof!["[0-9]{1,4}".boxed(), "-?[0-9]{0,25}".boxed()]
+        ),
+        (
+            "cursor",
+            prop_oneof!["[A-Za-z0-9_.:-]{0,40}".boxed(), any::<String>().boxed()]
+        ),
+        ("since", domain_string()),
+        ("api_key", Just(String::new())),
+    ];
+    let query = prop_oneof![
+        vec(param, 0..5).prop_map(|ps| {
+            ps.iter()
+                .map(|(k, v)| {
+                    let v: String = v
+                        .bytes()
+                        .map(|b| {
+                            if b.is_ascii_alphanumeric() {
+                                char::from(b).to_string()
+                            } else {
+                                format!("%{b:02X}")
+                            }
+                        })
+                        .collect();
+                    format!("{k}={v}")
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        }),
+        "[ -~]{0,60}",
+    ];
+    let config = Config {
+        failure_persistence: None,
+        ..Config::default()
+    };
+    TestRunner::new(config)
+        .run(&(any::<bool>(), query), |(usage, query)| {
+            let path = if usage {
+                format!("/admin/keys/{id}/usage?{query}")
+            } else {
+                format!("/admin/keys?{query}")
+            };
+            // `http` refuses some bytes in a URI; those requests cannot be sent.
+            if path.parse::<http::Uri>().is_err() {
+                return Ok(());
+            }
+            let reply = world.send(Method::GET, &path, None);
+            // The caller is an `admin`: any owner is its to list.
+            prop_assert!(
+                reply.status == StatusCode::OK || reply.status == StatusCode::UNPROCESSABLE_ENTITY,
+                "{} for {}: {}",
+                reply.status,
+                path,
+                reply.text
+            );
+            if reply.status != StatusCode::OK {
+                prop_assert_eq!(&reply.content_type, "application/problem+json");
+            }
+            Ok(())
+        })
+        .unwrap();
+}
