@@ -1,6 +1,7 @@
 #![cfg(feature = "manage")]
 //! Property tests of the management API's input through the real
-//! `keygate::manage::router`, over the memory store and SQLite: arbitrary
+//! `keygate::manage::router`, over the memory store, SQLite and (with
+//! `KEYGATE_TEST_POSTGRES_URL`) PostgreSQL: arbitrary
 //! JSON values, near-valid bodies and raw bytes as the bodies of
 //! `POST /keys`, `PATCH /keys/{id}` and `POST /keys/{id}/rotate`.
 //!
@@ -19,7 +20,7 @@ use keygate::{
     Keygate,
     core::{DynKeyStore, Environment, KeyFormat, MemoryStore, NewKey, Owner, Scope},
 };
-use keygate_sqlx::SqliteStore;
+use keygate_sqlx::{PostgresStore, SqliteStore};
 use proptest::{
     collection::vec,
     prelude::*,
@@ -38,22 +39,63 @@ struct World {
     admin: String,
 }
 
+/// The key store behind the router.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Memory,
+    Sqlite,
+    /// A fresh schema in the database of `KEYGATE_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
 impl World {
-    fn new(sqlite: bool) -> Self {
+    /// `None` when the backend's server is not configured (see README,
+    /// "Environment variables for tests").
+    fn new(backend: Backend) -> Option<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        let store: Arc<dyn DynKeyStore> = if sqlite {
-            rt.block_on(async {
+        let store: Arc<dyn DynKeyStore> = match backend {
+            Backend::Memory => Arc::new(MemoryStore::new()),
+            Backend::Sqlite => rt.block_on(async {
                 let store = SqliteStore::connect("sqlite::memory:")
                     .await
                     .expect("in-memory SQLite");
                 store.migrate().await.expect("migrate");
                 Arc::new(store)
-            })
-        } else {
-            Arc::new(MemoryStore::new())
+            }),
+            Backend::Postgres => {
+                let Ok(url) = std::env::var("KEYGATE_TEST_POSTGRES_URL") else {
+                    assert!(
+                        std::env::var("CI").as_deref() != Ok("true"),
+                        "KEYGATE_TEST_POSTGRES_URL must be set when CI=true"
+                    );
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stderr().lock(),
+                        "skipped the PostgreSQL admin properties: KEYGATE_TEST_POSTGRES_URL is not set"
+                    );
+                    return None;
+                };
+                let schema = format!(
+                    "keygate_prop_admin_{}_{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .expect("clock")
+                        .subsec_nanos()
+                );
+                rt.block_on(async {
+                    let store = PostgresStore::connect(&url)
+                        .await
+                        .expect("PostgreSQL at KEYGATE_TEST_POSTGRES_URL")
+                        .with_schema(schema)
+                        .expect("valid schema name");
+                    store.migrate().await.expect("migrate");
+                    Arc::new(store)
+                })
+            }
         };
         let keys = Keygate::builder_from_arc(store).prefix("mbk").build();
         let admin = rt.block_on(async {
@@ -67,12 +109,12 @@ impl World {
                 .to_owned()
         });
         let app = Router::new().nest("/admin", keygate::manage::router(&keys));
-        Self {
+        Some(Self {
             rt,
             keys,
             app,
             admin,
-        }
+        })
     }
 
     fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Reply {
@@ -452,8 +494,10 @@ fn check(world: &World, case: &Case, reply: &Reply) -> Result<(), TestCaseError>
     Ok(())
 }
 
-fn run(sqlite: bool) {
-    let world = World::new(sqlite);
+fn run(backend: Backend) {
+    let Some(world) = World::new(backend) else {
+        return;
+    };
     // `Config::default()` reads PROPTEST_CASES (default 256). A failing case
     // is printed in full; there is no source file to record it beside.
     let config = Config {
@@ -480,12 +524,17 @@ fn run(sqlite: bool) {
 
 #[test]
 fn admin_input_over_the_memory_store_never_breaks_the_router() {
-    run(false);
+    run(Backend::Memory);
 }
 
 #[test]
 fn admin_input_over_sqlite_never_breaks_the_router() {
-    run(true);
+    run(Backend::Sqlite);
+}
+
+#[test]
+fn admin_input_over_postgres_never_breaks_the_router() {
+    run(Backend::Postgres);
 }
 
 /// Found by the properties above: an `{id}` that percent-decodes to invalid
@@ -493,7 +542,7 @@ fn admin_input_over_sqlite_never_breaks_the_router() {
 /// It is no key's id, so it is a 404 like any unknown id, on every route.
 #[test]
 fn ids_that_are_not_utf8_are_unknown_ids_in_problem_json() {
-    let world = World::new(false);
+    let world = World::new(Backend::Memory).expect("memory store");
     for (method, path, body) in [
         (Method::GET, "/admin/keys/%FF", None),
         (Method::PATCH, "/admin/keys/%c1%H%k", Some(b"{}".to_vec())),
@@ -526,7 +575,7 @@ fn ids_that_are_not_utf8_are_unknown_ids_in_problem_json() {
 /// workspace now enables its `float_roundtrip` feature.
 #[test]
 fn metadata_floats_read_back_exactly_from_sqlite() {
-    let world = World::new(true);
+    let world = World::new(Backend::Sqlite).expect("SQLite");
     let id = world.target(Environment::Live);
     let path = format!("/admin/keys/{id}");
     let body = br#"{"metadata":{"x":-3.6650536967921213e+152,"y":0.1,"z":1.7976931348623157e308}}"#;
@@ -557,8 +606,10 @@ fn metadata_floats_read_back_exactly_from_sqlite() {
 /// its owner's keys, were 500s. Such times are now a 422 on `expires_at`.
 #[test]
 fn expiry_times_out_of_range_in_utc_are_refused_not_stored() {
-    for sqlite in [false, true] {
-        let world = World::new(sqlite);
+    for backend in [Backend::Memory, Backend::Sqlite, Backend::Postgres] {
+        let Some(world) = World::new(backend) else {
+            continue;
+        };
         let id = world.target(Environment::Live);
         let path = format!("/admin/keys/{id}");
         for at in ["0000-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"] {
@@ -596,7 +647,7 @@ fn expiry_times_out_of_range_in_utc_are_refused_not_stored() {
 /// `cursor`) and `GET /keys/{id}/usage` (`since`), near-valid and raw.
 #[test]
 fn admin_queries_never_break_the_router() {
-    let world = World::new(false);
+    let world = World::new(Backend::Memory).expect("memory store");
     let id = world.target(Environment::Live);
     let param = prop_oneof![
         (
