@@ -102,6 +102,7 @@
 //! fields are errors (a misspelt `allowed_ips` must not go unnoticed),
 //! unknown query parameters are ignored (the query may carry the API key).
 
+mod id_param;
 mod input;
 mod view;
 
@@ -110,7 +111,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Router,
     body::Bytes,
-    extract::{NestedPath, Path, RawQuery, State, rejection::BytesRejection},
+    extract::{NestedPath, RawQuery, State, rejection::BytesRejection},
     response::Response,
     routing::{get, post},
 };
@@ -131,6 +132,7 @@ use utoipa::{
 };
 
 use self::{
+    id_param::KeyIdParam,
     input::{
         CreateKeyRequest, EnvironmentName, FieldError, ListQuery, RotateKeyRequest,
         UpdateKeyRequest, UsageQuery,
@@ -524,7 +526,11 @@ async fn list_keys(
         (status = 404, description = "No such key, or another owner's", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
-async fn get_key(State(state): State<AdminState>, key: ApiKey, Path(id): Path<String>) -> Answer {
+async fn get_key(
+    State(state): State<AdminState>,
+    key: ApiKey,
+    KeyIdParam(id): KeyIdParam,
+) -> Answer {
     let caller = state.caller(key)?;
     let record = caller.load(&state, &id).await?;
     Ok(json(StatusCode::OK, &state.view(&record)))
@@ -551,7 +557,7 @@ async fn get_key(State(state): State<AdminState>, key: ApiKey, Path(id): Path<St
 async fn update_key(
     State(state): State<AdminState>,
     key: ApiKey,
-    Path(id): Path<String>,
+    KeyIdParam(id): KeyIdParam,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let caller = state.caller(key)?;
@@ -595,7 +601,7 @@ async fn update_key(
 async fn revoke_key(
     State(state): State<AdminState>,
     key: ApiKey,
-    Path(id): Path<String>,
+    KeyIdParam(id): KeyIdParam,
 ) -> Answer {
     let caller = state.caller(key)?;
     let record = caller.load(&state, &id).await?;
@@ -629,7 +635,7 @@ async fn revoke_key(
 async fn rotate_key(
     State(state): State<AdminState>,
     key: ApiKey,
-    Path(id): Path<String>,
+    KeyIdParam(id): KeyIdParam,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let caller = state.caller(key)?;
@@ -671,7 +677,7 @@ async fn rotate_key(
 async fn key_usage(
     State(state): State<AdminState>,
     key: ApiKey,
-    Path(id): Path<String>,
+    KeyIdParam(id): KeyIdParam,
     RawQuery(query): RawQuery,
 ) -> Answer {
     let caller = state.caller(key)?;
