@@ -239,16 +239,47 @@ fn is_missing_table(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// `url` with its credentials replaced by `***` — the password in
-/// `user:password@` and the value of any query parameter that holds one
+/// `user:password@` (up to the last `@`, whatever characters it holds) and
+/// the value of any query parameter or keyword/value setting that holds one
 /// (`password=`, `sslpassword=`, `passwd=`, `pwd=`, or a name with `secret`
 /// or `token` in it) — so messages can show which database they mean
 /// without leaking what opens it.
 pub(crate) fn redact(url: &str) -> String {
-    let (before_query, query) = match url.split_once('?') {
-        Some((before, query)) => (before, Some(query)),
-        None => (url, None),
+    let Some(scheme_end) = url.find("://") else {
+        // Not a URL: perhaps a keyword/value connection string
+        // (`host=… password=…`); hide every value that holds a secret.
+        return url
+            .split(' ')
+            .map(|word| match word.split_once('=') {
+                Some((name, _)) if holds_secret(name) => format!("{name}=***"),
+                _ => word.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
     };
-    let mut out = redact_userinfo(before_query);
+    let rest = &url[scheme_end + 3..];
+    // The password ends at the last `@` before the host; an unescaped `?`,
+    // `/` or `#` inside it must not end it early. It is userinfo if a `:`
+    // comes before any `/` (`db/keys?user=a@b` is a path and a query).
+    let (prefix, rest) = match rest.rfind('@') {
+        Some(at)
+            if rest[..at]
+                .find(':')
+                .is_some_and(|colon| rest[..colon].find('/').is_none()) =>
+        {
+            let colon = rest.find(':').unwrap_or(at);
+            (
+                format!("{}{}:***@", &url[..scheme_end + 3], &rest[..colon]),
+                &rest[at + 1..],
+            )
+        }
+        _ => (url[..scheme_end + 3].to_owned(), rest),
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    let mut out = prefix + before_query;
     if let Some(query) = query {
         let (query, fragment) = match query.split_once('#') {
             Some((q, f)) => (q, Some(f)),
@@ -276,28 +307,6 @@ fn holds_secret(name: &str) -> bool {
     ["pass", "pwd", "secret", "token"]
         .iter()
         .any(|word| name.contains(word))
-}
-
-fn redact_userinfo(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let Some(colon) = userinfo.find(':') else {
-        return url.to_owned();
-    };
-    format!(
-        "{}{}:***{}",
-        &url[..scheme_end + 3],
-        &userinfo[..colon],
-        &rest[at..]
-    )
 }
 
 #[cfg(test)]
@@ -328,6 +337,18 @@ mod tests {
             (
                 "postgres://u:pw@db?password=hunter2",
                 "postgres://u:***@db?password=***",
+            ),
+            (
+                "postgres://keygate:hun?ter2@127.0.0.1:1/keys",
+                "postgres://keygate:***@127.0.0.1:1/keys",
+            ),
+            (
+                "postgres://keygate:h@n/t#r2@db/keys?sslmode=require",
+                "postgres://keygate:***@db/keys?sslmode=require",
+            ),
+            (
+                "host=db user=keygate password=hunter2 dbname=keys",
+                "host=db user=keygate password=*** dbname=keys",
             ),
             ("sqlite://keygate.db", "sqlite://keygate.db"),
             ("sqlite::memory:", "sqlite::memory:"),

@@ -5,14 +5,14 @@
 use std::collections::HashSet;
 
 use crate::{
-    AuditAction, Cap, CreatedKey, Grantor, KeyId, KeyManager, KeyRecord, KeySettings, KeyUpdate,
-    ManageError, NewKey, Owner, StoreError,
+    AuditAction, Cap, CreatedKey, GrantDimension, GrantViolation, Grantor, KeyId, KeyManager,
+    KeyRecord, KeySettings, KeyUpdate, ManageError, NewKey, Owner, StoreError,
 };
 
-/// How far a rotation chain is followed to its current key. Chains are
-/// short (each link is a rotation); the bound only keeps a corrupt store
-/// (a cycle) from looping.
-const MAX_CHAIN: usize = 64;
+/// How far a rotation or creator chain is followed. Each link is a
+/// rotation (a key rotated daily for 270 years) or a delegation; the bound,
+/// with cycle detection, only keeps a corrupt store from looping.
+const MAX_CHAIN: usize = 100_000;
 
 impl KeyManager {
     /// [`create`](Self::create) on behalf of a delegating key: refused with
@@ -116,8 +116,43 @@ impl KeyManager {
         if !grantor.is_admin() {
             let old = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
             grantor.check_record(&old)?;
+            // The successor copies the key's creator: a key the grantor's
+            // revocation does not reach (a sibling, its own creator) would
+            // give it a way out of that revocation.
+            if !self.descends_from(&old, grantor.family).await? {
+                return Err(ManageError::NotGrantable(vec![GrantViolation {
+                    dimension: GrantDimension::Lineage,
+                    scope: None,
+                    index: None,
+                    entry: None,
+                    message: "a delegating key may rotate only its own key and the keys it \
+                              created (and theirs)"
+                        .to_owned(),
+                }]));
+            }
         }
         self.rotate(id, grace).await
+    }
+
+    /// Whether `record` is of the rotation family `family`, or was created
+    /// by it, directly or through keys it created.
+    async fn descends_from(&self, record: &KeyRecord, family: KeyId) -> Result<bool, ManageError> {
+        if record.family == family {
+            return Ok(true);
+        }
+        let mut creator = record.created_by;
+        let mut seen = HashSet::new();
+        for _ in 0..MAX_CHAIN {
+            match creator {
+                Some(f) if f == family => return Ok(true),
+                // A family's id is its first key's id.
+                Some(f) if seen.insert(f) => {
+                    creator = self.store.find(f).await?.and_then(|r| r.created_by);
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(false)
     }
 
     /// Refuses a new key for `owner` if it already holds the most keys the
@@ -175,7 +210,12 @@ impl KeyManager {
     /// revoked or missing; with `strict`, also if `id` itself is revoked.
     async fn is_gone(&self, id: KeyId, strict: bool) -> Result<bool, ManageError> {
         let mut next = id;
+        let mut seen = HashSet::new();
         for _ in 0..MAX_CHAIN {
+            // A chain that comes back on itself is a corrupt store.
+            if !seen.insert(next) {
+                return Ok(true);
+            }
             let Some(record) = self.store.find(next).await? else {
                 return Ok(true);
             };

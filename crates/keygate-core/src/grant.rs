@@ -69,6 +69,10 @@ pub enum GrantDimension {
     /// Another owner's key: a delegating key manages its own owner's keys
     /// only.
     Owner,
+    /// A key outside the grantor's own rotation family and the keys it
+    /// created: rotating it would give the grantor a key its own
+    /// revocation does not reach.
+    Lineage,
 }
 
 impl GrantDimension {
@@ -84,6 +88,7 @@ impl GrantDimension {
             Self::AllowedIps => "allowed_ips",
             Self::Metadata => "metadata",
             Self::Owner => "owner",
+            Self::Lineage => "id",
         }
     }
 }

@@ -442,9 +442,27 @@ impl KeyManager {
             let at = checked_utc(at).map_err(|_| ManageError::ExpiryOutOfRange)?;
             changes.expires_at = Some(Some(at));
         }
+        // An expired key given a later expiry (or none) lives again: it
+        // counts against its owner's cap like a new key, or expired keys
+        // revived one by one would take an owner past it.
+        let now = self.now();
+        let revived = match changes.expires_at {
+            Some(new) if new.is_none_or(|at| at > now) => {
+                let current = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
+                let revives = !current.is_revoked() && current.is_expired_at(now);
+                if revives {
+                    self.check_owner_room(&current.owner, now).await?;
+                }
+                revives
+            }
+            _ => false,
+        };
         let record = self.store.update(id, &changes).await?;
         self.invalidate(id);
         self.audit(AuditAction::Update, id, None);
+        if revived {
+            self.recheck_owner_room(&record, now).await?;
+        }
         Ok(record)
     }
 

@@ -1,0 +1,349 @@
+#![cfg(feature = "manage")]
+//! Attacks on key management found by an attack review. Each test states
+//! the guarantee it tries to break, and failed before its fix.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{Router, body::Body, extract::connect_info::MockConnectInfo, routing::get};
+use http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use keygate::{
+    ApiKey, Keygate,
+    core::{
+        FakeClock, GovernorLimiter, Grantor, IpNet, KeyFormat, KeyHasher, KeyManager, Limits,
+        MemoryStore, NewKey, Owner, Quota, Scope,
+    },
+    manage::MANAGE_SCOPE,
+};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const PEER: [u8; 4] = [203, 0, 113, 7];
+
+struct Harness {
+    app: Router,
+    keys: Keygate,
+    clock: FakeClock,
+    limiter_clock: governor::clock::FakeRelativeClock,
+    admin: String,
+    /// `keys:manage` + `read` of `user:alice`, 2/s, expiring in an hour,
+    /// allowlisted to 203.0.113.7.
+    manager: String,
+}
+
+impl Harness {
+    async fn with(
+        configure: impl FnOnce(keygate::KeygateBuilder) -> keygate::KeygateBuilder,
+    ) -> Self {
+        let clock = FakeClock::starting_now();
+        let limiter_clock = governor::clock::FakeRelativeClock::default();
+        let keys = configure(
+            Keygate::builder(MemoryStore::new())
+                .prefix("mbk")
+                .clock(clock.clone())
+                .rate_limiter(GovernorLimiter::with_clock(limiter_clock.clone())),
+        )
+        .build();
+        let app = Router::new()
+            .route(
+                "/notes",
+                get(|key: ApiKey| async move { format!("notes of {}", key.owner()) }),
+            )
+            .layer(keys.layer())
+            .nest("/admin", keygate::manage::router(&keys))
+            .layer(MockConnectInfo(SocketAddr::from((PEER, 5000))));
+        let admin = issue(
+            &keys,
+            NewKey::new(Owner::service("ops"), "ops admin").scopes([Scope::ADMIN]),
+        )
+        .await;
+        let manager = issue(
+            &keys,
+            NewKey::new(Owner::user("alice"), "alice's delegate")
+                .scopes([Scope::new(MANAGE_SCOPE).unwrap(), Scope::READ])
+                .rate_limit(Quota::per_second(2))
+                .expires_in(Duration::from_secs(3600))
+                .allowed_ips(["203.0.113.7/32".parse::<IpNet>().unwrap()]),
+        )
+        .await;
+        Self {
+            app,
+            keys,
+            clock,
+            limiter_clock,
+            admin,
+            manager,
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Reply {
+        self.clock.advance(Duration::from_secs(1));
+        self.limiter_clock.advance(Duration::from_secs(1));
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-api-key", key);
+        let body = match body {
+            Some(b) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        let res = self
+            .app
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, text, json }
+    }
+
+    async fn notes(&self, key: &str) -> StatusCode {
+        self.call(Method::GET, "/notes", key, None).await.status
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    text: String,
+    json: Value,
+}
+
+impl Reply {
+    #[track_caller]
+    fn expect(&self, status: StatusCode) -> &Value {
+        assert_eq!(self.status, status, "{}", self.text);
+        &self.json
+    }
+}
+
+async fn issue(keys: &Keygate, new: NewKey) -> String {
+    keys.manager()
+        .create(new)
+        .await
+        .unwrap()
+        .key
+        .expose_secret()
+        .to_owned()
+}
+
+fn id_of(key: &str) -> String {
+    key.splitn(3, '_').nth(2).unwrap()[..10].to_owned()
+}
+
+/// Guarantee: a `keys:manage` key's children die when it is revoked.
+///
+/// Attack: a child `C` (holding `keys:manage`) rotates a *sibling* key of
+/// the same owner that no creator binds (here one the admin issued, no more
+/// powerful than `C`). The rotation hands `C`'s holder a fresh plaintext
+/// whose record has `created_by: None`: revoking `C`'s creator (and so `C`)
+/// leaves that key working. `C`'s holder keeps access after the revocation
+/// that was meant to cut it off (and the sibling's real holder is locked
+/// out once the grace period ends). A delegating key may now rotate only
+/// its own family and the keys descended from it.
+#[tokio::test]
+async fn a_child_cannot_rotate_a_sibling_out_of_its_creators_reach() {
+    let h = Harness::with(|b| b).await;
+    // A key of alice that the admin issued for some other integration.
+    let sibling = issue(
+        &h.keys,
+        NewKey::new(Owner::user("alice"), "other integration")
+            .scopes([Scope::READ])
+            .rate_limit(Quota::per_second(1))
+            .expires_in(Duration::from_secs(1800))
+            .allowed_ips(["203.0.113.7/32".parse::<IpNet>().unwrap()]),
+    )
+    .await;
+    // The delegate creates a child that may manage keys too.
+    let child = h
+        .call(
+            Method::POST,
+            "/admin/keys",
+            &h.manager,
+            Some(json!({
+                "owner": "user:alice",
+                "name": "child",
+                "scopes": ["read", MANAGE_SCOPE],
+                "expires_in_seconds": 1800,
+                "rate_limit": "1/s",
+                "allowed_ips": ["203.0.113.7"],
+            })),
+        )
+        .await
+        .expect(StatusCode::CREATED)["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The child's holder tries to rotate the sibling to keep a plaintext.
+    let refused = h
+        .call(
+            Method::POST,
+            &format!("/admin/keys/{}/rotate", id_of(&sibling)),
+            &child,
+            Some(json!({ "grace_seconds": 0 })),
+        )
+        .await;
+    let refused = refused.expect(StatusCode::FORBIDDEN);
+    assert_eq!(refused["code"], "not_grantable");
+    assert_eq!(refused["errors"][0]["field"], "id");
+    // Nor its own creator.
+    h.call(
+        Method::POST,
+        &format!("/admin/keys/{}/rotate", id_of(&h.manager)),
+        &child,
+        Some(json!({ "grace_seconds": 0 })),
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
+    assert_eq!(
+        h.notes(&sibling).await,
+        StatusCode::OK,
+        "the sibling is untouched"
+    );
+    // Its own key, yes: the successor stays within the creator's reach.
+    let successor = h
+        .call(
+            Method::POST,
+            &format!("/admin/keys/{}/rotate", id_of(&child)),
+            &child,
+            Some(json!({ "grace_seconds": 0 })),
+        )
+        .await
+        .expect(StatusCode::CREATED)["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The delegate is revoked: every key it (or its children) made must die.
+    h.call(
+        Method::DELETE,
+        &format!("/admin/keys/{}", id_of(&h.manager)),
+        &h.admin,
+        None,
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(h.notes(&child).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.notes(&successor).await,
+        StatusCode::UNAUTHORIZED,
+        "the child's rotated key dies with the delegate"
+    );
+}
+
+/// Guarantee: the keys-per-owner cap cannot be bypassed (expired keys).
+///
+/// Attack: create keys that expire in a second (each fits, since expired
+/// keys do not count), let them expire, then PATCH their expiry away.
+/// `PATCH` never checks the cap, so the owner ends up with as many live
+/// keys (each with its own rate-limit state) as it likes. Works for a
+/// `keys:manage` key (bounded by its own expiry) and for `admin`. A revival
+/// now counts against the cap like a new key.
+#[tokio::test]
+async fn expired_keys_revived_by_patch_stay_within_the_keys_per_owner_cap() {
+    let h = Harness::with(|b| {
+        b.manage_limits(Limits {
+            max_keys_per_owner: 2,
+            ..Limits::default()
+        })
+    })
+    .await;
+    let mut live = Vec::new();
+    for i in 0..4 {
+        let r = h
+            .call(
+                Method::POST,
+                "/admin/keys",
+                &h.admin,
+                Some(json!({
+                    "owner": "user:bob",
+                    "name": format!("k{i}"),
+                    "scopes": ["read"],
+                    "expires_in_seconds": 1,
+                })),
+            )
+            .await;
+        let key = r.expect(StatusCode::CREATED)["key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Every call advances the clock a second: it has expired now.
+        h.clock.advance(Duration::from_secs(2));
+        live.push(key);
+    }
+    let mut revived = 0;
+    for key in &live {
+        let answer = h
+            .call(
+                Method::PATCH,
+                &format!("/admin/keys/{}", id_of(key)),
+                &h.admin,
+                Some(json!({ "expires_at": null })),
+            )
+            .await;
+        if revived < 2 {
+            answer.expect(StatusCode::OK);
+            revived += 1;
+        } else {
+            let refused = answer.expect(StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(refused["errors"][0]["field"], "owner");
+        }
+    }
+    let mut working = 0;
+    for key in &live {
+        if h.notes(key).await == StatusCode::OK {
+            working += 1;
+        }
+    }
+    assert!(
+        working <= 2,
+        "user:bob holds {working} live keys with max_keys_per_owner = 2"
+    );
+}
+
+/// Guarantee (availability of the delegation rule): a child's rotation
+/// fails only if its creator is gone.
+///
+/// `is_gone` follows a rotation chain from the *family's first key* for at
+/// most 64 links and then reports "gone". A delegating key that has been
+/// rotated 64 times (e.g. a daily-rotated CI key, after two months) makes
+/// every rotation of every key it created fail with `CreatorRevoked`, and
+/// the freshly rotated child is revoked (the old one dies when its grace
+/// ends): its children can no longer be rotated at all.
+#[tokio::test]
+async fn a_long_rotation_chain_of_the_creator_leaves_its_childrens_rotations_alone() {
+    let m = KeyManager::new(
+        Arc::new(MemoryStore::new()),
+        KeyFormat::new("t").unwrap(),
+        KeyHasher::sha256(),
+        Arc::new(FakeClock::starting_now()),
+    );
+    let manage = Scope::new(MANAGE_SCOPE).unwrap();
+    let mut parent = m
+        .create(NewKey::new(Owner::user("a"), "parent").scopes([Scope::READ, manage]))
+        .await
+        .unwrap()
+        .record;
+    let child = m
+        .create_as(
+            &Grantor::new(&parent, None),
+            NewKey::new(Owner::user("a"), "child").scopes([Scope::READ]),
+        )
+        .await
+        .unwrap()
+        .record;
+    for _ in 0..64 {
+        parent = m.rotate(parent.id, Duration::ZERO).await.unwrap().record;
+    }
+    assert!(!parent.is_revoked());
+    let rotated = m.rotate(child.id, Duration::from_secs(60)).await;
+    assert!(
+        rotated.is_ok(),
+        "the parent is alive, yet rotating its child fails: {rotated:?}"
+    );
+}
