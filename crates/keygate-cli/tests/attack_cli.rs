@@ -1,4 +1,5 @@
-//! Attacks on the CLI (h/attack2): no database password in any output.
+//! Attacks on the CLI found by an attack review: no database password in any
+//! output.
 
 use std::process::Command;
 
