@@ -10,8 +10,10 @@ use http_body_util::BodyExt;
 use keygate::{
     ApiKey, Keygate,
     core::{
-        FakeClock, GovernorLimiter, Grantor, IpNet, KeyFormat, KeyHasher, KeyManager, Limits,
-        MemoryStore, NewKey, Owner, Quota, Scope,
+        FakeClock, GovernorLimiter, Grantor, IpNet, KeyFormat, KeyHasher, KeyId, KeyManager,
+        KeyRecord, KeyStore, KeyUpdate, Limits, MemoryStore, NewKey, Owner, Page, Quota, Quotas,
+        Replacement, Rotation, Scope, Scopes, StoreError, UsageBucket, UsageDelta,
+        time::OffsetDateTime,
     },
     manage::MANAGE_SCOPE,
 };
@@ -303,6 +305,170 @@ async fn expired_keys_revived_by_patch_stay_within_the_keys_per_owner_cap() {
     assert!(
         working <= 2,
         "user:bob holds {working} live keys with max_keys_per_owner = 2"
+    );
+}
+
+/// A store that holds the first two `update`s until both arrived, so that
+/// the manager's read-check-write of each overlaps; later ones (taking a
+/// change back) pass at once.
+#[derive(Clone)]
+struct GatedStore {
+    inner: MemoryStore,
+    gate: Arc<tokio::sync::Barrier>,
+    gated: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl KeyStore for GatedStore {
+    async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.find(id).await
+    }
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.inner.insert(record).await
+    }
+    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        if self.gated.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            self.gate.wait().await;
+        }
+        self.inner.update(id, changes).await
+    }
+    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
+        self.inner.rotate(id, replacement).await
+    }
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.revoke(id, at).await
+    }
+    async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_by_owner(owner, page).await
+    }
+    async fn list_expiring(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_expiring(before, limit).await
+    }
+    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
+        self.inner.record_usage(batch).await
+    }
+    async fn usage(
+        &self,
+        family: KeyId,
+        since: OffsetDateTime,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        self.inner.usage(family, since).await
+    }
+    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_created_by(family).await
+    }
+}
+
+/// Guarantee: a `keys:manage` key can never change a key into one more
+/// powerful than itself (TOCTOU between `update_as`'s check and the store
+/// write).
+///
+/// Attack: two delegating keys of one owner, `wide_scopes` (read, write,
+/// 1/s) and `fast` (read, 1000/s). Each sends a `PATCH` for the same target at once:
+/// `wide_scopes` sets its scopes to read+write (fine against the target
+/// *as read*, at 1/s), `fast` sets its quota to 1000/s (fine against the
+/// target *as read*, with scopes read). The store merges both column-wise:
+/// the target ends up read+write at 1000/s, more powerful than either key
+/// that changed it. Over HTTP this is a timing race that an attacker
+/// holding both keys can retry; the gate only makes it deterministic. Each
+/// delegated change is now judged again as written, and taken back if the
+/// key it leaves exceeds its grantor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_delegates_patching_at_once_cannot_make_a_key_stronger_than_either() {
+    let inner = MemoryStore::new();
+    let store = GatedStore {
+        inner: inner.clone(),
+        gate: Arc::new(tokio::sync::Barrier::new(2)),
+        gated: Arc::default(),
+    };
+    let m = KeyManager::new(
+        Arc::new(store),
+        KeyFormat::new("t").unwrap(),
+        KeyHasher::sha256(),
+        Arc::new(FakeClock::starting_now()),
+    );
+    let manage = Scope::new(MANAGE_SCOPE).unwrap();
+    let alice = || Owner::user("alice");
+    let direct = KeyManager::new(
+        Arc::new(inner.clone()),
+        KeyFormat::new("t").unwrap(),
+        KeyHasher::sha256(),
+        Arc::new(FakeClock::starting_now()),
+    );
+    let wide_scopes = direct
+        .create(
+            NewKey::new(alice(), "wide scopes")
+                .scopes([Scope::READ, Scope::WRITE, manage.clone()])
+                .rate_limit(Quota::per_second(1)),
+        )
+        .await
+        .unwrap()
+        .record;
+    let fast = direct
+        .create(
+            NewKey::new(alice(), "fast")
+                .scopes([Scope::READ, manage.clone()])
+                .rate_limit(Quota::per_second(1000)),
+        )
+        .await
+        .unwrap()
+        .record;
+    let target = direct
+        .create(
+            NewKey::new(alice(), "target")
+                .scopes([Scope::READ])
+                .rate_limit(Quota::per_second(1)),
+        )
+        .await
+        .unwrap()
+        .record;
+    let g1 = Grantor::new(&wide_scopes, None);
+    let g2 = Grantor::new(&fast, None);
+    let (m1, m2) = (m.clone(), m.clone());
+    let id = target.id;
+    let a = tokio::spawn(async move {
+        m1.update_as(
+            &g1,
+            id,
+            KeyUpdate {
+                scopes: Some(Scopes::from([Scope::READ, Scope::WRITE])),
+                ..KeyUpdate::default()
+            },
+        )
+        .await
+    });
+    let b = tokio::spawn(async move {
+        m2.update_as(
+            &g2,
+            id,
+            KeyUpdate {
+                rate_limit: Some(Some(Quotas::from(Quota::per_second(1000)))),
+                ..KeyUpdate::default()
+            },
+        )
+        .await
+    });
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let after = inner.find(id).await.unwrap().unwrap();
+    let too_strong_for = |g: &KeyRecord| {
+        keygate::core::may_grant(
+            &keygate::core::KeySettings::of(g, None),
+            &keygate::core::KeySettings::of(&after, None),
+        )
+        .is_err()
+    };
+    // At most one change stands, and the key is within the grantor of
+    // whichever stood.
+    assert!(a.is_err() || b.is_err(), "both changes stood: {after:?}");
+    assert!(
+        !(too_strong_for(&wide_scopes) && too_strong_for(&fast)),
+        "both changes were accepted and the key is now {:?} at {:?}: more powerful than \
+         either key that changed it",
+        after.scopes,
+        after.rate_limit
     );
 }
 

@@ -75,7 +75,10 @@ impl KeyManager {
     /// [`update`](Self::update) on behalf of a delegating key: refused with
     /// [`ManageError::NotGrantable`] if the key, as changed, would be more
     /// powerful than `grantor` (so a key cannot lift its own restrictions),
-    /// or is another owner's.
+    /// or is another owner's. The key is judged again as written: if a
+    /// change made meanwhile by another caller combines with this one into a
+    /// key more powerful than `grantor`, this change is taken back and
+    /// refused.
     ///
     /// # Errors
     ///
@@ -86,18 +89,43 @@ impl KeyManager {
         id: KeyId,
         changes: KeyUpdate,
     ) -> Result<KeyRecord, ManageError> {
-        if !grantor.is_admin() {
-            let mut after = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
-            // Judge the key as the store's own rule will leave it.
-            let mut judged = changes.clone();
-            if let Some(Some(at)) = judged.expires_at {
-                let at = crate::checked_utc(at).map_err(|_| ManageError::ExpiryOutOfRange)?;
-                judged.expires_at = Some(Some(at));
-            }
-            judged.apply_to(&mut after);
-            grantor.check_record(&after)?;
+        if grantor.is_admin() {
+            return self.update(id, changes).await;
         }
-        self.update(id, changes).await
+        let before = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
+        // Judge the key as the store's own rule will leave it.
+        let mut judged = changes.clone();
+        if let Some(Some(at)) = judged.expires_at {
+            let at = crate::checked_utc(at).map_err(|_| ManageError::ExpiryOutOfRange)?;
+            judged.expires_at = Some(Some(at));
+        }
+        let mut after = before.clone();
+        judged.apply_to(&mut after);
+        grantor.check_record(&after)?;
+        let written = self.update(id, changes.clone()).await?;
+        // The store wrote only these fields, on the row as it was then: a
+        // change another caller made meanwhile (another delegate's bigger
+        // quota, say) may combine with this one into a key more powerful
+        // than this grantor. Then this change is taken back, and refused.
+        if let Err(refused) = grantor.check_record(&written) {
+            let undo = KeyUpdate {
+                name: changes.name.as_ref().map(|_| before.name.clone()),
+                scopes: changes.scopes.as_ref().map(|_| before.scopes.clone()),
+                rate_limit: changes
+                    .rate_limit
+                    .as_ref()
+                    .map(|_| before.rate_limit.clone()),
+                allowed_ips: changes
+                    .allowed_ips
+                    .as_ref()
+                    .map(|_| before.allowed_ips.clone()),
+                metadata: changes.metadata.as_ref().map(|_| before.metadata.clone()),
+                expires_at: changes.expires_at.map(|_| before.expires_at),
+            };
+            self.update(id, undo).await?;
+            return Err(refused);
+        }
+        Ok(written)
     }
 
     /// [`rotate`](Self::rotate) on behalf of a delegating key: refused with
