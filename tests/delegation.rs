@@ -2,9 +2,10 @@
 //! Delegated management through the real admin router: a `keys:manage` key
 //! can never create or change a key (itself included) into one more
 //! powerful than itself, its children die with it, and the caps bind
-//! everyone.
+//! everyone. The tests from "Attacks found by a review" on each failed
+//! before their fix.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, body::Body, extract::connect_info::MockConnectInfo, routing::get};
 use http::{Method, Request, StatusCode, header};
@@ -12,8 +13,10 @@ use http_body_util::BodyExt;
 use keygate::{
     ApiKey, Keygate,
     core::{
-        FakeClock, GovernorLimiter, IpNet, KeyId, KeyRecord, Limits, MemoryStore, NewKey, Owner,
-        Quota, Scope,
+        FakeClock, GovernorLimiter, Grantor, IpNet, KeyFormat, KeyHasher, KeyId, KeyManager,
+        KeyRecord, KeyStore, KeyUpdate, Limits, MemoryStore, NewKey, Owner, Page, Quota, Quotas,
+        Replacement, Rotation, Scope, Scopes, StoreError, UsageBucket, UsageDelta,
+        time::OffsetDateTime,
     },
     manage::MANAGE_SCOPE,
 };
@@ -517,4 +520,381 @@ async fn an_admin_still_grants_anything_within_the_caps() {
         .unwrap()
         .to_owned();
     assert_eq!(h.record(&key).await.created_by, None);
+}
+
+// Attacks found by a review of the management path.
+
+/// Guarantee: a `keys:manage` key's children die when it is revoked.
+///
+/// Attack: a child `C` (holding `keys:manage`) rotates a *sibling* key of
+/// the same owner that no creator binds (here one the admin issued, no more
+/// powerful than `C`). The rotation hands `C`'s holder a fresh plaintext
+/// whose record has `created_by: None`: revoking `C`'s creator (and so `C`)
+/// leaves that key working. `C`'s holder keeps access after the revocation
+/// that was meant to cut it off (and the sibling's real holder is locked
+/// out once the grace period ends). A delegating key may now rotate only
+/// its own family and the keys descended from it.
+#[tokio::test]
+async fn a_child_cannot_rotate_a_sibling_out_of_its_creators_reach() {
+    let h = Harness::with(|b| b).await;
+    // A key of alice that the admin issued for some other integration.
+    let sibling = issue(
+        &h.keys,
+        NewKey::new(Owner::user("alice"), "other integration")
+            .scopes([Scope::READ])
+            .rate_limit(Quota::per_second(1))
+            .expires_in(Duration::from_secs(1800))
+            .allowed_ips(["203.0.113.7/32".parse::<IpNet>().unwrap()]),
+    )
+    .await;
+    // The delegate creates a child that may manage keys too.
+    let child = h
+        .call(
+            Method::POST,
+            "/admin/keys",
+            &h.manager,
+            Some(json!({
+                "owner": "user:alice",
+                "name": "child",
+                "scopes": ["read", MANAGE_SCOPE],
+                "expires_in_seconds": 1800,
+                "rate_limit": "1/s",
+                "allowed_ips": ["203.0.113.7"],
+            })),
+        )
+        .await
+        .expect(StatusCode::CREATED)["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The child's holder tries to rotate the sibling to keep a plaintext.
+    let refused = h
+        .call(
+            Method::POST,
+            &format!("/admin/keys/{}/rotate", id_of(&sibling)),
+            &child,
+            Some(json!({ "grace_seconds": 0 })),
+        )
+        .await;
+    let refused = refused.expect(StatusCode::FORBIDDEN);
+    assert_eq!(refused["code"], "not_grantable");
+    assert_eq!(refused["errors"][0]["field"], "id");
+    // Nor its own creator.
+    h.call(
+        Method::POST,
+        &format!("/admin/keys/{}/rotate", id_of(&h.manager)),
+        &child,
+        Some(json!({ "grace_seconds": 0 })),
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
+    assert_eq!(
+        h.notes(&sibling).await,
+        StatusCode::OK,
+        "the sibling is untouched"
+    );
+    // Its own key, yes: the successor stays within the creator's reach.
+    let successor = h
+        .call(
+            Method::POST,
+            &format!("/admin/keys/{}/rotate", id_of(&child)),
+            &child,
+            Some(json!({ "grace_seconds": 0 })),
+        )
+        .await
+        .expect(StatusCode::CREATED)["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The delegate is revoked: every key it (or its children) made must die.
+    h.call(
+        Method::DELETE,
+        &format!("/admin/keys/{}", id_of(&h.manager)),
+        &h.admin,
+        None,
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(h.notes(&child).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.notes(&successor).await,
+        StatusCode::UNAUTHORIZED,
+        "the child's rotated key dies with the delegate"
+    );
+}
+
+/// Guarantee: the keys-per-owner cap cannot be bypassed (expired keys).
+///
+/// Attack: create keys that expire in a second (each fits, since expired
+/// keys do not count), let them expire, then PATCH their expiry away.
+/// `PATCH` never checks the cap, so the owner ends up with as many live
+/// keys (each with its own rate-limit state) as it likes. Works for a
+/// `keys:manage` key (bounded by its own expiry) and for `admin`. A revival
+/// now counts against the cap like a new key.
+#[tokio::test]
+async fn expired_keys_revived_by_patch_stay_within_the_keys_per_owner_cap() {
+    let h = Harness::with(|b| {
+        b.manage_limits(Limits {
+            max_keys_per_owner: 2,
+            ..Limits::default()
+        })
+    })
+    .await;
+    let mut live = Vec::new();
+    for i in 0..4 {
+        let r = h
+            .call(
+                Method::POST,
+                "/admin/keys",
+                &h.admin,
+                Some(json!({
+                    "owner": "user:bob",
+                    "name": format!("k{i}"),
+                    "scopes": ["read"],
+                    "expires_in_seconds": 1,
+                })),
+            )
+            .await;
+        let key = r.expect(StatusCode::CREATED)["key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Every call advances the clock a second: it has expired now.
+        h.clock.advance(Duration::from_secs(2));
+        live.push(key);
+    }
+    let mut revived = 0;
+    for key in &live {
+        let answer = h
+            .call(
+                Method::PATCH,
+                &format!("/admin/keys/{}", id_of(key)),
+                &h.admin,
+                Some(json!({ "expires_at": null })),
+            )
+            .await;
+        if revived < 2 {
+            answer.expect(StatusCode::OK);
+            revived += 1;
+        } else {
+            let refused = answer.expect(StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(refused["errors"][0]["field"], "owner");
+        }
+    }
+    let mut working = 0;
+    for key in &live {
+        if h.notes(key).await == StatusCode::OK {
+            working += 1;
+        }
+    }
+    assert!(
+        working <= 2,
+        "user:bob holds {working} live keys with max_keys_per_owner = 2"
+    );
+}
+
+/// A store that holds the first two `update`s until both arrived, so that
+/// the manager's read-check-write of each overlaps; later ones (taking a
+/// change back) pass at once.
+#[derive(Clone)]
+struct GatedStore {
+    inner: MemoryStore,
+    gate: Arc<tokio::sync::Barrier>,
+    gated: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl KeyStore for GatedStore {
+    async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.find(id).await
+    }
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.inner.insert(record).await
+    }
+    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        if self.gated.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            self.gate.wait().await;
+        }
+        self.inner.update(id, changes).await
+    }
+    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
+        self.inner.rotate(id, replacement).await
+    }
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.revoke(id, at).await
+    }
+    async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_by_owner(owner, page).await
+    }
+    async fn list_expiring(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_expiring(before, limit).await
+    }
+    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
+        self.inner.record_usage(batch).await
+    }
+    async fn usage(
+        &self,
+        family: KeyId,
+        since: OffsetDateTime,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        self.inner.usage(family, since).await
+    }
+    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_created_by(family).await
+    }
+}
+
+/// Guarantee: a `keys:manage` key can never change a key into one more
+/// powerful than itself (TOCTOU between `update_as`'s check and the store
+/// write).
+///
+/// Attack: two delegating keys of one owner, `wide_scopes` (read, write,
+/// 1/s) and `fast` (read, 1000/s). Each sends a `PATCH` for the same target at once:
+/// `wide_scopes` sets its scopes to read+write (fine against the target
+/// *as read*, at 1/s), `fast` sets its quota to 1000/s (fine against the
+/// target *as read*, with scopes read). The store merges both column-wise:
+/// the target ends up read+write at 1000/s, more powerful than either key
+/// that changed it. Over HTTP this is a timing race that an attacker
+/// holding both keys can retry; the gate only makes it deterministic. Each
+/// delegated change is now judged again as written, and taken back if the
+/// key it leaves exceeds its grantor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_delegates_patching_at_once_cannot_make_a_key_stronger_than_either() {
+    let inner = MemoryStore::new();
+    let store = GatedStore {
+        inner: inner.clone(),
+        gate: Arc::new(tokio::sync::Barrier::new(2)),
+        gated: Arc::default(),
+    };
+    let m = KeyManager::new(
+        Arc::new(store),
+        KeyFormat::new("t").unwrap(),
+        KeyHasher::sha256(),
+        Arc::new(FakeClock::starting_now()),
+    );
+    let manage = Scope::new(MANAGE_SCOPE).unwrap();
+    let alice = || Owner::user("alice");
+    let direct = KeyManager::new(
+        Arc::new(inner.clone()),
+        KeyFormat::new("t").unwrap(),
+        KeyHasher::sha256(),
+        Arc::new(FakeClock::starting_now()),
+    );
+    let wide_scopes = direct
+        .create(
+            NewKey::new(alice(), "wide scopes")
+                .scopes([Scope::READ, Scope::WRITE, manage.clone()])
+                .rate_limit(Quota::per_second(1)),
+        )
+        .await
+        .unwrap()
+        .record;
+    let fast = direct
+        .create(
+            NewKey::new(alice(), "fast")
+                .scopes([Scope::READ, manage.clone()])
+                .rate_limit(Quota::per_second(1000)),
+        )
+        .await
+        .unwrap()
+        .record;
+    let target = direct
+        .create(
+            NewKey::new(alice(), "target")
+                .scopes([Scope::READ])
+                .rate_limit(Quota::per_second(1)),
+        )
+        .await
+        .unwrap()
+        .record;
+    let g1 = Grantor::new(&wide_scopes, None);
+    let g2 = Grantor::new(&fast, None);
+    let (m1, m2) = (m.clone(), m.clone());
+    let id = target.id;
+    let a = tokio::spawn(async move {
+        m1.update_as(
+            &g1,
+            id,
+            KeyUpdate {
+                scopes: Some(Scopes::from([Scope::READ, Scope::WRITE])),
+                ..KeyUpdate::default()
+            },
+        )
+        .await
+    });
+    let b = tokio::spawn(async move {
+        m2.update_as(
+            &g2,
+            id,
+            KeyUpdate {
+                rate_limit: Some(Some(Quotas::from(Quota::per_second(1000)))),
+                ..KeyUpdate::default()
+            },
+        )
+        .await
+    });
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let after = inner.find(id).await.unwrap().unwrap();
+    let too_strong_for = |g: &KeyRecord| {
+        keygate::core::may_grant(
+            &keygate::core::KeySettings::of(g, None),
+            &keygate::core::KeySettings::of(&after, None),
+        )
+        .is_err()
+    };
+    // At most one change stands, and the key is within the grantor of
+    // whichever stood.
+    assert!(a.is_err() || b.is_err(), "both changes stood: {after:?}");
+    assert!(
+        !(too_strong_for(&wide_scopes) && too_strong_for(&fast)),
+        "both changes were accepted and the key is now {:?} at {:?}: more powerful than \
+         either key that changed it",
+        after.scopes,
+        after.rate_limit
+    );
+}
+
+/// Guarantee (availability of the delegation rule): a child's rotation
+/// fails only if its creator is gone.
+///
+/// `is_gone` follows a rotation chain from the *family's first key* for at
+/// most 64 links and then reports "gone". A delegating key that has been
+/// rotated 64 times (e.g. a daily-rotated CI key, after two months) makes
+/// every rotation of every key it created fail with `CreatorRevoked`, and
+/// the freshly rotated child is revoked (the old one dies when its grace
+/// ends): its children can no longer be rotated at all.
+#[tokio::test]
+async fn a_long_rotation_chain_of_the_creator_leaves_its_childrens_rotations_alone() {
+    let m = KeyManager::new(
+        Arc::new(MemoryStore::new()),
+        KeyFormat::new("t").unwrap(),
+        KeyHasher::sha256(),
+        Arc::new(FakeClock::starting_now()),
+    );
+    let manage = Scope::new(MANAGE_SCOPE).unwrap();
+    let mut parent = m
+        .create(NewKey::new(Owner::user("a"), "parent").scopes([Scope::READ, manage]))
+        .await
+        .unwrap()
+        .record;
+    let child = m
+        .create_as(
+            &Grantor::new(&parent, None),
+            NewKey::new(Owner::user("a"), "child").scopes([Scope::READ]),
+        )
+        .await
+        .unwrap()
+        .record;
+    for _ in 0..64 {
+        parent = m.rotate(parent.id, Duration::ZERO).await.unwrap().record;
+    }
+    assert!(!parent.is_revoked());
+    let rotated = m.rotate(child.id, Duration::from_secs(60)).await;
+    assert!(
+        rotated.is_ok(),
+        "the parent is alive, yet rotating its child fails: {rotated:?}"
+    );
 }
