@@ -248,14 +248,7 @@ pub(crate) fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         // Not a URL: perhaps a keyword/value connection string
         // (`host=… password=…`); hide every value that holds a secret.
-        return url
-            .split(' ')
-            .map(|word| match word.split_once('=') {
-                Some((name, _)) if holds_secret(name) => format!("{name}=***"),
-                _ => word.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
+        return redact_keywords(url);
     };
     let rest = &url[scheme_end + 3..];
     // The password ends at the last `@` before the host; an unescaped `?`,
@@ -300,6 +293,58 @@ pub(crate) fn redact(url: &str) -> String {
         }
     }
     out
+}
+
+/// A libpq-style keyword/value string with the value of every secret
+/// keyword replaced by `***`. Values may be single-quoted, with `\'` and
+/// `\\` escapes inside (`password='a b\'c'`), as libpq allows.
+fn redact_keywords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let start = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        // `name = value`, spaces allowed around `=`.
+        let name_len = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let name = &rest[..name_len];
+        let Some(after_eq) = rest[name_len..].trim_start().strip_prefix('=') else {
+            // Not a keyword: keep the word and go on.
+            out.push_str(name);
+            rest = &rest[name_len..];
+            continue;
+        };
+        let value = after_eq.trim_start();
+        let len = value_len(value);
+        if holds_secret(name) {
+            out.push_str(name);
+            out.push_str("=***");
+        } else {
+            out.push_str(&rest[..rest.len() - value.len() + len]);
+        }
+        rest = &value[len..];
+    }
+    out
+}
+
+/// The length of a keyword's value at the start of `s`: up to the closing
+/// quote of a quoted value (or the end), else up to the next white space.
+fn value_len(s: &str) -> usize {
+    if let Some(quoted) = s.strip_prefix('\'') {
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '\'' => return i + 2,
+                _ => {}
+            }
+        }
+        return s.len();
+    }
+    s.find(char::is_whitespace).unwrap_or(s.len())
 }
 
 fn holds_secret(name: &str) -> bool {
@@ -350,6 +395,16 @@ mod tests {
                 "host=db user=keygate password=hunter2 dbname=keys",
                 "host=db user=keygate password=*** dbname=keys",
             ),
+            (
+                "host=db password='hun ter2' dbname=keys",
+                "host=db password=*** dbname=keys",
+            ),
+            (
+                r"password = 'a\' b c' user=k sslpassword='x",
+                "password=*** user=k sslpassword=***",
+            ),
+            ("host=db", "host=db"),
+            ("not a url at all", "not a url at all"),
             ("sqlite://keygate.db", "sqlite://keygate.db"),
             ("sqlite::memory:", "sqlite::memory:"),
         ] {

@@ -27,9 +27,18 @@ fn run(url: &str) -> (Option<i32>, String) {
 /// parameters.
 #[test]
 fn a_keyword_value_connection_string_is_printed_with_its_password() {
-    let (code, all) = run("host=127.0.0.1 port=1 user=keygate password=hunter2 dbname=keys");
-    assert_ne!(code, Some(0));
-    assert!(!all.contains("hunter2"), "password printed:\n{all}");
+    for url in [
+        "host=127.0.0.1 port=1 user=keygate password=hunter2 dbname=keys",
+        // Quoted, with a space and an escaped quote inside, as libpq allows.
+        r"host=127.0.0.1 port=1 password = 'hun ter\'2' dbname=keys",
+    ] {
+        let (code, all) = run(url);
+        assert_ne!(code, Some(0));
+        assert!(
+            !all.contains("hun") && !all.contains("ter"),
+            "password printed:\n{all}"
+        );
+    }
 }
 
 /// A password holding an unescaped `?` or `/` (a common mistake: URL

@@ -501,10 +501,11 @@ async fn sqlite_open_creates_the_file_and_keeps_keys_across_restarts() {
 }
 
 /// A rotation that is refused (the key is revoked) ends its transaction
-/// before it answers. A dropped transaction rolls back only when a task of
-/// the pool gets to run, and holds the key's row (PostgreSQL) or the whole
-/// database's write lock (SQLite) until then: at shutdown, or on a runtime
-/// busy elsewhere, the next revocation or update would hang behind it.
+/// before it answers, so it holds neither the key's row (PostgreSQL) nor
+/// the database's write lock (SQLite) afterwards, even while nothing else
+/// of the store gets to run. (The stores now roll back explicitly rather
+/// than leave it to the dropped transaction; these tests guard the result,
+/// and also passed before that change.)
 async fn refused_rotation(store: &impl KeyStore) {
     let r = record("Refused001");
     store.insert(&r).await.unwrap();
