@@ -70,7 +70,8 @@ pub(super) struct KeyView {
     superseded_by: Option<String>,
 }
 
-/// Whether a key works now.
+/// Whether a key works now: [`keygate_core::KeyStatus`] as the OpenAPI
+/// document shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum KeyStatus {
@@ -84,26 +85,28 @@ pub(super) enum KeyStatus {
     Revoked,
 }
 
+impl From<keygate_core::KeyStatus> for KeyStatus {
+    fn from(status: keygate_core::KeyStatus) -> Self {
+        match status {
+            keygate_core::KeyStatus::Active => Self::Active,
+            keygate_core::KeyStatus::Superseded => Self::Superseded,
+            keygate_core::KeyStatus::Expired => Self::Expired,
+            keygate_core::KeyStatus::Revoked => Self::Revoked,
+        }
+    }
+}
+
 impl KeyView {
     pub(super) fn new(r: &KeyRecord, prefix: &str, now: OffsetDateTime) -> Self {
-        let status = if r.is_revoked() {
-            KeyStatus::Revoked
-        } else if r.is_expired_at(now) {
-            KeyStatus::Expired
-        } else if r.superseded_by.is_some() {
-            KeyStatus::Superseded
-        } else {
-            KeyStatus::Active
-        };
         Self {
             id: r.id.to_string(),
-            prefix: format!("{prefix}_{}_{}", r.environment, r.id),
+            prefix: r.head(prefix),
             family: r.family.to_string(),
             owner: r.owner.to_string(),
             name: r.name.clone(),
             scopes: r.scopes.iter().map(ToString::to_string).collect(),
             environment: r.environment.into(),
-            status,
+            status: r.status_at(now).into(),
             created_at: r.created_at,
             expires_at: r.expires_at,
             revoked_at: r.revoked_at,

@@ -39,24 +39,15 @@ pub(crate) struct KeyView {
 
 impl KeyView {
     pub(crate) fn new(r: &KeyRecord, prefix: &str, now: OffsetDateTime) -> Self {
-        let status = if r.is_revoked() {
-            "revoked"
-        } else if r.is_expired_at(now) {
-            "expired"
-        } else if r.superseded_by.is_some() {
-            "superseded"
-        } else {
-            "active"
-        };
         Self {
             id: r.id.to_string(),
-            prefix: format!("{prefix}_{}_{}", r.environment, r.id),
+            prefix: r.head(prefix),
             family: r.family.to_string(),
             owner: r.owner.to_string(),
             name: r.name.clone(),
             scopes: r.scopes.iter().map(ToString::to_string).collect(),
             environment: r.environment.as_str(),
-            status,
+            status: r.status_at(now).as_str(),
             created_at: r.created_at,
             expires_at: r.expires_at,
             revoked_at: r.revoked_at,

@@ -73,13 +73,16 @@ pub use limit::{
 };
 pub use manage::{CreatedKey, KeyManager, KeyUpdate, ManageError, NewKey};
 pub use quota::{InvalidQuota, Quota, Quotas};
-pub use record::{InvalidOwner, KeyInfo, KeyRecord, Metadata, Owner, parse_allowed_net};
+pub use record::{InvalidOwner, KeyInfo, KeyRecord, KeyStatus, Metadata, Owner, parse_allowed_net};
 pub use scope::{InvalidScope, MAX_SCOPE_LEN, Scope, Scopes};
 pub use store::{
     BoxFuture, Cursor, DynKeyStore, InvalidCursor, KeyStore, MemoryStore, Page, Replacement,
     Rotation,
 };
-pub use time_range::{MAX_TIME, MIN_TIME, TimeOutOfRange, checked_after, checked_utc};
+pub use time_range::{
+    MAX_TIME, MIN_TIME, TimeOutOfRange, checked_after, checked_utc, from_unix_micros, to_micros,
+    unix_micros,
+};
 pub use usage::{Invalidation, InvalidationFeed, UsageBucket, UsageDelta, usage_bucket};
 pub use verify::{CacheConfig, CachedKey, Denied, Lookup, Pending, Verifier};
 

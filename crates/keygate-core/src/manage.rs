@@ -602,9 +602,7 @@ impl KeyManager {
     /// Now, to the microsecond: what every store (PostgreSQL included) can
     /// keep exactly, so records round-trip unchanged.
     pub(crate) fn now(&self) -> time::OffsetDateTime {
-        let now = self.clock.now();
-        now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-            .unwrap_or(now)
+        crate::to_micros(self.clock.now())
     }
 
     pub(crate) fn invalidate(&self, id: KeyId) {

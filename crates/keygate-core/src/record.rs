@@ -168,6 +168,70 @@ impl KeyRecord {
     pub fn allows_ip(&self, ip: IpAddr) -> bool {
         ip_allowed(&self.allowed_ips, ip)
     }
+
+    /// Whether the key works at `now`, and if not, why: revocation wins over
+    /// expiry, and expiry over supersession (a superseded key still works
+    /// until the end of its grace period, its `expires_at`).
+    pub fn status_at(&self, now: OffsetDateTime) -> KeyStatus {
+        if self.is_revoked() {
+            KeyStatus::Revoked
+        } else if self.is_expired_at(now) {
+            KeyStatus::Expired
+        } else if self.superseded_by.is_some() {
+            KeyStatus::Superseded
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    /// The public head of the key, `{prefix}_{environment}_{id}`: everything
+    /// but the secret, what listings show so people can tell keys apart.
+    ///
+    /// ```
+    /// # use keygate_core::{Environment, KeyId};
+    /// # fn head(record: &keygate_core::KeyRecord) {
+    /// let shown = record.head("mbk"); // "mbk_live_Ab3Cd5Ef7GhJ"
+    /// # }
+    /// ```
+    pub fn head(&self, prefix: &str) -> String {
+        format!("{prefix}_{}_{}", self.environment, self.id)
+    }
+}
+
+/// Whether a key works, from [`KeyRecord::status_at`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    /// The key works.
+    Active,
+    /// The key was rotated: it works until its `expires_at` (the end of the
+    /// grace period), and its replacement should be used.
+    Superseded,
+    /// The key's `expires_at` has passed.
+    Expired,
+    /// The key was revoked.
+    Revoked,
+}
+
+impl KeyStatus {
+    /// Every status, in the order [`KeyStatus::as_str`] documents.
+    pub const ALL: [Self; 4] = [Self::Active, Self::Superseded, Self::Expired, Self::Revoked];
+
+    /// `active`, `superseded`, `expired` or `revoked`: the serialized form.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Superseded => "superseded",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+impl fmt::Display for KeyStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// An entry of an IP allowlist as people write it: a network in CIDR form

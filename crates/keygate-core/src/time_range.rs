@@ -44,9 +44,7 @@ pub fn checked_utc(t: OffsetDateTime) -> Result<OffsetDateTime, TimeOutOfRange> 
     let utc = t
         .checked_to_offset(UtcOffset::UTC)
         .ok_or(TimeOutOfRange(()))?;
-    let utc = utc
-        .replace_nanosecond(utc.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(utc);
+    let utc = to_micros(utc);
     if (MIN_TIME..=MAX_TIME).contains(&utc) {
         Ok(utc)
     } else {
@@ -64,6 +62,26 @@ pub fn checked_after(t: OffsetDateTime, after: Duration) -> Result<OffsetDateTim
     let after = time::Duration::try_from(after).map_err(|_| TimeOutOfRange(()))?;
     let t = checked_utc(t)?;
     checked_utc(t.checked_add(after).ok_or(TimeOutOfRange(()))?)
+}
+
+/// `t` truncated to the microsecond: what every store (PostgreSQL
+/// included) keeps exactly, so records round-trip unchanged.
+pub fn to_micros(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(t)
+}
+
+/// `t` as Unix time in whole microseconds, rounded down (towards the past
+/// for times before 1970). `time`'s whole range fits.
+pub fn unix_micros(t: OffsetDateTime) -> i64 {
+    let us = t.unix_timestamp_nanos().div_euclid(1_000);
+    // ±9999 years is about ±3.2e17 µs, well inside i64.
+    i64::try_from(us).unwrap_or(if us < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The inverse of [`unix_micros`]: `None` outside `time`'s range.
+pub fn from_unix_micros(us: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).ok()
 }
 
 #[cfg(test)]
@@ -115,5 +133,22 @@ mod tests {
             checked_after(now, Duration::from_secs(86_400)),
             Ok(datetime!(2030-01-02 0:00 UTC))
         );
+    }
+
+    #[test]
+    fn unix_micros_round_trip_and_round_down() {
+        use time::macros::datetime;
+        for t in [
+            datetime!(2030-05-06 07:08:09.123456 UTC),
+            datetime!(1960-01-01 00:00:00.000001 UTC),
+            datetime!(-9999-01-01 0:00 UTC),
+            datetime!(9999-12-31 23:59:59.999999 UTC),
+        ] {
+            assert_eq!(from_unix_micros(unix_micros(t)), Some(t));
+        }
+        let t = datetime!(1969-12-31 23:59:59.9999995 UTC);
+        assert_eq!(from_unix_micros(unix_micros(t)), Some(to_micros(t)));
+        assert_eq!(to_micros(t), datetime!(1969-12-31 23:59:59.999999 UTC));
+        assert_eq!(from_unix_micros(i64::MAX), None);
     }
 }

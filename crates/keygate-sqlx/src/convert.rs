@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
-use keygate_core::{AuditQuery, KeyDigest, KeyId, StoreError, UsageDelta};
+use keygate_core::{AuditQuery, KeyDigest, KeyId, StoreError, UsageDelta, to_micros};
 use time::OffsetDateTime;
 
 /// Maps a driver error to the store boundary's error.
@@ -59,7 +59,7 @@ pub(crate) fn insert_error(err: sqlx::Error, id: KeyId) -> StoreError {
 pub(crate) fn in_range(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
     t.checked_to_offset(time::UtcOffset::UTC)
         .filter(|utc| (0..=9999).contains(&utc.year()))
-        .map(micros)
+        .map(to_micros)
         .ok_or_else(|| {
             StoreError::Rejected(
                 "a time whose UTC form is outside years 0 to 9999 cannot be stored".to_owned(),
@@ -67,27 +67,15 @@ pub(crate) fn in_range(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> 
         })
 }
 
-/// `t` truncated to the microsecond: what both databases keep exactly.
-pub(crate) fn micros(t: OffsetDateTime) -> OffsetDateTime {
-    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(t)
-}
-
-/// Unix time in microseconds (rounded down), as SQLite stores it.
-pub(crate) fn to_unix_micros(t: OffsetDateTime) -> i64 {
-    let us = t.unix_timestamp_nanos().div_euclid(1_000);
-    // `time`'s range (±9999 years) is well inside i64 microseconds.
-    i64::try_from(us).unwrap_or(if us < 0 { i64::MIN } else { i64::MAX })
-}
-
-/// The inverse of [`to_unix_micros`].
+/// The inverse of [`keygate_core::unix_micros`], as a store error naming
+/// the row and column it came from.
 pub(crate) fn from_unix_micros(
     us: i64,
     key: &str,
     column: &str,
 ) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
-        .map_err(|e| corrupt(key, column, e))
+    keygate_core::from_unix_micros(us)
+        .ok_or_else(|| corrupt(key, column, format_args!("{us} µs is out of range")))
 }
 
 pub(crate) fn corrupt(key: &str, column: &str, err: impl fmt::Display) -> StoreError {
@@ -166,10 +154,10 @@ impl FoldedUsage {
             let n = i64::try_from(d.requests).unwrap_or(i64::MAX);
             let count = folded
                 .counts
-                .entry((d.family, micros(d.bucket)))
+                .entry((d.family, to_micros(d.bucket)))
                 .or_default();
             *count = count.saturating_add(n);
-            let at = micros(d.last_used_at);
+            let at = to_micros(d.last_used_at);
             folded
                 .last_used
                 .entry(d.key_id)
@@ -195,24 +183,6 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-
-    #[test]
-    fn unix_micros_round_trip_and_round_down() {
-        for t in [
-            datetime!(2030-05-06 07:08:09.123456 UTC),
-            datetime!(1960-01-01 00:00:00.000001 UTC),
-            datetime!(-9999-01-01 0:00 UTC),
-            datetime!(9999-12-31 23:59:59.999999 UTC),
-        ] {
-            assert_eq!(from_unix_micros(to_unix_micros(t), "k", "c").unwrap(), t);
-        }
-        let t = datetime!(1969-12-31 23:59:59.9999995 UTC);
-        assert_eq!(
-            from_unix_micros(to_unix_micros(t), "k", "c").unwrap(),
-            micros(t)
-        );
-        assert_eq!(micros(t), datetime!(1969-12-31 23:59:59.999999 UTC));
-    }
 
     #[test]
     fn times_out_of_range_are_refused_not_panicked_on() {

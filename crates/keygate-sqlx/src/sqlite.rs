@@ -5,7 +5,7 @@ use std::{path::Path, str::FromStr, time::Duration};
 use keygate_core::{
     AuditEvent, AuditQuery, AuditStore, InvalidationFeed, KeyId, KeyRecord, KeyStore, KeyUpdate,
     Metadata, Owner, Page, Replacement, Rotation, Scopes, StoreError, UsageBucket, UsageDelta,
-    usage_bucket,
+    unix_micros, usage_bucket,
 };
 use sqlx::{
     AssertSqlSafe, Row,
@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use crate::{
     convert::{
         FoldedUsage, audit_corrupt, audit_filter, audit_limit, corrupt, digest, from_unix_micros,
-        in_range, insert_error, parse, requests, store_error, to_unix_micros,
+        in_range, insert_error, parse, requests, store_error,
     },
     poll,
 };
@@ -247,7 +247,7 @@ fn bind_record<'q>(
     let json = |v: Result<String, serde_json::Error>| {
         v.map_err(|e| StoreError::Corrupt(format!("cannot encode key {}: {e}", r.id)))
     };
-    let time = |t: OffsetDateTime| in_range(t).map(to_unix_micros);
+    let time = |t: OffsetDateTime| in_range(t).map(unix_micros);
     let opt_time = |t: Option<OffsetDateTime>| t.map(time).transpose();
     Ok(query
         .bind(r.id.to_string())
@@ -310,7 +310,7 @@ async fn rotate_in(
     .bind(new.id.as_str())
     .bind(
         old.expires_at
-            .map(|t| in_range(t).map(to_unix_micros))
+            .map(|t| in_range(t).map(unix_micros))
             .transpose()?,
     )
     .execute(&mut *conn)
@@ -390,7 +390,7 @@ fn bind_update<'q>(
         query = query.bind(json(serde_json::to_string(metadata))?);
     }
     if let Some(at) = c.expires_at {
-        query = query.bind(at.map(|t| in_range(t).map(to_unix_micros)).transpose()?);
+        query = query.bind(at.map(|t| in_range(t).map(unix_micros)).transpose()?);
     }
     Ok(query)
 }
@@ -471,7 +471,7 @@ impl KeyStore for SqliteStore {
         );
         sqlx::query(SQL)
             .bind(id.as_str())
-            .bind(to_unix_micros(at))
+            .bind(unix_micros(at))
             .fetch_optional(&self.pool)
             .await
             .map_err(store_error)?
@@ -490,7 +490,7 @@ impl KeyStore for SqliteStore {
              AND (expires_at IS NULL OR expires_at > ?2)",
         )
         .bind(owner.to_string())
-        .bind(to_unix_micros(now))
+        .bind(unix_micros(now))
         .fetch_one(&self.pool)
         .await
         .map_err(store_error)?;
@@ -540,7 +540,7 @@ impl KeyStore for SqliteStore {
             Some(c) => sqlx::query(AFTER)
                 .bind(owner.to_string())
                 .bind(limit(page.limit))
-                .bind(to_unix_micros(c.created_at))
+                .bind(unix_micros(c.created_at))
                 .bind(c.id.to_string()),
         };
         records(&query.fetch_all(&self.pool).await.map_err(store_error)?)
@@ -558,7 +558,7 @@ impl KeyStore for SqliteStore {
              AND expires_at <= ?1 ORDER BY expires_at, id LIMIT ?2",
         );
         let rows = sqlx::query(SQL)
-            .bind(to_unix_micros(before))
+            .bind(unix_micros(before))
             .bind(limit(max))
             .fetch_all(&self.pool)
             .await
@@ -584,14 +584,14 @@ impl KeyStore for SqliteStore {
                  ON CONFLICT (family, bucket) DO UPDATE SET requests = requests + excluded.requests",
             )
             .bind(family.as_str())
-            .bind(to_unix_micros(bucket))
+            .bind(unix_micros(bucket))
             .bind(n)
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
         }
         for (&id, &at) in &folded.last_used {
-            let at = to_unix_micros(at);
+            let at = unix_micros(at);
             sqlx::query(
                 "UPDATE keygate_keys SET last_used_at = ?2 \
                  WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
@@ -615,7 +615,7 @@ impl KeyStore for SqliteStore {
              ORDER BY bucket",
         )
         .bind(family.as_str())
-        .bind(to_unix_micros(usage_bucket(since)))
+        .bind(unix_micros(usage_bucket(since)))
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
@@ -697,7 +697,7 @@ impl AuditStore for SqliteStore {
             .map_err(store_error)?;
         for e in events {
             sqlx::query(SQL)
-                .bind(to_unix_micros(e.at))
+                .bind(unix_micros(e.at))
                 .bind(e.action.as_str())
                 .bind(e.outcome.as_str())
                 .bind(e.detail.as_deref())
@@ -723,7 +723,7 @@ impl AuditStore for SqliteStore {
             q = q.bind(id.to_string());
         }
         if let Some(since) = query.since {
-            q = q.bind(to_unix_micros(since));
+            q = q.bind(unix_micros(since));
         }
         let rows = q
             .bind(audit_limit(query))
@@ -735,7 +735,7 @@ impl AuditStore for SqliteStore {
 
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM keygate_audit WHERE at < ?1")
-            .bind(to_unix_micros(before))
+            .bind(unix_micros(before))
             .execute(&self.pool)
             .await
             .map_err(store_error)?;
