@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
-use keygate_core::{AuditQuery, KeyDigest, KeyId, StoreError, UsageDelta, to_micros};
+use keygate_core::{KeyDigest, KeyId, StoreError, UsageDelta, to_micros};
 use time::OffsetDateTime;
 
 /// Maps a driver error to the store boundary's error.
@@ -67,17 +67,6 @@ pub(crate) fn in_range(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> 
         })
 }
 
-/// The inverse of [`keygate_core::unix_micros`], as a store error naming
-/// the row and column it came from.
-pub(crate) fn from_unix_micros(
-    us: i64,
-    key: &str,
-    column: &str,
-) -> Result<OffsetDateTime, StoreError> {
-    keygate_core::from_unix_micros(us)
-        .ok_or_else(|| corrupt(key, column, format_args!("{us} µs is out of range")))
-}
-
 pub(crate) fn corrupt(key: &str, column: &str, err: impl fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("key {key:?}, column {column}: {err}"))
 }
@@ -85,36 +74,6 @@ pub(crate) fn corrupt(key: &str, column: &str, err: impl fmt::Display) -> StoreE
 /// Like [`corrupt`], for a row of `keygate_audit`.
 pub(crate) fn audit_corrupt(row: i64, column: &str, err: impl fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("audit event {row}, column {column}: {err}"))
-}
-
-/// The row limit of an [`AuditQuery`]: its `limit`, or 100 for 0.
-pub(crate) fn audit_limit(query: &AuditQuery) -> i64 {
-    let n = if query.limit == 0 { 100 } else { query.limit };
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// The `WHERE … ORDER BY … LIMIT …` tail of an audit query, with
-/// placeholders from `param(1)`, `param(2)`…: newest first, ties (events of
-/// the same microsecond) in reverse order of writing.
-pub(crate) fn audit_filter(query: &AuditQuery, param: impl Fn(usize) -> String) -> String {
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        param(n)
-    };
-    let mut conditions = Vec::new();
-    if query.key_id.is_some() {
-        conditions.push(format!("key_id = {}", next()));
-    }
-    if query.since.is_some() {
-        conditions.push(format!("at >= {}", next()));
-    }
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
-    };
-    format!("{filter} ORDER BY at DESC, id DESC LIMIT {}", next())
 }
 
 /// Parses a text column, reporting failure as [`StoreError::Corrupt`].
@@ -204,38 +163,6 @@ mod tests {
         assert_eq!(
             in_range(datetime!(1969-07-20 20:17:40 UTC)).unwrap(),
             datetime!(1969-07-20 20:17:40 UTC)
-        );
-    }
-
-    #[test]
-    fn audit_filters_number_their_placeholders_in_bind_order() {
-        let id: KeyId = "AAAAAAAAA1".parse().unwrap();
-        let since = datetime!(2030-01-01 0:00 UTC);
-        let q = |key_id, since| AuditQuery {
-            key_id,
-            since,
-            limit: 0,
-        };
-        let pg = |n: usize| format!("${n}");
-        assert_eq!(
-            audit_filter(&q(None, None), pg),
-            " ORDER BY at DESC, id DESC LIMIT $1"
-        );
-        assert_eq!(
-            audit_filter(&q(Some(id), Some(since)), pg),
-            " WHERE key_id = $1 AND at >= $2 ORDER BY at DESC, id DESC LIMIT $3"
-        );
-        assert_eq!(
-            audit_filter(&q(None, Some(since)), |n| format!("?{n}")),
-            " WHERE at >= ?1 ORDER BY at DESC, id DESC LIMIT ?2"
-        );
-        assert_eq!(audit_limit(&q(None, None)), 100);
-        assert_eq!(
-            audit_limit(&AuditQuery {
-                limit: usize::MAX,
-                ..q(None, None)
-            }),
-            i64::MAX
         );
     }
 

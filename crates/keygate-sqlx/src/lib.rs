@@ -111,6 +111,8 @@ mod convert;
 mod listen;
 mod poll;
 mod postgres;
+mod query;
+mod row;
 mod sqlite;
 
 pub use postgres::{DEFAULT_CHANNEL, InvalidSchema, MAX_SCHEMA_LEN, PostgresStore};

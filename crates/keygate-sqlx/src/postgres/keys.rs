@@ -1,0 +1,397 @@
+//! [`PostgresStore`]'s keys and usage.
+
+use std::sync::Arc;
+
+use keygate_core::{
+    InvalidationFeed, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page, Replacement, Rotation,
+    StoreError, UsageBucket, UsageDelta, usage_bucket,
+};
+use sqlx::{
+    AssertSqlSafe,
+    postgres::{PgArguments, Postgres},
+    query::Query,
+    types::Json,
+};
+use time::OffsetDateTime;
+
+use super::PostgresStore;
+use crate::{
+    convert::{FoldedUsage, in_range, insert_error, store_error},
+    listen,
+    query::limit,
+    row::{maybe_record, records, usage},
+};
+
+/// How often a write is retried after PostgreSQL aborted it to break a
+/// deadlock (concurrent usage flushes from several nodes).
+const DEADLOCK_RETRIES: usize = 3;
+
+impl PostgresStore {
+    fn bind_record(
+        &self,
+        query: Query<'static, Postgres, PgArguments>,
+        r: &KeyRecord,
+    ) -> Result<Query<'static, Postgres, PgArguments>, StoreError> {
+        let opt_time = |t: Option<OffsetDateTime>| t.map(in_range).transpose();
+        Ok(query
+            .bind(r.id.to_string())
+            .bind(r.family.to_string())
+            .bind(r.owner.to_string())
+            .bind(r.name.clone())
+            .bind(
+                r.scopes
+                    .iter()
+                    .map(|s| s.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(r.environment.as_str())
+            .bind(r.digest.as_bytes().to_vec())
+            .bind(in_range(r.created_at)?)
+            .bind(opt_time(r.expires_at)?)
+            .bind(opt_time(r.revoked_at)?)
+            .bind(r.rate_limit.as_ref().map(ToString::to_string))
+            .bind(r.allowed_ips.clone())
+            .bind(Json(r.metadata.clone()))
+            .bind(opt_time(r.last_used_at)?)
+            .bind(r.superseded_by.map(|id| id.to_string()))
+            .bind(self.shared.channel.clone())
+            // `created_by` ($17) is written once, by an insert: updates
+            // leave it alone.
+            .bind(r.created_by.map(|id| id.to_string())))
+    }
+
+    /// The statement of [`KeyStore::update`]: one `UPDATE` that sets only
+    /// the columns `changes` sets (from `$3` on, `$1` the id, `$2` the
+    /// channel), with its values bound. `None` if it sets nothing.
+    fn update_query(
+        &self,
+        id: KeyId,
+        c: &KeyUpdate,
+    ) -> Result<Option<Query<'static, Postgres, PgArguments>>, StoreError> {
+        let mut sets = Vec::new();
+        let mut n = 2;
+        let mut param = || {
+            n += 1;
+            format!("${n}")
+        };
+        for (set, column) in [
+            (c.name.is_some(), "name"),
+            (c.scopes.is_some(), "scopes"),
+            (c.rate_limit.is_some(), "rate_limit"),
+            (c.allowed_ips.is_some(), "allowed_ips"),
+            (c.metadata.is_some(), "metadata"),
+        ] {
+            if set {
+                sets.push(format!("{column} = {}", param()));
+            }
+        }
+        if c.expires_at.is_some() {
+            // KeyUpdate::apply_to's rule, decided on the row as it is when
+            // the statement runs: a rotated key keeps the earlier expiry
+            // (LEAST ignores NULLs).
+            let p = param();
+            sets.push(format!(
+                "expires_at = CASE WHEN superseded_by IS NULL THEN {p}::timestamptz \
+                 ELSE LEAST({p}::timestamptz, expires_at) END"
+            ));
+        }
+        if sets.is_empty() {
+            return Ok(None);
+        }
+        let sql = format!(
+            concat!(
+                "WITH k AS (UPDATE {} SET {} WHERE id = $1 RETURNING ",
+                key_columns!(),
+                ") SELECT k.*, pg_notify($2, k.id)::text AS notified FROM k"
+            ),
+            self.shared.sql.keys,
+            sets.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .bind(self.shared.channel.clone());
+        if let Some(name) = &c.name {
+            query = query.bind(name.clone());
+        }
+        if let Some(scopes) = &c.scopes {
+            query = query.bind(
+                scopes
+                    .iter()
+                    .map(|s| s.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        if let Some(quotas) = &c.rate_limit {
+            query = query.bind(quotas.as_ref().map(ToString::to_string));
+        }
+        if let Some(nets) = &c.allowed_ips {
+            query = query.bind(nets.clone());
+        }
+        if let Some(metadata) = &c.metadata {
+            query = query.bind(Json(metadata.clone()));
+        }
+        if let Some(at) = c.expires_at {
+            query = query.bind(at.map(in_range).transpose()?);
+        }
+        Ok(Some(query))
+    }
+
+    async fn try_rotate(
+        &self,
+        id: KeyId,
+        replacement: &Replacement,
+    ) -> Result<Rotation, StoreError> {
+        // The row lock (FOR UPDATE) makes a concurrent revoke, update or
+        // rotation of the old key wait until this transaction ends, so the
+        // check and the writes see the same row.
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let rotation = self.rotate_in(&mut tx, id, replacement).await;
+        // End the transaction here on every path: a dropped one only rolls
+        // back when its connection is next used, and until then it keeps
+        // the row locked, so a revocation of the key would wait for it.
+        match rotation {
+            Ok(rotated @ Rotation::Rotated { .. }) => {
+                tx.commit().await.map_err(store_error)?;
+                Ok(rotated)
+            }
+            other => {
+                tx.rollback().await.map_err(store_error)?;
+                other
+            }
+        }
+    }
+
+    /// The reads and writes of [`try_rotate`](Self::try_rotate), inside its
+    /// transaction.
+    async fn rotate_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        id: KeyId,
+        replacement: &Replacement,
+    ) -> Result<Rotation, StoreError> {
+        let current = Self::query(&self.shared.sql.find_for_update)
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(store_error)
+            .and_then(maybe_record)?
+            .ok_or(StoreError::NotFound(id))?;
+        let Some((old, new)) = replacement.apply(&current) else {
+            return Ok(Rotation::NotRotatable(current));
+        };
+        self.bind_record(Self::query(&self.shared.sql.insert), &new)?
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| insert_error(e, new.id))?;
+        let done = Self::query(&self.shared.sql.supersede)
+            .bind(id.to_string())
+            .bind(new.id.to_string())
+            .bind(old.expires_at.map(in_range).transpose()?)
+            .bind(self.shared.channel.clone())
+            .execute(&mut *conn)
+            .await
+            .map_err(store_error)?;
+        if done.rows_affected() != 1 {
+            return Ok(Rotation::NotRotatable(current));
+        }
+        Ok(Rotation::Rotated { old, new })
+    }
+
+    async fn try_record_usage(&self, folded: &FoldedUsage) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if !folded.counts.is_empty() {
+            let mut families = Vec::with_capacity(folded.counts.len());
+            let mut buckets = Vec::with_capacity(folded.counts.len());
+            let mut counts = Vec::with_capacity(folded.counts.len());
+            for (&(family, bucket), &n) in &folded.counts {
+                families.push(family.to_string());
+                buckets.push(bucket);
+                counts.push(n);
+            }
+            Self::query(&self.shared.sql.add_usage)
+                .bind(families)
+                .bind(buckets)
+                .bind(counts)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (ids, ats): (Vec<String>, Vec<OffsetDateTime>) = folded
+            .last_used
+            .iter()
+            .map(|(id, at)| (id.to_string(), *at))
+            .unzip();
+        Self::query(&self.shared.sql.last_used)
+            .bind(ids)
+            .bind(ats)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+}
+
+fn is_deadlock(err: &sqlx::Error) -> bool {
+    // 40P01 deadlock_detected, 40001 serialization_failure.
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
+impl KeyStore for PostgresStore {
+    async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Self::query(&self.shared.sql.find)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)
+            .and_then(maybe_record)
+    }
+
+    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
+        self.bind_record(Self::query(&self.shared.sql.insert), r)?
+            .execute(&self.pool)
+            .await
+            .map_err(|e| insert_error(e, r.id))?;
+        Ok(())
+    }
+
+    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        let Some(query) = self.update_query(id, changes)? else {
+            return self.find(id).await?.ok_or(StoreError::NotFound(id));
+        };
+        // One statement: it changes only its columns, on the row as it is
+        // when it runs, so a revocation or rotation in between is kept.
+        query
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)
+            .and_then(maybe_record)?
+            .ok_or(StoreError::NotFound(id))
+    }
+
+    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
+        self.try_rotate(id, replacement).await
+    }
+
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
+        Self::query(&self.shared.sql.revoke)
+            .bind(id.to_string())
+            .bind(in_range(at)?)
+            .bind(self.shared.channel.clone())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)
+            .and_then(maybe_record)
+    }
+
+    async fn count_active_by_owner(
+        &self,
+        owner: &Owner,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.shared.sql.count_active)))
+            .bind(owner.to_string())
+            .bind(in_range(now)?)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = Self::query(&self.shared.sql.created_by)
+            .bind(family.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        records(&rows)
+    }
+
+    async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as(AssertSqlSafe(Arc::clone(&self.shared.sql.live_ids)))
+                .bind(crate::query::limit(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+        crate::convert::key_ids(rows)
+    }
+
+    async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
+        let query = match page.cursor {
+            None => Self::query(&self.shared.sql.list_first)
+                .bind(owner.to_string())
+                .bind(limit(page.limit)),
+            Some(c) => Self::query(&self.shared.sql.list_after)
+                .bind(owner.to_string())
+                .bind(limit(page.limit))
+                .bind(in_range(c.created_at)?)
+                .bind(c.id.to_string()),
+        };
+        records(&query.fetch_all(&self.pool).await.map_err(store_error)?)
+    }
+
+    async fn list_expiring(
+        &self,
+        before: OffsetDateTime,
+        max: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = Self::query(&self.shared.sql.expiring)
+            .bind(in_range(before)?)
+            .bind(limit(max))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        records(&rows)
+    }
+
+    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let folded = FoldedUsage::new(batch);
+        // sqlx's encoder panics on a time whose UTC form is out of range.
+        for &(_, bucket) in folded.counts.keys() {
+            in_range(bucket)?;
+        }
+        for &at in folded.last_used.values() {
+            in_range(at)?;
+        }
+        let mut attempt = 0;
+        loop {
+            match self.try_record_usage(&folded).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_deadlock(&e) && attempt < DEADLOCK_RETRIES => attempt += 1,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+    }
+
+    async fn usage(
+        &self,
+        family: KeyId,
+        since: OffsetDateTime,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        let rows = Self::query(&self.shared.sql.usage)
+            .bind(family.to_string())
+            .bind(in_range(usage_bucket(since))?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(|row| usage(row, family.as_str())).collect()
+    }
+
+    fn subscribe(&self) -> Option<InvalidationFeed> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                target: "keygate::store",
+                "PostgresStore::subscribe called outside a tokio runtime: no invalidation feed",
+            );
+            return None;
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(listen::FEED_CAPACITY);
+        runtime.spawn(listen::run(
+            self.pool.clone(),
+            self.shared.channel.clone(),
+            tx,
+        ));
+        Some(rx)
+    }
+}

@@ -1,0 +1,404 @@
+//! [`SqliteStore`]'s keys and usage.
+
+use keygate_core::{
+    InvalidationFeed, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page, Replacement, Rotation,
+    StoreError, UsageBucket, UsageDelta, unix_micros, usage_bucket,
+};
+use sqlx::{AssertSqlSafe, Sqlite, query::Query, sqlite::SqliteArguments};
+use time::OffsetDateTime;
+
+use super::SqliteStore;
+use crate::{
+    convert::{FoldedUsage, in_range, insert_error, store_error},
+    poll,
+    query::limit,
+    row::{maybe_record, records, usage},
+};
+
+/// The sixteen columns of a record, in `key_columns!()` order, bound to `query`.
+fn bind_record<'q>(
+    query: Query<'q, Sqlite, SqliteArguments>,
+    r: &KeyRecord,
+) -> Result<Query<'q, Sqlite, SqliteArguments>, StoreError> {
+    let json = |v: Result<String, serde_json::Error>| {
+        v.map_err(|e| StoreError::Corrupt(format!("cannot encode key {}: {e}", r.id)))
+    };
+    let time = |t: OffsetDateTime| in_range(t).map(unix_micros);
+    let opt_time = |t: Option<OffsetDateTime>| t.map(time).transpose();
+    Ok(query
+        .bind(r.id.to_string())
+        .bind(r.family.to_string())
+        .bind(r.owner.to_string())
+        .bind(r.name.clone())
+        .bind(json(serde_json::to_string(&r.scopes))?)
+        .bind(r.environment.as_str())
+        .bind(r.digest.as_bytes().to_vec())
+        .bind(time(r.created_at)?)
+        .bind(opt_time(r.expires_at)?)
+        .bind(opt_time(r.revoked_at)?)
+        .bind(r.rate_limit.as_ref().map(ToString::to_string))
+        .bind(json(serde_json::to_string(&r.allowed_ips))?)
+        .bind(json(serde_json::to_string(&r.metadata))?)
+        .bind(opt_time(r.last_used_at)?)
+        .bind(r.superseded_by.map(|id| id.to_string()))
+        .bind(r.created_by.map(|id| id.to_string())))
+}
+
+const FIND: &str = concat!(
+    "SELECT ",
+    key_columns!(),
+    " FROM keygate_keys WHERE id = ?1"
+);
+
+const INSERT: &str = concat!(
+    "INSERT INTO keygate_keys (",
+    key_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+);
+
+/// The reads and writes of [`SqliteStore::rotate`], inside its transaction.
+async fn rotate_in(
+    conn: &mut sqlx::SqliteConnection,
+    id: KeyId,
+    replacement: &Replacement,
+) -> Result<Rotation, StoreError> {
+    let current = sqlx::query(FIND)
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_error)
+        .and_then(maybe_record)?
+        .ok_or(StoreError::NotFound(id))?;
+    let Some((old, new)) = replacement.apply(&current) else {
+        return Ok(Rotation::NotRotatable(current));
+    };
+    bind_record(sqlx::query(INSERT), &new)?
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| insert_error(e, new.id))?;
+    let done = sqlx::query(
+        "UPDATE keygate_keys SET superseded_by = ?2, expires_at = ?3 \
+         WHERE id = ?1 AND revoked_at IS NULL AND superseded_by IS NULL",
+    )
+    .bind(id.as_str())
+    .bind(new.id.as_str())
+    .bind(
+        old.expires_at
+            .map(|t| in_range(t).map(unix_micros))
+            .transpose()?,
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(store_error)?;
+    if done.rows_affected() != 1 {
+        return Ok(Rotation::NotRotatable(current));
+    }
+    Ok(Rotation::Rotated { old, new })
+}
+
+/// The `UPDATE` of [`KeyStore::update`]: `SET` names only the columns
+/// `changes` sets, bound from `?2` on in the order [`bind_update`] binds
+/// them. `None` if it sets nothing.
+fn update_sql(changes: &KeyUpdate) -> Option<String> {
+    let mut n = 1;
+    let mut param = || {
+        n += 1;
+        format!("?{n}")
+    };
+    let mut sets = Vec::new();
+    for (set, column) in [
+        (changes.name.is_some(), "name"),
+        (changes.scopes.is_some(), "scopes"),
+        (changes.rate_limit.is_some(), "rate_limit"),
+        (changes.allowed_ips.is_some(), "allowed_ips"),
+        (changes.metadata.is_some(), "metadata"),
+    ] {
+        if set {
+            sets.push(format!("{column} = {}", param()));
+        }
+    }
+    if changes.expires_at.is_some() {
+        // KeyUpdate::apply_to's rule, decided on the row as it is when the
+        // statement runs: a rotated key keeps the earlier expiry. SQLite's
+        // two-argument MIN is NULL if either is, hence the cases.
+        let p = param();
+        sets.push(format!(
+            "expires_at = CASE WHEN superseded_by IS NULL OR expires_at IS NULL THEN {p} \
+             WHEN {p} IS NULL THEN expires_at ELSE MIN({p}, expires_at) END"
+        ));
+    }
+    if sets.is_empty() {
+        return None;
+    }
+    Some(format!(
+        concat!(
+            "UPDATE keygate_keys SET {} WHERE id = ?1 RETURNING ",
+            key_columns!()
+        ),
+        sets.join(", ")
+    ))
+}
+
+/// Binds what [`update_sql`] names, in its order.
+fn bind_update<'q>(
+    mut query: Query<'q, Sqlite, SqliteArguments>,
+    id: KeyId,
+    c: &KeyUpdate,
+) -> Result<Query<'q, Sqlite, SqliteArguments>, StoreError> {
+    let json = |v: Result<String, serde_json::Error>| {
+        v.map_err(|e| StoreError::Corrupt(format!("cannot encode key {id}: {e}")))
+    };
+    if let Some(name) = &c.name {
+        query = query.bind(name.clone());
+    }
+    if let Some(scopes) = &c.scopes {
+        query = query.bind(json(serde_json::to_string(scopes))?);
+    }
+    if let Some(quotas) = &c.rate_limit {
+        query = query.bind(quotas.as_ref().map(ToString::to_string));
+    }
+    if let Some(nets) = &c.allowed_ips {
+        query = query.bind(json(serde_json::to_string(nets))?);
+    }
+    if let Some(metadata) = &c.metadata {
+        query = query.bind(json(serde_json::to_string(metadata))?);
+    }
+    if let Some(at) = c.expires_at {
+        query = query.bind(at.map(|t| in_range(t).map(unix_micros)).transpose()?);
+    }
+    Ok(query)
+}
+
+impl KeyStore for SqliteStore {
+    async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        sqlx::query(FIND)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)
+            .and_then(maybe_record)
+    }
+
+    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
+        bind_record(sqlx::query(INSERT), r)?
+            .execute(&self.pool)
+            .await
+            .map_err(|e| insert_error(e, r.id))?;
+        Ok(())
+    }
+
+    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        let Some(sql) = update_sql(changes) else {
+            return self.find(id).await?.ok_or(StoreError::NotFound(id));
+        };
+        // One statement: it changes only its columns, on the row as it is
+        // when it runs, so a revocation or rotation in between is kept.
+        bind_update(
+            sqlx::query(AssertSqlSafe(sql)).bind(id.as_str()),
+            id,
+            changes,
+        )?
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)
+        .and_then(maybe_record)?
+        .ok_or(StoreError::NotFound(id))
+    }
+
+    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
+        // IMMEDIATE takes the write lock before the read, so no other writer
+        // can revoke, rotate or change the old key between the check and the
+        // writes.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)?;
+        let rotation = rotate_in(&mut tx, id, replacement).await;
+        // End the transaction here on every path: a dropped one only rolls
+        // back when its connection is next used, and until then it holds the
+        // database's write lock.
+        match rotation {
+            Ok(rotated @ Rotation::Rotated { .. }) => {
+                tx.commit().await.map_err(store_error)?;
+                Ok(rotated)
+            }
+            other => {
+                tx.rollback().await.map_err(store_error)?;
+                other
+            }
+        }
+    }
+
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "UPDATE keygate_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1 RETURNING ",
+            key_columns!(),
+        );
+        sqlx::query(SQL)
+            .bind(id.as_str())
+            .bind(unix_micros(at))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)
+            .and_then(maybe_record)
+    }
+
+    async fn count_active_by_owner(
+        &self,
+        owner: &Owner,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM keygate_keys WHERE owner = ?1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > ?2)",
+        )
+        .bind(owner.to_string())
+        .bind(unix_micros(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keygate_keys WHERE created_by = ?1"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(family.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        records(&rows)
+    }
+
+    async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM keygate_keys WHERE revoked_at IS NULL LIMIT ?1")
+                .bind(crate::query::limit(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+        crate::convert::key_ids(rows)
+    }
+
+    async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
+        const FIRST: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keygate_keys WHERE owner = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2",
+        );
+        const AFTER: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keygate_keys WHERE owner = ?1 AND (created_at, id) < (?3, ?4) \
+             ORDER BY created_at DESC, id DESC LIMIT ?2",
+        );
+        let query = match page.cursor {
+            None => sqlx::query(FIRST)
+                .bind(owner.to_string())
+                .bind(limit(page.limit)),
+            Some(c) => sqlx::query(AFTER)
+                .bind(owner.to_string())
+                .bind(limit(page.limit))
+                .bind(unix_micros(c.created_at))
+                .bind(c.id.to_string()),
+        };
+        records(&query.fetch_all(&self.pool).await.map_err(store_error)?)
+    }
+
+    async fn list_expiring(
+        &self,
+        before: OffsetDateTime,
+        max: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keygate_keys WHERE revoked_at IS NULL AND expires_at IS NOT NULL \
+             AND expires_at <= ?1 ORDER BY expires_at, id LIMIT ?2",
+        );
+        let rows = sqlx::query(SQL)
+            .bind(unix_micros(before))
+            .bind(limit(max))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        records(&rows)
+    }
+
+    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let folded = FoldedUsage::new(batch);
+        // IMMEDIATE takes the write lock up front, so the busy timeout applies
+        // instead of a deferred transaction failing when it upgrades.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)?;
+        for (&(family, bucket), &n) in &folded.counts {
+            sqlx::query(
+                "INSERT INTO keygate_usage (family, bucket, requests) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (family, bucket) DO UPDATE SET requests = requests + excluded.requests",
+            )
+            .bind(family.as_str())
+            .bind(unix_micros(bucket))
+            .bind(n)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        for (&id, &at) in &folded.last_used {
+            let at = unix_micros(at);
+            sqlx::query(
+                "UPDATE keygate_keys SET last_used_at = ?2 \
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+            )
+            .bind(id.as_str())
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn usage(
+        &self,
+        family: KeyId,
+        since: OffsetDateTime,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT bucket, requests FROM keygate_usage WHERE family = ?1 AND bucket >= ?2 \
+             ORDER BY bucket",
+        )
+        .bind(family.as_str())
+        .bind(unix_micros(usage_bucket(since)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(|row| usage(row, family.as_str())).collect()
+    }
+
+    /// Polls `keygate_key_changes` (see the type's docs); `None` without a
+    /// tokio runtime or with [`without_change_feed`](Self::without_change_feed).
+    fn subscribe(&self) -> Option<InvalidationFeed> {
+        let every = self.poll?;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                target: "keygate::store",
+                "SqliteStore::subscribe called outside a tokio runtime: no change feed",
+            );
+            return None;
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(poll::FEED_CAPACITY);
+        runtime.spawn(poll::run(self.pool.clone(), every, tx));
+        Some(rx)
+    }
+}
