@@ -1,15 +1,23 @@
-//! Statements built once for both backends: the audit query and row limits.
-//! A backend says how it numbers placeholders and binds a time
+//! Statements built and run once for both backends: the audit query, the
+//! `SET` list of an update, row limits, reading key rows and ending a
+//! rotation. A backend says how it numbers placeholders and binds a time
 //! ([`Backend`]).
 
-use keygate_core::{AuditQuery, StoreError};
-use sqlx::{AssertSqlSafe, Database, Encode, Type, query::Query};
+use keygate_core::{AuditQuery, KeyRecord, KeyUpdate, Rotation, StoreError};
+use sqlx::{
+    AssertSqlSafe, Database, Encode, Executor, IntoArguments, Transaction, Type, query::Query,
+};
 use time::OffsetDateTime;
 
-use crate::row::StoreRow;
+use crate::{
+    convert::store_error,
+    row::{StoreRow, maybe_record, records},
+};
 
 /// A database keygate stores keys in.
-pub(crate) trait Backend: Database<Row: StoreRow> {
+pub(crate) trait Backend:
+    Database<Row: StoreRow, Arguments: Send + IntoArguments<Self>>
+{
     /// What a time is bound as where a statement compares with it.
     type Time: for<'q> Encode<'q, Self> + Type<Self>;
 
@@ -67,8 +75,8 @@ pub(crate) fn audit_query<DB>(
 ) -> Result<Query<'static, DB, DB::Arguments>, StoreError>
 where
     DB: Backend,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'e> String: Encode<'e, DB> + Type<DB>,
+    for<'e> i64: Encode<'e, DB> + Type<DB>,
 {
     let sql = format!("{select}{}", audit_filter(query, DB::placeholder));
     let mut q = sqlx::query(AssertSqlSafe(sql));
@@ -79,6 +87,96 @@ where
         q = q.bind(DB::time_param(since)?);
     }
     Ok(q.bind(audit_limit(query)))
+}
+
+/// The `SET` list of the `UPDATE` of [`KeyStore::update`](keygate_core::KeyStore::update):
+/// only the columns `changes` sets, with placeholders numbered from `first`
+/// on in the order the backend binds them (name, scopes, rate limit,
+/// networks, metadata, expiry), the expiry as `expires(placeholder)` writes
+/// it. `None` if it sets nothing.
+pub(crate) fn update_sets<DB: Backend>(
+    changes: &KeyUpdate,
+    first: usize,
+    expires: impl FnOnce(&str) -> String,
+) -> Option<String> {
+    let mut n = first;
+    let mut param = || {
+        n += 1;
+        DB::placeholder(n - 1)
+    };
+    let mut sets = Vec::new();
+    for (set, column) in [
+        (changes.name.is_some(), "name"),
+        (changes.scopes.is_some(), "scopes"),
+        (changes.rate_limit.is_some(), "rate_limit"),
+        (changes.allowed_ips.is_some(), "allowed_ips"),
+        (changes.metadata.is_some(), "metadata"),
+    ] {
+        if set {
+            sets.push(format!("{column} = {}", param()));
+        }
+    }
+    if changes.expires_at.is_some() {
+        sets.push(expires(&param()));
+    }
+    (!sets.is_empty()).then(|| sets.join(", "))
+}
+
+/// `query` (a page of [`KeyStore::list_by_owner`](keygate_core::KeyStore::list_by_owner))
+/// with its parameters bound: the owner, the limit, and after a cursor its
+/// time and id.
+pub(crate) fn bind_page<'q, DB>(
+    query: Query<'q, DB, DB::Arguments>,
+    owner: &keygate_core::Owner,
+    page: keygate_core::Page,
+) -> Result<Query<'q, DB, DB::Arguments>, StoreError>
+where
+    DB: Backend,
+    for<'e> String: Encode<'e, DB> + Type<DB>,
+    for<'e> i64: Encode<'e, DB> + Type<DB>,
+{
+    let query = query.bind(owner.to_string()).bind(limit(page.limit));
+    Ok(match page.cursor {
+        None => query,
+        Some(c) => query
+            .bind(DB::time_param(c.created_at)?)
+            .bind(c.id.to_string()),
+    })
+}
+
+/// The key rows `query` returns, decoded.
+pub(crate) async fn fetch_records<'c, DB: Backend>(
+    query: Query<'_, DB, DB::Arguments>,
+    executor: impl Executor<'c, Database = DB>,
+) -> Result<Vec<KeyRecord>, StoreError> {
+    records(&query.fetch_all(executor).await.map_err(store_error)?)
+}
+
+/// The key row `query` returns, if any, decoded.
+pub(crate) async fn fetch_record<'c, DB: Backend>(
+    query: Query<'_, DB, DB::Arguments>,
+    executor: impl Executor<'c, Database = DB>,
+) -> Result<Option<KeyRecord>, StoreError> {
+    maybe_record(query.fetch_optional(executor).await.map_err(store_error)?)
+}
+
+/// Ends the transaction of a rotation on every path: commits what rotated,
+/// rolls back anything else. A dropped transaction only rolls back when its
+/// connection is next used, and until then holds its locks.
+pub(crate) async fn finish_rotation<DB: Database>(
+    tx: Transaction<'_, DB>,
+    rotation: Result<Rotation, StoreError>,
+) -> Result<Rotation, StoreError> {
+    match rotation {
+        Ok(rotated @ Rotation::Rotated { .. }) => {
+            tx.commit().await.map_err(store_error)?;
+            Ok(rotated)
+        }
+        other => {
+            tx.rollback().await.map_err(store_error)?;
+            other
+        }
+    }
 }
 
 #[cfg(test)]

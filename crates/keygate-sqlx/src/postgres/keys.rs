@@ -18,8 +18,8 @@ use super::PostgresStore;
 use crate::{
     convert::{FoldedUsage, in_range, insert_error, store_error},
     listen,
-    query::limit,
-    row::{maybe_record, records, usage},
+    query::{bind_page, fetch_record, fetch_records, finish_rotation, limit, update_sets},
+    row::usage,
 };
 
 /// How often a write is retried after PostgreSQL aborted it to break a
@@ -68,44 +68,25 @@ impl PostgresStore {
         id: KeyId,
         c: &KeyUpdate,
     ) -> Result<Option<Query<'static, Postgres, PgArguments>>, StoreError> {
-        let mut sets = Vec::new();
-        let mut n = 2;
-        let mut param = || {
-            n += 1;
-            format!("${n}")
-        };
-        for (set, column) in [
-            (c.name.is_some(), "name"),
-            (c.scopes.is_some(), "scopes"),
-            (c.rate_limit.is_some(), "rate_limit"),
-            (c.allowed_ips.is_some(), "allowed_ips"),
-            (c.metadata.is_some(), "metadata"),
-        ] {
-            if set {
-                sets.push(format!("{column} = {}", param()));
-            }
-        }
-        if c.expires_at.is_some() {
-            // KeyUpdate::apply_to's rule, decided on the row as it is when
-            // the statement runs: a rotated key keeps the earlier expiry
-            // (LEAST ignores NULLs).
-            let p = param();
-            sets.push(format!(
+        // KeyUpdate::apply_to's rule, decided on the row as it is when the
+        // statement runs: a rotated key keeps the earlier expiry (LEAST
+        // ignores NULLs).
+        let expires = |p: &str| {
+            format!(
                 "expires_at = CASE WHEN superseded_by IS NULL THEN {p}::timestamptz \
                  ELSE LEAST({p}::timestamptz, expires_at) END"
-            ));
-        }
-        if sets.is_empty() {
+            )
+        };
+        let Some(sets) = update_sets::<Postgres>(c, 3, expires) else {
             return Ok(None);
-        }
+        };
         let sql = format!(
             concat!(
                 "WITH k AS (UPDATE {} SET {} WHERE id = $1 RETURNING ",
                 key_columns!(),
                 ") SELECT k.*, pg_notify($2, k.id)::text AS notified FROM k"
             ),
-            self.shared.sql.keys,
-            sets.join(", ")
+            self.shared.sql.keys, sets
         );
         let mut query = sqlx::query(AssertSqlSafe(sql))
             .bind(id.to_string())
@@ -146,19 +127,9 @@ impl PostgresStore {
         // check and the writes see the same row.
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let rotation = self.rotate_in(&mut tx, id, replacement).await;
-        // End the transaction here on every path: a dropped one only rolls
-        // back when its connection is next used, and until then it keeps
-        // the row locked, so a revocation of the key would wait for it.
-        match rotation {
-            Ok(rotated @ Rotation::Rotated { .. }) => {
-                tx.commit().await.map_err(store_error)?;
-                Ok(rotated)
-            }
-            other => {
-                tx.rollback().await.map_err(store_error)?;
-                other
-            }
-        }
+        // Until it ends, the transaction keeps the row locked, so a
+        // revocation of the key would wait for it.
+        finish_rotation(tx, rotation).await
     }
 
     /// The reads and writes of [`try_rotate`](Self::try_rotate), inside its
@@ -169,12 +140,9 @@ impl PostgresStore {
         id: KeyId,
         replacement: &Replacement,
     ) -> Result<Rotation, StoreError> {
-        let current = Self::query(&self.shared.sql.find_for_update)
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(store_error)
-            .and_then(maybe_record)?
+        let find = Self::query(&self.shared.sql.find_for_update).bind(id.to_string());
+        let current = fetch_record(find, &mut *conn)
+            .await?
             .ok_or(StoreError::NotFound(id))?;
         let Some((old, new)) = replacement.apply(&current) else {
             return Ok(Rotation::NotRotatable(current));
@@ -236,12 +204,8 @@ fn is_deadlock(err: &sqlx::Error) -> bool {
 
 impl KeyStore for PostgresStore {
     async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        Self::query(&self.shared.sql.find)
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)
-            .and_then(maybe_record)
+        let query = Self::query(&self.shared.sql.find).bind(id.to_string());
+        fetch_record(query, &self.pool).await
     }
 
     async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
@@ -258,11 +222,8 @@ impl KeyStore for PostgresStore {
         };
         // One statement: it changes only its columns, on the row as it is
         // when it runs, so a revocation or rotation in between is kept.
-        query
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)
-            .and_then(maybe_record)?
+        fetch_record(query, &self.pool)
+            .await?
             .ok_or(StoreError::NotFound(id))
     }
 
@@ -271,14 +232,11 @@ impl KeyStore for PostgresStore {
     }
 
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
-        Self::query(&self.shared.sql.revoke)
+        let query = Self::query(&self.shared.sql.revoke)
             .bind(id.to_string())
             .bind(in_range(at)?)
-            .bind(self.shared.channel.clone())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)
-            .and_then(maybe_record)
+            .bind(self.shared.channel.clone());
+        fetch_record(query, &self.pool).await
     }
 
     async fn count_active_by_owner(
@@ -296,12 +254,8 @@ impl KeyStore for PostgresStore {
     }
 
     async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = Self::query(&self.shared.sql.created_by)
-            .bind(family.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        records(&rows)
+        let query = Self::query(&self.shared.sql.created_by).bind(family.to_string());
+        fetch_records(query, &self.pool).await
     }
 
     async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
@@ -315,17 +269,11 @@ impl KeyStore for PostgresStore {
     }
 
     async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
-        let query = match page.cursor {
-            None => Self::query(&self.shared.sql.list_first)
-                .bind(owner.to_string())
-                .bind(limit(page.limit)),
-            Some(c) => Self::query(&self.shared.sql.list_after)
-                .bind(owner.to_string())
-                .bind(limit(page.limit))
-                .bind(in_range(c.created_at)?)
-                .bind(c.id.to_string()),
+        let sql = match page.cursor {
+            None => &self.shared.sql.list_first,
+            Some(_) => &self.shared.sql.list_after,
         };
-        records(&query.fetch_all(&self.pool).await.map_err(store_error)?)
+        fetch_records(bind_page(Self::query(sql), owner, page)?, &self.pool).await
     }
 
     async fn list_expiring(
@@ -333,13 +281,10 @@ impl KeyStore for PostgresStore {
         before: OffsetDateTime,
         max: usize,
     ) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = Self::query(&self.shared.sql.expiring)
+        let query = Self::query(&self.shared.sql.expiring)
             .bind(in_range(before)?)
-            .bind(limit(max))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        records(&rows)
+            .bind(limit(max));
+        fetch_records(query, &self.pool).await
     }
 
     async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {

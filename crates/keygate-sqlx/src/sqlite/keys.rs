@@ -11,8 +11,8 @@ use super::SqliteStore;
 use crate::{
     convert::{FoldedUsage, in_range, insert_error, store_error},
     poll,
-    query::limit,
-    row::{maybe_record, records, usage},
+    query::{bind_page, fetch_record, fetch_records, finish_rotation, limit, update_sets},
+    row::usage,
 };
 
 /// The sixteen columns of a record, in `key_columns!()` order, bound to `query`.
@@ -62,12 +62,8 @@ async fn rotate_in(
     id: KeyId,
     replacement: &Replacement,
 ) -> Result<Rotation, StoreError> {
-    let current = sqlx::query(FIND)
-        .bind(id.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(store_error)
-        .and_then(maybe_record)?
+    let current = fetch_record(sqlx::query(FIND).bind(id.as_str()), &mut *conn)
+        .await?
         .ok_or(StoreError::NotFound(id))?;
     let Some((old, new)) = replacement.apply(&current) else {
         return Ok(Rotation::NotRotatable(current));
@@ -100,42 +96,22 @@ async fn rotate_in(
 /// `changes` sets, bound from `?2` on in the order [`bind_update`] binds
 /// them. `None` if it sets nothing.
 fn update_sql(changes: &KeyUpdate) -> Option<String> {
-    let mut n = 1;
-    let mut param = || {
-        n += 1;
-        format!("?{n}")
-    };
-    let mut sets = Vec::new();
-    for (set, column) in [
-        (changes.name.is_some(), "name"),
-        (changes.scopes.is_some(), "scopes"),
-        (changes.rate_limit.is_some(), "rate_limit"),
-        (changes.allowed_ips.is_some(), "allowed_ips"),
-        (changes.metadata.is_some(), "metadata"),
-    ] {
-        if set {
-            sets.push(format!("{column} = {}", param()));
-        }
-    }
-    if changes.expires_at.is_some() {
-        // KeyUpdate::apply_to's rule, decided on the row as it is when the
-        // statement runs: a rotated key keeps the earlier expiry. SQLite's
-        // two-argument MIN is NULL if either is, hence the cases.
-        let p = param();
-        sets.push(format!(
+    // KeyUpdate::apply_to's rule, decided on the row as it is when the
+    // statement runs: a rotated key keeps the earlier expiry. SQLite's
+    // two-argument MIN is NULL if either is, hence the cases.
+    let expires = |p: &str| {
+        format!(
             "expires_at = CASE WHEN superseded_by IS NULL OR expires_at IS NULL THEN {p} \
              WHEN {p} IS NULL THEN expires_at ELSE MIN({p}, expires_at) END"
-        ));
-    }
-    if sets.is_empty() {
-        return None;
-    }
+        )
+    };
+    let sets = update_sets::<Sqlite>(changes, 2, expires)?;
     Some(format!(
         concat!(
             "UPDATE keygate_keys SET {} WHERE id = ?1 RETURNING ",
             key_columns!()
         ),
-        sets.join(", ")
+        sets
     ))
 }
 
@@ -171,12 +147,7 @@ fn bind_update<'q>(
 
 impl KeyStore for SqliteStore {
     async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        sqlx::query(FIND)
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)
-            .and_then(maybe_record)
+        fetch_record(sqlx::query(FIND).bind(id.as_str()), &self.pool).await
     }
 
     async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
@@ -193,16 +164,14 @@ impl KeyStore for SqliteStore {
         };
         // One statement: it changes only its columns, on the row as it is
         // when it runs, so a revocation or rotation in between is kept.
-        bind_update(
+        let query = bind_update(
             sqlx::query(AssertSqlSafe(sql)).bind(id.as_str()),
             id,
             changes,
-        )?
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)
-        .and_then(maybe_record)?
-        .ok_or(StoreError::NotFound(id))
+        )?;
+        fetch_record(query, &self.pool)
+            .await?
+            .ok_or(StoreError::NotFound(id))
     }
 
     async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
@@ -215,19 +184,8 @@ impl KeyStore for SqliteStore {
             .await
             .map_err(store_error)?;
         let rotation = rotate_in(&mut tx, id, replacement).await;
-        // End the transaction here on every path: a dropped one only rolls
-        // back when its connection is next used, and until then it holds the
-        // database's write lock.
-        match rotation {
-            Ok(rotated @ Rotation::Rotated { .. }) => {
-                tx.commit().await.map_err(store_error)?;
-                Ok(rotated)
-            }
-            other => {
-                tx.rollback().await.map_err(store_error)?;
-                other
-            }
-        }
+        // Until it ends, the transaction holds the database's write lock.
+        finish_rotation(tx, rotation).await
     }
 
     async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
@@ -235,13 +193,8 @@ impl KeyStore for SqliteStore {
             "UPDATE keygate_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1 RETURNING ",
             key_columns!(),
         );
-        sqlx::query(SQL)
-            .bind(id.as_str())
-            .bind(unix_micros(at))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)
-            .and_then(maybe_record)
+        let query = sqlx::query(SQL).bind(id.as_str()).bind(unix_micros(at));
+        fetch_record(query, &self.pool).await
     }
 
     async fn count_active_by_owner(
@@ -267,12 +220,7 @@ impl KeyStore for SqliteStore {
             key_columns!(),
             " FROM keygate_keys WHERE created_by = ?1"
         );
-        let rows = sqlx::query(SQL)
-            .bind(family.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        records(&rows)
+        fetch_records(sqlx::query(SQL).bind(family.as_str()), &self.pool).await
     }
 
     async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
@@ -297,17 +245,8 @@ impl KeyStore for SqliteStore {
             " FROM keygate_keys WHERE owner = ?1 AND (created_at, id) < (?3, ?4) \
              ORDER BY created_at DESC, id DESC LIMIT ?2",
         );
-        let query = match page.cursor {
-            None => sqlx::query(FIRST)
-                .bind(owner.to_string())
-                .bind(limit(page.limit)),
-            Some(c) => sqlx::query(AFTER)
-                .bind(owner.to_string())
-                .bind(limit(page.limit))
-                .bind(unix_micros(c.created_at))
-                .bind(c.id.to_string()),
-        };
-        records(&query.fetch_all(&self.pool).await.map_err(store_error)?)
+        let sql = if page.cursor.is_some() { AFTER } else { FIRST };
+        fetch_records(bind_page(sqlx::query(sql), owner, page)?, &self.pool).await
     }
 
     async fn list_expiring(
@@ -321,13 +260,8 @@ impl KeyStore for SqliteStore {
             " FROM keygate_keys WHERE revoked_at IS NULL AND expires_at IS NOT NULL \
              AND expires_at <= ?1 ORDER BY expires_at, id LIMIT ?2",
         );
-        let rows = sqlx::query(SQL)
-            .bind(unix_micros(before))
-            .bind(limit(max))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        records(&rows)
+        let query = sqlx::query(SQL).bind(unix_micros(before)).bind(limit(max));
+        fetch_records(query, &self.pool).await
     }
 
     async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
