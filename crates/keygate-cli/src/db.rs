@@ -1,7 +1,7 @@
 //! Opening the store a `--database-url` names, and explaining what went
 //! wrong in terms of what to do next.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{io, str::FromStr, sync::Arc, time::Duration};
 
 use keygate_core::{DynAuditStore, DynKeyStore, StoreError};
 use keygate_sqlx::{
@@ -9,7 +9,6 @@ use keygate_sqlx::{
     sqlx::{
         self, Connection as _,
         postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
-        sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
     },
 };
 
@@ -76,33 +75,20 @@ impl Database {
                         .hint("remove --schema (or KEYGATE_SCHEMA) when using a sqlite:// URL"));
                 }
                 let store = if create {
-                    SqliteStore::connect(url).await.map_err(unreachable)?
+                    SqliteStore::connect(url).await
                 } else {
-                    // As `SqliteStore::connect`, minus creating the file: a
-                    // typo in the path should not leave an empty database.
-                    let options = SqliteConnectOptions::from_str(url).map_err(unreachable)?;
-                    let file = options.get_filename();
-                    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-                    if !in_memory && !file.exists() {
-                        return Err(CliError::new(format!(
-                            "there is no database file at {} (from {shown})",
-                            file.display()
-                        ))
-                        .hint(format!(
+                    // A typo in the path should not leave an empty database.
+                    SqliteStore::connect_existing(url).await
+                };
+                let store = store.map_err(|e| match e {
+                    sqlx::Error::Io(missing) if missing.kind() == io::ErrorKind::NotFound => {
+                        CliError::new(format!("{missing} (from {shown})")).hint(format!(
                             "check --database-url (or KEYGATE_DATABASE_URL); to start a new \
                              database there, run `keygate migrate --database-url {shown}`"
-                        )));
+                        ))
                     }
-                    let options = options
-                        .journal_mode(SqliteJournalMode::Wal)
-                        .busy_timeout(Duration::from_secs(5));
-                    let pool = SqlitePoolOptions::new()
-                        .max_connections(2)
-                        .connect_with(options)
-                        .await
-                        .map_err(unreachable)?;
-                    SqliteStore::new(pool)
-                };
+                    e => unreachable(e),
+                })?;
                 Backend::Sqlite(store)
             }
             Scheme::Postgres => {
@@ -409,6 +395,25 @@ mod tests {
             ("sqlite::memory:", "sqlite::memory:"),
         ] {
             assert_eq!(redact(url), shown, "{url}");
+        }
+    }
+
+    /// Every command's reads and writes, and the audit log's, reach one
+    /// database for an in-memory URL, even with a private cache (where each
+    /// connection would open a database of its own).
+    #[tokio::test]
+    async fn an_in_memory_url_is_one_database() {
+        for create in [true, false] {
+            let db = Database::open("sqlite://?mode=memory&cache=private", None, create)
+                .await
+                .unwrap();
+            db.migrate().await.unwrap();
+            let id = "Ab3Cd5Ef7G".parse().unwrap();
+            let query = keygate_core::AuditQuery::default();
+            let (found, events) = tokio::join!(db.keys.find(id), db.audit.query_audit(&query));
+            assert_eq!(found.unwrap(), None);
+            assert_eq!(events.unwrap(), []);
+            db.close().await;
         }
     }
 
