@@ -16,6 +16,17 @@ use crate::duration;
 #[derive(Debug, Parser)]
 #[command(name = "keygate", version)]
 pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The options every command takes, listed under their own heading.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub(crate) struct GlobalArgs {
     /// Where the keys are: `sqlite://PATH` or `postgres://USER@HOST/DATABASE`.
     #[arg(
         long,
@@ -23,8 +34,7 @@ pub(crate) struct Cli {
         env = "KEYGATE_DATABASE_URL",
         default_value = "sqlite://keygate.db",
         value_name = "URL",
-        hide_env_values = true,
-        help_heading = "Global options"
+        hide_env_values = true
     )]
     pub(crate) database_url: String,
 
@@ -32,13 +42,7 @@ pub(crate) struct Cli {
     ///
     /// Only for a server whose `PostgresStore` uses `.with_schema(..)`: the
     /// CLI must use the same schema to see its keys and reach its caches.
-    #[arg(
-        long,
-        global = true,
-        env = "KEYGATE_SCHEMA",
-        value_name = "NAME",
-        help_heading = "Global options"
-    )]
+    #[arg(long, global = true, env = "KEYGATE_SCHEMA", value_name = "NAME")]
     pub(crate) schema: Option<String>,
 
     /// Key prefix: must be your server's (keys read `{prefix}_live_…`).
@@ -52,8 +56,7 @@ pub(crate) struct Cli {
         env = "KEYGATE_PREFIX",
         default_value = "kg",
         value_name = "PREFIX",
-        value_parser = parse_prefix,
-        help_heading = "Global options"
+        value_parser = parse_prefix
     )]
     pub(crate) prefix: KeyFormat,
 
@@ -63,20 +66,12 @@ pub(crate) struct Cli {
     /// a pepper (`KeyHasher::hmac_sha256`): the variable's raw bytes are the
     /// pepper. Naming a variable keeps the secret off the command line and
     /// out of shell history.
-    #[arg(
-        long,
-        global = true,
-        value_name = "VAR",
-        help_heading = "Global options"
-    )]
+    #[arg(long, global = true, value_name = "VAR")]
     pub(crate) pepper_env: Option<String>,
 
     /// Print one JSON document on stdout instead of tables.
-    #[arg(long, global = true, help_heading = "Global options")]
+    #[arg(long, global = true)]
     pub(crate) json: bool,
-
-    #[command(subcommand)]
-    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]

@@ -97,13 +97,18 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    let hasher = hasher(cli.pepper_env.as_deref())?;
+    let hasher = hasher(cli.global.pepper_env.as_deref())?;
     let create_file = matches!(cli.command, Command::Migrate);
-    let db = Database::open(&cli.database_url, cli.schema.as_deref(), create_file).await?;
+    let db = Database::open(
+        &cli.global.database_url,
+        cli.global.schema.as_deref(),
+        create_file,
+    )
+    .await?;
     let log = AuditLog::spawn(Arc::clone(&db.audit), 64);
     let manager = KeyManager::new(
         Arc::clone(&db.keys),
-        cli.prefix,
+        cli.global.prefix,
         hasher,
         Arc::new(SystemClock),
     )
@@ -113,7 +118,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         db,
         manager,
         log,
-        json: cli.json,
+        json: cli.global.json,
     };
     let result = commands::run(&ctx, cli.command).await;
     // The change is made; its audit events must not be lost on exit.

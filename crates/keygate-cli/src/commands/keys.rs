@@ -1,0 +1,325 @@
+//! `keygate keys …`: create, list, show, update, revoke, rotate, and the
+//! expiry and usage reports.
+
+use std::fmt::Write as _;
+
+use keygate_core::{CreatedKey, Cursor, Environment, KeyUpdate, NewKey, Page};
+use serde_json::json;
+
+use super::{Ctx, parse_id, quotas, shell_word};
+use crate::{
+    args::{CreateArgs, ExpiringArgs, ListArgs, RotateArgs, UpdateArgs, UsageArgs},
+    duration,
+    error::CliError,
+    output::{
+        self, BucketView, CreatedView, KeyListView, KeyView, Table, UsageView, from_now, printable,
+        timestamp,
+    },
+};
+
+pub(super) async fn create(ctx: &Ctx, args: CreateArgs) -> Result<(), CliError> {
+    let environment = if args.test {
+        Environment::Test
+    } else {
+        Environment::Live
+    };
+    let mut new = NewKey::new(args.owner, args.name)
+        .scopes(args.scopes)
+        .environment(environment)
+        .allowed_ips(args.allow_ip);
+    if let Some(after) = args.expires_in {
+        new = new.expires_in(after);
+    }
+    if let Some(quotas) = quotas(args.rate_limit)? {
+        new = new.rate_limit(quotas);
+    }
+    if let Some(metadata) = args.metadata {
+        new = new.metadata(metadata);
+    }
+    let created = ctx.manage(ctx.manager.create(new)).await?;
+    let view = ctx.view(&created.record);
+    let heading = format!(
+        "Created key {} ({}) for {}.\n",
+        view.id,
+        printable(&view.name),
+        view.owner
+    );
+    print_created(ctx, &created, view, None, &heading);
+    Ok(())
+}
+
+/// Prints a new key's record and the key itself, this once: inside the
+/// JSON document with `--json`, otherwise on stderr so that it reaches the
+/// terminal even when stdout is piped to a file.
+fn print_created(
+    ctx: &Ctx,
+    created: &CreatedKey,
+    view: KeyView,
+    replaces: Option<KeyView>,
+    heading: &str,
+) {
+    let key = created.key.expose_secret();
+    if ctx.json {
+        output::stdout(&output::json(&CreatedView {
+            key,
+            record: view,
+            replaces,
+        }));
+        output::stderr(
+            "keygate: the \"key\" field above is shown this once and cannot be recovered; \
+             store it now.\n",
+        );
+    } else {
+        output::stdout(&format!("{heading}\n{}", view.details(Ctx::now())));
+        output::stderr(&format!(
+            "\nThe new key, shown this once (keygate keeps only its digest; store it now, \
+             e.g. in your secrets manager):\n\n    {key}\n\n"
+        ));
+    }
+}
+
+pub(super) async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
+    let limit = usize::from(args.limit);
+    // One more than asked, to know whether there is a next page.
+    let page = Page {
+        limit: limit + 1,
+        cursor: args.cursor,
+    };
+    let mut records = ctx.manage(ctx.manager.list(&args.owner, page)).await?;
+    let next_cursor = if records.len() > limit {
+        records.truncate(limit);
+        records.last().map(|r| Cursor::after(r).to_string())
+    } else {
+        None
+    };
+    let views: Vec<KeyView> = records.iter().map(|r| ctx.view(r)).collect();
+    if ctx.json {
+        output::stdout(&output::json(&KeyListView {
+            keys: views,
+            next_cursor,
+        }));
+        return Ok(());
+    }
+    if views.is_empty() {
+        let more = if args.cursor.is_some() {
+            " after this cursor"
+        } else {
+            ""
+        };
+        output::stdout(&format!("No keys for {}{more}.\n", args.owner));
+        return Ok(());
+    }
+    let mut table = Table::new([
+        "ID",
+        "NAME",
+        "ENV",
+        "STATUS",
+        "SCOPES",
+        "CREATED",
+        "EXPIRES",
+        "LAST USED",
+    ]);
+    for v in &views {
+        table.row([
+            &v.id,
+            &v.name,
+            v.environment,
+            v.status,
+            &if v.scopes.is_empty() {
+                "-".to_owned()
+            } else {
+                v.scopes.join(",")
+            },
+            &timestamp(v.created_at),
+            &v.expires_at.map_or_else(|| "never".to_owned(), timestamp),
+            &v.last_used_at.map_or_else(|| "never".to_owned(), timestamp),
+        ]);
+    }
+    let mut text = table.render();
+    if let Some(cursor) = next_cursor {
+        let _ = write!(
+            text,
+            "\nMore keys: keygate keys list --owner {} --limit {limit} --cursor {cursor}\n",
+            shell_word(&args.owner.to_string())
+        );
+    }
+    output::stdout(&text);
+    Ok(())
+}
+
+pub(super) async fn show(ctx: &Ctx, id: &str) -> Result<(), CliError> {
+    let record = ctx.record(parse_id(id, ctx.prefix())?).await?;
+    let view = ctx.view(&record);
+    ctx.print(|| view.details(Ctx::now()), || json!(view));
+    Ok(())
+}
+
+pub(super) async fn update(ctx: &Ctx, args: UpdateArgs) -> Result<(), CliError> {
+    let id = parse_id(&args.id, ctx.prefix())?;
+    let changes = KeyUpdate {
+        name: args.name,
+        scopes: args.scopes,
+        rate_limit: match (quotas(args.rate_limit)?, args.no_rate_limit) {
+            (Some(quotas), _) => Some(Some(quotas)),
+            (None, true) => Some(None),
+            (None, false) => None,
+        },
+        allowed_ips: if args.any_ip {
+            Some(Vec::new())
+        } else if args.allow_ip.is_empty() {
+            None
+        } else {
+            Some(args.allow_ip)
+        },
+        metadata: args.metadata,
+        expires_at: match (args.expires_in, args.no_expiry) {
+            (Some(after), _) => Some(Some(
+                keygate_core::checked_after(Ctx::now(), after)
+                    .map_err(|_| CliError::usage("--expires-in is too far in the future"))?,
+            )),
+            (None, true) => Some(None),
+            (None, false) => None,
+        },
+    };
+    if changes.is_empty() {
+        return Err(CliError::usage("nothing to update").hint(
+            "pass at least one of --name, --scopes, --rate-limit or --no-rate-limit, \
+             --expires-in or --no-expiry, --allow-ip or --any-ip, --metadata",
+        ));
+    }
+    let record = ctx.manage(ctx.manager.update(id, changes)).await?;
+    let view = ctx.view(&record);
+    ctx.print(
+        || {
+            format!(
+                "Updated key {id}. {}\n\n{}",
+                ctx.propagation(),
+                view.details(Ctx::now())
+            )
+        },
+        || json!(view),
+    );
+    Ok(())
+}
+
+pub(super) async fn revoke(ctx: &Ctx, id: &str) -> Result<(), CliError> {
+    let id = parse_id(id, ctx.prefix())?;
+    let before = ctx.record(id).await?;
+    if let Some(at) = before.revoked_at {
+        // Revoking is idempotent: say so, and change nothing.
+        let view = ctx.view(&before);
+        ctx.print(
+            || format!("Key {id} was already revoked at {}.\n", timestamp(at)),
+            || json!(view),
+        );
+        return Ok(());
+    }
+    let record = ctx.manage(ctx.manager.revoke(id)).await?;
+    let view = ctx.view(&record);
+    ctx.print(
+        || {
+            format!(
+                "Revoked key {id} ({}) of {}. {}\n",
+                printable(&view.name),
+                view.owner,
+                ctx.propagation()
+            )
+        },
+        || json!(view),
+    );
+    Ok(())
+}
+
+pub(super) async fn rotate(ctx: &Ctx, args: RotateArgs) -> Result<(), CliError> {
+    let old_id = parse_id(&args.id, ctx.prefix())?;
+    let created = ctx.manage(ctx.manager.rotate(old_id, args.grace)).await?;
+    let old = ctx.record(old_id).await?;
+    let until = old
+        .expires_at
+        .map_or_else(|| "-".to_owned(), |at| output::relative(at, Ctx::now()));
+    let heading = format!(
+        "Rotated key {old_id} to {new}. The old key keeps working until {until}: switch \
+         clients to the new key before then.\n",
+        new = created.record.id,
+    );
+    let view = ctx.view(&created.record);
+    print_created(ctx, &created, view, Some(ctx.view(&old)), &heading);
+    Ok(())
+}
+
+pub(super) async fn expiring(ctx: &Ctx, args: ExpiringArgs) -> Result<(), CliError> {
+    let records = ctx
+        .manage(ctx.manager.expiring(args.within, usize::from(args.limit)))
+        .await?;
+    let views: Vec<KeyView> = records.iter().map(|r| ctx.view(r)).collect();
+    if ctx.json {
+        output::stdout(&output::json(&json!({ "keys": views })));
+        return Ok(());
+    }
+    if views.is_empty() {
+        output::stdout(&format!(
+            "No keys expire within {}.\n",
+            duration::format(args.within)
+        ));
+        return Ok(());
+    }
+    let now = Ctx::now();
+    let mut table = Table::new(["ID", "OWNER", "NAME", "STATUS", "EXPIRES", "WHEN"]);
+    for v in &views {
+        let at = v.expires_at.unwrap_or(now);
+        table.row([
+            &v.id,
+            &v.owner,
+            &v.name,
+            v.status,
+            &timestamp(at),
+            &from_now(at, now),
+        ]);
+    }
+    output::stdout(&table.render());
+    Ok(())
+}
+
+pub(super) async fn usage(ctx: &Ctx, args: UsageArgs) -> Result<(), CliError> {
+    let id = parse_id(&args.id, ctx.prefix())?;
+    let record = ctx.record(id).await?;
+    let since = Ctx::ago(args.since);
+    let buckets = ctx.manage(ctx.manager.usage(record.family, since)).await?;
+    let total = buckets.iter().map(|b| b.requests).sum();
+    let view = UsageView {
+        id: id.to_string(),
+        family: record.family.to_string(),
+        since,
+        total,
+        buckets: buckets.into_iter().map(BucketView::from).collect(),
+    };
+    if ctx.json {
+        output::stdout(&output::json(&view));
+        return Ok(());
+    }
+    let mut text = String::new();
+    if view.buckets.is_empty() {
+        let _ = writeln!(text, "No requests since {}.", timestamp(since));
+    } else {
+        let mut table = Table::new(["HOUR (UTC)", "REQUESTS"]);
+        for b in &view.buckets {
+            table.row([&timestamp(b.bucket), &b.requests.to_string()]);
+        }
+        text.push_str(&table.render());
+        let _ = writeln!(
+            text,
+            "\nTotal: {total} requests since {}.",
+            timestamp(since)
+        );
+    }
+    if record.family != record.id {
+        let _ = writeln!(
+            text,
+            "Counted for the rotation family {}: keys rotated from one another share usage.",
+            record.family
+        );
+    }
+    text.push_str("Servers write usage in batches (every 5 seconds by default).\n");
+    output::stdout(&text);
+    Ok(())
+}
