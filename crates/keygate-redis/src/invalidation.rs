@@ -468,3 +468,37 @@ impl<S: KeyStore> KeyStore for InvalidatingStore<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use keygate_core::{KeyFormat, KeyHasher, KeyManager, MemoryStore, NewKey, SystemClock};
+
+    use super::*;
+
+    /// The store is built without reaching Redis (so a test can wrap any
+    /// store in it), and a change is stored even when Redis is down: the
+    /// failed publish is logged, not returned.
+    #[tokio::test]
+    async fn changes_are_stored_when_redis_is_unreachable() {
+        let bus = RedisInvalidation::new(Client::open("redis://127.0.0.1:1/").unwrap());
+        let store = InvalidatingStore::new(MemoryStore::new(), bus);
+        let keys = KeyManager::new(
+            Arc::new(store.clone()),
+            KeyFormat::new("kg").unwrap(),
+            KeyHasher::sha256(),
+            Arc::new(SystemClock),
+        );
+        let created = keys
+            .create(NewKey::new(Owner::user("1"), "laptop"))
+            .await
+            .unwrap();
+        let revoked = keys.revoke(created.record.id).await.unwrap();
+        assert!(revoked.is_revoked());
+        assert_eq!(
+            store.get_ref().find(created.record.id).await.unwrap(),
+            Some(revoked)
+        );
+    }
+}
