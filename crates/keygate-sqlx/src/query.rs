@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use crate::{
     convert::store_error,
-    row::{StoreRow, maybe_record, records},
+    row::{StoreRow, record, records},
 };
 
 /// A database keygate stores keys in.
@@ -157,7 +157,8 @@ pub(crate) async fn fetch_record<'c, DB: Backend>(
     query: Query<'_, DB, DB::Arguments>,
     executor: impl Executor<'c, Database = DB>,
 ) -> Result<Option<KeyRecord>, StoreError> {
-    maybe_record(query.fetch_optional(executor).await.map_err(store_error)?)
+    let row = query.fetch_optional(executor).await.map_err(store_error)?;
+    row.as_ref().map(record).transpose()
 }
 
 /// Ends the transaction of a rotation on every path: commits what rotated,

@@ -113,11 +113,6 @@ pub(crate) fn records<R: StoreRow>(rows: &[R]) -> Result<Vec<KeyRecord>, StoreEr
     rows.iter().map(record).collect()
 }
 
-/// At most one row of `keygate_keys`, as [`record`] reads it.
-pub(crate) fn maybe_record<R: StoreRow>(row: Option<R>) -> Result<Option<KeyRecord>, StoreError> {
-    row.as_ref().map(record).transpose()
-}
-
 /// A nullable text column of the key `key`, parsed.
 fn parse_opt<T>(row: &impl Columns, column: &str, key: &str) -> Result<Option<T>, StoreError>
 where
