@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{KeyId, StoreError, store::BoxFuture};
+use crate::{KeyId, StoreError, store::BoxFuture, sync::lock};
 
 /// What an audit event records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -351,10 +351,7 @@ impl AuditLog {
         let reason = event.detail.as_deref().unwrap_or(&event.outcome);
         let window =
             time::Duration::try_from(self.config.rejection_window).unwrap_or(time::Duration::MAX);
-        let mut windows = self
-            .windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut windows = lock(&self.windows);
         let key = if windows.contains_key(reason) || windows.len() < MAX_REASONS {
             reason
         } else {
@@ -425,10 +422,7 @@ impl AuditLog {
     /// it on shutdown.
     pub async fn flush(&self) {
         let summaries: Vec<AuditEvent> = {
-            let mut windows = self
-                .windows
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut windows = lock(&self.windows);
             windows
                 .iter_mut()
                 .filter_map(|(reason, w)| summarise(reason, w))

@@ -48,10 +48,14 @@ mod hash;
 mod key;
 mod limit;
 mod manage;
+mod periodic;
 mod quota;
 mod record;
 mod scope;
 mod store;
+mod sync;
+#[cfg(test)]
+mod test_util;
 mod time_range;
 mod usage;
 mod verify;
@@ -84,7 +88,10 @@ pub use time_range::{
     unix_micros,
 };
 pub use usage::{Invalidation, InvalidationFeed, UsageBucket, UsageDelta, usage_bucket};
-pub use verify::{CacheConfig, CachedKey, Denied, Lookup, Pending, Verifier};
+pub use verify::{
+    CacheConfig, CachedKey, Checked, Denied, Lookup, Pending, PendingVerification, Verification,
+    Verifier,
+};
 
 pub use ipnet::IpNet;
 pub use time;

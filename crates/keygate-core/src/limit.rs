@@ -301,11 +301,7 @@ where
         if let Some(l) = self.inner.read().get(&quota) {
             return Arc::clone(l);
         }
-        let mut map = self
-            .inner
-            .by_quota
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = crate::sync::write(&self.inner.by_quota);
         let limiter = Arc::clone(map.entry(quota).or_insert_with(|| {
             Arc::new(Keyed::new(
                 quota.to_governor(),
@@ -330,25 +326,16 @@ where
             return;
         };
         let weak: Weak<Inner<C>> = Arc::downgrade(&self.inner);
-        let every = self.interval;
-        handle.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
-                inner.retain_recent();
-            }
-        });
+        handle.spawn(crate::periodic::every(weak, self.interval, |inner| {
+            inner.retain_recent();
+            std::future::ready(())
+        }));
     }
 }
 
 impl<C: GovernorClock> Inner<C> {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Quota, Arc<Keyed<C>>>> {
-        self.by_quota
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::read(&self.by_quota)
     }
 
     fn limiters(&self) -> Vec<Arc<Keyed<C>>> {

@@ -488,15 +488,11 @@ impl MemoryStore {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, MemoryInner> {
-        self.inner
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::read(&self.inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, MemoryInner> {
-        self.inner
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::write(&self.inner)
     }
 }
 
