@@ -41,7 +41,6 @@
 
 mod audit;
 mod clock;
-mod delegate;
 mod error;
 mod grant;
 mod hash;

@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -11,9 +11,9 @@ use std::{
 use time::OffsetDateTime;
 
 use crate::{
-    Environment, InvalidationFeed, KeyFormat, KeyHasher, KeyId, KeyRecord, KeyStore, KeyUpdate,
-    MemoryStore, Owner, Page, Replacement, Rotation, Scopes, StoreError, UsageBucket, UsageDelta,
-    sync::lock,
+    Clock, Environment, InvalidationFeed, KeyFormat, KeyHasher, KeyId, KeyManager, KeyRecord,
+    KeyStore, KeyUpdate, MemoryStore, Owner, Page, Replacement, Rotation, Scopes, StoreError,
+    UsageBucket, UsageDelta, sync::lock,
 };
 
 /// A fresh live key from `format`, and its record (owner `user:u1`, scope
@@ -139,4 +139,17 @@ pub(crate) async fn eventually(mut done: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// A manager of `t_` keys (SHA-256) over a fresh memory store, telling time
+/// by `clock`; the store is shared with the manager.
+pub(crate) fn manager(clock: Arc<dyn Clock>) -> (KeyManager, MemoryStore) {
+    let store = MemoryStore::new();
+    let m = KeyManager::new(
+        Arc::new(store.clone()),
+        KeyFormat::new("t").unwrap(),
+        KeyHasher::sha256(),
+        clock,
+    );
+    (m, store)
 }
