@@ -64,7 +64,10 @@ pub use audit::{
 };
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::{BoxError, StoreError};
-pub use grant::{Cap, GrantDimension, GrantViolation, Grantor, KeySettings, Limits, may_grant};
+pub use grant::{
+    Cap, GrantDimension, GrantViolation, Grantor, KeySettings, Limits, may_grant,
+    may_grant_environment, ungrantable_scopes,
+};
 pub use hash::{InvalidDigest, KeyDigest, KeyHasher, WeakPepper};
 pub use key::{
     CHECKSUM_LEN, Environment, ID_LEN, InvalidPrefix, KeyFormat, KeyId, MAX_PREFIX_LEN,
