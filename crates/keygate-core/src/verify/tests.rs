@@ -8,10 +8,26 @@ use time::OffsetDateTime;
 
 use super::{CacheConfig, CachedKey, Denied, Lookup, Pending, Verification, Verifier};
 use crate::{
-    Clock, FakeClock, Invalidation, KeyFormat, KeyHasher, KeyId, KeyStore, SystemClock,
+    Clock, FakeClock, Invalidation, KeyFormat, KeyHasher, KeyId, KeyRecord, KeyStore, SystemClock,
     sync::lock,
     test_util::{TestStore, eventually, record},
 };
+
+/// A store holding one fresh `t_` key (SHA-256): the store, the key, its
+/// record.
+async fn one_key(store: TestStore) -> (Arc<TestStore>, String, KeyRecord) {
+    let (key, rec) = record(&KeyFormat::new("t").unwrap(), &KeyHasher::sha256());
+    store.insert(&rec).await.unwrap();
+    (Arc::new(store), key, rec)
+}
+
+/// The default cache, allowing `n` lookups of unknown ids at once.
+fn unknown_lookups(n: usize) -> CacheConfig {
+    CacheConfig {
+        max_unknown_lookups: n,
+        ..CacheConfig::default()
+    }
+}
 
 fn verifier(store: Arc<TestStore>, clock: Arc<dyn Clock>, config: CacheConfig) -> Arc<Verifier> {
     Arc::new(Verifier::new(store, KeyHasher::sha256(), clock, config))
@@ -19,11 +35,8 @@ fn verifier(store: Arc<TestStore>, clock: Arc<dyn Clock>, config: CacheConfig) -
 
 #[tokio::test]
 async fn hits_unknowns_and_invalidation() {
-    let format = KeyFormat::new("t").unwrap();
     let hasher = KeyHasher::sha256();
-    let store = Arc::new(TestStore::default());
-    let (key, rec) = record(&format, &hasher);
-    store.insert(&rec).await.unwrap();
+    let (store, key, rec) = one_key(TestStore::default()).await;
     let v = verifier(store.clone(), Arc::new(SystemClock), CacheConfig::default());
     let now = OffsetDateTime::now_utc;
 
@@ -48,10 +61,7 @@ async fn hits_unknowns_and_invalidation() {
 
 #[tokio::test]
 async fn concurrent_misses_share_one_query() {
-    let format = KeyFormat::new("t").unwrap();
-    let store = Arc::new(TestStore::slow(Duration::from_millis(20)));
-    let (_, rec) = record(&format, &KeyHasher::sha256());
-    store.insert(&rec).await.unwrap();
+    let (store, _, rec) = one_key(TestStore::slow(Duration::from_millis(20))).await;
     let v = verifier(store.clone(), Arc::new(SystemClock), CacheConfig::default());
     let tasks: Vec<_> = (0..50)
         .map(|_| {
@@ -67,10 +77,7 @@ async fn concurrent_misses_share_one_query() {
 
 #[tokio::test]
 async fn stale_entries_refresh_in_background_and_survive_an_outage_until_max_stale() {
-    let format = KeyFormat::new("t").unwrap();
-    let store = Arc::new(TestStore::default());
-    let (_, rec) = record(&format, &KeyHasher::sha256());
-    store.insert(&rec).await.unwrap();
+    let (store, _, rec) = one_key(TestStore::default()).await;
     let clock = FakeClock::starting_now();
     let config = CacheConfig {
         ttl: Duration::from_secs(60),
@@ -109,10 +116,7 @@ async fn stale_entries_refresh_in_background_and_survive_an_outage_until_max_sta
 
 #[tokio::test]
 async fn usage_is_flushed_in_batches_and_survives_eviction_and_failures() {
-    let format = KeyFormat::new("t").unwrap();
-    let store = Arc::new(TestStore::default());
-    let (_, rec) = record(&format, &KeyHasher::sha256());
-    store.insert(&rec).await.unwrap();
+    let (store, _, rec) = one_key(TestStore::default()).await;
     let v = verifier(store.clone(), Arc::new(SystemClock), CacheConfig::default());
     let now = OffsetDateTime::now_utc();
 
@@ -162,13 +166,8 @@ async fn an_invalidation_feed_drops_entries() {
     tx.send(Invalidation::Key(rec.id)).await.unwrap();
     eventually(|| v.cached_keys() == 0).await;
     v.find(rec.id).await.unwrap().unwrap();
-    assert!(matches!(
-        v.lookup(rec.id, OffsetDateTime::now_utc()),
-        Lookup::Hit(_)
-    ));
-    let epoch = v.cache.epoch();
-    tx.send(Invalidation::All).await.unwrap();
-    eventually(|| v.cache.epoch() > epoch).await;
+    assert!(is_hit(&v, rec.id));
+    announce_all(&tx, &v).await;
     // Everything is suspect: the next lookup goes to the store...
     let before = store.finds.load(Ordering::SeqCst);
     match v.lookup(rec.id, OffsetDateTime::now_utc()) {
@@ -176,16 +175,23 @@ async fn an_invalidation_feed_drops_entries() {
         other => panic!("expected a miss after All, got {other:?}"),
     }
     assert_eq!(store.finds.load(Ordering::SeqCst), before + 1);
-    assert!(matches!(
-        v.lookup(rec.id, OffsetDateTime::now_utc()),
-        Lookup::Hit(_)
-    ));
+    assert!(is_hit(&v, rec.id));
     // ...but if the store is down then, the suspect entry still serves.
+    announce_all(&tx, &v).await;
+    store.down.store(true, Ordering::SeqCst);
+    assert!(v.find(rec.id).await.unwrap().is_some());
+}
+
+/// Sends `Invalidation::All` down the feed and waits until the verifier
+/// has applied it.
+async fn announce_all(tx: &tokio::sync::mpsc::Sender<Invalidation>, v: &Verifier) {
     let epoch = v.cache.epoch();
     tx.send(Invalidation::All).await.unwrap();
     eventually(|| v.cache.epoch() > epoch).await;
-    store.down.store(true, Ordering::SeqCst);
-    assert!(v.find(rec.id).await.unwrap().is_some());
+}
+
+fn is_hit(v: &Arc<Verifier>, id: KeyId) -> bool {
+    matches!(v.lookup(id, OffsetDateTime::now_utc()), Lookup::Hit(_))
 }
 
 /// Polls a pending lookup once, as a request does before its client
@@ -211,15 +217,9 @@ fn forged_id(i: u32) -> KeyId {
 
 #[tokio::test]
 async fn cancelled_lookups_leave_nothing_behind() {
-    let format = KeyFormat::new("t").unwrap();
     // A store that does not answer within the test.
-    let store = Arc::new(TestStore::slow(Duration::from_secs(3600)));
-    let (_, rec) = record(&format, &KeyHasher::sha256());
-    store.insert(&rec).await.unwrap();
-    let config = CacheConfig {
-        max_unknown_lookups: 10_000,
-        ..CacheConfig::default()
-    };
+    let (store, _, rec) = one_key(TestStore::slow(Duration::from_secs(3600))).await;
+    let config = unknown_lookups(10_000);
     let v = verifier(store.clone(), Arc::new(SystemClock), config);
     let now = OffsetDateTime::now_utc();
 
@@ -257,15 +257,9 @@ async fn cancelled_lookups_leave_nothing_behind() {
 
 #[tokio::test]
 async fn lookups_of_unknown_ids_are_bounded_and_known_ids_are_not() {
-    let format = KeyFormat::new("t").unwrap();
-    let store = Arc::new(TestStore::slow(Duration::from_secs(3600)));
-    let (_, rec) = record(&format, &KeyHasher::sha256());
     // Written behind the verifier's back: nothing says it exists yet.
-    store.insert(&rec).await.unwrap();
-    let config = CacheConfig {
-        max_unknown_lookups: 2,
-        ..CacheConfig::default()
-    };
+    let (store, _, rec) = one_key(TestStore::slow(Duration::from_secs(3600))).await;
+    let config = unknown_lookups(2);
     let v = verifier(store.clone(), Arc::new(SystemClock), config);
     let now = OffsetDateTime::now_utc();
 
@@ -294,14 +288,8 @@ async fn lookups_of_unknown_ids_are_bounded_and_known_ids_are_not() {
 
 #[tokio::test]
 async fn ids_found_in_the_store_stay_known_after_they_leave_the_cache() {
-    let format = KeyFormat::new("t").unwrap();
-    let store = Arc::new(TestStore::default());
-    let (_, rec) = record(&format, &KeyHasher::sha256());
-    store.insert(&rec).await.unwrap();
-    let config = CacheConfig {
-        max_unknown_lookups: 1,
-        ..CacheConfig::default()
-    };
+    let (store, _, rec) = one_key(TestStore::default()).await;
+    let config = unknown_lookups(1);
     let v = verifier(store.clone(), Arc::new(SystemClock), config);
     let now = OffsetDateTime::now_utc();
     v.find(rec.id).await.unwrap().unwrap();
@@ -334,11 +322,8 @@ impl Clock for HookClock {
 
 #[tokio::test]
 async fn a_load_that_began_before_an_invalidation_never_fills_the_cache() {
-    let format = KeyFormat::new("t").unwrap();
     let hasher = KeyHasher::sha256();
-    let store = Arc::new(TestStore::default());
-    let (key, rec) = record(&format, &hasher);
-    store.insert(&rec).await.unwrap();
+    let (store, key, rec) = one_key(TestStore::default()).await;
     let clock = Arc::new(HookClock::default());
     let v = verifier(store.clone(), clock.clone(), CacheConfig::default());
     let now = OffsetDateTime::now_utc();
@@ -461,10 +446,7 @@ async fn verify_hashes_looks_up_and_checks_in_one_call() {
 async fn verify_is_busy_when_unknown_lookups_are_exhausted() {
     let format = KeyFormat::new("t").unwrap();
     let store = Arc::new(TestStore::slow(Duration::from_secs(3600)));
-    let config = CacheConfig {
-        max_unknown_lookups: 1,
-        ..CacheConfig::default()
-    };
+    let config = unknown_lookups(1);
     let v = verifier(store, Arc::new(SystemClock), config);
     let now = OffsetDateTime::now_utc();
     let (a, _) = record(&format, &KeyHasher::sha256());
