@@ -1,5 +1,5 @@
 //! The [`AuditLog`]: events queued off the request path, thinned, and
-//! written to an [`AuditStore`](super::AuditStore) in batches.
+//! written to an [`AuditStore`](crate::AuditStore)(super::AuditStore) in batches.
 
 use std::{
     collections::HashMap,
@@ -89,7 +89,7 @@ struct Window {
     outcome: String,
 }
 
-/// Sends audit events to an [`AuditStore`] through bounded queues, in
+/// Sends audit events to an [`AuditStore`](crate::AuditStore) through bounded queues, in
 /// batches, from a background task.
 ///
 /// [`record`](Self::record) never blocks and never fails the caller.
@@ -250,7 +250,7 @@ impl AuditLog {
     }
 
     /// Deletes persisted events from before `before` (see
-    /// [`AuditStore::prune_audit`]) and returns how many went.
+    /// [`AuditStore::prune_audit`](crate::AuditStore::prune_audit)) and returns how many went.
     ///
     /// # Errors
     ///

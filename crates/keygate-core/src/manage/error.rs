@@ -27,7 +27,7 @@ pub enum ManageError {
     /// The key is revoked, expired or already rotated.
     #[error("key {0} cannot be rotated: it is revoked, expired or already rotated")]
     NotRotatable(KeyId),
-    /// The request goes over one of the manager's [`Limits`].
+    /// The request goes over one of the manager's [`Limits`](crate::Limits).
     #[error("at most {max} {cap}")]
     OverCap {
         /// Which cap.

@@ -14,7 +14,7 @@ impl KeyManager {
     /// # Errors
     ///
     /// [`ManageError`] if the name is invalid, the expiry is out of range,
-    /// the key would go over the [`Limits`], the OS has no randomness or the
+    /// the key would go over the [`Limits`](crate::Limits), the OS has no randomness or the
     /// store fails.
     pub async fn create(&self, new: NewKey) -> Result<CreatedKey, ManageError> {
         let now = self.now();
@@ -86,7 +86,7 @@ impl KeyManager {
     /// [`StoreError::NotFound`] if there is no such key, [`ManageError::InvalidName`]
     /// for a bad name, [`ManageError::ExpiryOutOfRange`] for an expiry
     /// outside 1970–9999 (UTC), [`ManageError::OverCap`] past the
-    /// [`Limits`], or the store's error.
+    /// [`Limits`](crate::Limits), or the store's error.
     pub async fn update(
         &self,
         id: KeyId,

@@ -120,7 +120,7 @@ pub(super) fn check_name(name: &str) -> Result<(), ManageError> {
     }
 }
 
-/// The changes [`KeyManager::update`] makes: only fields that are `Some`
+/// The changes [`KeyManager::update`](super::KeyManager::update) makes: only fields that are `Some`
 /// change. For optional settings, `Some(None)` clears them.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[must_use]

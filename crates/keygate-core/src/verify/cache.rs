@@ -159,6 +159,7 @@ impl Cache {
     }
 
     /// What the cache says about `id` at `now`.
+    #[inline]
     pub(super) fn probe(&self, id: KeyId, now: OffsetDateTime) -> Probe {
         let Some(hit) = self.get(id, now) else {
             if self.negative.contains_key(&id) {
@@ -189,6 +190,7 @@ impl Cache {
 
     /// The entry for `id`: from the hot mirror (telling moka about the read
     /// at most once per `touch_every`), else from moka.
+    #[inline]
     fn get(&self, id: KeyId, now: OffsetDateTime) -> Option<Arc<CachedKey>> {
         let Some(hit) = self.hot.get(&id).map(|e| Arc::clone(e.value())) else {
             return self.entries.get(&id);
@@ -202,6 +204,7 @@ impl Cache {
     }
 
     /// The current epoch, which new entries are read in.
+    #[inline]
     pub(super) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }

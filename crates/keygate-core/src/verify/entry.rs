@@ -69,6 +69,7 @@ impl CachedKey {
     }
 
     /// Counts one admitted request at `now` towards the key's usage.
+    #[inline]
     pub fn record_use(&self, now: OffsetDateTime) {
         self.usage.record(now);
     }
@@ -98,6 +99,7 @@ impl CachedKey {
     /// # Errors
     ///
     /// The first [`Denied`] reason.
+    #[inline]
     pub fn check(
         &self,
         presented: &KeyDigest,
@@ -126,6 +128,7 @@ impl CachedKey {
     ///
     /// [`Denied::IpNotAllowed`] for an address outside the allowlist,
     /// [`Denied::PeerUnknown`] for no address when there is an allowlist.
+    #[inline]
     pub fn check_peer(&self, peer: Option<IpAddr>) -> Result<(), Denied> {
         if self.allowed_ips.is_empty() {
             return Ok(());
@@ -181,6 +184,7 @@ pub struct Checked {
 
 impl Checked {
     /// Runs `entry`'s checks for `presented` at `now`, with no peer address.
+    #[inline]
     pub(super) fn new(entry: Arc<CachedKey>, presented: &KeyDigest, now: OffsetDateTime) -> Self {
         let outcome = entry.check(presented, now, None);
         Self { entry, outcome }

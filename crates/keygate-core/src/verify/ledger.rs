@@ -37,6 +37,7 @@ impl Default for UsageCounter {
 
 impl UsageCounter {
     /// Counts one request at `now`.
+    #[inline]
     pub(super) fn record(&self, now: OffsetDateTime) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let t = now.unix_timestamp();

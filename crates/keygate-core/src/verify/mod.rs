@@ -125,6 +125,7 @@ impl Verifier {
     ///
     /// Costs what hashing, [`lookup`](Self::lookup) and
     /// [`CachedKey::check`] cost: on a cache hit, no allocation and no lock.
+    #[inline]
     pub fn verify(self: &Arc<Self>, key: &ParsedKey<'_>, now: OffsetDateTime) -> Verification {
         let presented = self.hasher.digest(key.expose_secret());
         match self.step(key.id(), now) {
@@ -137,6 +138,7 @@ impl Verifier {
 
     /// Looks up `id` in the cache at time `now`; on a miss, returns the store
     /// lookup to await.
+    #[inline]
     pub fn lookup(self: &Arc<Self>, id: KeyId, now: OffsetDateTime) -> Lookup {
         match self.step(id, now) {
             Step::Hit(entry) => Lookup::Hit(entry),
@@ -146,6 +148,7 @@ impl Verifier {
         }
     }
 
+    #[inline]
     fn step(self: &Arc<Self>, id: KeyId, now: OffsetDateTime) -> Step {
         match self.cache.probe(id, now) {
             Probe::Fresh(entry) => Step::Hit(entry),
