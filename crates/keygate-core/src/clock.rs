@@ -8,6 +8,8 @@ use std::{
 
 use time::OffsetDateTime;
 
+use crate::sync::lock;
+
 /// A source of the current time, used for expiry and revocation checks.
 ///
 /// The layer reads it on every request: expiry is exact to this clock, never
@@ -55,27 +57,18 @@ impl FakeClock {
 
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
-        let mut t = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut t = lock(&self.0);
         *t += by;
     }
 
     /// Sets the clock.
     pub fn set(&self, at: OffsetDateTime) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+        *lock(&self.0) = at;
     }
 }
 
 impl Clock for FakeClock {
     fn now(&self) -> OffsetDateTime {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        *lock(&self.0)
     }
 }

@@ -41,17 +41,20 @@
 
 mod audit;
 mod clock;
-mod delegate;
 mod error;
 mod grant;
 mod hash;
 mod key;
 mod limit;
 mod manage;
+mod periodic;
 mod quota;
 mod record;
 mod scope;
 mod store;
+mod sync;
+#[cfg(test)]
+mod test_util;
 mod time_range;
 mod usage;
 mod verify;
@@ -61,7 +64,10 @@ pub use audit::{
 };
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::{BoxError, StoreError};
-pub use grant::{Cap, GrantDimension, GrantViolation, Grantor, KeySettings, Limits, may_grant};
+pub use grant::{
+    Cap, GrantDimension, GrantViolation, Grantor, KeySettings, Limits, may_grant,
+    may_grant_environment, ungrantable_scopes,
+};
 pub use hash::{InvalidDigest, KeyDigest, KeyHasher, WeakPepper};
 pub use key::{
     CHECKSUM_LEN, Environment, ID_LEN, InvalidPrefix, KeyFormat, KeyId, MAX_PREFIX_LEN,
@@ -84,7 +90,10 @@ pub use time_range::{
     unix_micros,
 };
 pub use usage::{Invalidation, InvalidationFeed, UsageBucket, UsageDelta, usage_bucket};
-pub use verify::{CacheConfig, CachedKey, Denied, Lookup, Pending, Verifier};
+pub use verify::{
+    CacheConfig, CachedKey, Checked, Denied, Lookup, Pending, PendingVerification, Verification,
+    Verifier,
+};
 
 pub use ipnet::IpNet;
 pub use time;

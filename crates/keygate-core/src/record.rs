@@ -259,27 +259,28 @@ pub(crate) fn ip_allowed(nets: &[IpNet], ip: IpAddr) -> bool {
 }
 
 /// What a request learns about the key that authenticated it: the record
-/// without the digest and without the key.
+/// without the digest and without the key. Each field is the
+/// [`KeyRecord`] field of the same name.
 ///
 /// The layer shares one `Arc<KeyInfo>` per cached key among all requests.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct KeyInfo {
-    /// The public id.
+    /// [`KeyRecord::id`].
     pub id: KeyId,
-    /// The rotation family (see [`KeyRecord::family`]).
+    /// [`KeyRecord::family`].
     pub family: KeyId,
-    /// Who the key belongs to.
+    /// [`KeyRecord::owner`].
     pub owner: Owner,
-    /// The key's name.
+    /// [`KeyRecord::name`].
     pub name: String,
-    /// What the key may do.
+    /// [`KeyRecord::scopes`].
     pub scopes: Scopes,
-    /// `live` or `test`.
+    /// [`KeyRecord::environment`].
     pub environment: Environment,
-    /// When the key stops working, if ever.
+    /// [`KeyRecord::expires_at`].
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
-    /// Free-form JSON.
+    /// [`KeyRecord::metadata`].
     pub metadata: Metadata,
 }
 

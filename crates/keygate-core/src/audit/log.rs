@@ -1,11 +1,9 @@
-//! A persisted audit trail: authentication outcomes and management actions,
-//! batched into a store off the request path.
+//! The [`AuditLog`]: events queued off the request path, thinned, and
+//! written to an [`AuditStore`](crate::AuditStore)(super::AuditStore) in batches.
 
 use std::{
     collections::HashMap,
     fmt,
-    future::Future,
-    net::IpAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -13,170 +11,14 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{KeyId, StoreError, store::BoxFuture};
+use super::{AuditAction, AuditEvent, DynAuditStore};
+use crate::{StoreError, sync::lock};
 
-/// What an audit event records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuditAction {
-    /// A request presented a key (or none).
-    Authenticate,
-    /// A key was issued.
-    Create,
-    /// A key's settings changed.
-    Update,
-    /// A key was revoked.
-    Revoke,
-    /// A key was rotated (the event names the old key; `detail` the new one).
-    Rotate,
-}
-
-impl AuditAction {
-    /// The action as stored: `authenticate`, `create`, `update`, `revoke`, `rotate`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Authenticate => "authenticate",
-            Self::Create => "create",
-            Self::Update => "update",
-            Self::Revoke => "revoke",
-            Self::Rotate => "rotate",
-        }
-    }
-}
-
-impl std::str::FromStr for AuditAction {
-    type Err = StoreError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "authenticate" => Self::Authenticate,
-            "create" => Self::Create,
-            "update" => Self::Update,
-            "revoke" => Self::Revoke,
-            "rotate" => Self::Rotate,
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "unknown audit action {other:?}"
-                )));
-            }
-        })
-    }
-}
-
-/// One audit record. Never holds a key, only its public id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEvent {
-    /// When it happened.
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    /// What happened.
-    pub action: AuditAction,
-    /// `ok`, or the rejection code (`invalid_key`, `rate_limited`, …).
-    pub outcome: String,
-    /// Finer detail for operators (`checksum`, `digest_mismatch`, the new
-    /// key's id on a rotation…).
-    pub detail: Option<String>,
-    /// The key concerned, if known.
-    pub key_id: Option<KeyId>,
-    /// Who made a management change (`key:<id>`, `user:<id>`, `cli`…).
-    pub actor: Option<String>,
-    /// The request's method, for authentication events.
-    pub method: Option<String>,
-    /// The request's path, for authentication events.
-    pub path: Option<String>,
-    /// The client's address, when known.
-    pub peer: Option<IpAddr>,
-}
-
-impl AuditEvent {
-    /// A management event.
-    pub fn manage(at: OffsetDateTime, action: AuditAction, key_id: KeyId) -> Self {
-        Self {
-            at,
-            action,
-            outcome: "ok".to_owned(),
-            detail: None,
-            key_id: Some(key_id),
-            actor: None,
-            method: None,
-            path: None,
-            peer: None,
-        }
-    }
-}
-
-/// Which audit events to read back.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AuditQuery {
-    /// Only events about this key.
-    pub key_id: Option<KeyId>,
-    /// Only events at or after this time.
-    pub since: Option<OffsetDateTime>,
-    /// At most this many, newest first (0 means 100).
-    pub limit: usize,
-}
-
-/// Where audit events are kept.
-pub trait AuditStore: Send + Sync + 'static {
-    /// Appends a batch of events.
-    fn append_audit(
-        &self,
-        events: &[AuditEvent],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Events matching `query`, newest first.
-    fn query_audit(
-        &self,
-        query: &AuditQuery,
-    ) -> impl Future<Output = Result<Vec<AuditEvent>, StoreError>> + Send;
-
-    /// Deletes every event from before `before` (events at `before` stay),
-    /// and returns how many went: the retention policy is the caller's,
-    /// e.g. `keygate audit prune --older-than 90d` or
-    /// [`AuditLog::prune`] on a timer.
-    fn prune_audit(
-        &self,
-        before: OffsetDateTime,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-}
-
-/// The object-safe form of [`AuditStore`].
-pub trait DynAuditStore: Send + Sync + 'static {
-    /// See [`AuditStore::append_audit`].
-    fn append_audit<'a>(
-        &'a self,
-        events: &'a [AuditEvent],
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// See [`AuditStore::query_audit`].
-    fn query_audit<'a>(
-        &'a self,
-        query: &'a AuditQuery,
-    ) -> BoxFuture<'a, Result<Vec<AuditEvent>, StoreError>>;
-    /// See [`AuditStore::prune_audit`].
-    fn prune_audit(&self, before: OffsetDateTime) -> BoxFuture<'_, Result<u64, StoreError>>;
-}
-
-impl<S: AuditStore> DynAuditStore for S {
-    fn append_audit<'a>(
-        &'a self,
-        events: &'a [AuditEvent],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(AuditStore::append_audit(self, events))
-    }
-    fn query_audit<'a>(
-        &'a self,
-        query: &'a AuditQuery,
-    ) -> BoxFuture<'a, Result<Vec<AuditEvent>, StoreError>> {
-        Box::pin(AuditStore::query_audit(self, query))
-    }
-    fn prune_audit(&self, before: OffsetDateTime) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(AuditStore::prune_audit(self, before))
-    }
-}
+#[cfg(test)]
+mod tests;
 
 /// How an [`AuditLog`] queues and thins events.
 #[derive(Clone, Copy, Debug)]
@@ -247,7 +89,7 @@ struct Window {
     outcome: String,
 }
 
-/// Sends audit events to an [`AuditStore`] through bounded queues, in
+/// Sends audit events to an [`AuditStore`](crate::AuditStore) through bounded queues, in
 /// batches, from a background task.
 ///
 /// [`record`](Self::record) never blocks and never fails the caller.
@@ -351,10 +193,7 @@ impl AuditLog {
         let reason = event.detail.as_deref().unwrap_or(&event.outcome);
         let window =
             time::Duration::try_from(self.config.rejection_window).unwrap_or(time::Duration::MAX);
-        let mut windows = self
-            .windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut windows = lock(&self.windows);
         let key = if windows.contains_key(reason) || windows.len() < MAX_REASONS {
             reason
         } else {
@@ -411,7 +250,7 @@ impl AuditLog {
     }
 
     /// Deletes persisted events from before `before` (see
-    /// [`AuditStore::prune_audit`]) and returns how many went.
+    /// [`AuditStore::prune_audit`](crate::AuditStore::prune_audit)) and returns how many went.
     ///
     /// # Errors
     ///
@@ -425,10 +264,7 @@ impl AuditLog {
     /// it on shutdown.
     pub async fn flush(&self) {
         let summaries: Vec<AuditEvent> = {
-            let mut windows = self
-                .windows
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut windows = lock(&self.windows);
             windows
                 .iter_mut()
                 .filter_map(|(reason, w)| summarise(reason, w))
@@ -563,189 +399,5 @@ impl fmt::Debug for AuditLog {
             .field("suppressed", &self.suppressed())
             .field("failed", &self.failed())
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::*;
-
-    /// Refuses events whose detail is `"refuse"`, and goes down for good
-    /// once it has refused `down_after` of them.
-    #[derive(Default)]
-    struct Picky {
-        kept: Mutex<Vec<AuditEvent>>,
-        refused: AtomicU64,
-        calls: AtomicU64,
-        down_after: Option<u64>,
-    }
-
-    impl AuditStore for Picky {
-        async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            if self
-                .down_after
-                .is_some_and(|n| self.refused.load(Ordering::Relaxed) >= n)
-            {
-                return Err(StoreError::unavailable("down"));
-            }
-            if events.iter().any(|e| e.detail.as_deref() == Some("refuse")) {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(StoreError::Rejected("cannot keep it".into()));
-            }
-            self.kept.lock().unwrap().extend_from_slice(events);
-            Ok(())
-        }
-
-        async fn query_audit(&self, _: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-            Ok(self.kept.lock().unwrap().clone())
-        }
-
-        async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
-            let mut kept = self.kept.lock().unwrap();
-            let n = kept.len();
-            kept.retain(|e| e.at >= before);
-            Ok((n - kept.len()) as u64)
-        }
-    }
-
-    fn events(details: &[&str]) -> Vec<AuditEvent> {
-        let id: KeyId = "AuditKey01".parse().unwrap();
-        details
-            .iter()
-            .map(|d| AuditEvent {
-                detail: Some((*d).to_owned()),
-                ..AuditEvent::manage(time::OffsetDateTime::UNIX_EPOCH, AuditAction::Create, id)
-            })
-            .collect()
-    }
-
-    fn refusal(at: OffsetDateTime, reason: &str) -> AuditEvent {
-        AuditEvent {
-            at,
-            action: AuditAction::Authenticate,
-            outcome: "invalid_key".to_owned(),
-            detail: Some(reason.to_owned()),
-            key_id: None,
-            actor: None,
-            method: Some("GET".to_owned()),
-            path: Some("/".to_owned()),
-            peer: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_flood_of_requests_never_pushes_out_a_management_event() {
-        let store = Arc::new(Picky::default());
-        let config = AuditConfig {
-            capacity: 8,
-            rejections_per_reason: u32::MAX,
-            ..AuditConfig::default()
-        };
-        let log = AuditLog::spawn_with(store.clone(), config);
-        let id: KeyId = "AuditKey01".parse().unwrap();
-        let t = OffsetDateTime::UNIX_EPOCH;
-        // The writer cannot run until this test awaits: the request queue
-        // is full after eight events, and stays full.
-        for _ in 0..1000 {
-            log.record(refusal(t, "unknown_key"));
-        }
-        log.record(AuditEvent::manage(t, AuditAction::Revoke, id));
-        for _ in 0..1000 {
-            log.record(refusal(t, "unknown_key"));
-        }
-        log.flush().await;
-        assert_eq!(log.dropped(), 2000 - 8);
-        let kept = store.kept.lock().unwrap();
-        assert_eq!(kept.len(), 9);
-        assert_eq!(kept[0].action, AuditAction::Revoke, "written first");
-    }
-
-    #[tokio::test]
-    async fn refusals_are_persisted_at_a_bounded_rate_per_reason_and_summarised() {
-        let store = Arc::new(Picky::default());
-        let config =
-            AuditConfig::with_capacity(100_000).rejections_per_reason(10, Duration::from_secs(1));
-        let log = AuditLog::spawn_with(store.clone(), config);
-        let t = OffsetDateTime::UNIX_EPOCH;
-        for i in 0..1000 {
-            log.record(refusal(t + Duration::from_micros(i), "checksum"));
-            log.record(refusal(t + Duration::from_micros(i), "unknown_key"));
-        }
-        // Admissions are not thinned.
-        for _ in 0..50 {
-            log.record(AuditEvent {
-                outcome: "ok".to_owned(),
-                ..refusal(t, "ok")
-            });
-        }
-        // A new window for `checksum`: the last one's summary is written.
-        log.record(refusal(t + Duration::from_secs(1), "checksum"));
-        log.flush().await;
-        assert_eq!(log.suppressed(), 2 * 990);
-        assert_eq!(log.dropped(), 0);
-        let kept = store.kept.lock().unwrap();
-        let count = |detail: &str| {
-            kept.iter()
-                .filter(|e| e.detail.as_deref() == Some(detail))
-                .count()
-        };
-        assert_eq!(count("checksum"), 11);
-        assert_eq!(count("unknown_key"), 10);
-        assert_eq!(count("ok"), 50);
-        assert_eq!(count("checksum; 990 more not recorded"), 1);
-        assert_eq!(count("unknown_key; 990 more not recorded"), 1);
-        assert_eq!(kept.len(), 11 + 10 + 50 + 2);
-        let summary = kept
-            .iter()
-            .find(|e| e.detail.as_deref() == Some("checksum; 990 more not recorded"))
-            .unwrap();
-        assert_eq!((summary.at, summary.outcome.as_str()), (t, "invalid_key"));
-    }
-
-    #[tokio::test]
-    async fn prune_removes_only_older_events() {
-        let store = Arc::new(Picky::default());
-        let log = AuditLog::spawn(store.clone(), 16);
-        let t = OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1000);
-        let id: KeyId = "AuditKey01".parse().unwrap();
-        for at in [t - Duration::from_secs(1), t, t + Duration::from_secs(1)] {
-            log.record(AuditEvent::manage(at, AuditAction::Create, id));
-        }
-        log.flush().await;
-        assert_eq!(log.prune(t).await.unwrap(), 1);
-        let left: Vec<_> = store.kept.lock().unwrap().iter().map(|e| e.at).collect();
-        assert_eq!(left, [t, t + Duration::from_secs(1)]);
-    }
-
-    #[tokio::test]
-    async fn a_refused_event_is_lost_alone() {
-        let store = Picky::default();
-        let failed = AtomicU64::new(0);
-        let mut batch = events(&["a", "refuse", "b"]);
-        write(&store, &mut batch, &failed).await;
-        assert_eq!(failed.load(Ordering::Relaxed), 1);
-        let kept = store.kept.lock().unwrap();
-        let kept: Vec<_> = kept.iter().map(|e| e.detail.as_deref().unwrap()).collect();
-        assert_eq!(kept, ["a", "b"]);
-        assert!(batch.is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_store_that_fails_meanwhile_is_not_retried_per_event() {
-        let store = Picky {
-            down_after: Some(1),
-            ..Picky::default()
-        };
-        let failed = AtomicU64::new(0);
-        let mut batch = events(&["refuse", "a", "b", "c", "d"]);
-        write(&store, &mut batch, &failed).await;
-        // The whole batch (refused), then the first event alone, which
-        // finds the store down: no attempt for the four others.
-        assert_eq!(store.calls.load(Ordering::Relaxed), 2);
-        assert_eq!(failed.load(Ordering::Relaxed), 5);
-        assert!(store.kept.lock().unwrap().is_empty());
     }
 }

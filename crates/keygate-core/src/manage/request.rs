@@ -1,0 +1,194 @@
+//! What to issue, what to change, and what issuing returns.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::ManageError;
+use crate::{Environment, KeyRecord, Metadata, Owner, PlaintextKey, Quotas, Scopes, checked_after};
+
+/// What to issue: the settings of a new key.
+///
+/// ```
+/// use keygate_core::{NewKey, Owner, Quota, Scope};
+/// use std::time::Duration;
+///
+/// let new = NewKey::new(Owner::service("billing-sync"), "nightly export")
+///     .scopes([Scope::READ, Scope::from_static("billing:read")])
+///     .expires_in(Duration::from_secs(90 * 86_400))
+///     .rate_limit(Quota::per_minute(600));
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct NewKey {
+    pub(crate) owner: Owner,
+    pub(crate) name: String,
+    pub(crate) scopes: Scopes,
+    pub(crate) environment: Environment,
+    expires_in: Option<Duration>,
+    pub(crate) rate_limit: Option<Quotas>,
+    pub(crate) allowed_ips: Vec<IpNet>,
+    pub(crate) metadata: Metadata,
+}
+
+impl NewKey {
+    /// A `live` key for `owner`, named `name`, with no scopes, no expiry, the
+    /// layer's default quota and no IP restriction.
+    pub fn new(owner: Owner, name: impl Into<String>) -> Self {
+        Self {
+            owner,
+            name: name.into(),
+            scopes: Scopes::none(),
+            environment: Environment::Live,
+            expires_in: None,
+            rate_limit: None,
+            allowed_ips: Vec::new(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    /// The key's scopes.
+    pub fn scopes(mut self, scopes: impl Into<Scopes>) -> Self {
+        self.scopes = scopes.into();
+        self
+    }
+
+    /// `live` (the default) or `test`.
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = environment;
+        self
+    }
+
+    /// Expire the key this long after creation.
+    pub fn expires_in(mut self, after: Duration) -> Self {
+        self.expires_in = Some(after);
+        self
+    }
+
+    /// The key's own quota, or several enforced at once
+    /// (`Quota::per_second(10).and(Quota::per_day(10_000))`), instead of the
+    /// layer's default.
+    pub fn rate_limit(mut self, quotas: impl Into<Quotas>) -> Self {
+        self.rate_limit = Some(quotas.into());
+        self
+    }
+
+    /// Only accept the key from these networks.
+    pub fn allowed_ips(mut self, nets: impl IntoIterator<Item = IpNet>) -> Self {
+        self.allowed_ips = nets.into_iter().collect();
+        self
+    }
+
+    /// Free-form JSON to keep with the key.
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The expiry of this key if it is created at `now`, to the microsecond.
+    pub(crate) fn expires_at(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<time::OffsetDateTime>, ManageError> {
+        self.expires_in
+            .map(|d| checked_after(now, d))
+            .transpose()
+            .map_err(|_| ManageError::ExpiryOutOfRange)
+    }
+}
+
+impl From<Vec<crate::Scope>> for Scopes {
+    fn from(v: Vec<crate::Scope>) -> Self {
+        v.into_iter().collect()
+    }
+}
+
+/// A freshly issued key: the plaintext, shown once, and its record.
+#[derive(Debug)]
+pub struct CreatedKey {
+    /// The key to hand to the client. It is not stored anywhere.
+    pub key: PlaintextKey,
+    /// What the store now holds.
+    pub record: KeyRecord,
+}
+
+pub(super) fn check_name(name: &str) -> Result<(), ManageError> {
+    if name.trim().is_empty() || name.chars().count() > 200 {
+        Err(ManageError::InvalidName)
+    } else {
+        Ok(())
+    }
+}
+
+/// The changes [`KeyManager::update`](super::KeyManager::update) makes: only fields that are `Some`
+/// change. For optional settings, `Some(None)` clears them.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[must_use]
+pub struct KeyUpdate {
+    /// A new name.
+    pub name: Option<String>,
+    /// New scopes.
+    pub scopes: Option<Scopes>,
+    /// New quotas (`Some(None)`: back to the layer's default).
+    pub rate_limit: Option<Option<Quotas>>,
+    /// A new IP allowlist (empty: anywhere).
+    pub allowed_ips: Option<Vec<IpNet>>,
+    /// New metadata.
+    pub metadata: Option<Metadata>,
+    /// A new expiry (`Some(None)`: never). On a key that was rotated (in
+    /// its grace period) the expiry can only be brought forward: a later
+    /// time, or `Some(None)`, leaves it at the end of the grace period.
+    pub expires_at: Option<Option<time::OffsetDateTime>>,
+}
+
+impl KeyUpdate {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        // The derived comparison looks at every field, new ones included.
+        *self == Self::default()
+    }
+
+    /// Applies these changes to `record`, as every [`KeyStore`](crate::KeyStore)
+    /// must (atomically, to the record as it is at the time of the write):
+    /// only the fields that are `Some` change, and for a rotated key
+    /// (`superseded_by` set) the expiry becomes the earlier of the one asked
+    /// for and its current one, so a change never extends a grace period.
+    /// Nothing else (`revoked_at`, `superseded_by`, id, owner, digest…) is
+    /// ever touched.
+    pub fn apply_to(&self, record: &mut KeyRecord) {
+        let Self {
+            name,
+            scopes,
+            rate_limit,
+            allowed_ips,
+            metadata,
+            expires_at,
+        } = self;
+        if let Some(name) = name {
+            record.name.clone_from(name);
+        }
+        if let Some(scopes) = scopes {
+            record.scopes = scopes.clone();
+        }
+        if let Some(rate_limit) = rate_limit {
+            record.rate_limit.clone_from(rate_limit);
+        }
+        if let Some(nets) = allowed_ips {
+            record.allowed_ips.clone_from(nets);
+        }
+        if let Some(metadata) = metadata {
+            record.metadata.clone_from(metadata);
+        }
+        if let Some(expires_at) = *expires_at {
+            record.expires_at = if record.superseded_by.is_some() {
+                // The earliest of the two that are set.
+                match (expires_at, record.expires_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            } else {
+                expires_at
+            };
+        }
+    }
+}

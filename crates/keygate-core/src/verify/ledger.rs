@@ -1,0 +1,152 @@
+//! The usage ledger (DESIGN's "usage recorder"): counts on each cached entry,
+//! entries that left the cache with counts not yet written, counts a failed
+//! write could not deliver, and the periodic flush to the store.
+
+use std::{
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use time::OffsetDateTime;
+
+use super::{CachedKey, Verifier};
+use crate::{DynKeyStore, StoreError, UsageDelta, sync::lock, usage_bucket};
+
+/// Most usage deltas kept across failing flushes before the oldest are
+/// dropped (and logged).
+const MAX_UNFLUSHED: usize = 100_000;
+
+/// One key's usage since the last flush.
+#[derive(Debug)]
+pub(super) struct UsageCounter {
+    requests: AtomicU64,
+    last_used: AtomicI64,
+}
+
+impl Default for UsageCounter {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            last_used: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+impl UsageCounter {
+    /// Counts one request at `now`.
+    #[inline]
+    pub(super) fn record(&self, now: OffsetDateTime) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let t = now.unix_timestamp();
+        // Written at most once a second per key, to keep a hot key's cache
+        // line from bouncing between cores.
+        if self.last_used.load(Ordering::Relaxed) < t {
+            self.last_used.store(t, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether requests were counted since the last flush.
+    fn is_pending(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) > 0
+    }
+}
+
+impl CachedKey {
+    /// Takes the usage counted on this entry since the last call.
+    fn take_usage(&self) -> Option<UsageDelta> {
+        let requests = self.usage.requests.swap(0, Ordering::AcqRel);
+        if requests == 0 {
+            return None;
+        }
+        let last =
+            OffsetDateTime::from_unix_timestamp(self.usage.last_used.load(Ordering::Relaxed))
+                .unwrap_or(self.loaded_at);
+        Some(UsageDelta {
+            key_id: self.info.id,
+            family: self.info.family,
+            bucket: usage_bucket(last),
+            requests,
+            last_used_at: last,
+        })
+    }
+}
+
+/// Usage not yet written to the store, beyond what the cached entries hold.
+#[derive(Debug, Default)]
+pub(super) struct UsageLedger {
+    // Entries that left the cache (evicted, replaced, invalidated) with
+    // usage possibly still uncounted; drained by the next flush.
+    retired: Arc<Mutex<Vec<Arc<CachedKey>>>>,
+    // Usage a failed flush could not write; retried by the next one.
+    unflushed: Mutex<Vec<UsageDelta>>,
+}
+
+impl UsageLedger {
+    /// What the cache calls with every entry it lets go: entries with
+    /// uncounted usage are kept for the next flush.
+    pub(super) fn retirer(&self) -> impl Fn(Arc<CachedKey>) + Send + Sync + 'static {
+        let retired = Arc::clone(&self.retired);
+        move |entry| {
+            if entry.usage.is_pending() {
+                lock(&retired).push(entry);
+            }
+        }
+    }
+
+    /// Takes the usage counted since the last call: what failed to be
+    /// written before, then retired entries', then the `live` entries'.
+    fn take(&self, live: impl Iterator<Item = Arc<CachedKey>>) -> Vec<UsageDelta> {
+        let retired = std::mem::take(&mut *lock(&self.retired));
+        let mut out = std::mem::take(&mut *lock(&self.unflushed));
+        out.extend(retired.iter().filter_map(|e| e.take_usage()));
+        out.extend(live.filter_map(|e| e.take_usage()));
+        out
+    }
+
+    /// Writes the usage counted so far (see [`take`](Self::take)) to `store`
+    /// in one batch; on failure keeps it, up to a bound, for the next flush.
+    pub(super) async fn flush(
+        &self,
+        store: &dyn DynKeyStore,
+        live: impl Iterator<Item = Arc<CachedKey>>,
+    ) -> Result<usize, StoreError> {
+        let batch = self.take(live);
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match store.record_usage(&batch).await {
+            Ok(()) => Ok(batch.len()),
+            Err(e) => {
+                self.keep(batch);
+                Err(e)
+            }
+        }
+    }
+
+    fn keep(&self, batch: Vec<UsageDelta>) {
+        let mut unflushed = lock(&self.unflushed);
+        unflushed.extend(batch);
+        if unflushed.len() > MAX_UNFLUSHED {
+            let dropped = unflushed.len() - MAX_UNFLUSHED;
+            unflushed.drain(..dropped);
+            tracing::error!(
+                target: "keygate::usage",
+                dropped,
+                "usage could not be written for too long; oldest counts dropped"
+            );
+        }
+    }
+}
+
+/// Flushes `verifier`'s usage every `period` until it is dropped.
+pub(super) async fn flush_every(verifier: Weak<Verifier>, period: Duration) {
+    crate::periodic::every(verifier, period, |v| async move {
+        if let Err(e) = v.flush_usage().await {
+            tracing::warn!(target: "keygate::usage", error = %e, "usage flush failed; will retry");
+        }
+    })
+    .await;
+}
