@@ -106,6 +106,7 @@ mod layer;
 pub mod manage;
 mod method;
 mod peer;
+mod problem;
 mod protocol;
 pub mod recipes;
 mod rejection;
@@ -121,6 +122,7 @@ pub use crate::{
     keygate::{Keygate, KeygateBuilder, RejectionHandler},
     layer::{KeygateLayer, KeygateService, ResponseFuture},
     method::MethodScopes,
+    problem::Problem,
     protocol::Protocol,
     rejection::Rejection,
     require_scope::{

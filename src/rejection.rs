@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use keygate_core::{Decision, Environment, Quota, Scope};
 
-use crate::Protocol;
+use crate::{Problem, Protocol};
 
 /// Why keygate refused a request.
 ///
@@ -183,34 +183,21 @@ impl Rejection {
     }
 
     pub(crate) fn render(&self, ctx: &RenderContext) -> Response<Bytes> {
-        let status = self.status();
-        let mut body = serde_json::json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "code": self.code(),
-            "detail": self.detail_with(&ctx.where_),
-        });
-        match self {
+        let problem = Problem::new(self.status(), self.code(), self.detail_with(&ctx.where_));
+        let problem = match self {
             Self::InsufficientScope { required } => {
-                body["required_scope"] = required.as_str().into();
+                problem.with("required_scope", required.as_str())
             }
             Self::RateLimited { decision } => {
-                body["retry_after"] = ceil_secs(decision.retry_after).into();
+                problem.with("retry_after", ceil_secs(decision.retry_after))
             }
             Self::Unavailable { retry_after } => {
-                body["retry_after"] = ceil_secs(*retry_after).into();
+                problem.with("retry_after", ceil_secs(*retry_after))
             }
-            _ => {}
-        }
-        let mut res = Response::new(Bytes::from(body.to_string()));
-        *res.status_mut() = status;
+            _ => problem,
+        };
+        let mut res = problem.to_response();
         let headers = res.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
             Self::RateLimited { decision } => {
                 headers.insert(header::RETRY_AFTER, ceil_secs(decision.retry_after).into());
