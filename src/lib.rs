@@ -96,11 +96,16 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+#[macro_use]
+mod macros;
+
 pub mod audit;
 mod body;
+mod builder;
 mod extract;
 pub mod grpc;
-mod keygate;
+mod handle;
+mod headers;
 mod layer;
 #[cfg(feature = "manage")]
 pub mod manage;
@@ -111,15 +116,18 @@ mod protocol;
 pub mod recipes;
 mod rejection;
 mod require_scope;
+mod runtime;
+mod settings;
 mod source;
 
 pub use keygate_core as core;
 
 pub use crate::{
     body::ResponseBody,
+    builder::{KeygateBuilder, RejectionHandler},
     extract::{ApiKey, ApiKeyRejection},
     grpc::GrpcScopes,
-    keygate::{Keygate, KeygateBuilder, RejectionHandler},
+    handle::Keygate,
     layer::{KeygateLayer, KeygateService, ResponseFuture},
     method::MethodScopes,
     problem::Problem,
