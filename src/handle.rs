@@ -130,13 +130,13 @@ impl Deref for Shared {
 
 impl fmt::Debug for Keygate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (settings, runtime) = (&self.shared.settings, &self.shared.runtime);
+        let s = &self.shared;
         f.debug_struct("Keygate")
-            .field("format", &settings.format)
-            .field("sources", &settings.sources)
-            .field("optional", &settings.optional)
-            .field("default_quota", &settings.default_quota)
-            .field("limiter", &runtime.limiter)
+            .field("format", &s.settings.format)
+            .field("sources", &s.settings.sources)
+            .field("optional", &s.settings.optional)
+            .field("default_quota", &s.settings.default_quota)
+            .field("limiter", &s.runtime.limiter)
             .finish_non_exhaustive()
     }
 }

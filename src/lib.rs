@@ -51,7 +51,8 @@
 //! | quota used up | 429 + `Retry-After`, `RateLimit-*` | `rate_limited` |
 //! | store cannot answer | 503 + `Retry-After` | `unavailable` |
 //!
-//! Bodies are `application/problem+json` (RFC 9457); see [`Rejection`].
+//! Bodies are `application/problem+json` (RFC 9457); see [`Rejection`], and
+//! [`Problem`] to answer your own refusals in the same shape.
 //! Every 401 carries a `WWW-Authenticate: ApiKey realm="api",
 //! header="X-API-Key"` challenge (with the configured realm and header);
 //! all but `missing_key` add their code as its `error` parameter
