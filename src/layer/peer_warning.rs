@@ -4,6 +4,9 @@
 
 use crate::handle::Shared;
 
+/// The `tracing` target of the layer's own diagnostics (not the audit).
+const TARGET: &str = "keygate::layer";
+
 /// Logs, once per [`Keygate`](crate::Keygate), that a key with an IP
 /// allowlist was refused because the client address is unknown, and how to
 /// make it known for the way this layer looks for it. Says nothing about
@@ -15,14 +18,14 @@ pub(super) fn peer_unknown(shared: &Shared) {
     let settings = &shared.settings;
     if settings.peer_fn.is_some() {
         tracing::warn!(
-            target: "keygate::layer",
+            target: TARGET,
             "A key with an IP allowlist was refused (403 ip_not_allowed) because the client \
              address is unknown: the `peer_addr_with` function returned none. Make it return \
              the address for every request. This warning is logged once."
         );
     } else if let Some(forwarded) = &settings.forwarded {
         tracing::warn!(
-            target: "keygate::layer",
+            target: TARGET,
             header = forwarded.header.as_str(),
             "A key with an IP allowlist was refused (403 ip_not_allowed) because the client \
              address is unknown: the trusted forwarding header is missing, has fewer entries \
@@ -33,7 +36,7 @@ pub(super) fn peer_unknown(shared: &Shared) {
         );
     } else {
         tracing::warn!(
-            target: "keygate::layer",
+            target: TARGET,
             "A key with an IP allowlist was refused (403 ip_not_allowed) because the client \
              address is unknown: the request carries no `ConnectInfo<SocketAddr>`. Serve the \
              app with `app.into_make_service_with_connect_info::<SocketAddr>()` instead of \
