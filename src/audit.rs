@@ -14,12 +14,12 @@
 //! With [`KeygateBuilder::audit_log`](crate::KeygateBuilder::audit_log) the
 //! same attempts are also persisted, batched, off the request path.
 
-use http::Request;
-use keygate_core::{AuditAction, AuditEvent, KeyId};
+use http::{Method, Request};
+use keygate_core::{AuditAction, AuditEvent, KeyId, ParseError, Scope};
 use time::OffsetDateTime;
 use tracing::Level;
 
-use crate::{Rejection, keygate::Shared};
+use crate::{ApiKey, Rejection, handle::Shared};
 
 /// The `tracing` target of audit events.
 pub const TARGET: &str = "keygate::audit";
@@ -40,19 +40,19 @@ pub(crate) fn admitted<B>(
     macro_rules! admitted_at {
         ($level:expr) => {
             tracing::event!(
-                target: "keygate::audit",
+                target: TARGET,
                 $level,
                 outcome = "ok",
                 key_id = id.as_str(),
                 method = %req.method(),
                 path = req.uri().path(),
-                peer = shared.peer(req).map(tracing::field::display),
+                peer = shared.settings.peer(req).map(tracing::field::display),
                 reminder,
                 sunset = sunset.map(tracing::field::display),
             )
         };
     }
-    match shared.audit_admitted_level {
+    match shared.settings.audit_admitted_level {
         Level::ERROR => admitted_at!(Level::ERROR),
         Level::WARN => admitted_at!(Level::WARN),
         Level::INFO => admitted_at!(Level::INFO),
@@ -70,9 +70,9 @@ fn persist<B>(
     detail: Option<&str>,
     key_id: Option<KeyId>,
 ) {
-    if let Some(log) = &shared.audit_log {
+    if let Some(log) = &shared.runtime.audit_log {
         log.record(AuditEvent {
-            at: shared.clock.now(),
+            at: shared.settings.clock.now(),
             action: AuditAction::Authenticate,
             outcome: outcome.to_owned(),
             detail: detail.map(str::to_owned),
@@ -80,7 +80,7 @@ fn persist<B>(
             actor: None,
             method: Some(req.method().as_str().to_owned()),
             path: Some(req.uri().path().to_owned()),
-            peer: shared.peer(req),
+            peer: shared.settings.peer(req),
         });
     }
 }
@@ -90,27 +90,127 @@ pub(crate) fn rejected<B>(
     req: &Request<B>,
     rejection: &Rejection,
     id: Option<KeyId>,
-    reason: &'static str,
+    reason: Reason,
 ) {
     tracing::info!(
-        target: "keygate::audit",
+        target: TARGET,
         outcome = rejection.code(),
-        reason,
+        reason = reason.as_str(),
         status = rejection.status().as_u16(),
         key_id = id.as_ref().map(KeyId::as_str),
         method = %req.method(),
         path = req.uri().path(),
-        peer = shared.peer(req).map(tracing::field::display),
+        peer = shared.settings.peer(req).map(tracing::field::display),
     );
-    persist(shared, req, rejection.code(), Some(reason), id);
+    persist(shared, req, rejection.code(), Some(reason.as_str()), id);
 }
 
 pub(crate) fn anonymous<B>(shared: &Shared, req: &Request<B>) {
     tracing::debug!(
-        target: "keygate::audit",
+        target: TARGET,
         outcome = "anonymous",
         method = %req.method(),
         path = req.uri().path(),
-        peer = shared.peer(req).map(tracing::field::display),
+        peer = shared.settings.peer(req).map(tracing::field::display),
     );
+}
+
+/// A key held by a route-level check ([`require_scope`](crate::require_scope)
+/// or [`RequireScope`](crate::RequireScope)) lacks the scope it needs. The
+/// layer has already admitted the request, so this is a second event for it.
+pub(crate) fn scope_refused(
+    reason: Reason,
+    key: &ApiKey,
+    required: &Scope,
+    method: &Method,
+    path: &str,
+) {
+    tracing::info!(
+        target: TARGET,
+        outcome = "insufficient_scope",
+        reason = reason.as_str(),
+        status = 403u16,
+        key_id = key.id().as_str(),
+        required = required.as_str(),
+        method = %method,
+        path,
+    );
+}
+
+/// Why a request was refused, finer than its [`Rejection`]: the `reason`
+/// of its audit event (and the `detail` of its persisted record). The
+/// strings are part of the audit log's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// No key in the request.
+    Missing,
+    /// Two different keys in one request.
+    Conflicting,
+    /// A value with bytes outside visible ASCII.
+    UnreadableBytes,
+    /// The key did not parse; which check failed.
+    Parse(ParseError),
+    /// A key of an environment the layer does not accept.
+    Environment,
+    /// No stored key has this id.
+    UnknownKey,
+    /// Too many lookups of ids not known to exist are in flight.
+    UnknownLookupsBusy,
+    /// The store could not answer.
+    StoreUnavailable,
+    /// The id is known, the secret is not its.
+    DigestMismatch,
+    /// The key is revoked.
+    Revoked,
+    /// The key has expired.
+    Expired,
+    /// The key has an IP allowlist and the client address is unknown.
+    PeerUnknown,
+    /// The client address is not in the key's allowlist.
+    IpNotAllowed,
+    /// The request is not of the protocol the layer protects.
+    WrongProtocol,
+    /// The key lacks the scope the method needs.
+    Scope,
+    /// The key lacks a scope the layer, or a route layer, requires.
+    RouteScope,
+    /// The key lacks the scope a `RequireScope` extractor requires.
+    ExtractorScope,
+    /// The key's quota is used up.
+    RateLimited,
+    /// The rate limiter could not answer.
+    LimiterUnavailable,
+}
+
+impl Reason {
+    /// The `reason` field's value.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Conflicting => "conflicting",
+            Self::UnreadableBytes => "unreadable_bytes",
+            Self::Parse(ParseError::Empty) => "empty",
+            Self::Parse(ParseError::Length) => "length",
+            Self::Parse(ParseError::Prefix) => "prefix",
+            Self::Parse(ParseError::Environment) => "environment_syntax",
+            Self::Parse(ParseError::Alphabet) => "alphabet",
+            Self::Parse(ParseError::Checksum) => "checksum",
+            Self::Parse(_) => "malformed",
+            Self::Environment => "environment",
+            Self::UnknownKey => "unknown_key",
+            Self::UnknownLookupsBusy => "unknown_lookups_busy",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::DigestMismatch => "digest_mismatch",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::PeerUnknown => "peer_unknown",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::WrongProtocol => "wrong_protocol",
+            Self::Scope => "scope",
+            Self::RouteScope => "route_scope",
+            Self::ExtractorScope => "extractor_scope",
+            Self::RateLimited => "rate_limited",
+            Self::LimiterUnavailable => "limiter_unavailable",
+        }
+    }
 }

@@ -5,6 +5,8 @@ use std::{fmt, sync::Arc};
 use keygate_core::{Environment, KeyId, KeyInfo, Metadata, Owner, Scope, Scopes};
 use time::OffsetDateTime;
 
+use crate::rejection::RejectionRenderer;
+
 /// The key that authenticated a request.
 ///
 /// The layer puts it into the request's extensions; with the `axum` feature
@@ -85,7 +87,8 @@ impl ApiKey {
         self.0.expires_at
     }
 
-    /// Everything above, shared.
+    /// The whole record the accessors above read from, as the verifier's
+    /// cache holds it: clone the `Arc` to keep it past the request.
     pub fn info(&self) -> &Arc<KeyInfo> {
         &self.0
     }
@@ -125,7 +128,7 @@ pub(crate) fn lookup(ext: &http::Extensions) -> Result<Option<ApiKey>, crate::Re
 #[derive(Clone)]
 pub struct ApiKeyRejection {
     rejection: crate::Rejection,
-    renderer: Option<crate::require_scope::RejectionRenderer>,
+    renderer: Option<RejectionRenderer>,
 }
 
 impl ApiKeyRejection {
@@ -148,10 +151,7 @@ impl ApiKeyRejection {
 
     /// The response, as the layer would render it.
     pub fn to_response(&self) -> http::Response<bytes::Bytes> {
-        match &self.renderer {
-            Some(r) => r.0.render(&self.rejection),
-            None => self.rejection.to_response(),
-        }
+        RejectionRenderer::render_with(self.renderer.as_ref(), &self.rejection)
     }
 }
 

@@ -31,7 +31,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use keygate_core::Scope;
 
-use crate::rejection::{Rejection, ceil_secs, insert_rate_limit_headers};
+use crate::{
+    headers::insert_rate_limit_headers,
+    rejection::{Rejection, ceil_secs},
+};
 
 /// Whether a request says it is a gRPC (or gRPC-Web) call. Only an HTTP
 /// layer asks, to refuse it: what a request says never picks the rules.
@@ -220,16 +223,26 @@ fn camel_words(name: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The gRPC status codes keygate answers with (gRPC's `statuscodes.md`).
+mod code {
+    pub(super) const INVALID_ARGUMENT: u16 = 3;
+    pub(super) const PERMISSION_DENIED: u16 = 7;
+    pub(super) const RESOURCE_EXHAUSTED: u16 = 8;
+    pub(super) const INTERNAL: u16 = 13;
+    pub(super) const UNAVAILABLE: u16 = 14;
+    pub(super) const UNAUTHENTICATED: u16 = 16;
+}
+
 impl Rejection {
     /// The gRPC status code (see the [module docs](crate::grpc)).
     pub fn grpc_code(&self) -> u16 {
         match self.status() {
-            StatusCode::UNAUTHORIZED => 16,
-            StatusCode::BAD_REQUEST => 3,
-            StatusCode::FORBIDDEN => 7,
-            StatusCode::TOO_MANY_REQUESTS => 8,
-            StatusCode::SERVICE_UNAVAILABLE => 14,
-            _ => 13,
+            StatusCode::UNAUTHORIZED => code::UNAUTHENTICATED,
+            StatusCode::BAD_REQUEST => code::INVALID_ARGUMENT,
+            StatusCode::FORBIDDEN => code::PERMISSION_DENIED,
+            StatusCode::TOO_MANY_REQUESTS => code::RESOURCE_EXHAUSTED,
+            StatusCode::SERVICE_UNAVAILABLE => code::UNAVAILABLE,
+            _ => code::INTERNAL,
         }
     }
 
@@ -286,18 +299,18 @@ fn percent_encode(s: &str) -> String {
 
 #[cfg(feature = "tonic")]
 mod tonic_impls {
-    use super::Rejection;
+    use super::{Rejection, code};
     use crate::ApiKey;
 
     impl From<Rejection> for tonic::Status {
         fn from(r: Rejection) -> Self {
             let message = format!("{}: {}", r.code(), r.detail());
             match r.grpc_code() {
-                16 => Self::unauthenticated(message),
-                3 => Self::invalid_argument(message),
-                7 => Self::permission_denied(message),
-                8 => Self::resource_exhausted(message),
-                14 => Self::unavailable(message),
+                code::UNAUTHENTICATED => Self::unauthenticated(message),
+                code::INVALID_ARGUMENT => Self::invalid_argument(message),
+                code::PERMISSION_DENIED => Self::permission_denied(message),
+                code::RESOURCE_EXHAUSTED => Self::resource_exhausted(message),
+                code::UNAVAILABLE => Self::unavailable(message),
                 _ => Self::internal(message),
             }
         }

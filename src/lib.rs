@@ -51,7 +51,8 @@
 //! | quota used up | 429 + `Retry-After`, `RateLimit-*` | `rate_limited` |
 //! | store cannot answer | 503 + `Retry-After` | `unavailable` |
 //!
-//! Bodies are `application/problem+json` (RFC 9457); see [`Rejection`].
+//! Bodies are `application/problem+json` (RFC 9457); see [`Rejection`], and
+//! [`Problem`] to answer your own refusals in the same shape.
 //! Every 401 carries a `WWW-Authenticate: ApiKey realm="api",
 //! header="X-API-Key"` challenge (with the configured realm and header);
 //! all but `missing_key` add their code as its `error` parameter
@@ -96,31 +97,41 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+#[macro_use]
+mod macros;
+
 pub mod audit;
 mod body;
+mod builder;
 mod extract;
 pub mod grpc;
-mod keygate;
+mod handle;
+mod headers;
 mod layer;
 #[cfg(feature = "manage")]
 pub mod manage;
 mod method;
 mod peer;
+mod problem;
 mod protocol;
 pub mod recipes;
 mod rejection;
 mod require_scope;
+mod runtime;
+mod settings;
 mod source;
 
 pub use keygate_core as core;
 
 pub use crate::{
     body::ResponseBody,
+    builder::{KeygateBuilder, RejectionHandler},
     extract::{ApiKey, ApiKeyRejection},
     grpc::GrpcScopes,
-    keygate::{Keygate, KeygateBuilder, RejectionHandler},
+    handle::Keygate,
     layer::{KeygateLayer, KeygateService, ResponseFuture},
     method::MethodScopes,
+    problem::Problem,
     protocol::Protocol,
     rejection::Rejection,
     require_scope::{

@@ -63,6 +63,36 @@ impl Forwarded {
     }
 }
 
+/// The connection's peer address, from whichever server put it in the
+/// request's extensions: axum's `ConnectInfo` (or `MockConnectInfo` in
+/// tests), tonic's `TcpConnectInfo`, or a plain `SocketAddr`. IPv4-mapped
+/// IPv6 is read as IPv4.
+pub(crate) fn connection_ip(ext: &http::Extensions) -> Option<IpAddr> {
+    connection_node(ext).map(|ip| ip.to_canonical())
+}
+
+fn connection_node(ext: &http::Extensions) -> Option<IpAddr> {
+    #[cfg(feature = "axum")]
+    {
+        use axum::extract::{ConnectInfo, connect_info::MockConnectInfo};
+        if let Some(ci) = ext.get::<ConnectInfo<std::net::SocketAddr>>() {
+            return Some(ci.0.ip());
+        }
+        if let Some(mock) = ext.get::<MockConnectInfo<std::net::SocketAddr>>() {
+            return Some(mock.0.ip());
+        }
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(addr) = ext
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
+    {
+        return Some(addr.ip());
+    }
+    ext.get::<std::net::SocketAddr>()
+        .map(std::net::SocketAddr::ip)
+}
+
 /// One forwarding entry: `203.0.113.7`, `203.0.113.7:443`, `2001:db8::1`,
 /// `[2001:db8::1]:443`, or RFC 7239's `for=…` (with `;`-separated
 /// parameters and quotes), IPv4-mapped IPv6 read as IPv4. Anything else,

@@ -6,7 +6,6 @@ use std::{
     future::Future,
     marker::PhantomData,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll, ready},
 };
 
@@ -19,9 +18,10 @@ use tower_service::Service;
 
 use crate::{
     ApiKey, Rejection,
+    audit::{self, Reason},
     body::ResponseBody,
     extract::{ApiKeyRejection, lookup},
-    rejection::Renderer,
+    rejection::RejectionRenderer,
 };
 
 /// Requires the authenticated key to hold `scope` (or `admin`), on top of
@@ -89,35 +89,7 @@ pub struct RequireScopeService<S> {
 }
 
 impl<S> RequireScopeService<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-/// The application's rejection handler, carried in request extensions so
-/// route-level checks render rejections the same way as the layer.
-#[derive(Clone)]
-pub(crate) struct RejectionRenderer(pub(crate) Arc<Renderer>);
-
-impl RejectionRenderer {
-    /// Renders with the layer's renderer from `ext`, or the default.
-    pub(crate) fn render_from(ext: &http::Extensions, rejection: &Rejection) -> Response<Bytes> {
-        match ext.get::<Self>() {
-            Some(r) => r.0.render(rejection),
-            None => rejection.to_response(),
-        }
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S, B, ResBody> Service<Request<B>> for RequireScopeService<S>
@@ -142,16 +114,8 @@ where
                 };
             }
             Ok(Some(key)) => {
-                tracing::info!(
-                    target: "keygate::audit",
-                    outcome = "insufficient_scope",
-                    reason = "route_scope",
-                    status = 403u16,
-                    key_id = key.id().as_str(),
-                    required = self.scope.as_str(),
-                    method = %req.method(),
-                    path = req.uri().path(),
-                );
+                let (method, path) = (req.method(), req.uri().path());
+                audit::scope_refused(Reason::RouteScope, &key, &self.scope, method, path);
                 Rejection::InsufficientScope {
                     required: self.scope.clone(),
                 }
@@ -302,16 +266,8 @@ impl<S: ScopeName, St: Send + Sync> axum::extract::FromRequestParts<St> for Requ
         if key.allows(&scope) {
             return Ok(Self(key, PhantomData));
         }
-        tracing::info!(
-            target: "keygate::audit",
-            outcome = "insufficient_scope",
-            reason = "extractor_scope",
-            status = 403u16,
-            key_id = key.id().as_str(),
-            required = scope.as_str(),
-            method = %parts.method,
-            path = parts.uri.path(),
-        );
+        let (method, path) = (&parts.method, parts.uri.path());
+        audit::scope_refused(Reason::ExtractorScope, &key, &scope, method, path);
         Err(reject(Rejection::InsufficientScope { required: scope }))
     }
 }

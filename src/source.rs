@@ -77,6 +77,34 @@ impl KeySources {
         self.bearer
     }
 
+    /// The first header keys are read from as people write it
+    /// (`X-API-Key`), for the `header` parameter of challenges.
+    pub(crate) fn challenge_header(&self) -> String {
+        display_header(self.headers.first().map_or("X-API-Key", HeaderName::as_str))
+    }
+
+    /// Where keys are read from, in words, for messages that tell callers
+    /// where to send one.
+    pub(crate) fn describe(&self) -> String {
+        let mut s = match self.headers.first() {
+            Some(header) => format!("the `{}` header", display_header(header.as_str())),
+            None => String::new(),
+        };
+        let mut add = |part: &str| {
+            if !s.is_empty() {
+                s.push_str(" or ");
+            }
+            s.push_str(part);
+        };
+        if self.bearer {
+            add("`Authorization: Bearer`");
+        }
+        if let Some(q) = &self.query {
+            add(&format!("the `{q}` query parameter"));
+        }
+        s
+    }
+
     /// Finds the key a request presents.
     ///
     /// `Ok(None)` when there is none; an error when a value is unreadable or
@@ -223,9 +251,36 @@ pub(crate) enum SourceError {
     Unreadable,
 }
 
+/// `x-api-key` → `X-API-Key`: how people write header names.
+fn display_header(name: &str) -> String {
+    name.split('-')
+        .map(|part| match part {
+            "api" | "id" => part.to_ascii_uppercase(),
+            _ => {
+                let mut c = part.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_descriptions_read_well() {
+        assert_eq!(display_header("x-api-key"), "X-API-Key");
+        let s = KeySources::new().query("api_key").bearer(true);
+        assert_eq!(
+            s.describe(),
+            "the `X-API-Key` header or `Authorization: Bearer` or the `api_key` query parameter"
+        );
+        assert_eq!(s.challenge_header(), "X-API-Key");
+    }
 
     fn req(uri: &str, headers: &[(&str, &[u8])]) -> Request<()> {
         let mut b = Request::builder().uri(uri);
