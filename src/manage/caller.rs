@@ -8,13 +8,13 @@ use axum::{
 use http::{StatusCode, request::Parts};
 use keygate_core::{
     CreatedKey, Environment, GrantDimension, GrantViolation, Grantor, KeyId, KeyManager, KeyRecord,
-    ManageError, Owner, Scope, StoreError,
+    KeyView, ManageError, Owner, Scope, StoreError,
 };
 
 use super::{
     AdminState, MANAGE_SCOPE,
     input::FieldError,
-    view::{CreatedKeyView, KeyView, Problem, json},
+    view::{CreatedKeyView, Problem, json},
 };
 use crate::ApiKey;
 

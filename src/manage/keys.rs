@@ -22,9 +22,8 @@ use super::{
         self, CreateKeyRequest, FieldError, ListQuery, RotateKeyRequest, UpdateKeyRequest,
         UsageQuery,
     },
-    view::{
-        BucketView, CreatedKeyView, KeyListView, KeyView, Problem, ProblemBody, UsageView, json,
-    },
+    schema::KeySchema,
+    view::{BucketView, CreatedKeyView, KeyListView, Problem, ProblemBody, UsageView, json},
 };
 
 /// What a handler answers: a JSON response, or problem+json.
@@ -59,7 +58,6 @@ fn read<T>(
     responses(
         (status = 201, description = "The key was issued", body = CreatedKeyView<'static>),
         (status = 403, description = "`insufficient_scope`, `owner_not_allowed` or `environment_not_allowed`", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn create_key(caller: Caller, raw: Result<Bytes, BytesRejection>) -> Answer {
@@ -107,7 +105,6 @@ pub(super) async fn create_key(caller: Caller, raw: Result<Bytes, BytesRejection
     responses(
         (status = 200, description = "One page of keys", body = KeyListView),
         (status = 403, description = "`insufficient_scope`, or `owner_not_allowed` for another owner's keys", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid query", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn list_keys(caller: Caller, RawQuery(query): RawQuery) -> Answer {
@@ -141,8 +138,7 @@ pub(super) async fn list_keys(caller: Caller, RawQuery(query): RawQuery) -> Answ
     tag = "keys",
     params(KeyIdParam),
     responses(
-        (status = 200, description = "The key", body = KeyView),
-        (status = 404, description = "No such key, or another owner's", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 200, description = "The key", body = KeySchema),
     )
 )]
 pub(super) async fn get_key(caller: Caller, KeyIdParam(id): KeyIdParam) -> Answer {
@@ -162,10 +158,8 @@ pub(super) async fn get_key(caller: Caller, KeyIdParam(id): KeyIdParam) -> Answe
     params(KeyIdParam),
     request_body = UpdateKeyRequest,
     responses(
-        (status = 200, description = "The updated key", body = KeyView),
+        (status = 200, description = "The updated key", body = KeySchema),
         (status = 403, description = "`insufficient_scope` or `environment_not_allowed`", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such key, or another owner's", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn update_key(
@@ -200,8 +194,7 @@ pub(super) async fn update_key(
     tag = "keys",
     params(KeyIdParam),
     responses(
-        (status = 200, description = "The revoked key", body = KeyView),
-        (status = 404, description = "No such key, or another owner's", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 200, description = "The revoked key", body = KeySchema),
     )
 )]
 pub(super) async fn revoke_key(caller: Caller, KeyIdParam(id): KeyIdParam) -> Answer {
@@ -228,9 +221,7 @@ pub(super) async fn revoke_key(caller: Caller, KeyIdParam(id): KeyIdParam) -> An
     responses(
         (status = 201, description = "The new key", body = CreatedKeyView<'static>),
         (status = 403, description = "`insufficient_scope` or `environment_not_allowed`", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "No such key, or another owner's", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "`not_rotatable`: the key is revoked, expired or already rotated", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid input", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn rotate_key(
@@ -264,8 +255,6 @@ pub(super) async fn rotate_key(
     params(KeyIdParam, UsageQuery),
     responses(
         (status = 200, description = "Usage per hour", body = UsageView),
-        (status = 404, description = "No such key, or another owner's", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid query", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn key_usage(

@@ -107,6 +107,7 @@ mod id_param;
 mod input;
 mod keys;
 mod openapi;
+mod schema;
 mod view;
 
 use std::{sync::Arc, time::Duration};
@@ -115,11 +116,10 @@ use axum::{
     Router,
     routing::{get, post},
 };
-use keygate_core::{KeyRecord, Quotas};
+use keygate_core::{KeyRecord, KeyView, Quotas};
 use time::OffsetDateTime;
 use utoipa::openapi::OpenApi;
 
-use self::view::KeyView;
 use crate::{Keygate, MethodScopes};
 
 /// The scope that lets a key manage the keys of its own owner.

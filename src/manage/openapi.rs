@@ -9,6 +9,7 @@ use utoipa::{
     Modify, OpenApi,
     openapi::{
         self, Components, Content, RefOr, ResponseBuilder, Server,
+        path::ParameterIn,
         security::{
             ApiKey as ApiKeyScheme, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement,
             SecurityScheme,
@@ -18,9 +19,10 @@ use utoipa::{
 
 use super::{
     caller::Caller,
-    input::{EnvironmentName, FieldError},
+    input::FieldError,
     keys,
-    view::{BucketView, KeyStatus, json},
+    schema::{EnvironmentName, KeyStatus},
+    view::{BucketView, json},
 };
 use crate::Keygate;
 
@@ -65,8 +67,10 @@ pub(super) async fn openapi_json(
 )]
 struct ApiDoc;
 
-/// Adds the answers every operation can give (the layer's 401, 403, 429
-/// and 503) to every operation.
+/// Adds the answers that follow from rules rather than from one
+/// operation: the layer's 401, 403, 429 and 503 on every operation, the
+/// 404 of every route on one key (a missing key and another owner's look
+/// the same), and the 422 of every operation that reads a body or a query.
 struct CommonResponses;
 
 impl Modify for CommonResponses {
@@ -92,9 +96,17 @@ impl Modify for CommonResponses {
             ("429", "`rate_limited`: the API key's quota is used up"),
             ("503", "`unavailable`: the key store cannot answer"),
         ];
-        for item in doc.paths.paths.values_mut() {
+        for (path, item) in &mut doc.paths.paths {
+            let one_key = path.contains("{id}").then_some(("404", NOT_FOUND));
             for op in operations(item) {
-                for (status, description) in common {
+                let invalid = if op.request_body.is_some() {
+                    Some(("422", "Invalid input"))
+                } else if reads_query(op) {
+                    Some(("422", "Invalid query"))
+                } else {
+                    None
+                };
+                for (status, description) in common.into_iter().chain(one_key).chain(invalid) {
                     op.responses
                         .responses
                         .entry(status.to_owned())
@@ -103,6 +115,18 @@ impl Modify for CommonResponses {
             }
         }
     }
+}
+
+/// What a route on one key answers when the key does not exist or belongs
+/// to an owner the caller may not see.
+const NOT_FOUND: &str = "No such key, or another owner's";
+
+/// Whether `op` takes query parameters.
+fn reads_query(op: &openapi::path::Operation) -> bool {
+    op.parameters
+        .iter()
+        .flatten()
+        .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Query))
 }
 
 fn operations(item: &mut openapi::PathItem) -> impl Iterator<Item = &mut openapi::path::Operation> {

@@ -10,6 +10,7 @@
 //! * [`RateLimiter`], [`GovernorLimiter`], [`Quota`], [`Quotas`] — per-key
 //!   limits, one quota or several;
 //! * [`KeyManager`] — issuing, listing, updating and revoking keys;
+//!   [`KeyView`] — a key as people and scripts are shown it;
 //! * [`may_grant`], [`Grantor`], [`Limits`] — what a delegating key may hand
 //!   out, and the caps every key obeys.
 //!
@@ -55,6 +56,7 @@ mod store;
 mod time_range;
 mod usage;
 mod verify;
+mod view;
 
 pub use audit::{
     AuditAction, AuditConfig, AuditEvent, AuditLog, AuditQuery, AuditStore, DynAuditStore,
@@ -85,6 +87,7 @@ pub use time_range::{
 };
 pub use usage::{Invalidation, InvalidationFeed, UsageBucket, UsageDelta, usage_bucket};
 pub use verify::{CacheConfig, CachedKey, Denied, Lookup, Pending, Verifier};
+pub use view::KeyView;
 
 pub use ipnet::IpNet;
 pub use time;

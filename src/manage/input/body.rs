@@ -7,7 +7,8 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::{
-    EnvironmentName, Errors, FieldError,
+    super::schema::EnvironmentName,
+    Errors, FieldError,
     value::{
         environment, metadata, name, networks, object, optional, optional_timestamp, owner, quotas,
         required, scopes, seconds, unknown_fields,

@@ -13,7 +13,6 @@ mod body;
 mod query;
 mod value;
 
-use keygate_core::Environment;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -34,25 +33,6 @@ pub(super) struct FieldError {
         example = "invalid scope \"Billing\": use 1 to 64 characters from a-z, 0-9 and `:._-`, starting with a letter"
     )]
     pub(super) message: String,
-}
-
-/// `live` or `test`.
-#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub(super) enum EnvironmentName {
-    /// Production keys.
-    Live,
-    /// Sandbox and CI keys.
-    Test,
-}
-
-impl From<Environment> for EnvironmentName {
-    fn from(e: Environment) -> Self {
-        match e {
-            Environment::Live => Self::Live,
-            Environment::Test => Self::Test,
-        }
-    }
 }
 
 /// Collects field errors while a request is read.
