@@ -24,7 +24,7 @@
 //! goes in `Authorization: Bearer eyJ…`. keygate only looks at bearer tokens
 //! that start with its prefix, so JWTs pass through it untouched.
 //!
-//! The rules, all in one place ([`Caller`]):
+//! The rules, all in one place ([`Caller`](caller::Caller)):
 //!
 //! - a request that presents a key is held to it: an invalid, revoked or
 //!   expired key is a 401 even when a valid JWT comes with it;
@@ -35,7 +35,7 @@
 //! outermost layer, so preflights are answered before keygate runs (see
 //! `docs/recipes.md`, "Browser clients and CORS").
 //!
-//! The modules follow a request: [`app`] builds the router, [`caller`]
+//! The modules follow a request: [`app`](mod@app) builds the router, [`caller`]
 //! says who is calling, [`tokens`] signs and checks JWTs, [`handlers`] and
 //! [`keys`] answer, and [`error`] renders every refusal.
 
