@@ -1,14 +1,17 @@
-//! Black-box tests of `examples/dual_auth.rs` through its real router:
+//! Black-box tests of `examples/dual-auth` through its real router:
 //! every kind of caller on every kind of route, people managing only their
 //! own keys, and browsers calling cross-origin.
 
 // `main` and the printing helpers are for `cargo run`, not for the tests.
 #[allow(dead_code)]
-#[path = "../examples/dual_auth.rs"]
+#[path = "../examples/dual-auth/src/main.rs"]
 mod dual_auth;
 
 use axum::{Router, body::Body};
-use dual_auth::{AppState, BROWSER_ORIGINS, Claims, ISSUER, app, build_keygate};
+use dual_auth::{
+    app::{AppState, BROWSER_ORIGINS, app, build_keygate},
+    tokens::{Claims, ISSUER},
+};
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use jsonwebtoken::{EncodingKey, Header};

@@ -2,6 +2,7 @@
 
 use axum::extract::{FromRequestParts, Path};
 use http::request::Parts;
+use utoipa::IntoParams;
 
 /// The `{id}` segment of a key route, percent-decoded.
 ///
@@ -10,7 +11,12 @@ use http::request::Parts;
 /// errors. Such a segment is no key's id, so it is read as an empty id,
 /// which the handlers answer like any unknown id: 404 `not_found`, after
 /// the caller's own checks.
-pub(super) struct KeyIdParam(pub(super) String);
+#[derive(IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+pub(super) struct KeyIdParam(
+    /// The key's public id
+    pub(super) String,
+);
 
 impl<S: Send + Sync> FromRequestParts<S> for KeyIdParam {
     type Rejection = std::convert::Infallible;

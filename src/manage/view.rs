@@ -1,123 +1,15 @@
-//! What the management API answers: key records without secrets, and
-//! problem+json errors.
+//! What the management API answers: key records without secrets
+//! ([`keygate_core::KeyView`]), and problem+json errors.
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
-use keygate_core::{KeyRecord, Metadata, UsageBucket};
+use keygate_core::{KeyView, UsageBucket};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::input::{EnvironmentName, FieldError};
-
-/// A key as the API shows it: everything but the key and its digest.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = Key)]
-pub(super) struct KeyView {
-    /// The public id (10 letters and digits).
-    #[schema(example = "Ab3Cd5Ef7G")]
-    id: String,
-    /// The start of the key, safe to show so people can tell their keys
-    /// apart: `{prefix}_{environment}_{id}`.
-    #[schema(example = "mbk_live_Ab3Cd5Ef7G")]
-    prefix: String,
-    /// The id of the first key of this key's rotation chain; usage and
-    /// rate limits are counted per family.
-    #[schema(example = "Ab3Cd5Ef7G")]
-    family: String,
-    /// `user:<id>` or `service:<name>`.
-    #[schema(example = "user:42")]
-    owner: String,
-    /// The key's name.
-    name: String,
-    /// What the key may do, sorted.
-    #[schema(example = json!(["read", "write"]))]
-    scopes: Vec<String>,
-    /// `live` or `test`.
-    environment: EnvironmentName,
-    /// Whether the key works now.
-    status: KeyStatus,
-    /// When the key was created.
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-    /// When the key stops working, if ever.
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(required = true)]
-    expires_at: Option<OffsetDateTime>,
-    /// When the key was revoked, if it was.
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(required = true)]
-    revoked_at: Option<OffsetDateTime>,
-    /// When the key last authenticated a request. Usage is written in
-    /// batches, so this lags by up to the service's flush interval.
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(required = true)]
-    last_used_at: Option<OffsetDateTime>,
-    /// The key's own quotas (`10/s`, or several: `10/s,10000/d`); `null`:
-    /// the service's default.
-    #[schema(required = true, example = "10/s")]
-    rate_limit: Option<String>,
-    /// Networks the key may be used from; empty: anywhere.
-    #[schema(example = json!(["10.0.0.0/8"]))]
-    allowed_ips: Vec<String>,
-    /// Free-form JSON kept with the key.
-    #[schema(value_type = Object)]
-    metadata: Metadata,
-    /// The key that replaced this one in a rotation. This key keeps working
-    /// until its `expires_at`, the end of the grace period.
-    #[schema(required = true)]
-    superseded_by: Option<String>,
-}
-
-/// Whether a key works now: [`keygate_core::KeyStatus`] as the OpenAPI
-/// document shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum KeyStatus {
-    /// The key works.
-    Active,
-    /// The key was rotated and works until its `expires_at`.
-    Superseded,
-    /// The key's `expires_at` has passed.
-    Expired,
-    /// The key was revoked.
-    Revoked,
-}
-
-impl From<keygate_core::KeyStatus> for KeyStatus {
-    fn from(status: keygate_core::KeyStatus) -> Self {
-        match status {
-            keygate_core::KeyStatus::Active => Self::Active,
-            keygate_core::KeyStatus::Superseded => Self::Superseded,
-            keygate_core::KeyStatus::Expired => Self::Expired,
-            keygate_core::KeyStatus::Revoked => Self::Revoked,
-        }
-    }
-}
-
-impl KeyView {
-    pub(super) fn new(r: &KeyRecord, prefix: &str, now: OffsetDateTime) -> Self {
-        Self {
-            id: r.id.to_string(),
-            prefix: r.head(prefix),
-            family: r.family.to_string(),
-            owner: r.owner.to_string(),
-            name: r.name.clone(),
-            scopes: r.scopes.iter().map(ToString::to_string).collect(),
-            environment: r.environment.into(),
-            status: r.status_at(now).into(),
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-            revoked_at: r.revoked_at,
-            last_used_at: r.last_used_at,
-            rate_limit: r.rate_limit.as_ref().map(ToString::to_string),
-            allowed_ips: r.allowed_ips.iter().map(ToString::to_string).collect(),
-            metadata: r.metadata.clone(),
-            superseded_by: r.superseded_by.map(|id| id.to_string()),
-        }
-    }
-}
+use super::{input::FieldError, schema::KeySchema};
 
 /// A key just issued: the key itself, shown this once, and its record.
 /// Its `Debug` leaves the key out.
@@ -129,6 +21,7 @@ pub(super) struct CreatedKeyView<'a> {
     #[schema(example = "mbk_live_Ab3Cd5Ef7GhJ2kL4mN6pQ8rS0tU2vW4xY6zA8bC0dE1f9XkQ")]
     pub(super) key: &'a str,
     #[serde(flatten)]
+    #[schema(value_type = KeySchema)]
     pub(super) record: KeyView,
 }
 
@@ -146,6 +39,7 @@ impl std::fmt::Debug for CreatedKeyView<'_> {
 #[schema(as = KeyList)]
 pub(super) struct KeyListView {
     /// The keys.
+    #[schema(value_type = Vec<KeySchema>)]
     pub(super) keys: Vec<KeyView>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
     #[schema(required = true)]

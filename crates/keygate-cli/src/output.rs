@@ -5,58 +5,30 @@
 
 use std::{fmt::Write as _, io::Write as _};
 
-use keygate_core::{KeyRecord, Metadata, UsageBucket};
+use keygate_core::{KeyRecord, UsageBucket};
 use serde::Serialize;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339, macros::format_description};
 
 use crate::duration;
 
-/// A key as the CLI shows it: everything but the key and its digest.
+/// A key as the CLI shows it: [`keygate_core::KeyView`], the shape the
+/// HTTP management API answers too, serialized as it is, with the
+/// one-field-per-line text form for people.
 #[derive(Debug, Serialize)]
-pub(crate) struct KeyView {
-    pub(crate) id: String,
-    /// `{prefix}_{environment}_{id}`: the public head of the key.
-    pub(crate) prefix: String,
-    pub(crate) family: String,
-    pub(crate) owner: String,
-    pub(crate) name: String,
-    pub(crate) scopes: Vec<String>,
-    pub(crate) environment: &'static str,
-    pub(crate) status: &'static str,
-    #[serde(with = "time::serde::rfc3339")]
-    pub(crate) created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub(crate) expires_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub(crate) revoked_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub(crate) last_used_at: Option<OffsetDateTime>,
-    pub(crate) rate_limit: Option<String>,
-    pub(crate) allowed_ips: Vec<String>,
-    pub(crate) metadata: Metadata,
-    pub(crate) superseded_by: Option<String>,
+#[serde(transparent)]
+pub(crate) struct KeyView(keygate_core::KeyView);
+
+impl std::ops::Deref for KeyView {
+    type Target = keygate_core::KeyView;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl KeyView {
     pub(crate) fn new(r: &KeyRecord, prefix: &str, now: OffsetDateTime) -> Self {
-        Self {
-            id: r.id.to_string(),
-            prefix: r.head(prefix),
-            family: r.family.to_string(),
-            owner: r.owner.to_string(),
-            name: r.name.clone(),
-            scopes: r.scopes.iter().map(ToString::to_string).collect(),
-            environment: r.environment.as_str(),
-            status: r.status_at(now).as_str(),
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-            revoked_at: r.revoked_at,
-            last_used_at: r.last_used_at,
-            rate_limit: r.rate_limit.as_ref().map(ToString::to_string),
-            allowed_ips: r.allowed_ips.iter().map(ToString::to_string).collect(),
-            metadata: r.metadata.clone(),
-            superseded_by: r.superseded_by.map(|id| id.to_string()),
-        }
+        Self(keygate_core::KeyView::new(r, prefix, now))
     }
 
     /// The key, one field per line.
@@ -71,7 +43,7 @@ impl KeyView {
         };
         let mut t = Table::new(["", ""]);
         t.row(["id", &self.id]);
-        t.row(["prefix", &self.prefix]);
+        t.row(["prefix", &self.head]);
         t.row(["owner", &self.owner]);
         t.row(["name", &self.name]);
         t.row(["environment", self.environment]);

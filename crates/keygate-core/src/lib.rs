@@ -10,6 +10,7 @@
 //! * [`RateLimiter`], [`GovernorLimiter`], [`Quota`], [`Quotas`] — per-key
 //!   limits, one quota or several;
 //! * [`KeyManager`] — issuing, listing, updating and revoking keys;
+//!   [`KeyView`] — a key as people and scripts are shown it;
 //! * [`may_grant`], [`Grantor`], [`Limits`] — what a delegating key may hand
 //!   out, and the caps every key obeys.
 //!
@@ -58,6 +59,7 @@ mod test_util;
 mod time_range;
 mod usage;
 mod verify;
+mod view;
 
 pub use audit::{
     AuditAction, AuditConfig, AuditEvent, AuditLog, AuditQuery, AuditStore, DynAuditStore,
@@ -94,6 +96,7 @@ pub use verify::{
     CacheConfig, CachedKey, Checked, Denied, Lookup, Pending, PendingVerification, Verification,
     Verifier,
 };
+pub use view::KeyView;
 
 pub use ipnet::IpNet;
 pub use time;

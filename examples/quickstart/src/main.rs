@@ -26,6 +26,9 @@
 //!
 //! The `admin` scope grants every other scope.
 
+#[path = "../../support/serve.rs"]
+mod serve;
+
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -44,14 +47,10 @@ use keygate::{
 };
 use keygate_sqlx::{PostgresStore, SqliteStore};
 use serde::{Deserialize, Serialize};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    serve::init_logging();
 
     // Where keys live; the one place the store is created.
     let (store, location) = open_store().await?;
@@ -82,13 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // with its own rules rather than the method scopes above.
     let app = app.nest("/admin", keygate::manage::router(&keys));
 
-    let addr = std::env::var("KEYGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
-        format!("cannot listen on {addr}: {e} (set KEYGATE_ADDR to another address)")
-    })?;
-    let addr = listener.local_addr()?;
-
-    println!("keygate quickstart listening on http://{addr}  (Ctrl-C to stop)");
+    let (listener, addr) = serve::listen("quickstart").await?;
     println!("keys are kept in {location}");
     match issued {
         Some((read_key, admin_key)) => {
@@ -108,21 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     print_curl_commands(addr);
 
-    // `ConnectInfo` gives keygate the client's address (audit logs, IP
-    // allowlists).
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("shutting down");
-    })
-    .await?;
-
-    // Write the usage counted since the last periodic flush to the store.
-    keys.shutdown().await?;
-    Ok(())
+    serve::serve(listener, app, &keys).await
 }
 
 /// The store: `KEYGATE_DATABASE_URL` if set (`postgres://…` or

@@ -2,13 +2,15 @@
 //! with a read key, a write key and no key.
 //!
 //! ```sh
-//! cargo run --example grpc --features tonic
+//! cargo run -p keygate-example-grpc
 //! ```
 //!
 //! The server and client run in one process on 127.0.0.1 (an ephemeral
 //! port) and the example exits when the calls are done.
 
-#[path = "support/notes_grpc.rs"]
+// Shared with keygate's own gRPC tests (`tests/grpc.rs`, `tests/protocol.rs`),
+// which include the same file.
+#[path = "../../support/notes_grpc.rs"]
 mod notes_grpc;
 
 use keygate::{
