@@ -50,6 +50,7 @@ mod limit;
 mod manage;
 mod periodic;
 mod quota;
+mod reconnect;
 mod record;
 mod scope;
 mod store;
@@ -81,6 +82,7 @@ pub use limit::{
 };
 pub use manage::{CreatedKey, KeyManager, KeyUpdate, ManageError, NewKey};
 pub use quota::{InvalidQuota, Quota, Quotas};
+pub use reconnect::Backoff;
 pub use record::{InvalidOwner, KeyInfo, KeyRecord, KeyStatus, Metadata, Owner, parse_allowed_net};
 pub use scope::{InvalidScope, MAX_SCOPE_LEN, Scope, Scopes};
 pub use store::{

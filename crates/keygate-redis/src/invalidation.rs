@@ -8,7 +8,7 @@ use std::{
 };
 
 use keygate_core::{
-    Invalidation, InvalidationFeed, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page,
+    Backoff, Invalidation, InvalidationFeed, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page,
     Replacement, Rotation, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
 };
 use redis::{
@@ -36,10 +36,6 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
 /// connection that died without closing would otherwise go unnoticed.
 const PING_EVERY: Duration = Duration::from_secs(15);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// A subscription that lived this long before failing is renewed at once.
-const STABLE: Duration = Duration::from_secs(10);
 
 /// Publishes and subscribes to key invalidations on a Redis pub/sub
 /// channel, so a key revoked on one node is dropped from every node's cache.
@@ -172,13 +168,11 @@ enum Stop {
 }
 
 async fn run(client: Client, channel: String, tx: Sender<Invalidation>) {
-    let mut delay: Option<Duration> = None;
+    let mut backoff = Backoff::default();
     loop {
-        if let Some(d) = delay {
-            tokio::select! {
-                () = tx.closed() => return,
-                () = tokio::time::sleep(d) => {}
-            }
+        tokio::select! {
+            () = tx.closed() => return,
+            () = backoff.wait() => {}
         }
         let (push_tx, mut pushes) = mpsc::unbounded_channel();
         let config = AsyncConnectionConfig::new()
@@ -192,7 +186,7 @@ async fn run(client: Client, channel: String, tx: Sender<Invalidation>) {
         let conn = match connected {
             Ok(conn) => conn,
             Err(err) => {
-                let wait = next_backoff(delay);
+                let wait = backoff.failed();
                 tracing::warn!(
                     target: TARGET,
                     %channel,
@@ -200,7 +194,6 @@ async fn run(client: Client, channel: String, tx: Sender<Invalidation>) {
                     retry_in_ms = wait.as_millis(),
                     "cannot subscribe to key invalidations",
                 );
-                delay = Some(wait);
                 continue;
             }
         };
@@ -211,7 +204,7 @@ async fn run(client: Client, channel: String, tx: Sender<Invalidation>) {
             Err(stop) => stop,
         };
         let Stop::Lost(reason) = stop else { return };
-        delay = (since.elapsed() < STABLE).then(|| next_backoff(delay));
+        backoff.lost(since.elapsed());
         tracing::warn!(
             target: TARGET,
             %channel,
@@ -219,10 +212,6 @@ async fn run(client: Client, channel: String, tx: Sender<Invalidation>) {
             "lost the key invalidation subscription; resubscribing",
         );
     }
-}
-
-fn next_backoff(delay: Option<Duration>) -> Duration {
-    delay.map_or(FIRST_BACKOFF, |d| (d * 2).min(MAX_BACKOFF))
 }
 
 async fn subscribe(

@@ -3,23 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use keygate_core::{Invalidation, KeyId};
+use keygate_core::{Backoff, Invalidation, KeyId};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::mpsc::{Sender, error::TrySendError};
 
 /// Messages the feed holds before it folds further ones into one
 /// [`Invalidation::All`].
 pub(crate) const FEED_CAPACITY: usize = 1024;
-
-/// First wait before reconnecting after a failure, doubled on each further
-/// failure up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// A connection that lived this long before failing is reconnected at once;
-/// one that failed sooner waits (so a server that keeps dropping us is not
-/// hammered).
-const STABLE: Duration = Duration::from_secs(10);
 
 /// The receiver is gone: stop.
 struct Closed;
@@ -39,14 +29,12 @@ pub(crate) async fn run(pool: PgPool, channel: String, tx: Sender<Invalidation>)
         .max_lifetime(None)
         .acquire_timeout(Duration::from_secs(10))
         .connect_lazy_with((*pool.connect_options()).clone());
-    let mut delay: Option<Duration> = None;
+    let mut backoff = Backoff::default();
     loop {
-        if let Some(d) = delay {
-            tokio::select! {
-                () = tx.closed() => break,
-                () = pool.close_event() => break,
-                () = tokio::time::sleep(d) => {}
-            }
+        tokio::select! {
+            () = tx.closed() => break,
+            () = pool.close_event() => break,
+            () = backoff.wait() => {}
         }
         let connected = tokio::select! {
             () = tx.closed() => break,
@@ -56,7 +44,7 @@ pub(crate) async fn run(pool: PgPool, channel: String, tx: Sender<Invalidation>)
         let mut listener = match connected {
             Ok(listener) => listener,
             Err(err) => {
-                let wait = next_backoff(delay);
+                let wait = backoff.failed();
                 tracing::warn!(
                     target: "keygate::store",
                     %channel,
@@ -64,7 +52,6 @@ pub(crate) async fn run(pool: PgPool, channel: String, tx: Sender<Invalidation>)
                     retry_in_ms = wait.as_millis(),
                     "cannot listen for key invalidations",
                 );
-                delay = Some(wait);
                 continue;
             }
         };
@@ -77,7 +64,7 @@ pub(crate) async fn run(pool: PgPool, channel: String, tx: Sender<Invalidation>)
             break;
         };
         drop(listener);
-        delay = (since.elapsed() < STABLE).then(|| next_backoff(delay));
+        backoff.lost(since.elapsed());
         tracing::warn!(
             target: "keygate::store",
             %channel,
@@ -88,10 +75,6 @@ pub(crate) async fn run(pool: PgPool, channel: String, tx: Sender<Invalidation>)
     // End the feed first: closing the pool may wait for its connection.
     drop(tx);
     listen_pool.close().await;
-}
-
-fn next_backoff(delay: Option<Duration>) -> Duration {
-    delay.map_or(FIRST_BACKOFF, |d| (d * 2).min(MAX_BACKOFF))
 }
 
 async fn connect(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {

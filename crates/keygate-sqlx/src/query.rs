@@ -1,17 +1,20 @@
 //! Statements built and run once for both backends: the audit query, the
-//! `SET` list of an update, row limits, reading key rows and ending a
-//! rotation. A backend says how it numbers placeholders and binds a time
+//! `SET` list of an update, row limits, reading key rows, inserting one,
+//! counting, listing ids and usage, and ending a rotation. A backend says how it numbers placeholders and binds a time
 //! ([`Backend`]).
 
-use keygate_core::{AuditQuery, KeyRecord, KeyUpdate, Rotation, StoreError};
+use keygate_core::{
+    AuditQuery, KeyId, KeyRecord, KeyUpdate, Owner, Rotation, StoreError, UsageBucket, usage_bucket,
+};
 use sqlx::{
-    AssertSqlSafe, Database, Encode, Executor, IntoArguments, Transaction, Type, query::Query,
+    AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, SqlSafeStr, Transaction,
+    Type, query::Query,
 };
 use time::OffsetDateTime;
 
 use crate::{
-    convert::store_error,
-    row::{StoreRow, record, records},
+    convert::{insert_error, key_ids, store_error},
+    row::{StoreRow, record, records, usage},
 };
 
 /// A database keygate stores keys in.
@@ -159,6 +162,82 @@ pub(crate) async fn fetch_record<'c, DB: Backend>(
 ) -> Result<Option<KeyRecord>, StoreError> {
     let row = query.fetch_optional(executor).await.map_err(store_error)?;
     row.as_ref().map(record).transpose()
+}
+
+/// Runs `query`, the `INSERT` of the key `id`; a key already there is
+/// [`StoreError::Duplicate`].
+pub(crate) async fn insert_record<'c, DB: Backend>(
+    query: Query<'_, DB, DB::Arguments>,
+    id: KeyId,
+    executor: impl Executor<'c, Database = DB>,
+) -> Result<(), StoreError> {
+    query
+        .execute(executor)
+        .await
+        .map_err(|e| insert_error(e, id))?;
+    Ok(())
+}
+
+/// What [`KeyStore::count_active_by_owner`](keygate_core::KeyStore::count_active_by_owner)
+/// returns: `sql` counts the keys of an owner (first placeholder) live at a
+/// time (second).
+pub(crate) async fn count_active<'c, DB: Backend>(
+    sql: impl SqlSafeStr,
+    owner: &Owner,
+    now: OffsetDateTime,
+    executor: impl Executor<'c, Database = DB>,
+) -> Result<u64, StoreError>
+where
+    for<'e> String: Encode<'e, DB> + Type<DB>,
+    (i64,): for<'r> FromRow<'r, DB::Row>,
+{
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(owner.to_string())
+        .bind(DB::time_param(now)?)
+        .fetch_one(executor)
+        .await
+        .map_err(store_error)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// What [`KeyStore::list_live_ids`](keygate_core::KeyStore::list_live_ids)
+/// returns: `sql` selects the ids, at most its placeholder's number.
+pub(crate) async fn live_ids<'c, DB: Backend>(
+    sql: impl SqlSafeStr,
+    max: usize,
+    executor: impl Executor<'c, Database = DB>,
+) -> Result<Vec<KeyId>, StoreError>
+where
+    for<'e> i64: Encode<'e, DB> + Type<DB>,
+    (String,): for<'r> FromRow<'r, DB::Row>,
+{
+    let rows: Vec<(String,)> = sqlx::query_as(sql)
+        .bind(limit(max))
+        .fetch_all(executor)
+        .await
+        .map_err(store_error)?;
+    key_ids(rows)
+}
+
+/// What [`KeyStore::usage`](keygate_core::KeyStore::usage) returns: `sql`
+/// selects the buckets of a family (first placeholder) from the one holding
+/// a time (second) on.
+pub(crate) async fn usage_since<'c, DB: Backend>(
+    sql: impl SqlSafeStr,
+    family: KeyId,
+    since: OffsetDateTime,
+    executor: impl Executor<'c, Database = DB>,
+) -> Result<Vec<UsageBucket>, StoreError>
+where
+    for<'e> String: Encode<'e, DB> + Type<DB>,
+{
+    let rows = sqlx::query(sql)
+        .bind(family.to_string())
+        .bind(DB::time_param(usage_bucket(since))?)
+        .fetch_all(executor)
+        .await
+        .map_err(store_error)?;
+    rows.iter().map(|row| usage(row, family.as_str())).collect()
 }
 
 /// Ends the transaction of a rotation on every path: commits what rotated,

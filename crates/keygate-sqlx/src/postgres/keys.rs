@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use keygate_core::{
     InvalidationFeed, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page, Replacement, Rotation,
-    StoreError, UsageBucket, UsageDelta, usage_bucket,
+    StoreError, UsageBucket, UsageDelta,
 };
 use sqlx::{
     AssertSqlSafe,
@@ -16,10 +16,12 @@ use time::OffsetDateTime;
 
 use super::PostgresStore;
 use crate::{
-    convert::{FoldedUsage, in_range, insert_error, store_error},
+    convert::{FoldedUsage, in_range, store_error},
     listen,
-    query::{bind_page, fetch_record, fetch_records, finish_rotation, limit, update_sets},
-    row::usage,
+    query::{
+        bind_page, count_active, fetch_record, fetch_records, finish_rotation, insert_record,
+        limit, live_ids, update_sets, usage_since,
+    },
 };
 
 /// How often a write is retried after PostgreSQL aborted it to break a
@@ -117,6 +119,11 @@ impl PostgresStore {
         Ok(Some(query))
     }
 
+    /// The statement of [`KeyStore::find`], with its id bound.
+    fn find_query(&self, id: KeyId) -> Query<'static, Postgres, PgArguments> {
+        Self::query(&self.shared.sql.find).bind(id.to_string())
+    }
+
     async fn try_rotate(
         &self,
         id: KeyId,
@@ -147,10 +154,8 @@ impl PostgresStore {
         let Some((old, new)) = replacement.apply(&current) else {
             return Ok(Rotation::NotRotatable(current));
         };
-        self.bind_record(Self::query(&self.shared.sql.insert), &new)?
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| insert_error(e, new.id))?;
+        let insert = self.bind_record(Self::query(&self.shared.sql.insert), &new)?;
+        insert_record(insert, new.id, &mut *conn).await?;
         let done = Self::query(&self.shared.sql.supersede)
             .bind(id.to_string())
             .bind(new.id.to_string())
@@ -204,24 +209,20 @@ fn is_deadlock(err: &sqlx::Error) -> bool {
 
 impl KeyStore for PostgresStore {
     async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let query = Self::query(&self.shared.sql.find).bind(id.to_string());
-        fetch_record(query, &self.pool).await
+        fetch_record(self.find_query(id), &self.pool).await
     }
 
     async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        self.bind_record(Self::query(&self.shared.sql.insert), r)?
-            .execute(&self.pool)
-            .await
-            .map_err(|e| insert_error(e, r.id))?;
-        Ok(())
+        let query = self.bind_record(Self::query(&self.shared.sql.insert), r)?;
+        insert_record(query, r.id, &self.pool).await
     }
 
     async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
-        let Some(query) = self.update_query(id, changes)? else {
-            return self.find(id).await?.ok_or(StoreError::NotFound(id));
-        };
         // One statement: it changes only its columns, on the row as it is
         // when it runs, so a revocation or rotation in between is kept.
+        let query = self
+            .update_query(id, changes)?
+            .unwrap_or_else(|| self.find_query(id));
         fetch_record(query, &self.pool)
             .await?
             .ok_or(StoreError::NotFound(id))
@@ -244,13 +245,8 @@ impl KeyStore for PostgresStore {
         owner: &Owner,
         now: OffsetDateTime,
     ) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.shared.sql.count_active)))
-            .bind(owner.to_string())
-            .bind(in_range(now)?)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        let sql = AssertSqlSafe(Arc::clone(&self.shared.sql.count_active));
+        count_active(sql, owner, now, &self.pool).await
     }
 
     async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
@@ -259,13 +255,8 @@ impl KeyStore for PostgresStore {
     }
 
     async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as(AssertSqlSafe(Arc::clone(&self.shared.sql.live_ids)))
-                .bind(crate::query::limit(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(store_error)?;
-        crate::convert::key_ids(rows)
+        let sql = AssertSqlSafe(Arc::clone(&self.shared.sql.live_ids));
+        live_ids(sql, limit, &self.pool).await
     }
 
     async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
@@ -314,13 +305,8 @@ impl KeyStore for PostgresStore {
         family: KeyId,
         since: OffsetDateTime,
     ) -> Result<Vec<UsageBucket>, StoreError> {
-        let rows = Self::query(&self.shared.sql.usage)
-            .bind(family.to_string())
-            .bind(in_range(usage_bucket(since))?)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        rows.iter().map(|row| usage(row, family.as_str())).collect()
+        let sql = AssertSqlSafe(Arc::clone(&self.shared.sql.usage));
+        usage_since(sql, family, since, &self.pool).await
     }
 
     fn subscribe(&self) -> Option<InvalidationFeed> {

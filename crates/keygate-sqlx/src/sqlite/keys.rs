@@ -2,17 +2,19 @@
 
 use keygate_core::{
     InvalidationFeed, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page, Replacement, Rotation,
-    StoreError, UsageBucket, UsageDelta, unix_micros, usage_bucket,
+    StoreError, UsageBucket, UsageDelta, unix_micros,
 };
 use sqlx::{AssertSqlSafe, Sqlite, query::Query, sqlite::SqliteArguments};
 use time::OffsetDateTime;
 
 use super::SqliteStore;
 use crate::{
-    convert::{FoldedUsage, in_range, insert_error, store_error},
+    convert::{FoldedUsage, in_range, store_error},
     poll,
-    query::{bind_page, fetch_record, fetch_records, finish_rotation, limit, update_sets},
-    row::usage,
+    query::{
+        bind_page, count_active, fetch_record, fetch_records, finish_rotation, insert_record,
+        limit, live_ids, update_sets, usage_since,
+    },
 };
 
 /// The sixteen columns of a record, in `key_columns!()` order, bound to `query`.
@@ -68,10 +70,7 @@ async fn rotate_in(
     let Some((old, new)) = replacement.apply(&current) else {
         return Ok(Rotation::NotRotatable(current));
     };
-    bind_record(sqlx::query(INSERT), &new)?
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| insert_error(e, new.id))?;
+    insert_record(bind_record(sqlx::query(INSERT), &new)?, new.id, &mut *conn).await?;
     let done = sqlx::query(
         "UPDATE keygate_keys SET superseded_by = ?2, expires_at = ?3 \
          WHERE id = ?1 AND revoked_at IS NULL AND superseded_by IS NULL",
@@ -151,11 +150,7 @@ impl KeyStore for SqliteStore {
     }
 
     async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        bind_record(sqlx::query(INSERT), r)?
-            .execute(&self.pool)
-            .await
-            .map_err(|e| insert_error(e, r.id))?;
-        Ok(())
+        insert_record(bind_record(sqlx::query(INSERT), r)?, r.id, &self.pool).await
     }
 
     async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
@@ -202,16 +197,9 @@ impl KeyStore for SqliteStore {
         owner: &Owner,
         now: OffsetDateTime,
     ) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM keygate_keys WHERE owner = ?1 AND revoked_at IS NULL \
-             AND (expires_at IS NULL OR expires_at > ?2)",
-        )
-        .bind(owner.to_string())
-        .bind(unix_micros(now))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        const SQL: &str = "SELECT count(*) FROM keygate_keys WHERE owner = ?1 \
+            AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)";
+        count_active(SQL, owner, now, &self.pool).await
     }
 
     async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
@@ -224,13 +212,8 @@ impl KeyStore for SqliteStore {
     }
 
     async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT id FROM keygate_keys WHERE revoked_at IS NULL LIMIT ?1")
-                .bind(crate::query::limit(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(store_error)?;
-        crate::convert::key_ids(rows)
+        const SQL: &str = "SELECT id FROM keygate_keys WHERE revoked_at IS NULL LIMIT ?1";
+        live_ids(SQL, limit, &self.pool).await
     }
 
     async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
@@ -308,16 +291,9 @@ impl KeyStore for SqliteStore {
         family: KeyId,
         since: OffsetDateTime,
     ) -> Result<Vec<UsageBucket>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT bucket, requests FROM keygate_usage WHERE family = ?1 AND bucket >= ?2 \
-             ORDER BY bucket",
-        )
-        .bind(family.as_str())
-        .bind(unix_micros(usage_bucket(since)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
-        rows.iter().map(|row| usage(row, family.as_str())).collect()
+        const SQL: &str = "SELECT bucket, requests FROM keygate_usage \
+            WHERE family = ?1 AND bucket >= ?2 ORDER BY bucket";
+        usage_since(SQL, family, since, &self.pool).await
     }
 
     /// Polls `keygate_key_changes` (see the type's docs); `None` without a
