@@ -175,6 +175,7 @@ pub(crate) enum Reason {
     /// The key lacks a scope the layer, or a route layer, requires.
     RouteScope,
     /// The key lacks the scope a `RequireScope` extractor requires.
+    #[cfg(feature = "axum")]
     ExtractorScope,
     /// The key's quota is used up.
     RateLimited,
@@ -208,6 +209,7 @@ impl Reason {
             Self::WrongProtocol => "wrong_protocol",
             Self::Scope => "scope",
             Self::RouteScope => "route_scope",
+            #[cfg(feature = "axum")]
             Self::ExtractorScope => "extractor_scope",
             Self::RateLimited => "rate_limited",
             Self::LimiterUnavailable => "limiter_unavailable",

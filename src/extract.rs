@@ -132,6 +132,7 @@ pub struct ApiKeyRejection {
 }
 
 impl ApiKeyRejection {
+    #[cfg(feature = "axum")]
     pub(crate) fn new(rejection: crate::Rejection, ext: &http::Extensions) -> Self {
         Self {
             rejection,

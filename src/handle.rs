@@ -1,7 +1,7 @@
 //! [`Keygate`]: the handle that owns the cache, limiter and configuration,
 //! and hands out layers and a key manager.
 
-use std::{fmt, ops::Deref, sync::Arc};
+use std::{fmt, sync::Arc};
 
 use keygate_core::{KeyFormat, KeyManager, KeyStore, Verifier};
 
@@ -115,17 +115,6 @@ impl Keygate {
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
     pub(crate) runtime: Runtime,
-}
-
-/// Lets `src/manage` keep reading settings as `keys.shared.sources`, as it
-/// did when settings and runtime were one struct. Remove once it reads
-/// `keys.shared.settings.…` (issue #16).
-impl Deref for Shared {
-    type Target = Settings;
-
-    fn deref(&self) -> &Settings {
-        &self.settings
-    }
 }
 
 impl fmt::Debug for Keygate {

@@ -16,11 +16,13 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+#[cfg(feature = "axum")]
+use crate::extract::ApiKeyRejection;
 use crate::{
     ApiKey, Rejection,
     audit::{self, Reason},
     body::ResponseBody,
-    extract::{ApiKeyRejection, lookup},
+    extract::lookup,
     rejection::RejectionRenderer,
 };
 

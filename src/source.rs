@@ -65,6 +65,7 @@ impl KeySources {
         self
     }
 
+    #[cfg(feature = "manage")]
     pub(crate) fn header_names(&self) -> &[HeaderName] {
         &self.headers
     }
@@ -73,6 +74,7 @@ impl KeySources {
         self.query.as_deref()
     }
 
+    #[cfg(feature = "manage")]
     pub(crate) fn bearer_enabled(&self) -> bool {
         self.bearer
     }

@@ -8,7 +8,7 @@ use axum::{
 use http::{StatusCode, request::Parts};
 use keygate_core::{
     CreatedKey, Environment, GrantDimension, GrantViolation, Grantor, KeyId, KeyManager, KeyRecord,
-    KeyView, ManageError, Owner, Scope, StoreError,
+    KeyView, ManageError, Owner, Scope, StoreError, may_grant_environment, ungrantable_scopes,
 };
 
 use super::{
@@ -117,11 +117,7 @@ impl Caller {
 
     /// The caller's key may hand out every scope of `scopes`.
     pub(super) fn may_grant(&self, scopes: &[Scope], field: &str) -> Result<(), Problem> {
-        let lacking: Vec<(usize, &Scope)> = scopes
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !self.key.allows(s))
-            .collect();
+        let lacking: Vec<(usize, &Scope)> = ungrantable_scopes(self.key.scopes(), scopes).collect();
         let Some((_, first)) = lacking.first() else {
             return Ok(());
         };
@@ -149,10 +145,7 @@ impl Caller {
         environment: Environment,
         field: Option<&str>,
     ) -> Result<(), Problem> {
-        if self.admin
-            || self.key.environment() == Environment::Live
-            || environment == Environment::Test
-        {
+        if may_grant_environment(self.key.scopes(), self.key.environment(), environment) {
             return Ok(());
         }
         let errors = field
@@ -168,7 +161,8 @@ impl Caller {
     /// The caller may change or rotate `record`: a key no more powerful
     /// than its own.
     pub(super) fn may_modify(&self, record: &KeyRecord) -> Result<(), Problem> {
-        if let Some(scope) = record.scopes.iter().find(|s| !self.key.allows(s)) {
+        if let Some((_, scope)) = ungrantable_scopes(self.key.scopes(), record.scopes.iter()).next()
+        {
             return Err(Problem::insufficient_scope(
                 scope.as_str(),
                 format!(

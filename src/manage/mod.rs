@@ -171,18 +171,18 @@ impl AdminState {
     /// The service's clock: key statuses and the default usage period are
     /// judged by the same time as the layer's checks.
     fn now(&self) -> OffsetDateTime {
-        self.0.keys.shared.clock.now()
+        self.0.keys.shared.settings.clock.now()
     }
 
     /// The service's default quota, which stands in for a grantor's own
     /// when it has none.
     fn default_quota(&self) -> Option<&Quotas> {
-        self.0.keys.shared.default_quota.as_ref()
+        self.0.keys.shared.settings.default_quota.as_ref()
     }
 
     /// How long a client should wait when the key store cannot answer.
     fn unavailable_retry_after(&self) -> Duration {
-        self.0.keys.shared.unavailable_retry_after
+        self.0.keys.shared.settings.unavailable_retry_after
     }
 
     /// `record` as the API shows it, now.

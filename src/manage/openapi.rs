@@ -146,7 +146,7 @@ fn operations(item: &mut openapi::PathItem) -> impl Iterator<Item = &mut openapi
 pub(super) fn document(keys: &Keygate) -> openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    let sources = &keys.shared.sources;
+    let sources = &keys.shared.settings.sources;
     let scheme = match sources.header_names().first() {
         Some(header) => {
             SecurityScheme::ApiKey(ApiKeyScheme::Header(ApiKeyValue::new(header.as_str())))

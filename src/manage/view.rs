@@ -99,13 +99,16 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
     res
 }
 
-/// An error answer. Boxed, so results that carry one stay small.
+/// An error answer: keygate's [`crate::Problem`] (the body every refusal of
+/// the layer has too) and the `Retry-After` it may carry. Boxed, so results
+/// that carry one stay small.
 #[derive(Debug)]
-pub(super) struct Problem(Box<ProblemBody>);
+pub(super) struct Problem(Box<(crate::Problem, Option<u64>)>);
 
-/// An error, as an RFC 9457 `application/problem+json` body in the shape
-/// keygate's layer uses.
-#[derive(Debug, Serialize, ToSchema)]
+/// The OpenAPI description of a [`Problem`]'s body: an RFC 9457
+/// `application/problem+json` body in the shape keygate's layer uses. Never
+/// built: [`crate::Problem`] writes the body.
+#[derive(Serialize, ToSchema)]
 #[schema(as = Problem)]
 pub(super) struct ProblemBody {
     /// Always `about:blank`: `code` says what happened.
@@ -139,30 +142,24 @@ pub(super) struct ProblemBody {
     retry_after: Option<u64>,
 }
 
-impl ProblemBody {
-    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            kind: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            code,
-            detail: detail.into(),
-            errors: Vec::new(),
-            required_scope: None,
-            retry_after: None,
-        }
-    }
-}
-
-impl From<ProblemBody> for Problem {
-    fn from(body: ProblemBody) -> Self {
-        Self(Box::new(body))
-    }
-}
-
 impl Problem {
     fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        ProblemBody::new(status, code, detail).into()
+        Self(Box::new((crate::Problem::new(status, code, detail), None)))
+    }
+
+    /// The body's member `name`.
+    fn with(self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        let (problem, retry_after) = *self.0;
+        Self(Box::new((problem.with(name, value), retry_after)))
+    }
+
+    /// `errors`, when there are any.
+    fn with_errors(self, errors: Vec<FieldError>) -> Self {
+        if errors.is_empty() {
+            return self;
+        }
+        let errors = serde_json::to_value(errors).unwrap_or_default();
+        self.with("errors", errors)
     }
 
     /// 422: the request's fields are wrong.
@@ -172,11 +169,7 @@ impl Problem {
             "The request is invalid. Fix {} and retry; `errors` says what is wrong with each.",
             fields.join(", ")
         );
-        ProblemBody {
-            errors,
-            ..ProblemBody::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", detail)
-        }
-        .into()
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", detail).with_errors(errors)
     }
 
     /// 422 for one field.
@@ -211,45 +204,36 @@ impl Problem {
         detail: impl Into<String>,
         errors: Vec<FieldError>,
     ) -> Self {
-        ProblemBody {
-            errors,
-            required_scope: Some(scope.to_owned()),
-            ..ProblemBody::new(StatusCode::FORBIDDEN, "insufficient_scope", detail)
-        }
-        .into()
+        Self::new(StatusCode::FORBIDDEN, "insufficient_scope", detail)
+            .with_errors(errors)
+            .with("required_scope", scope)
     }
 
     /// 403: the caller manages only its own owner's keys.
     pub(super) fn owner_not_allowed(field: &str, owner: &str) -> Self {
-        ProblemBody {
-            errors: vec![FieldError {
-                field: field.to_owned(),
-                message: format!("this API key manages the keys of {owner} only"),
-            }],
-            ..ProblemBody::new(
-                StatusCode::FORBIDDEN,
-                "owner_not_allowed",
-                format!(
-                    "This API key may only manage keys of its own owner, {owner}. Use a key with \
-                     the `admin` scope to manage other owners' keys."
-                ),
-            )
-        }
-        .into()
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "owner_not_allowed",
+            format!(
+                "This API key may only manage keys of its own owner, {owner}. Use a key with the \
+                 `admin` scope to manage other owners' keys."
+            ),
+        )
+        .with_errors(vec![FieldError {
+            field: field.to_owned(),
+            message: format!("this API key manages the keys of {owner} only"),
+        }])
     }
 
     /// 403: a `test` key reaching for `live` keys.
     pub(super) fn environment_not_allowed(errors: Vec<FieldError>) -> Self {
-        ProblemBody {
-            errors,
-            ..ProblemBody::new(
-                StatusCode::FORBIDDEN,
-                "environment_not_allowed",
-                "A `test` key cannot create, change or rotate `live` keys. Use a `live` key, or \
-                 one with the `admin` scope.",
-            )
-        }
-        .into()
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "environment_not_allowed",
+            "A `test` key cannot create, change or rotate `live` keys. Use a `live` key, or one \
+             with the `admin` scope.",
+        )
+        .with_errors(errors)
     }
 
     /// 403: the key would be more powerful than the caller's own.
@@ -260,11 +244,7 @@ impl Problem {
              cannot lift its own restrictions. Fix {}; `errors` says what this API key allows.",
             fields.join(", ")
         );
-        ProblemBody {
-            errors,
-            ..ProblemBody::new(StatusCode::FORBIDDEN, "not_grantable", detail)
-        }
-        .into()
+        Self::new(StatusCode::FORBIDDEN, "not_grantable", detail).with_errors(errors)
     }
 
     /// 409: the caller's key was revoked while it created a key.
@@ -289,18 +269,17 @@ impl Problem {
 
     /// 503: the store cannot answer.
     pub(super) fn unavailable(retry_after: u64) -> Self {
-        ProblemBody {
-            retry_after: Some(retry_after),
-            ..ProblemBody::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!(
-                    "The key store cannot answer right now. Retry after {retry_after} second{}.",
-                    if retry_after == 1 { "" } else { "s" }
-                ),
-            )
-        }
-        .into()
+        let mut problem = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!(
+                "The key store cannot answer right now. Retry after {retry_after} second{}.",
+                if retry_after == 1 { "" } else { "s" }
+            ),
+        )
+        .with("retry_after", retry_after);
+        problem.0.1 = Some(retry_after);
+        problem
     }
 
     /// 500, logged with its cause; the caller learns nothing about it.
@@ -316,11 +295,9 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = &*self.0;
-        let status = StatusCode::from_u16(body.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
-        let mut res = respond(status, "application/problem+json", bytes.into());
-        if let Some(secs) = body.retry_after {
+        let (problem, retry_after) = *self.0;
+        let mut res = problem.into_response();
+        if let Some(secs) = retry_after {
             res.headers_mut().insert(header::RETRY_AFTER, secs.into());
         }
         res

@@ -1,12 +1,10 @@
 //! Every refusal of this service, as `application/problem+json`.
 
 use axum::{
-    Json,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use keygate::{Rejection, core::ManageError};
-use serde_json::json;
 
 /// Every refusal of this service, as `application/problem+json` in the
 /// same shape as keygate's own.
@@ -140,20 +138,10 @@ impl IntoResponse for ApiError {
             return rejection.into_response();
         }
         let (status, code, detail) = self.parts();
-        let body = json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "code": code,
-            "detail": detail,
-        });
-        let mut res = (status, Json(body)).into_response();
+        // The same problem+json body (and `Cache-Control: no-store`) as
+        // keygate's own refusals, so clients parse one shape.
+        let mut res = keygate::Problem::new(status, code, detail).into_response();
         let headers = res.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         // RFC 6750 challenges: both ways in when there is none, the token's
         // fault when it is bad.
         let challenges: &[&'static str] = match self {
