@@ -1,7 +1,7 @@
 //! Keys written by hand: the key format's checksum re-implemented so tests
 //! do not trust the code under test for it, and keys damaged on purpose.
 
-use keygate_core::{CHECKSUM_LEN, SECRET_LEN};
+use keygate_core::{CHECKSUM_LEN, KeyManager, NewKey, SECRET_LEN};
 
 /// The base62 alphabet of key bodies and checksums.
 pub const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -69,4 +69,15 @@ pub fn id_of(key: &str) -> &str {
         .nth(2)
         .expect("a key {prefix}_{env}_{body}");
     &body[..keygate_core::ID_LEN]
+}
+
+/// Issues a key through `manager` and returns its plaintext.
+pub async fn issue(manager: &KeyManager, new: NewKey) -> String {
+    manager
+        .create(new)
+        .await
+        .expect("create key")
+        .key
+        .expose_secret()
+        .to_owned()
 }

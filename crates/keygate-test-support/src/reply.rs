@@ -128,6 +128,16 @@ impl Reply {
         body
     }
 
+    /// Asserts a [`problem`](Self::problem) and returns the `field` of each
+    /// of its `errors`, sorted.
+    #[track_caller]
+    pub fn problem_fields(&self, status: StatusCode, code: &str) -> Vec<String> {
+        self.problem(status, code);
+        let mut fields = self.fields();
+        fields.sort();
+        fields
+    }
+
     /// Asserts one of the layer's rejections: a [`problem`](Self::problem)
     /// with this status and code that is not cached, titled by its status,
     /// with a detail that says what to do, and `WWW-Authenticate` on every

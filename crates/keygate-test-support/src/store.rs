@@ -178,6 +178,13 @@ impl<S: fmt::Debug> fmt::Debug for TestStore<S> {
     }
 }
 
+impl TestStore {
+    /// In front of a new [`MemoryStore`].
+    pub fn memory() -> Self {
+        Self::new(MemoryStore::new())
+    }
+}
+
 impl<S> TestStore<S> {
     /// Wraps `inner`, with every operation working.
     pub fn new(inner: S) -> Self {
