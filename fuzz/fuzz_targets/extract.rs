@@ -15,6 +15,7 @@ use keygate::{
     ApiKey, Keygate,
     core::{MemoryStore, NewKey, Owner, Scope},
 };
+use keygate_test_support::key::issue;
 use libfuzzer_sys::fuzz_target;
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
@@ -38,16 +39,10 @@ fn world() -> &'static World {
             .bearer(true)
             .strip_credential(true)
             .build();
-        let key = rt.block_on(async {
-            let new = NewKey::new(Owner::user("u1"), "fuzz").scopes([Scope::READ, Scope::WRITE]);
-            keys.manager()
-                .create(new)
-                .await
-                .unwrap()
-                .key
-                .expose_secret()
-                .to_owned()
-        });
+        let key = rt.block_on(issue(
+            keys.manager(),
+            NewKey::new(Owner::user("u1"), "fuzz").scopes([Scope::READ, Scope::WRITE]),
+        ));
         let routes = || Router::new().route("/echo", routing::any(inner));
         World {
             required: routes().layer(keys.layer()),

@@ -11,7 +11,7 @@ use axum::{
 };
 pub use criterion;
 use criterion::Criterion;
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use keygate::{
     Keygate, KeygateBuilder,
     core::{KeyStore, NewKey, Owner, Quota, Scope},
@@ -19,6 +19,7 @@ use keygate::{
 use tokio::runtime::Runtime;
 use tower::{Service as _, ServiceExt};
 use tower_governor::{GovernorError, key_extractor::KeyExtractor};
+use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 /// The header the keys travel in.
 pub const HEADER: &str = "x-api-key";
@@ -107,6 +108,26 @@ impl KeyExtractor for ApiKeyHeader {
             .map(str::to_owned)
             .ok_or(GovernorError::UnableToExtractKey)
     }
+}
+
+/// tower-http's `ValidateRequestHeaderLayer` admitting exactly the
+/// requests whose `X-API-Key` is `expected`: the cheapest possible key
+/// check, a baseline for keygate's.
+pub fn validate_header(
+    expected: HeaderValue,
+) -> ValidateRequestHeaderLayer<impl FnMut(&mut Request<Body>) -> Result<(), Response<Body>> + Clone>
+{
+    // The `Err` type is tower-http's (a rejection response), not ours to shrink.
+    #[allow(clippy::result_large_err)]
+    ValidateRequestHeaderLayer::custom(move |req: &mut Request<Body>| {
+        if req.headers().get(HEADER) == Some(&expected) {
+            Ok(())
+        } else {
+            let mut res = Response::new(Body::empty());
+            *res.status_mut() = StatusCode::UNAUTHORIZED;
+            Err(res)
+        }
+    })
 }
 
 /// Criterion with one second of warm-up and `measurement_secs` of
