@@ -5,8 +5,8 @@
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use axum::{Router, body::Body, routing::get};
-use http::{Method, Request, StatusCode, header};
+use axum::{Router, routing::get};
+use http::{Method, StatusCode, header};
 use keygate::{
     ApiKey, Keygate,
     core::{
@@ -17,7 +17,7 @@ use keygate::{
 use keygate_test_support::{
     Failure, Op, TestStore,
     key::{id_of, issue},
-    reply::Reply,
+    reply::{Reply, json_request},
 };
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -78,25 +78,8 @@ impl Harness {
         key: Option<&str>,
         body: Option<&str>,
     ) -> Reply {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(key) = key {
-            req = req.header("x-api-key", key);
-        }
-        let body = match body {
-            Some(b) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(b.to_owned())
-            }
-            None => Body::empty(),
-        };
-        Reply::read(
-            self.app
-                .clone()
-                .oneshot(req.body(body).unwrap())
-                .await
-                .unwrap(),
-        )
-        .await
+        let req = json_request(method, path, key, body);
+        Reply::read(self.app.clone().oneshot(req).await.unwrap()).await
     }
 
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {

@@ -7,8 +7,8 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, body::Body, extract::connect_info::MockConnectInfo, routing::get};
-use http::{Method, Request, StatusCode, header};
+use axum::{Router, extract::connect_info::MockConnectInfo, routing::get};
+use http::{Method, StatusCode};
 use keygate::{
     ApiKey, Keygate,
     core::{
@@ -21,7 +21,7 @@ use keygate::{
 use keygate_test_support::{
     Op, TestStore,
     key::{id_of, issue},
-    reply::Reply,
+    reply::{Reply, json_request},
 };
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -95,25 +95,9 @@ impl Harness {
     async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Reply {
         self.clock.advance(Duration::from_secs(1));
         self.limiter_clock.advance(Duration::from_secs(1));
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("x-api-key", key);
-        let body = match body {
-            Some(b) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(b.to_string())
-            }
-            None => Body::empty(),
-        };
-        Reply::read(
-            self.app
-                .clone()
-                .oneshot(req.body(body).unwrap())
-                .await
-                .unwrap(),
-        )
-        .await
+        let body = body.map(|b| b.to_string());
+        let req = json_request(method, path, Some(key), body.as_deref());
+        Reply::read(self.app.clone().oneshot(req).await.unwrap()).await
     }
 
     async fn as_manager(&self, method: Method, path: &str, body: Option<Value>) -> Reply {

@@ -15,8 +15,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use axum::{Router, body::Body, routing::get};
-use http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
+use http::{Method, Request, StatusCode};
 use keygate::{
     ApiKey, Keygate,
     core::{KeyId, KeyRecord, KeyStore, NewKey, Owner, Scope, time::OffsetDateTime},
@@ -27,6 +26,7 @@ use keygate_test_support::{
     env::{POSTGRES_URL_VAR, postgres_url},
     fixture::unique_suffix,
     key::issue,
+    reply::{Reply, json_request},
     sql::{drop_schema_later, postgres_options},
 };
 use serde_json::{Value, json};
@@ -126,27 +126,12 @@ impl Harness {
         key: &str,
         body: Option<Value>,
     ) -> impl Future<Output = (StatusCode, Value)> + Send + 'static {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("x-api-key", key);
-        let body = match body {
-            Some(b) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(b.to_string())
-            }
-            None => Body::empty(),
-        };
-        let req = req.body(body).unwrap();
+        let body = body.map(|b| b.to_string());
+        let req = json_request(method, path, Some(key), body.as_deref());
         let app = self.app.clone();
         async move {
-            let res = app.oneshot(req).await.unwrap();
-            let status = res.status();
-            let bytes = res.into_body().collect().await.unwrap().to_bytes();
-            (
-                status,
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            )
+            let reply = Reply::read(app.oneshot(req).await.unwrap()).await;
+            (reply.status, reply.json_or_null())
         }
     }
 

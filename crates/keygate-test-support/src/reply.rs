@@ -2,9 +2,32 @@
 //! make on keygate's answers.
 
 use bytes::Bytes;
-use http::{HeaderMap, Response, StatusCode, header};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
+
+/// A request to `path` carrying `X-API-Key: key` if there is a key, and
+/// `body` as `application/json` if there is a body: what the management
+/// API's tests send. A `String` body: axum routers take any body type.
+pub fn json_request(
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> Request<String> {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(key) = key {
+        req = req.header("x-api-key", key);
+    }
+    let body = match body {
+        Some(b) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            b.to_owned()
+        }
+        None => String::new(),
+    };
+    req.body(body).expect("a valid request")
+}
 
 /// A response, read whole.
 #[derive(Debug)]
