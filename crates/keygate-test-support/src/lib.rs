@@ -18,6 +18,7 @@
 pub mod conformance;
 pub mod env;
 pub mod fixture;
+pub mod form;
 pub mod key;
 pub mod store;
 
