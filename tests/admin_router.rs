@@ -421,7 +421,7 @@ async fn a_manage_key_manages_only_its_owners_keys_and_no_more_than_it_may() {
         let reply = call(method.clone(), path.clone(), body).await;
         reply.problem(StatusCode::NOT_FOUND, "not_found");
         // Exactly what an id that exists nowhere gets.
-        let nowhere = call(method, path.replace(&bob, "ZZZZZZZZZZ"), body_again).await;
+        let nowhere = call(method, path.replace(bob, "ZZZZZZZZZZ"), body_again).await;
         assert_eq!(
             nowhere.json_or_null()["detail"],
             reply.json_or_null()["detail"]
@@ -1040,7 +1040,7 @@ async fn the_openapi_document_describes_every_route_the_router_serves() {
             "{method} {path}: {}",
             reply.text()
         );
-        let path = path.replace("ZZZZZZZZZZ", &id);
+        let path = path.replace("ZZZZZZZZZZ", id);
         if method == Method::GET {
             h.call(method.clone(), &path, Some(&h.admin), None)
                 .await

@@ -9,7 +9,7 @@
 //! | `sqlx` | [`sql`]: SQLite and PostgreSQL fixtures and connection helpers |
 //! | `redis` | [`redis`]: the test Redis and an `InvalidatingStore` fixture |
 //! | `http` | [`reply`]: [`Reply`](reply::Reply) |
-//! | `bench` | [`bench`]: runtime, app, requests, criterion settings |
+//! | `bench` | [`bench`](mod@bench): runtime, app, requests, criterion settings |
 //!
 //! A crate that depends on this one for its own integration tests gets the
 //! same library as the tests (a dev-dependency cycle is fine there); its
