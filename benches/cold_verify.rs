@@ -18,16 +18,15 @@
 //!
 //! Run with `cargo bench --bench cold_verify`; results in `BENCHMARKS.md`.
 
-use std::{hint::black_box, path::PathBuf, time::Duration};
+use std::hint::black_box;
 
-use criterion::{
-    BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
-};
+use criterion::{BatchSize, BenchmarkGroup, Criterion, measurement::WallTime};
 use keygate::{
     Keygate,
     core::{KeyId, KeyStore, NewKey, Owner, Scope},
 };
 use keygate_sqlx::{PostgresStore, SqliteStore, sqlx};
+use keygate_test_support::{bench, env, fixture::TempSqlite};
 use tokio::runtime::Runtime;
 
 /// The same store the `Keygate` was built over, kept to call it directly.
@@ -121,38 +120,21 @@ fn bench_backend<S: Backend>(
     println!("{name}: {misses} cold lookups, {queries} store queries");
 }
 
-/// Removes the SQLite file (and its WAL and shared-memory files) on drop.
-struct TempDb(PathBuf);
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 fn cold_verify(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = bench::runtime();
     let mut group = c.benchmark_group("cold_verify");
     group.sample_size(50);
 
-    let db =
-        TempDb(std::env::temp_dir().join(format!("keygate-cold-verify-{}.db", std::process::id())));
+    let db = TempSqlite::new("keygate-cold-verify");
     let sqlite = rt
-        .block_on(SqliteStore::open(&db.0))
+        .block_on(SqliteStore::open(db.path()))
         .expect("open SQLite file");
     bench_backend(&mut group, &rt, "sqlite", &sqlite);
     rt.block_on(sqlite.pool().close());
     drop(db);
 
-    match std::env::var("KEYGATE_TEST_POSTGRES_URL") {
-        Ok(url) => {
+    match env::configured(env::POSTGRES_URL_VAR) {
+        Some(url) => {
             let schema = format!("keygate_bench_{}", std::process::id());
             let store = rt.block_on(async {
                 let store = PostgresStore::connect(&url)
@@ -173,7 +155,7 @@ fn cold_verify(c: &mut Criterion) {
                 .expect("drop the bench schema");
             });
         }
-        Err(_) => println!(
+        None => println!(
             "cold_verify: KEYGATE_TEST_POSTGRES_URL is not set; skipping PostgreSQL \
              (e.g. KEYGATE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test)"
         ),
@@ -181,15 +163,4 @@ fn cold_verify(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-}
-
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = cold_verify
-}
-criterion_main!(benches);
+keygate_test_support::bench_main!(bench::settings(2); cold_verify);

@@ -28,78 +28,20 @@
 use std::{
     hint::black_box,
     sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
 };
 
 use axum::{
-    Router,
     body::Body,
-    http::{HeaderValue, Method, Request, Response, StatusCode},
-    routing::{RouterIntoService, get},
+    http::{HeaderValue, StatusCode},
+    routing::RouterIntoService,
 };
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use keygate::{
-    Keygate,
-    core::{Environment, MemoryStore, NewKey, Owner, Quota, Scope},
+use criterion::{BatchSize, Criterion, Throughput};
+use keygate::core::{Environment, MemoryStore, NewKey, Owner, Quota, Scope};
+use keygate_test_support::{
+    bench::{self, ApiKeyHeader, call, header, request},
+    key::break_checksum,
 };
-use tokio::runtime::Runtime;
-use tower::{Service, ServiceExt};
-use tower_governor::{GovernorError, governor::GovernorConfigBuilder, key_extractor::KeyExtractor};
-use tower_http::validate_request::ValidateRequestHeaderLayer;
-
-const HEADER: &str = "x-api-key";
-const PATH: &str = "/notes";
-
-async fn notes() -> &'static str {
-    "notes"
-}
-
-fn service(router: Router) -> RouterIntoService<Body> {
-    router.with_state(()).into_service()
-}
-
-fn request(header: &HeaderValue) -> Request<Body> {
-    Request::builder()
-        .method(Method::GET)
-        .uri(PATH)
-        .header(HEADER, header.clone())
-        .body(Body::empty())
-        .expect("valid request")
-}
-
-async fn call(mut svc: RouterIntoService<Body>, req: Request<Body>) -> Response<Body> {
-    let ready = ServiceExt::<Request<Body>>::ready(&mut svc)
-        .await
-        .unwrap_or_else(|e| match e {});
-    ready.call(req).await.unwrap_or_else(|e| match e {})
-}
-
-#[derive(Clone, Debug)]
-struct ApiKeyHeader;
-
-impl KeyExtractor for ApiKeyHeader {
-    type Key = String;
-
-    fn extract<T>(&self, req: &Request<T>) -> Result<String, GovernorError> {
-        req.headers()
-            .get(HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .ok_or(GovernorError::UnableToExtractKey)
-    }
-}
-
-fn header(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).expect("visible ASCII")
-}
-
-/// Replaces the last character (part of the checksum) with another base62
-/// character, so only the checksum check can fail.
-fn break_checksum(key: &str) -> String {
-    let (body, last) = key.split_at(key.len() - 1);
-    let other = if last == "A" { 'B' } else { 'A' };
-    format!("{body}{other}")
-}
+use tower_governor::governor::GovernorConfigBuilder;
 
 struct Case {
     name: &'static str,
@@ -111,14 +53,8 @@ struct Case {
 
 #[allow(clippy::too_many_lines)] // one fixture, then one loop
 fn rejections(c: &mut Criterion) {
-    let rt: Runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let keys = Keygate::builder(MemoryStore::new())
-        .prefix("bench")
-        .default_rate_limit(Quota::per_second(1_000_000_000))
-        .build();
+    let rt = bench::runtime();
+    let keys = bench::builder(MemoryStore::new()).build();
     let manager = keys.manager();
     let (valid, revoked, limited) = rt.block_on(async {
         let new = || NewKey::new(Owner::service("bench"), "bench").scopes([Scope::READ]);
@@ -136,19 +72,8 @@ fn rejections(c: &mut Criterion) {
         .format()
         .generate(Environment::Live)
         .expect("OS randomness");
-    let gate = service(Router::new().route(PATH, get(notes)).layer(keys.layer()));
+    let gate = bench::service(bench::app().layer(keys.layer()));
 
-    let expected = header(&valid);
-    #[allow(clippy::result_large_err)] // tower-http's error type
-    let validate = ValidateRequestHeaderLayer::custom(move |req: &mut Request<Body>| {
-        if req.headers().get(HEADER) == Some(&expected) {
-            Ok(())
-        } else {
-            let mut res = Response::new(Body::empty());
-            *res.status_mut() = StatusCode::UNAUTHORIZED;
-            Err(res)
-        }
-    });
     let governor = GovernorConfigBuilder::default()
         .per_second(3600)
         .burst_size(1)
@@ -167,18 +92,14 @@ fn rejections(c: &mut Criterion) {
         keygate("keygate_admitted", &valid, StatusCode::OK),
         Case {
             name: "tower_http_validate_wrong_key",
-            svc: service(Router::new().route(PATH, get(notes)).layer(validate)),
+            svc: bench::service(bench::app().layer(bench::validate_header(header(&valid)))),
             header: header(&break_checksum(&valid)),
             expect: StatusCode::UNAUTHORIZED,
             keygate: false,
         },
         Case {
             name: "tower_governor_limited",
-            svc: service(
-                Router::new()
-                    .route(PATH, get(notes))
-                    .layer(tower_governor::GovernorLayer::new(governor)),
-            ),
+            svc: bench::service(bench::app().layer(tower_governor::GovernorLayer::new(governor))),
             header: header(&valid),
             expect: StatusCode::TOO_MANY_REQUESTS,
             keygate: false,
@@ -218,10 +139,10 @@ fn rejections(c: &mut Criterion) {
         // Warm-up request: fills caches (or uses up the quota) and is
         // counted apart from the timed requests.
         let before_warm_up = verifier.store_queries();
-        let mut first = rt.block_on(call(case.svc.clone(), request(&case.header)));
+        let mut first = rt.block_on(call(case.svc.clone(), request(Some(&case.header))));
         if case.expect == StatusCode::TOO_MANY_REQUESTS {
             // The first request spends the quota; the second is refused.
-            first = rt.block_on(call(case.svc.clone(), request(&case.header)));
+            first = rt.block_on(call(case.svc.clone(), request(Some(&case.header))));
         }
         assert_eq!(first.status(), case.expect, "{}", case.name);
         let warm_up_queries = verifier.store_queries() - before_warm_up;
@@ -230,7 +151,7 @@ fn rejections(c: &mut Criterion) {
         let before = verifier.store_queries();
         group.bench_function(case.name, |b| {
             b.to_async(&rt).iter_batched(
-                || (case.svc.clone(), request(&case.header)),
+                || (case.svc.clone(), request(Some(&case.header))),
                 |(svc, req)| {
                     sent.fetch_add(1, Ordering::Relaxed);
                     async move { black_box(call(svc, req).await.status()) }
@@ -240,7 +161,7 @@ fn rejections(c: &mut Criterion) {
         });
         let queries = verifier.store_queries() - before;
         let status = rt
-            .block_on(call(case.svc.clone(), request(&case.header)))
+            .block_on(call(case.svc.clone(), request(Some(&case.header))))
             .status();
         assert_eq!(status, case.expect, "{} after the run", case.name);
         if case.keygate {
@@ -261,16 +182,4 @@ fn rejections(c: &mut Criterion) {
     }
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(50)
-}
-
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = rejections
-}
-criterion_main!(benches);
+keygate_test_support::bench_main!(bench::settings(2).sample_size(50); rejections);

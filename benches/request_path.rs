@@ -40,7 +40,6 @@ use std::{
     collections::HashMap,
     hint::black_box,
     io,
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -51,60 +50,24 @@ use std::{
 use axum::{
     Router,
     body::Body,
-    http::{HeaderValue, Method, Request, Response, StatusCode},
-    routing::{RouterIntoService, get},
+    http::{HeaderValue, Method, Request, StatusCode},
+    routing::RouterIntoService,
 };
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion};
 use keygate::{
     Keygate, MethodScopes,
     core::{
-        CachedKey, Check, Clock, GovernorLimiter, KeyId, Lookup, MemoryStore, NewKey, Owner, Quota,
-        Quotas, RateLimiter, Scope, SystemClock,
+        CachedKey, Check, Clock, GovernorLimiter, KeyId, Lookup, MemoryStore, Quota, Quotas,
+        RateLimiter, SystemClock,
     },
 };
 use keygate_sqlx::SqliteStore;
+use keygate_test_support::{
+    bench::{self, ApiKeyHeader, NEVER_REJECTS, app, call, request, service},
+    fixture::TempSqlite,
+};
 use tokio::runtime::Runtime;
-use tower::{Service, ServiceExt};
-use tower_governor::{GovernorError, governor::GovernorConfigBuilder, key_extractor::KeyExtractor};
-use tower_http::validate_request::ValidateRequestHeaderLayer;
-
-const HEADER: &str = "x-api-key";
-const PATH: &str = "/notes";
-
-/// A quota no benchmark gets near: the limiter runs but never rejects.
-const NEVER_REJECTS: Quota = Quota::per_second(1_000_000_000);
-
-async fn notes() -> &'static str {
-    "notes"
-}
-
-fn app() -> Router {
-    Router::new().route(PATH, get(notes))
-}
-
-/// The router as `axum::serve` runs it: `into_make_service` calls
-/// `with_state(())`, which turns handlers into routes once; without it axum
-/// rebuilds the handler (and re-applies every layer) on every request.
-fn service(router: Router) -> RouterIntoService<Body> {
-    router.with_state(()).into_service()
-}
-
-/// `tower_governor` keyed by the `X-API-Key` header's value, the way its
-/// users key by something other than the peer address.
-#[derive(Clone, Debug)]
-struct ApiKeyHeader;
-
-impl KeyExtractor for ApiKeyHeader {
-    type Key = String;
-
-    fn extract<T>(&self, req: &Request<T>) -> Result<String, GovernorError> {
-        req.headers()
-            .get(HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .ok_or(GovernorError::UnableToExtractKey)
-    }
-}
+use tower_governor::governor::GovernorConfigBuilder;
 
 /// `tower_governor`'s config: one request per nanosecond, a burst of a
 /// billion. A macro because its middleware type (governor's `NoOpMiddleware`)
@@ -134,22 +97,6 @@ impl io::Write for CountingSink {
     }
 }
 
-/// Numbers the fixtures' SQLite files within this process.
-static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
-
-/// Removes the SQLite file (and its WAL and shared-memory files) on drop.
-struct TempDb(PathBuf);
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 /// Everything the benchmarks share: the runtime, the key and the routers.
 struct Fixture {
     rt: Runtime,
@@ -163,7 +110,7 @@ struct Fixture {
     optional: Keygate,
     /// As `keys`, over the same store, with admissions audited at `DEBUG`.
     quiet_audit: Keygate,
-    _db: TempDb,
+    _db: TempSqlite,
 }
 
 /// One router under test and the key its requests carry, if any.
@@ -175,53 +122,25 @@ struct Variant {
 
 impl Fixture {
     fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = bench::runtime();
         let store = MemoryStore::new();
-        let keys = Keygate::builder(store.clone())
-            .prefix("bench")
-            .default_rate_limit(NEVER_REJECTS)
-            .build();
-        let quiet_audit = Keygate::builder(store)
-            .prefix("bench")
-            .default_rate_limit(NEVER_REJECTS)
+        let keys = bench::builder(store.clone()).build();
+        let quiet_audit = bench::builder(store)
             .audit_admitted_level(tracing::Level::DEBUG)
             .build();
-        let created = rt
-            .block_on(
-                keys.manager()
-                    .create(NewKey::new(Owner::service("bench"), "bench").scopes([Scope::READ])),
-            )
-            .expect("create key");
-        let key = created.key.expose_secret().to_owned();
-        let header = HeaderValue::from_str(&key).expect("keys are visible ASCII");
+        let header = rt.block_on(bench::read_key(&keys));
+        let key = header.to_str().expect("keys are visible ASCII").to_owned();
 
-        let db = TempDb(std::env::temp_dir().join(format!(
-            "keygate-request-path-{}-{}.db",
-            std::process::id(),
-            NEXT_DB.fetch_add(1, Ordering::Relaxed)
-        )));
+        let db = TempSqlite::new("keygate-request-path");
         let (sqlite, sqlite_header) = rt.block_on(async {
-            let store = SqliteStore::open(&db.0).await.expect("open SQLite file");
-            let sqlite = Keygate::builder(store)
-                .prefix("bench")
-                .default_rate_limit(NEVER_REJECTS)
-                .build();
-            let created = sqlite
-                .manager()
-                .create(NewKey::new(Owner::service("bench"), "bench").scopes([Scope::READ]))
+            let store = SqliteStore::open(db.path())
                 .await
-                .expect("create key");
-            let header = HeaderValue::from_str(created.key.expose_secret()).expect("visible ASCII");
+                .expect("open SQLite file");
+            let sqlite = bench::builder(store).build();
+            let header = bench::read_key(&sqlite).await;
             (sqlite, header)
         });
-        let optional = Keygate::builder(MemoryStore::new())
-            .prefix("bench")
-            .default_rate_limit(NEVER_REJECTS)
-            .optional(true)
-            .build();
+        let optional = bench::builder(MemoryStore::new()).optional(true).build();
         Self {
             rt,
             keys,
@@ -236,7 +155,7 @@ impl Fixture {
     }
 
     fn request(&self) -> Request<Body> {
-        request_with(Some(&self.header))
+        request(Some(&self.header))
     }
 
     /// Sends one request and checks it got through: a variant that rejects
@@ -246,7 +165,7 @@ impl Fixture {
     }
 
     fn check_with(&self, svc: &RouterIntoService<Body>, name: &str, header: Option<&HeaderValue>) {
-        let res = self.rt.block_on(call(svc.clone(), request_with(header)));
+        let res = self.rt.block_on(call(svc.clone(), request(header)));
         assert_eq!(
             res.status(),
             StatusCode::OK,
@@ -255,35 +174,7 @@ impl Fixture {
     }
 }
 
-/// `GET /notes`, with `X-API-Key: header` if there is one.
-fn request_with(header: Option<&HeaderValue>) -> Request<Body> {
-    let mut req = Request::builder().method(Method::GET).uri(PATH);
-    if let Some(header) = header {
-        req = req.header(HEADER, header.clone());
-    }
-    req.body(Body::empty()).expect("valid request")
-}
-
-async fn call(mut svc: RouterIntoService<Body>, req: Request<Body>) -> Response<Body> {
-    let ready = ServiceExt::<Request<Body>>::ready(&mut svc)
-        .await
-        .unwrap_or_else(|e| match e {});
-    ready.call(req).await.unwrap_or_else(|e| match e {})
-}
-
 fn variants(fx: &Fixture) -> Vec<Variant> {
-    let expected = fx.header.clone();
-    // The `Err` type is tower-http's (a rejection response), not ours to shrink.
-    #[allow(clippy::result_large_err)]
-    let validate = ValidateRequestHeaderLayer::custom(move |req: &mut Request<Body>| {
-        if req.headers().get(HEADER) == Some(&expected) {
-            Ok(())
-        } else {
-            let mut res = Response::new(Body::empty());
-            *res.status_mut() = StatusCode::UNAUTHORIZED;
-            Err(res)
-        }
-    });
     let keyed = |name, router| Variant {
         name,
         router,
@@ -295,7 +186,10 @@ fn variants(fx: &Fixture) -> Vec<Variant> {
             "tower_governor",
             app().layer(tower_governor::GovernorLayer::new(governor_config!())),
         ),
-        keyed("tower_http_validate", app().layer(validate)),
+        keyed(
+            "tower_http_validate",
+            app().layer(bench::validate_header(fx.header.clone())),
+        ),
         keyed("keygate", app().layer(fx.keys.layer())),
         Variant {
             name: "keygate_sqlite",
@@ -325,7 +219,7 @@ fn request_path(c: &mut Criterion) {
         let queries = fx.sqlite.verifier().store_queries();
         group.bench_function(name, |b| {
             b.to_async(&fx.rt).iter_batched(
-                || (svc.clone(), request_with(header.as_ref())),
+                || (svc.clone(), request(header.as_ref())),
                 |(svc, req)| async move { black_box(call(svc, req).await.status()) },
                 BatchSize::SmallInput,
             );
@@ -403,9 +297,7 @@ async fn fastest_chunk(
     let mut done = 0;
     while done < iters {
         let n = CHUNK.min(iters - done);
-        let inputs: Vec<_> = (0..n)
-            .map(|_| (svc.clone(), request_with(header)))
-            .collect();
+        let inputs: Vec<_> = (0..n).map(|_| (svc.clone(), request(header))).collect();
         let start = Instant::now();
         for (svc, req) in inputs {
             black_box(call(svc, req).await.status());
@@ -551,15 +443,4 @@ fn pieces(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = request_path, pieces
-}
-criterion_main!(benches);
+keygate_test_support::bench_main!(bench::settings(3); request_path, pieces);

@@ -31,54 +31,23 @@
 //!
 //! Run with `cargo bench --bench scale`; results in `BENCHMARKS.md`.
 
-use std::{
-    collections::HashMap,
-    hint::black_box,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, hint::black_box, sync::Arc, time::Instant};
 
-use axum::{
-    Router,
-    body::Body,
-    http::{HeaderValue, Method, Request, Response, StatusCode},
-    routing::{RouterIntoService, get},
-};
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use axum::http::StatusCode;
+use criterion::{BatchSize, Criterion};
 use keygate::{
     Keygate,
     core::{
         CacheConfig, CachedKey, Clock, Environment, KeyFormat, KeyHasher, KeyId, KeyRecord,
-        KeyStore, Lookup, MemoryStore, Owner, Quota, Scope, Scopes, SystemClock, time,
+        KeyStore, Lookup, MemoryStore, Owner, Scope, Scopes, SystemClock, time,
     },
 };
-use tower::{Service, ServiceExt};
+use keygate_test_support::{
+    bench::{self, NEVER_REJECTS, call, header, request},
+    record,
+};
 
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
-const HEADER: &str = "x-api-key";
-const PATH: &str = "/notes";
-const NEVER_REJECTS: Quota = Quota::per_second(1_000_000_000);
-
-async fn notes() -> &'static str {
-    "notes"
-}
-
-async fn call(mut svc: RouterIntoService<Body>, req: Request<Body>) -> Response<Body> {
-    let ready = ServiceExt::<Request<Body>>::ready(&mut svc)
-        .await
-        .unwrap_or_else(|e| match e {});
-    ready.call(req).await.unwrap_or_else(|e| match e {})
-}
-
-fn request(key: &str) -> Request<Body> {
-    Request::builder()
-        .method(Method::GET)
-        .uri(PATH)
-        .header(HEADER, HeaderValue::from_str(key).expect("visible ASCII"))
-        .body(Body::empty())
-        .expect("valid request")
-}
-
 /// Resident set size of this process, in bytes.
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
@@ -126,22 +95,10 @@ impl KeySet {
             for _ in 0..n {
                 let key = format.generate(Environment::Live).expect("OS randomness");
                 let record = KeyRecord {
-                    id: key.id(),
-                    family: key.id(),
-                    owner: owner.clone(),
                     name: "bench".to_owned(),
                     scopes: scopes.clone(),
-                    environment: Environment::Live,
                     digest: hasher.digest(key.expose_secret()),
-                    created_at: now,
-                    expires_at: None,
-                    revoked_at: None,
-                    rate_limit: None,
-                    allowed_ips: Vec::new(),
-                    metadata: Default::default(),
-                    last_used_at: None,
-                    superseded_by: None,
-                    created_by: None,
+                    ..record(key.id().as_str(), &owner, now)
                 };
                 store.insert(&record).await.expect("ids are unique");
                 keys.push(key.expose_secret().to_owned());
@@ -165,10 +122,7 @@ impl KeySet {
 
 #[allow(clippy::too_many_lines)] // fixture, then three benchmarks per size
 fn scale(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = bench::runtime();
     let start = Instant::now();
     let set = KeySet::new(&rt, SIZES[SIZES.len() - 1]);
     println!(
@@ -251,19 +205,15 @@ fn scale(c: &mut Criterion) {
         });
         drop(map);
 
-        let svc = Router::new()
-            .route(PATH, get(notes))
-            .layer(keys.layer())
-            .with_state(())
-            .into_service::<Body>();
+        let svc = bench::service(bench::app().layer(keys.layer()));
         let status = rt
-            .block_on(call(svc.clone(), request(&set.keys[0])))
+            .block_on(call(svc.clone(), request(Some(&header(&set.keys[0])))))
             .status();
         assert_eq!(status, StatusCode::OK, "keygate admits the key");
         let before = verifier.store_queries();
         group.bench_function(format!("request/{n}"), |b| {
             b.to_async(&rt).iter_batched(
-                || (svc.clone(), request(&set.keys[pick.next(n)])),
+                || (svc.clone(), request(Some(&header(&set.keys[pick.next(n)])))),
                 |(svc, req)| async move { black_box(call(svc, req).await.status()) },
                 BatchSize::SmallInput,
             );
@@ -282,16 +232,4 @@ fn scale(c: &mut Criterion) {
     }
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(50)
-}
-
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = scale
-}
-criterion_main!(benches);
+keygate_test_support::bench_main!(bench::settings(2).sample_size(50); scale);

@@ -14,7 +14,7 @@
 
 use std::{hint::black_box, time::Duration};
 
-use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode};
 use keygate::core::{Environment, KeyFormat, KeyHasher};
 
 fn verify_step(c: &mut Criterion) {
@@ -46,15 +46,4 @@ fn verify_step(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-}
-
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = verify_step
-}
-criterion_main!(benches);
+keygate_test_support::bench_main!(keygate_test_support::bench::settings(2); verify_step);

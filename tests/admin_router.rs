@@ -3,26 +3,21 @@
 //! whole life of a key, owner scoping, field-level 422s, store outages and
 //! the OpenAPI document.
 
-use std::{
-    collections::BTreeSet,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use axum::{Router, body::Body, routing::get};
-use http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
+use axum::{Router, routing::get};
+use http::{Method, StatusCode, header};
 use keygate::{
     ApiKey, Keygate,
     core::{
-        AuditAction, AuditLog, AuditQuery, AuditStore, FakeClock, InvalidationFeed, KeyId,
-        KeyRecord, KeyStore, KeyUpdate, MemoryStore, NewKey, Owner, Page, Replacement, Rotation,
-        Scope, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
+        AuditAction, AuditLog, AuditQuery, AuditStore, FakeClock, MemoryStore, NewKey, Owner, Scope,
     },
     manage::MANAGE_SCOPE,
+};
+use keygate_test_support::{
+    Failure, Op, TestStore,
+    key::{id_of, issue},
+    reply::{Reply, json_request},
 };
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -33,7 +28,7 @@ struct Harness {
     app: Router,
     keys: Keygate,
     clock: FakeClock,
-    store: FlakyStore,
+    store: TestStore,
     /// An `admin` key of `service:ops`.
     admin: String,
 }
@@ -46,7 +41,7 @@ impl Harness {
     async fn with(
         configure: impl FnOnce(keygate::KeygateBuilder) -> keygate::KeygateBuilder,
     ) -> Self {
-        let store = FlakyStore::default();
+        let store = TestStore::memory();
         let clock = FakeClock::starting_now();
         let keys = configure(
             Keygate::builder(store.clone())
@@ -63,7 +58,7 @@ impl Harness {
             .layer(keys.layer())
             .nest("/admin", keygate::manage::router(&keys));
         let admin = issue(
-            &keys,
+            keys.manager(),
             NewKey::new(Owner::service("ops"), "ops admin").scopes([Scope::ADMIN]),
         )
         .await;
@@ -83,34 +78,8 @@ impl Harness {
         key: Option<&str>,
         body: Option<&str>,
     ) -> Reply {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(key) = key {
-            req = req.header("x-api-key", key);
-        }
-        let body = match body {
-            Some(b) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(b.to_owned())
-            }
-            None => Body::empty(),
-        };
-        let res = self
-            .app
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = res.status();
-        let headers = res.headers().clone();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8(bytes.to_vec()).unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            text,
-            json,
-        }
+        let req = json_request(method, path, key, body);
+        Reply::read(self.app.clone().oneshot(req).await.unwrap()).await
     }
 
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
@@ -124,66 +93,6 @@ impl Harness {
             .await
             .status
     }
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    text: String,
-    json: Value,
-}
-
-impl Reply {
-    #[track_caller]
-    fn expect(&self, status: StatusCode) -> &Value {
-        assert_eq!(self.status, status, "{}", self.text);
-        &self.json
-    }
-
-    /// Asserts a problem+json answer with this status and code.
-    #[track_caller]
-    fn problem(&self, status: StatusCode, code: &str) -> &Value {
-        assert_eq!(self.status, status, "{}", self.text);
-        assert_eq!(
-            self.headers[header::CONTENT_TYPE],
-            "application/problem+json",
-            "{}",
-            self.text
-        );
-        assert_eq!(self.json["code"], code, "{}", self.text);
-        assert_eq!(self.json["status"], status.as_u16());
-        assert_eq!(self.json["type"], "about:blank");
-        assert!(self.json["detail"].as_str().is_some_and(|d| !d.is_empty()));
-        &self.json
-    }
-
-    fn fields(&self) -> Vec<String> {
-        self.json["errors"]
-            .as_array()
-            .map(|errors| {
-                errors
-                    .iter()
-                    .map(|e| e["field"].as_str().unwrap().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-async fn issue(keys: &Keygate, new: NewKey) -> String {
-    keys.manager()
-        .create(new)
-        .await
-        .unwrap()
-        .key
-        .expose_secret()
-        .to_owned()
-}
-
-fn id_of(key: &str) -> String {
-    // mbk_live_{id:10}…
-    key.splitn(3, '_').nth(2).unwrap()[..10].to_owned()
 }
 
 fn str_of(v: &Value) -> String {
@@ -279,7 +188,7 @@ async fn a_key_lives_its_whole_life_through_the_router() {
     assert_eq!(listed["keys"].as_array().unwrap().len(), 1);
     assert_eq!(listed["keys"][0]["id"], id);
     assert!(listed["next_cursor"].is_null());
-    assert!(!list.text.contains(&key[9..]), "the list leaks the key");
+    assert!(!list.text().contains(&key[9..]), "the list leaks the key");
     assert!(listed["keys"][0].get("key").is_none());
     assert!(listed["keys"][0].get("digest").is_none());
 
@@ -288,7 +197,7 @@ async fn a_key_lives_its_whole_life_through_the_router() {
         .admin(Method::GET, &format!("/admin/keys/{id}"), None)
         .await;
     assert_eq!(got.expect(StatusCode::OK)["name"], "laptop");
-    assert!(!got.text.contains(&key[9..]));
+    assert!(!got.text().contains(&key[9..]));
 
     // Patch: takes effect on the layer at once.
     assert_eq!(
@@ -448,17 +357,17 @@ async fn a_manage_key_manages_only_its_owners_keys_and_no_more_than_it_may() {
     let h = Harness::new().await;
     let manage = Scope::new(MANAGE_SCOPE).unwrap();
     let alice_mgr = issue(
-        &h.keys,
+        h.keys.manager(),
         NewKey::new(Owner::user("alice"), "alice's manager").scopes([manage.clone(), Scope::READ]),
     )
     .await;
     let alice_admin_key = issue(
-        &h.keys,
+        h.keys.manager(),
         NewKey::new(Owner::user("alice"), "alice's admin").scopes([Scope::ADMIN]),
     )
     .await;
     let bob_key = issue(
-        &h.keys,
+        h.keys.manager(),
         NewKey::new(Owner::user("bob"), "bob's").scopes([Scope::READ]),
     )
     .await;
@@ -482,7 +391,10 @@ async fn a_manage_key_manages_only_its_owners_keys_and_no_more_than_it_may() {
         .collect();
     assert_eq!(
         ids,
-        BTreeSet::from([id_of(&alice_mgr), id_of(&alice_admin_key)])
+        BTreeSet::from([
+            id_of(&alice_mgr).to_owned(),
+            id_of(&alice_admin_key).to_owned()
+        ])
     );
     let theirs = call(Method::GET, "/admin/keys?owner=user:bob".into(), None).await;
     theirs.problem(StatusCode::FORBIDDEN, "owner_not_allowed");
@@ -509,8 +421,11 @@ async fn a_manage_key_manages_only_its_owners_keys_and_no_more_than_it_may() {
         let reply = call(method.clone(), path.clone(), body).await;
         reply.problem(StatusCode::NOT_FOUND, "not_found");
         // Exactly what an id that exists nowhere gets.
-        let nowhere = call(method, path.replace(&bob, "ZZZZZZZZZZ"), body_again).await;
-        assert_eq!(nowhere.json["detail"], reply.json["detail"]);
+        let nowhere = call(method, path.replace(bob, "ZZZZZZZZZZ"), body_again).await;
+        assert_eq!(
+            nowhere.json_or_null()["detail"],
+            reply.json_or_null()["detail"]
+        );
     }
     assert_eq!(
         h.notes(&bob_key).await,
@@ -620,14 +535,14 @@ async fn a_test_key_cannot_reach_for_live_keys() {
     let h = Harness::new().await;
     let manage = Scope::new(MANAGE_SCOPE).unwrap();
     let test_mgr = issue(
-        &h.keys,
+        h.keys.manager(),
         NewKey::new(Owner::service("ci"), "ci manager")
             .scopes([manage, Scope::READ])
             .environment(keygate::core::Environment::Test),
     )
     .await;
     let live = issue(
-        &h.keys,
+        h.keys.manager(),
         NewKey::new(Owner::service("ci"), "deploy").scopes([Scope::READ]),
     )
     .await;
@@ -670,8 +585,12 @@ async fn listing_pages_through_every_key_once() {
     let h = Harness::new().await;
     let mut made = BTreeSet::new();
     for i in 0..5 {
-        let key = issue(&h.keys, NewKey::new(Owner::user("carol"), format!("k{i}"))).await;
-        made.insert(id_of(&key));
+        let key = issue(
+            h.keys.manager(),
+            NewKey::new(Owner::user("carol"), format!("k{i}")),
+        )
+        .await;
+        made.insert(id_of(&key).to_owned());
         h.clock.advance(Duration::from_secs(1));
     }
     let mut seen = Vec::new();
@@ -700,7 +619,7 @@ async fn listing_pages_through_every_key_once() {
 #[tokio::test]
 async fn invalid_input_is_a_422_naming_every_bad_field() {
     let h = Harness::new().await;
-    let target = issue(&h.keys, NewKey::new(Owner::user("dave"), "target")).await;
+    let target = issue(h.keys.manager(), NewKey::new(Owner::user("dave"), "target")).await;
     let id = id_of(&target);
     let keys = "/admin/keys".to_owned();
     let one = format!("/admin/keys/{id}");
@@ -962,12 +881,12 @@ async fn invalid_input_is_a_422_naming_every_bad_field() {
             reply.status,
             StatusCode::UNPROCESSABLE_ENTITY,
             "{method} {path} {body}: {}",
-            reply.text
+            reply.text()
         );
         reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-        assert_eq!(reply.json["title"], "Unprocessable Entity");
+        assert_eq!(reply.json_or_null()["title"], "Unprocessable Entity");
         assert_eq!(reply.fields(), fields, "{method} {path} {body}");
-        for error in reply.json["errors"].as_array().unwrap() {
+        for error in reply.json_or_null()["errors"].as_array().unwrap() {
             assert!(
                 error["message"].as_str().is_some_and(|m| !m.is_empty()),
                 "{error}"
@@ -999,7 +918,9 @@ async fn invalid_input_is_a_422_naming_every_bad_field() {
 #[tokio::test]
 async fn a_value_the_store_refuses_is_a_422_not_a_503() {
     let h = Harness::new().await;
-    h.store.refusing.store(true, Ordering::SeqCst);
+    for op in Op::KEY_WRITES {
+        h.store.fail(op, Failure::Rejected);
+    }
     let reply = h
         .admin(
             Method::POST,
@@ -1013,9 +934,9 @@ async fn a_value_the_store_refuses_is_a_422_not_a_503() {
     let message = p["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("cannot keep a value"), "{message}");
     assert!(
-        !reply.text.contains("Unicode escape"),
+        !reply.text().contains("Unicode escape"),
         "the database's message stays in the server log: {}",
-        reply.text
+        reply.text()
     );
 }
 
@@ -1026,7 +947,7 @@ async fn a_store_outage_is_a_503_with_retry_after() {
     h.admin(Method::GET, "/admin/keys", None)
         .await
         .expect(StatusCode::OK);
-    h.store.down.store(true, Ordering::SeqCst);
+    h.store.fail_all(Failure::Unavailable);
     for (method, path, body) in [
         (Method::GET, "/admin/keys".to_owned(), None),
         (
@@ -1045,7 +966,7 @@ async fn a_store_outage_is_a_503_with_retry_after() {
         assert_eq!(p["retry_after"], 3);
         assert_eq!(reply.headers[header::RETRY_AFTER], "3");
     }
-    h.store.down.store(false, Ordering::SeqCst);
+    h.store.heal();
     h.admin(Method::GET, "/admin/keys", None)
         .await
         .expect(StatusCode::OK);
@@ -1114,8 +1035,12 @@ async fn the_openapi_document_describes_every_route_the_router_serves() {
             StatusCode::METHOD_NOT_ALLOWED,
             "{method} {path}"
         );
-        assert!(reply.json.is_object(), "{method} {path}: {}", reply.text);
-        let path = path.replace("ZZZZZZZZZZ", &id);
+        assert!(
+            reply.json_or_null().is_object(),
+            "{method} {path}: {}",
+            reply.text()
+        );
+        let path = path.replace("ZZZZZZZZZZ", id);
         if method == Method::GET {
             h.call(method.clone(), &path, Some(&h.admin), None)
                 .await
@@ -1155,90 +1080,4 @@ async fn the_openapi_document_describes_every_route_the_router_serves() {
     h.call(Method::GET, "/admin/openapi.json", None, None)
         .await
         .problem(StatusCode::UNAUTHORIZED, "missing_key");
-}
-
-/// A memory store that can be taken down.
-#[derive(Clone, Default)]
-struct FlakyStore {
-    inner: MemoryStore,
-    down: Arc<AtomicBool>,
-    /// Refuse writes as a store refuses a value it cannot keep.
-    refusing: Arc<AtomicBool>,
-}
-
-impl FlakyStore {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::unavailable("the store is down"))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn check_value(&self) -> Result<(), StoreError> {
-        if self.refusing.load(Ordering::SeqCst) {
-            Err(StoreError::Rejected(
-                "unsupported Unicode escape sequence".to_owned(),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl KeyStore for FlakyStore {
-    async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.find(id).await
-    }
-    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        self.check()?;
-        self.check_value()?;
-        self.inner.insert(record).await
-    }
-    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
-        self.check()?;
-        self.check_value()?;
-        self.inner.update(id, changes).await
-    }
-    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
-        self.check()?;
-        self.check_value()?;
-        self.inner.rotate(id, replacement).await
-    }
-    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.list_created_by(family).await
-    }
-    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.revoke(id, at).await
-    }
-    async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.list_by_owner(owner, page).await
-    }
-    async fn list_expiring(
-        &self,
-        before: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.list_expiring(before, limit).await
-    }
-    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.record_usage(batch).await
-    }
-    async fn usage(
-        &self,
-        family: KeyId,
-        since: OffsetDateTime,
-    ) -> Result<Vec<UsageBucket>, StoreError> {
-        self.check()?;
-        self.inner.usage(family, since).await
-    }
-    fn subscribe(&self) -> Option<InvalidationFeed> {
-        None
-    }
 }

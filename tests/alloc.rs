@@ -20,17 +20,13 @@ use std::{
 };
 
 use axum::{
-    Router,
     body::Body,
     http::{HeaderValue, Request, StatusCode},
-    routing::{RouterIntoService, get},
+    routing::RouterIntoService,
 };
-use keygate::{
-    Keygate,
-    core::{KeyInfo, MemoryStore, NewKey, Owner, Quota, Scope},
-};
+use keygate::core::{KeyInfo, MemoryStore, NewKey, Owner, Scope};
+use keygate_test_support::bench::{self, app, call, request, service};
 use tokio::runtime::Runtime;
-use tower::{Service, ServiceExt};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 /// Forwards to [`System`], counting allocations (and reallocations, which
@@ -88,27 +84,6 @@ fn count() {
 /// returns the inner body type; a regression that adds one fails here.
 const MAX_OVER_EXTENSIONS: u64 = 1;
 
-const HEADER: &str = "x-api-key";
-
-fn app() -> Router {
-    Router::new().route("/notes", get(|| async { "notes" }))
-}
-
-/// The router as `axum::serve` runs it: `into_make_service` calls
-/// `with_state(())`, which turns handlers into routes once; without it axum
-/// rebuilds the handler (and re-applies every layer) on every request.
-fn service(router: Router) -> RouterIntoService<Body> {
-    router.with_state(()).into_service()
-}
-
-fn request(key: &HeaderValue) -> Request<Body> {
-    Request::builder()
-        .uri("/notes")
-        .header(HEADER, key.clone())
-        .body(Body::empty())
-        .expect("valid request")
-}
-
 /// Allocations made by one request, from `call` to the response dropped.
 /// Building the request and cloning the service are not counted. The median
 /// of several runs, so rare one-off work (a lazily grown buffer, a background
@@ -116,20 +91,11 @@ fn request(key: &HeaderValue) -> Request<Body> {
 /// every other request does.
 fn allocations_per_request(rt: &Runtime, svc: &RouterIntoService<Body>, key: &HeaderValue) -> u64 {
     let runs = (0..21).map(|_| {
-        let req = request(key);
-        let mut svc = svc.clone();
+        let req = request(Some(key));
+        let svc = svc.clone();
         ALLOCATIONS.store(0, Ordering::SeqCst);
         COUNTING.store(true, Ordering::SeqCst);
-        let status = rt.block_on(async move {
-            let ready = ServiceExt::<Request<Body>>::ready(&mut svc)
-                .await
-                .unwrap_or_else(|e| match e {});
-            ready
-                .call(req)
-                .await
-                .unwrap_or_else(|e| match e {})
-                .status()
-        });
+        let status = rt.block_on(async move { call(svc, req).await.status() });
         COUNTING.store(false, Ordering::SeqCst);
         assert_eq!(status, StatusCode::OK, "the request must be admitted");
         ALLOCATIONS.load(Ordering::SeqCst)
@@ -141,14 +107,8 @@ fn allocations_per_request(rt: &Runtime, svc: &RouterIntoService<Body>, key: &He
 
 #[test]
 fn an_admitted_request_allocates_little_beyond_attaching_the_key() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let keys = Keygate::builder(MemoryStore::new())
-        .prefix("bench")
-        .default_rate_limit(Quota::per_second(1_000_000_000))
-        .build();
+    let rt = bench::runtime();
+    let keys = bench::builder(MemoryStore::new()).build();
     let created = rt
         .block_on(
             keys.manager()

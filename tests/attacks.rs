@@ -10,14 +10,11 @@ use std::sync::{
 };
 
 use axum::{Router, body::Body, routing::get};
-use common::{TestApp, builder, from_addr, issue, keyed, send, with_header};
+use common::{Op, TestApp, TestStore, builder, from_addr, issue, keyed, send, with_header};
 use http::{HeaderName, Method, Request, Response, StatusCode};
 use keygate::{
     ApiKey, GrpcScopes, Keygate, Layer as _,
-    core::{
-        Clock, IpNet, KeyId, KeyRecord, KeyStore, KeyUpdate, MemoryStore, NewKey, Owner, Page,
-        Replacement, Rotation, Scope, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
-    },
+    core::{Clock, IpNet, KeyId, KeyStore, NewKey, Owner, Scope, time::OffsetDateTime},
 };
 use tower::ServiceExt as _;
 
@@ -293,52 +290,6 @@ async fn a_key_admitted_by_another_keygate_is_judged_again() {
 // (standing in for the filling thread being pre-empted there).
 // ---------------------------------------------------------------------------
 
-/// A memory store that raises a flag when a lookup has read its answer.
-#[derive(Clone, Debug, Default)]
-struct Signalling {
-    inner: MemoryStore,
-    read: Arc<AtomicBool>,
-}
-
-impl KeyStore for Signalling {
-    async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let found = self.inner.find(id).await;
-        self.read.store(true, Ordering::SeqCst);
-        found
-    }
-    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        self.inner.insert(r).await
-    }
-    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
-        self.inner.update(id, changes).await
-    }
-    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
-        self.inner.rotate(id, replacement).await
-    }
-    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list_created_by(family).await
-    }
-    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
-        self.inner.revoke(id, at).await
-    }
-    async fn list_by_owner(&self, o: &Owner, p: Page) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list_by_owner(o, p).await
-    }
-    async fn list_expiring(
-        &self,
-        before: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list_expiring(before, limit).await
-    }
-    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
-        self.inner.record_usage(batch).await
-    }
-    async fn usage(&self, f: KeyId, s: OffsetDateTime) -> Result<Vec<UsageBucket>, StoreError> {
-        self.inner.usage(f, s).await
-    }
-}
-
 /// The system clock, which — the first time it is read after the store
 /// answered a lookup while armed — revokes the key (on another thread, as
 /// an operator would) and waits for the revocation to answer.
@@ -370,9 +321,16 @@ impl Clock for PreemptingClock {
 
 #[tokio::test]
 async fn a_revocation_racing_a_cache_fill_is_never_undone() {
-    let store = Signalling::default();
+    // A flag raised when a lookup has read its answer.
+    let read = Arc::new(AtomicBool::new(false));
+    let store = TestStore::memory();
+    let raise = Arc::clone(&read);
+    store.after(Op::Find, move |_| {
+        raise.store(true, Ordering::SeqCst);
+        Box::pin(std::future::ready(()))
+    });
     let clock = PreemptingClock {
-        read: Arc::clone(&store.read),
+        read: Arc::clone(&read),
         ..PreemptingClock::default()
     };
     let keys = Keygate::builder(store.clone()).clock(clock.clone()).build();
@@ -387,13 +345,13 @@ async fn a_revocation_racing_a_cache_fill_is_never_undone() {
 
     // First request fills the cache; the revocation lands mid-fill. This
     // request itself raced the revocation, so either answer is fine.
-    store.read.store(false, Ordering::SeqCst);
+    read.store(false, Ordering::SeqCst);
     clock.armed.store(true, Ordering::SeqCst);
     let _ = app.get("/notes", &key).await;
     assert!(!clock.armed.load(Ordering::SeqCst), "the revocation ran");
     assert!(
         store
-            .inner
+            .get_ref()
             .find(id)
             .await
             .unwrap()

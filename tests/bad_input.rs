@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{FlakyStore, TestApp, bare, builder, forge, issue_scoped, keyed, typo, with_header};
+use common::{
+    Op, TestApp, TestStore, bare, builder, forge, issue_scoped, keyed, typo, with_header,
+};
 use http::Method;
 use keygate::{
     Keygate,
@@ -12,8 +14,8 @@ use keygate::{
 };
 
 /// A keygate whose store counts lookups, and a `read` key.
-async fn counted() -> (Keygate, FlakyStore, String) {
-    let store = FlakyStore::default();
+async fn counted() -> (Keygate, TestStore, String) {
+    let store = TestStore::memory();
     let keys = Keygate::builder(store.clone())
         .query_param("api_key")
         .build();
@@ -77,7 +79,7 @@ async fn odd_header_values_are_malformed_and_cost_no_lookup() {
         );
         assert!(body["detail"].as_str().unwrap().contains("malformed"));
     }
-    assert_eq!(store.finds(), 0, "garbage never reaches the store");
+    assert_eq!(store.calls(Op::Find), 0, "garbage never reaches the store");
     assert_eq!(app.hits(), 0);
     app.get("/notes", &key).await.assert_ok();
 }
@@ -110,7 +112,7 @@ async fn a_flood_of_unknown_keys_costs_one_lookup_per_id() {
             .await
             .assert_unauthorized("invalid_key");
     }
-    assert_eq!(store.finds(), 1);
+    assert_eq!(store.calls(Op::Find), 1);
     // A forged key with a real id is checked against the cached digest.
     let forged = forge(&key);
     app.get("/notes", &key).await.assert_ok();
@@ -119,7 +121,7 @@ async fn a_flood_of_unknown_keys_costs_one_lookup_per_id() {
             .await
             .assert_unauthorized("invalid_key");
     }
-    assert_eq!(store.finds(), 2);
+    assert_eq!(store.calls(Op::Find), 2);
 }
 
 #[tokio::test]

@@ -7,18 +7,21 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, body::Body, extract::connect_info::MockConnectInfo, routing::get};
-use http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
+use axum::{Router, extract::connect_info::MockConnectInfo, routing::get};
+use http::{Method, StatusCode};
 use keygate::{
     ApiKey, Keygate,
     core::{
         FakeClock, GovernorLimiter, Grantor, IpNet, KeyFormat, KeyHasher, KeyId, KeyManager,
-        KeyRecord, KeyStore, KeyUpdate, Limits, MemoryStore, NewKey, Owner, Page, Quota, Quotas,
-        Replacement, Rotation, Scope, Scopes, StoreError, UsageBucket, UsageDelta,
-        time::OffsetDateTime,
+        KeyRecord, KeyStore, KeyUpdate, Limits, MemoryStore, NewKey, Owner, Quota, Quotas, Scope,
+        Scopes,
     },
     manage::MANAGE_SCOPE,
+};
+use keygate_test_support::{
+    Op, TestStore,
+    key::{id_of, issue},
+    reply::{Reply, json_request},
 };
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -64,12 +67,12 @@ impl Harness {
             .nest("/admin", keygate::manage::router(&keys))
             .layer(MockConnectInfo(SocketAddr::from((PEER, 5000))));
         let admin = issue(
-            &keys,
+            keys.manager(),
             NewKey::new(Owner::service("ops"), "ops admin").scopes([Scope::ADMIN]),
         )
         .await;
         let manager = issue(
-            &keys,
+            keys.manager(),
             NewKey::new(Owner::user("alice"), "alice's delegate")
                 .scopes([Scope::new(MANAGE_SCOPE).unwrap(), Scope::READ])
                 .rate_limit(Quota::per_second(2))
@@ -92,28 +95,9 @@ impl Harness {
     async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Reply {
         self.clock.advance(Duration::from_secs(1));
         self.limiter_clock.advance(Duration::from_secs(1));
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("x-api-key", key);
-        let body = match body {
-            Some(b) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(b.to_string())
-            }
-            None => Body::empty(),
-        };
-        let res = self
-            .app
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = res.status();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8(bytes.to_vec()).unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, text, json }
+        let body = body.map(|b| b.to_string());
+        let req = json_request(method, path, Some(key), body.as_deref());
+        Reply::read(self.app.clone().oneshot(req).await.unwrap()).await
     }
 
     async fn as_manager(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
@@ -132,50 +116,6 @@ impl Harness {
         let id: KeyId = id_of(key).parse().unwrap();
         self.keys.manager().get(id).await.unwrap().unwrap()
     }
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    text: String,
-    json: Value,
-}
-
-impl Reply {
-    #[track_caller]
-    fn expect(&self, status: StatusCode) -> &Value {
-        assert_eq!(self.status, status, "{}", self.text);
-        &self.json
-    }
-
-    /// Asserts a problem with this status and code; returns its fields.
-    #[track_caller]
-    fn problem(&self, status: StatusCode, code: &str) -> Vec<String> {
-        assert_eq!(self.status, status, "{}", self.text);
-        assert_eq!(self.json["code"], code, "{}", self.text);
-        let mut fields: Vec<String> = self.json["errors"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| e["field"].as_str().unwrap().to_owned())
-            .collect();
-        fields.sort();
-        fields
-    }
-}
-
-async fn issue(keys: &Keygate, new: NewKey) -> String {
-    keys.manager()
-        .create(new)
-        .await
-        .unwrap()
-        .key
-        .expose_secret()
-        .to_owned()
-}
-
-fn id_of(key: &str) -> String {
-    key.splitn(3, '_').nth(2).unwrap()[..10].to_owned()
 }
 
 /// A child the delegating key may create: narrower in every dimension.
@@ -211,7 +151,7 @@ async fn a_manage_key_cannot_lift_its_own_restrictions() {
         )
         .await;
     assert_eq!(
-        reply.problem(StatusCode::FORBIDDEN, "not_grantable"),
+        reply.problem_fields(StatusCode::FORBIDDEN, "not_grantable"),
         ["allowed_ips", "expires_at", "rate_limit"]
     );
     // And one dimension at a time, including quieter ways to widen.
@@ -230,7 +170,7 @@ async fn a_manage_key_cannot_lift_its_own_restrictions() {
     ] {
         let reply = h.as_manager(Method::PATCH, &path, Some(body.clone())).await;
         assert_eq!(
-            reply.problem(StatusCode::FORBIDDEN, "not_grantable"),
+            reply.problem_fields(StatusCode::FORBIDDEN, "not_grantable"),
             [field],
             "{body}"
         );
@@ -296,7 +236,11 @@ async fn a_manage_key_cannot_create_or_rotate_a_key_more_powerful_than_itself() 
         let reply = h
             .as_manager(Method::POST, "/admin/keys", Some(body.clone()))
             .await;
-        assert_eq!(reply.problem(StatusCode::FORBIDDEN, code), fields, "{body}");
+        assert_eq!(
+            reply.problem_fields(StatusCode::FORBIDDEN, code),
+            fields,
+            "{body}"
+        );
     }
     let listed = h
         .as_admin(Method::GET, "/admin/keys?owner=user:alice", None)
@@ -323,7 +267,7 @@ async fn a_manage_key_cannot_create_or_rotate_a_key_more_powerful_than_itself() 
     // Rotating a key of its owner that is more powerful (made by an admin,
     // unlimited) would hand the new, equally powerful key to the caller.
     let sibling = issue(
-        &h.keys,
+        h.keys.manager(),
         NewKey::new(Owner::user("alice"), "unlimited").scopes([Scope::READ]),
     )
     .await;
@@ -335,7 +279,7 @@ async fn a_manage_key_cannot_create_or_rotate_a_key_more_powerful_than_itself() 
         )
         .await;
     assert_eq!(
-        reply.problem(StatusCode::FORBIDDEN, "not_grantable"),
+        reply.problem_fields(StatusCode::FORBIDDEN, "not_grantable"),
         ["allowed_ips", "expires_at", "rate_limit"]
     );
     assert_eq!(h.record(&sibling).await.superseded_by, None);
@@ -371,7 +315,7 @@ async fn revoking_a_delegating_key_revokes_the_keys_it_made() {
         .to_owned();
     // A key the admin made for the same owner is nobody's child.
     let independent = issue(
-        &h.keys,
+        h.keys.manager(),
         NewKey::new(Owner::user("alice"), "independent").scopes([Scope::READ]),
     )
     .await;
@@ -416,7 +360,7 @@ async fn caps_bind_every_caller_and_name_the_field() {
     ] {
         let reply = h.as_admin(Method::POST, "/admin/keys", Some(body)).await;
         assert_eq!(
-            reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            reply.problem_fields(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             [field]
         );
     }
@@ -436,7 +380,7 @@ async fn caps_bind_every_caller_and_name_the_field() {
         .as_admin(Method::POST, "/admin/keys", Some(new("one too many")))
         .await;
     assert_eq!(
-        reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        reply.problem_fields(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
         ["owner"]
     );
     let reply = h
@@ -447,7 +391,7 @@ async fn caps_bind_every_caller_and_name_the_field() {
         )
         .await;
     assert_eq!(
-        reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        reply.problem_fields(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
         ["grace_seconds"]
     );
     let reply = h
@@ -458,7 +402,7 @@ async fn caps_bind_every_caller_and_name_the_field() {
         )
         .await;
     assert_eq!(
-        reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        reply.problem_fields(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
         ["metadata"]
     );
     // Within the caps a rotation works, and a revocation makes room.
@@ -483,7 +427,7 @@ async fn caps_bind_every_caller_and_name_the_field() {
         .as_admin(Method::POST, "/admin/keys", Some(new("no room")))
         .await;
     assert_eq!(
-        reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        reply.problem_fields(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
         ["owner"]
     );
 }
@@ -539,7 +483,7 @@ async fn a_child_cannot_rotate_a_sibling_out_of_its_creators_reach() {
     let h = Harness::with(|b| b).await;
     // A key of alice that the admin issued for some other integration.
     let sibling = issue(
-        &h.keys,
+        h.keys.manager(),
         NewKey::new(Owner::user("alice"), "other integration")
             .scopes([Scope::READ])
             .rate_limit(Quota::per_second(1))
@@ -693,60 +637,6 @@ async fn expired_keys_revived_by_patch_stay_within_the_keys_per_owner_cap() {
     );
 }
 
-/// A store that holds the first two `update`s until both arrived, so that
-/// the manager's read-check-write of each overlaps; later ones (taking a
-/// change back) pass at once.
-#[derive(Clone)]
-struct GatedStore {
-    inner: MemoryStore,
-    gate: Arc<tokio::sync::Barrier>,
-    gated: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl KeyStore for GatedStore {
-    async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.inner.find(id).await
-    }
-    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        self.inner.insert(record).await
-    }
-    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
-        if self.gated.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
-            self.gate.wait().await;
-        }
-        self.inner.update(id, changes).await
-    }
-    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
-        self.inner.rotate(id, replacement).await
-    }
-    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
-        self.inner.revoke(id, at).await
-    }
-    async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list_by_owner(owner, page).await
-    }
-    async fn list_expiring(
-        &self,
-        before: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list_expiring(before, limit).await
-    }
-    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
-        self.inner.record_usage(batch).await
-    }
-    async fn usage(
-        &self,
-        family: KeyId,
-        since: OffsetDateTime,
-    ) -> Result<Vec<UsageBucket>, StoreError> {
-        self.inner.usage(family, since).await
-    }
-    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list_created_by(family).await
-    }
-}
-
 /// Guarantee: a `keys:manage` key can never change a key into one more
 /// powerful than itself (TOCTOU between `update_as`'s check and the store
 /// write).
@@ -764,11 +654,17 @@ impl KeyStore for GatedStore {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_delegates_patching_at_once_cannot_make_a_key_stronger_than_either() {
     let inner = MemoryStore::new();
-    let store = GatedStore {
-        inner: inner.clone(),
-        gate: Arc::new(tokio::sync::Barrier::new(2)),
-        gated: Arc::default(),
-    };
+    // The first two updates wait for each other.
+    let store = TestStore::new(inner.clone());
+    let gate = Arc::new(tokio::sync::Barrier::new(2));
+    store.before(Op::Update, move |call| {
+        let gate = Arc::clone(&gate);
+        Box::pin(async move {
+            if call.number() < 2 {
+                gate.wait().await;
+            }
+        })
+    });
     let m = KeyManager::new(
         Arc::new(store),
         KeyFormat::new("t").unwrap(),

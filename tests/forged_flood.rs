@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{FlakyStore, TestApp, issue_scoped};
+use common::{AbsentLookups, Op, TestApp, issue_scoped};
 use http::StatusCode;
 use keygate::{
     Keygate,
@@ -30,7 +30,7 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_ids_cannot_starve_real_keys_of_the_pool() {
-    let store = FlakyStore::pooled(10);
+    let (store, absent) = AbsentLookups::store(Some(10));
     let keys = Keygate::builder(store.clone()).build();
     let bound = CacheConfig::default().max_unknown_lookups;
     assert!(bound < 10, "the default leaves pool capacity to real keys");
@@ -41,7 +41,7 @@ async fn forged_ids_cannot_starve_real_keys_of_the_pool() {
 
     // The forger's queries are as slow as can be: they hold their
     // connection until the test lets go.
-    store.hold_unknown();
+    absent.hold_unknown();
     let flood: Vec<_> = (0..2000)
         .map(|_| {
             let forged = keys.format().generate(Environment::Live).unwrap();
@@ -55,7 +55,7 @@ async fn forged_ids_cannot_starve_real_keys_of_the_pool() {
         flood.iter().filter(|t| t.is_finished()).count() >= 2000 - bound
     })
     .await;
-    assert_eq!(store.unknown_lookups_now(), bound);
+    assert_eq!(absent.unknown_lookups_now(), bound);
 
     // With the flood still holding its share of the pool, a real key that
     // was never cached gets its query, and gets in.
@@ -65,7 +65,7 @@ async fn forged_ids_cannot_starve_real_keys_of_the_pool() {
     reply.assert_ok();
     assert_eq!(reply.text(), "user:u1 test key");
 
-    store.release_unknown();
+    absent.release_unknown();
     let (mut busy, mut unknown) = (0, 0);
     for task in flood {
         let reply = task.await.unwrap();
@@ -83,7 +83,7 @@ async fn forged_ids_cannot_starve_real_keys_of_the_pool() {
         }
     }
     assert_eq!((busy, unknown), (2000 - bound, bound));
-    assert_eq!(store.unknown_lookups_max(), bound);
+    assert_eq!(absent.unknown_lookups_max(), bound);
     assert_eq!(keys.verifier().lookups_in_flight(), 0);
     assert_eq!(app.hits(), 1, "only the real key reached a handler");
 }
@@ -93,7 +93,7 @@ async fn forged_ids_cannot_starve_real_keys_of_the_pool() {
 /// share of lookups.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_knows_the_keys_already_in_its_store() {
-    let store = FlakyStore::pooled(10);
+    let (store, absent) = AbsentLookups::store(Some(10));
     let before_restart = Keygate::builder(store.clone()).build();
     let real = issue_scoped(&before_restart, [Scope::READ]).await;
     let real_id = before_restart.format().parse(&real).unwrap().id();
@@ -106,7 +106,7 @@ async fn a_restarted_node_knows_the_keys_already_in_its_store() {
     .await;
     let app = TestApp::new(&keys);
     let bound = keys.verifier().config().max_unknown_lookups;
-    store.hold_unknown();
+    absent.hold_unknown();
     let flood: Vec<_> = (0..bound * 10)
         .map(|_| {
             let forged = keys.format().generate(Environment::Live).unwrap();
@@ -116,7 +116,7 @@ async fn a_restarted_node_knows_the_keys_already_in_its_store() {
         })
         .collect();
     until("the flood to hold every share", || {
-        store.unknown_lookups_now() == bound
+        absent.unknown_lookups_now() == bound
     })
     .await;
     let reply = tokio::time::timeout(Duration::from_secs(10), app.get("/notes", &real))
@@ -124,7 +124,7 @@ async fn a_restarted_node_knows_the_keys_already_in_its_store() {
         .expect("the real key's lookup must not queue behind the flood");
     reply.assert_ok();
 
-    store.release_unknown();
+    absent.release_unknown();
     for task in flood {
         let status = task.await.unwrap().status;
         assert!(
@@ -144,7 +144,7 @@ async fn a_restarted_node_knows_the_keys_already_in_its_store() {
 /// until the flood's lookups free up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_this_node_never_heard_of_gets_503_not_401_during_the_flood() {
-    let store = FlakyStore::pooled(10);
+    let (store, absent) = AbsentLookups::store(Some(10));
     // As if its preload had run before the key below was created elsewhere.
     let keys = Keygate::builder(store.clone())
         .cache(CacheConfig {
@@ -159,7 +159,7 @@ async fn a_key_this_node_never_heard_of_gets_503_not_401_during_the_flood() {
     assert!(!keys.verifier().knows(stranger_id));
     let bound = keys.verifier().config().max_unknown_lookups;
 
-    store.hold_unknown();
+    absent.hold_unknown();
     let flood: Vec<_> = (0..bound)
         .map(|_| {
             let forged = keys.format().generate(Environment::Live).unwrap();
@@ -169,14 +169,14 @@ async fn a_key_this_node_never_heard_of_gets_503_not_401_during_the_flood() {
         })
         .collect();
     until("the flood to hold every share", || {
-        store.unknown_lookups_now() == bound
+        absent.unknown_lookups_now() == bound
     })
     .await;
     app.get("/notes", &stranger)
         .await
         .assert_problem(503, "unavailable");
 
-    store.release_unknown();
+    absent.release_unknown();
     for task in flood {
         task.await.unwrap().assert_unauthorized("invalid_key");
     }
@@ -185,14 +185,14 @@ async fn a_key_this_node_never_heard_of_gets_503_not_401_during_the_flood() {
 
 #[tokio::test]
 async fn requests_dropped_mid_lookup_leave_nothing_behind() {
-    let store = FlakyStore::default();
+    let (store, absent) = AbsentLookups::store(None);
     let config = CacheConfig {
         max_unknown_lookups: 5000,
         ..CacheConfig::default()
     };
     let keys = Keygate::builder(store.clone()).cache(config).build();
     let app = TestApp::new(&keys);
-    store.hold_unknown();
+    absent.hold_unknown();
     // Each request is polled until its lookup waits on the store, then
     // dropped, as hyper drops it on a client reset or HTTP/2 RST_STREAM and
     // a timeout layer does when its deadline passes.
@@ -205,7 +205,11 @@ async fn requests_dropped_mid_lookup_leave_nothing_behind() {
         .await;
         assert!(waiting, "the store never answers");
     }
-    assert_eq!(store.finds(), 3000);
+    assert_eq!(store.calls(Op::Find), 3000);
     assert_eq!(keys.verifier().lookups_in_flight(), 0);
-    assert_eq!(store.unknown_lookups_now(), 0, "the store queries went too");
+    assert_eq!(
+        absent.unknown_lookups_now(),
+        0,
+        "the store queries went too"
+    );
 }

@@ -10,11 +10,9 @@ use std::{net::SocketAddr, time::Duration};
 use axum::{Router, routing::get};
 use keygate::{
     Keygate,
-    core::{
-        KeyId, KeyRecord, KeyStore, KeyUpdate, MemoryStore, NewKey, Owner, Page, Quota,
-        Replacement, Rotation, Scope, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
-    },
+    core::{KeyId, MemoryStore, NewKey, Owner, Quota, Scope},
 };
+use keygate_test_support::{Failure, Op, TestStore};
 use notes_grpc::{
     CreateNoteRequest, GetNoteRequest, ListNotesRequest, NotesClient, NotesServer, with_key,
 };
@@ -259,52 +257,12 @@ async fn rate_limit_is_resource_exhausted_with_a_retry_delay() {
     assert_eq!(other.unwrap_err().code(), Code::NotFound);
 }
 
-/// A store whose every lookup fails, as during a database outage.
-#[derive(Clone, Default)]
-struct DownStore(MemoryStore);
-
-impl KeyStore for DownStore {
-    async fn find(&self, _: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        Err(StoreError::unavailable("connection refused"))
-    }
-    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        self.0.insert(r).await
-    }
-    async fn update(&self, id: KeyId, c: &KeyUpdate) -> Result<KeyRecord, StoreError> {
-        self.0.update(id, c).await
-    }
-    async fn rotate(&self, id: KeyId, r: &Replacement) -> Result<Rotation, StoreError> {
-        self.0.rotate(id, r).await
-    }
-    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
-        self.0.list_created_by(family).await
-    }
-    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
-        self.0.revoke(id, at).await
-    }
-    async fn list_by_owner(&self, o: &Owner, p: Page) -> Result<Vec<KeyRecord>, StoreError> {
-        self.0.list_by_owner(o, p).await
-    }
-    async fn list_expiring(
-        &self,
-        b: OffsetDateTime,
-        l: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        self.0.list_expiring(b, l).await
-    }
-    async fn record_usage(&self, b: &[UsageDelta]) -> Result<(), StoreError> {
-        self.0.record_usage(b).await
-    }
-    async fn usage(&self, f: KeyId, s: OffsetDateTime) -> Result<Vec<UsageBucket>, StoreError> {
-        self.0.usage(f, s).await
-    }
-}
-
 #[tokio::test]
 async fn store_outage_is_unavailable_not_unauthenticated() {
-    let keys = Keygate::builder(DownStore::default())
-        .prefix("grpc")
-        .build();
+    // Every lookup fails, as during a database outage.
+    let store = TestStore::memory();
+    store.fail(Op::Find, Failure::Unavailable);
+    let keys = Keygate::builder(store).prefix("grpc").build();
     let created = keys
         .manager()
         .create(NewKey::new(Owner::service("s"), "k").scopes([Scope::READ]))

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{FlakyStore, TestApp, builder, forge, issue, issue_scoped, key_id, keyed};
+use common::{Failure, Op, TestApp, TestStore, builder, forge, issue, issue_scoped, key_id, keyed};
 use http::Method;
 use keygate::{
     Keygate,
@@ -213,8 +213,8 @@ async fn updates_are_effective_on_the_very_next_request() {
 
 /// A keygate over a store that can fail, on a fake clock; cache entries
 /// are re-read after 5 minutes and served through outages for 15.
-async fn outage_setup() -> (Keygate, FlakyStore, FakeClock, String, String) {
-    let store = FlakyStore::default();
+async fn outage_setup() -> (Keygate, TestStore, FakeClock, String, String) {
+    let store = TestStore::memory();
     let clock = FakeClock::new(T0);
     let keys = Keygate::builder(store.clone())
         .clock(clock.clone())
@@ -236,7 +236,7 @@ async fn a_store_outage_is_503_never_401() {
     let stranger = keys.format().generate(Environment::Live).unwrap();
     app.get("/notes", &warm).await.assert_ok();
 
-    store.go_down();
+    store.fail(Op::Find, Failure::Unavailable);
     // A cached key keeps working.
     app.get("/notes", &warm).await.assert_ok();
     // Keys the cache does not know cannot be vouched for either way.
@@ -247,13 +247,13 @@ async fn a_store_outage_is_503_never_401() {
         assert_eq!(body["retry_after"], 1);
     }
     // Failures are not cached: every request asks again.
-    let before = store.finds();
+    let before = store.calls(Op::Find);
     app.get("/notes", &cold)
         .await
         .assert_problem(503, "unavailable");
-    assert_eq!(store.finds(), before + 1);
+    assert_eq!(store.calls(Op::Find), before + 1);
 
-    store.recover();
+    store.heal();
     app.get("/notes", &cold).await.assert_ok();
     app.get("/notes", stranger.expose_secret())
         .await
@@ -265,22 +265,22 @@ async fn a_store_returning_garbage_is_503_too() {
     let (keys, store, _clock, _warm, cold) = outage_setup().await;
     let app = TestApp::new(&keys);
 
-    store.go_corrupt();
+    store.fail(Op::Find, Failure::Corrupt);
     app.get("/notes", &cold)
         .await
         .assert_problem(503, "unavailable");
-    store.recover();
+    store.heal();
     app.get("/notes", &cold).await.assert_ok();
 }
 
 #[tokio::test]
 async fn the_retry_after_of_an_outage_is_configurable_and_rounded_up() {
-    let store = FlakyStore::default();
+    let store = TestStore::memory();
     let keys = Keygate::builder(store.clone())
         .unavailable_retry_after(Duration::from_millis(2100))
         .build();
     let key = issue_scoped(&keys, [Scope::READ]).await;
-    store.go_down();
+    store.fail(Op::Find, Failure::Unavailable);
     let res = TestApp::new(&keys).get("/notes", &key).await;
     res.assert_problem(503, "unavailable");
     assert_eq!(res.number("retry-after"), 3);
@@ -292,7 +292,7 @@ async fn cached_keys_serve_through_an_outage_until_max_stale() {
     let app = TestApp::new(&keys);
     app.get("/notes", &warm).await.assert_ok();
 
-    store.go_down();
+    store.fail(Op::Find, Failure::Unavailable);
     // Past the TTL (5 min): served while a refresh is attempted.
     clock.advance(Duration::from_secs(10 * 60));
     app.get("/notes", &warm).await.assert_ok();
@@ -304,7 +304,7 @@ async fn cached_keys_serve_through_an_outage_until_max_stale() {
         .await
         .assert_problem(503, "unavailable");
 
-    store.recover();
+    store.heal();
     app.get("/notes", &warm).await.assert_ok();
 }
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use axum::routing::get;
 use common::{
-    Capture, FlakyStore, Reply, TestApp, bare, forge, from_addr, keyed, typo, with_header,
+    Capture, Failure, Op, Reply, TestApp, TestStore, bare, forge, from_addr, keyed, typo,
+    with_header,
 };
 use http::Method;
 use keygate::{
@@ -62,7 +63,7 @@ async fn no_key_material_in_logs_debug_output_or_responses() {
     let (capture, _guard) = Capture::install(tracing::Level::TRACE);
     let mut seen = Seen::default();
 
-    let store = FlakyStore::default();
+    let store = TestStore::memory();
     let clock = FakeClock::new(datetime!(2030-01-01 0:00 UTC));
     let builder = Keygate::builder(store.clone())
         .clock(clock.clone())
@@ -184,9 +185,9 @@ async fn no_key_material_in_logs_debug_output_or_responses() {
     seen.reply(app.get("/notes", &revoked).await, 401);
     seen.reply(app.get("/notes", &sandbox).await, 401);
     seen.reply(app.get("/notes", stranger.expose_secret()).await, 401);
-    store.go_down();
+    store.fail(Op::Find, Failure::Unavailable);
     seen.reply(app.get("/notes", &cold).await, 503);
-    store.recover();
+    store.heal();
     // No layer; and optional mode without a key.
     let bare_app = TestApp::with(|r| r);
     seen.reply(bare_app.get("/notes", &main).await, 500);

@@ -21,21 +21,8 @@ use keygate::{
     core::{CacheConfig, FakeClock, KeyFormat, KeyHasher, KeyManager, NewKey, Owner, Scope},
 };
 use keygate_sqlx::{PostgresStore, sqlx::postgres::PgPoolOptions};
+use keygate_test_support::env::postgres_url;
 use tokio::{net::TcpListener, task::JoinHandle};
-
-fn postgres_url() -> Option<String> {
-    const VAR: &str = "KEYGATE_TEST_POSTGRES_URL";
-    match std::env::var(VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but {VAR} is not set")
-        }
-        _ => {
-            common::say_skipped(VAR, "postgres://postgres@127.0.0.1:5432/test");
-            None
-        }
-    }
-}
 
 /// A TCP proxy on 127.0.0.1 in front of the database that can be cut (all
 /// connections dropped, new ones refused) and restored on the same port.

@@ -7,8 +7,6 @@
 //!
 //! 256 cases per property by default; `PROPTEST_CASES` raises it.
 
-use std::fmt::Write as _;
-
 use axum::{Json, Router, body::Body, routing};
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -16,6 +14,7 @@ use keygate::{
     Keygate,
     core::{Environment, KeyFormat, MemoryStore, NewKey, Owner, Scope},
 };
+use keygate_test_support::form::{decode, encode};
 use proptest::{
     collection::vec,
     prelude::*,
@@ -232,43 +231,6 @@ fn segment() -> impl Strategy<Value = Segment> {
         prop::option::weighted(0.9, (val(), any::<bool>())),
     )
         .prop_map(|((name, ours), value)| Segment { name, ours, value })
-}
-
-/// Percent-encodes every byte that is not a letter or digit (all of them
-/// if `all`), so form decoding gives back exactly `s`.
-fn encode(s: &str, all: bool) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() && !all {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-/// Form-decodes a query segment's name: `%XX` and `+`.
-fn decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| char::from(c).to_digit(16);
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(u8::try_from(h * 16 + l).expect("byte"));
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    out
 }
 
 #[derive(Clone, Debug)]

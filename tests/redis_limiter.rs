@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::{TestApp, builder, issue_limited, key_id};
 use keygate::core::{Gcra, Quota};
@@ -17,39 +17,7 @@ use keygate_redis::{
     FallbackPolicy, RedisLimiter,
     redis::{self, Client},
 };
-
-const VAR: &str = "KEYGATE_TEST_REDIS_URL";
-
-/// The test Redis, or `None` (after saying so) when the tests should skip.
-async fn test_redis() -> Option<Client> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let url = match std::env::var(VAR) {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ if ci => panic!("{VAR} is not set but CI=true: the Redis tests must run in CI"),
-        _ => {
-            common::say_skipped(VAR, "redis://127.0.0.1:6379");
-            return None;
-        }
-    };
-    let client = Client::open(url.as_str()).expect("a Redis URL");
-    let ping = async {
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await
-    };
-    match tokio::time::timeout(Duration::from_secs(3), ping).await {
-        Ok(Ok(_)) => Some(client),
-        Ok(Err(e)) => panic!("{VAR}={url:?} is set but Redis does not answer: {e}"),
-        Err(_) => panic!("{VAR}={url:?} is set but Redis does not answer within 3 s"),
-    }
-}
-
-fn unique_prefix(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("keygate-test:{}:{nanos}:{test}", std::process::id())
-}
+use keygate_test_support::redis::{clean_up, test_redis, unique_prefix};
 
 fn redis_limiter(client: Client, prefix: &str, fallback: FallbackPolicy) -> RedisLimiter {
     RedisLimiter::builder(client)
@@ -79,7 +47,7 @@ async fn redis_answers_as_governor_does_and_refusals_cost_nothing() {
     let Some(client) = test_redis().await else {
         return;
     };
-    let prefix = unique_prefix("layer");
+    let prefix = unique_prefix("keygate-test", "layer");
     let limiter = redis_limiter(client.clone(), &prefix, FallbackPolicy::Reject);
     limiter.ping().await.unwrap();
     let shared = builder()
@@ -135,11 +103,7 @@ async fn redis_answers_as_governor_does_and_refusals_cost_nothing() {
         .await
         .unwrap();
     assert_eq!(keys.len(), 2, "{keys:?}");
-    redis::cmd("DEL")
-        .arg(&keys)
-        .query_async::<i64>(&mut conn)
-        .await
-        .unwrap();
+    clean_up(&client, &prefix).await;
 }
 
 #[tokio::test]

@@ -15,18 +15,23 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use axum::{Router, body::Body, routing::get};
-use http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
+use http::{Method, Request, StatusCode};
 use keygate::{
     ApiKey, Keygate,
     core::{KeyId, KeyRecord, KeyStore, NewKey, Owner, Scope, time::OffsetDateTime},
 };
 use keygate_sqlx::{PostgresStore, SqliteStore, sqlx};
+use keygate_test_support::{
+    Fixture,
+    env::{POSTGRES_URL_VAR, postgres_url},
+    fixture::unique_suffix,
+    key::issue,
+    reply::{Reply, json_request},
+    sql::{drop_schema_later, postgres_options},
+};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use tower::ServiceExt;
-
-const POSTGRES_URL_VAR: &str = "KEYGATE_TEST_POSTGRES_URL";
 
 /// The notes service behind keygate's layer, the management router at
 /// `/admin`, and a way to read the store directly.
@@ -35,7 +40,7 @@ struct Harness {
     keys: Keygate,
     admin: String,
     find: Box<dyn Fn(KeyId) -> futures_find::Find + Send + Sync>,
-    _cleanup: Cleanup,
+    _cleanup: Fixture<()>,
 }
 
 /// `find` on the store, type-erased so one harness serves both backends.
@@ -47,59 +52,10 @@ mod futures_find {
     pub(crate) type Find = Pin<Box<dyn Future<Output = Option<KeyRecord>> + Send>>;
 }
 
-/// Removes what a test created, even when it panics.
-struct Cleanup(Option<Box<dyn FnOnce() + Send>>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Backend {
     Sqlite,
     Postgres,
-}
-
-fn unique() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos()
-        % 1_000_000_000_000;
-    format!(
-        "{}_{nanos}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// The PostgreSQL URL, or `None` after saying the test is skipped; with
-/// `CI=true` a missing URL fails the test.
-fn postgres_url() -> Option<String> {
-    match std::env::var(POSTGRES_URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{POSTGRES_URL_VAR} is not set, and CI=true: PostgreSQL tests must run in CI")
-        }
-        _ => {
-            use std::io::Write as _;
-            let thread = std::thread::current();
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "skipped {} on PostgreSQL: {POSTGRES_URL_VAR} is not set (e.g. \
-                 {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/test; with CI=true it \
-                 fails instead)",
-                thread.name().unwrap_or("a test")
-            );
-            None
-        }
-    }
 }
 
 impl Harness {
@@ -107,35 +63,35 @@ impl Harness {
     async fn open(backend: Backend) -> Option<Self> {
         match backend {
             Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("keygate-races-{}", unique()));
+                let dir = std::env::temp_dir().join(format!("keygate-races-{}", unique_suffix()));
                 std::fs::create_dir_all(&dir).unwrap();
                 let store = SqliteStore::open(dir.join("keygate.db")).await.unwrap();
-                let cleanup = Cleanup(Some(Box::new(move || {
+                let cleanup = Fixture::new((), move || {
                     let _ = std::fs::remove_dir_all(&dir);
-                })));
+                });
                 Some(Self::with(store, cleanup).await)
             }
             Backend::Postgres => {
                 let url = postgres_url()?;
-                let schema = format!("keygate_races_{}", unique());
+                let schema = format!("keygate_races_{}", unique_suffix());
                 // A small pool: the server is shared with other test runs.
                 let pool = sqlx::postgres::PgPoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(Duration::from_secs(30))
-                    .connect(&url)
+                    .connect_with(postgres_options(&url, "keygate_races"))
                     .await
                     .unwrap_or_else(|e| panic!("cannot reach {POSTGRES_URL_VAR}: {e}"));
                 let store = PostgresStore::new(pool)
                     .with_schema(schema.clone())
                     .unwrap();
-                let cleanup = Cleanup(Some(Box::new(move || drop_schema(url, schema))));
+                let cleanup = Fixture::new((), drop_schema_later(url, schema.clone()));
                 store.migrate().await.unwrap();
                 Some(Self::with(store, cleanup).await)
             }
         }
     }
 
-    async fn with<S: KeyStore + Clone>(store: S, cleanup: Cleanup) -> Self {
+    async fn with<S: KeyStore + Clone>(store: S, cleanup: Fixture<()>) -> Self {
         let keys = Keygate::builder(store.clone()).prefix("rac").build();
         let app = Router::new()
             .route(
@@ -144,14 +100,11 @@ impl Harness {
             )
             .layer(keys.layer())
             .nest("/admin", keygate::manage::router(&keys));
-        let admin = keys
-            .manager()
-            .create(NewKey::new(Owner::service("ops"), "ops").scopes([Scope::ADMIN]))
-            .await
-            .unwrap()
-            .key
-            .expose_secret()
-            .to_owned();
+        let admin = issue(
+            keys.manager(),
+            NewKey::new(Owner::service("ops"), "ops").scopes([Scope::ADMIN]),
+        )
+        .await;
         let find = Box::new(move |id: KeyId| -> futures_find::Find {
             let store = store.clone();
             Box::pin(async move { store.find(id).await.unwrap() })
@@ -173,27 +126,12 @@ impl Harness {
         key: &str,
         body: Option<Value>,
     ) -> impl Future<Output = (StatusCode, Value)> + Send + 'static {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("x-api-key", key);
-        let body = match body {
-            Some(b) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(b.to_string())
-            }
-            None => Body::empty(),
-        };
-        let req = req.body(body).unwrap();
+        let body = body.map(|b| b.to_string());
+        let req = json_request(method, path, Some(key), body.as_deref());
         let app = self.app.clone();
         async move {
-            let res = app.oneshot(req).await.unwrap();
-            let status = res.status();
-            let bytes = res.into_body().collect().await.unwrap().to_bytes();
-            (
-                status,
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            )
+            let reply = Reply::read(app.oneshot(req).await.unwrap()).await;
+            (reply.status, reply.json_or_null())
         }
     }
 
@@ -233,26 +171,6 @@ fn str_of(v: &Value) -> String {
     v.as_str()
         .unwrap_or_else(|| panic!("not a string: {v}"))
         .to_owned()
-}
-
-fn drop_schema(url: String, schema: String) {
-    let _ = std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            let Ok(pool) = sqlx::PgPool::connect(&url).await else {
-                return;
-            };
-            let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
-            pool.close().await;
-        });
-    })
-    .join();
 }
 
 /// Runs `f` as its own task, so the requests of one race run in parallel

@@ -14,6 +14,7 @@ use keygate::{
     Keygate,
     core::{Environment, MemoryStore, NewKey, Owner, Scope},
 };
+use keygate_test_support::key::issue;
 use libfuzzer_sys::fuzz_target;
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
@@ -35,16 +36,10 @@ impl World {
             .build()
             .unwrap();
         let keys = Keygate::builder(MemoryStore::new()).prefix("mbk").build();
-        let admin = rt.block_on(async {
-            let new = NewKey::new(Owner::service("ops"), "admin").scopes([Scope::ADMIN]);
-            keys.manager()
-                .create(new)
-                .await
-                .unwrap()
-                .key
-                .expose_secret()
-                .to_owned()
-        });
+        let admin = rt.block_on(issue(
+            keys.manager(),
+            NewKey::new(Owner::service("ops"), "admin").scopes([Scope::ADMIN]),
+        ));
         let app = Router::new().nest("/admin", keygate::manage::router(&keys));
         Self {
             rt,

@@ -15,6 +15,7 @@ use keygate::{
     ApiKey, Keygate,
     core::{MemoryStore, NewKey, Owner, Scope},
 };
+use keygate_test_support::{form::pairs, key::issue};
 use libfuzzer_sys::fuzz_target;
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
@@ -38,16 +39,10 @@ fn world() -> &'static World {
             .bearer(true)
             .strip_credential(true)
             .build();
-        let key = rt.block_on(async {
-            let new = NewKey::new(Owner::user("u1"), "fuzz").scopes([Scope::READ, Scope::WRITE]);
-            keys.manager()
-                .create(new)
-                .await
-                .unwrap()
-                .key
-                .expose_secret()
-                .to_owned()
-        });
+        let key = rt.block_on(issue(
+            keys.manager(),
+            NewKey::new(Owner::user("u1"), "fuzz").scopes([Scope::READ, Scope::WRITE]),
+        ));
         let routes = || Router::new().route("/echo", routing::any(inner));
         World {
             required: routes().layer(keys.layer()),
@@ -78,7 +73,7 @@ async fn inner(req: Request<Body>) -> &'static str {
             );
         }
         if let Some(q) = req.uri().query() {
-            for (k, v) in form_pairs(q) {
+            for (k, v) in pairs(q) {
                 assert!(
                     !(k == "api_key" && v == *key),
                     "query key reached the service"
@@ -87,39 +82,6 @@ async fn inner(req: Request<Body>) -> &'static str {
         }
     }
     "ok"
-}
-
-/// `application/x-www-form-urlencoded` pairs, decoded here rather than with
-/// the crate keygate uses.
-fn form_pairs(q: &str) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            let hex = |c: u8| char::from(c).to_digit(16);
-            match b[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                },
-                c => out.push(c),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    q.split('&')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            let (k, v) = s.split_once('=').unwrap_or((s, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
 }
 
 #[derive(Arbitrary, Debug)]
@@ -207,7 +169,7 @@ fuzz_target!(|input: Input| {
         return;
     };
     // Likewise every query parameter named `api_key` (after decoding).
-    for (k, v) in form_pairs(uri.query().unwrap_or("")) {
+    for (k, v) in pairs(uri.query().unwrap_or("")) {
         only_valid &= k != "api_key" || v == w.key;
     }
     let mut req = Request::builder().method(method).uri(uri);

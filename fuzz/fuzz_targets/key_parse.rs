@@ -5,28 +5,8 @@
 use std::sync::OnceLock;
 
 use keygate::core::{CHECKSUM_LEN, Environment, ID_LEN, KeyFormat};
+use keygate_test_support::key::{BASE62, checksum};
 use libfuzzer_sys::fuzz_target;
-
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/// CRC32 as 6 base62 digits, written out here rather than trusted.
-fn checksum(data: &[u8]) -> [u8; CHECKSUM_LEN] {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    let mut n = !crc;
-    let mut out = [b'0'; CHECKSUM_LEN];
-    for slot in out.iter_mut().rev() {
-        *slot = BASE62[(n % 62) as usize];
-        n /= 62;
-    }
-    out
-}
 
 struct World {
     format: KeyFormat,

@@ -1,6 +1,6 @@
-//! Helpers shared by the black-box tests: a small notes router, request and
-//! response helpers, a store that can be taken down, scripted rate limiters
-//! and key forgery.
+//! Helpers shared by the black-box tests: a small notes router, request
+//! helpers, a store whose absent-key lookups can be held, and scripted rate
+//! limiters; with what keygate-test-support offers every crate re-exported.
 //!
 //! Every test binary compiles this module but uses only part of it.
 #![allow(dead_code)]
@@ -21,14 +21,12 @@ use axum::{
     extract::ConnectInfo,
     routing::{any, get},
 };
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderValue, Method, Request};
 use keygate::{
     ApiKey, Keygate, KeygateBuilder, RequireScope,
     core::{
-        CHECKSUM_LEN, Check, Decision, KeyId, KeyRecord, KeyStore, KeyUpdate, LimiterUnavailable,
-        MemoryStore, NewKey, Owner, Page, PendingCheck, Quota, Quotas, RateLimiter, Replacement,
-        Rotation, SECRET_LEN, Scope, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
+        Check, Decision, KeyId, KeyStore, LimiterUnavailable, MemoryStore, NewKey, Owner,
+        PendingCheck, Quota, Quotas, RateLimiter, Scope,
     },
     require_scope,
 };
@@ -36,21 +34,15 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use tracing_subscriber::fmt::MakeWriter;
 
-keygate::scope!(pub(crate) BillingRead = "billing:read");
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub(crate) use keygate_test_support::{
+    Failure, Op, TestStore,
+    key::{forge, secret_part, typo},
+    reply::Reply,
+};
 
-/// Says that the current test is skipped because `var` is unset, on the
-/// terminal: written to stderr directly, which the test harness does not
-/// capture (it captures `eprintln!`), so a plain `cargo test` shows it.
-pub(crate) fn say_skipped(var: &str, example: &str) {
-    use std::io::Write as _;
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a test");
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "skipped {test}: {var} is not set (set it, e.g. {var}={example}, to run it; \
-         with CI=true it fails instead)"
-    );
-}
+keygate::scope!(pub(crate) BillingRead = "billing:read");
 
 /// A builder over a fresh memory store.
 pub(crate) fn builder() -> KeygateBuilder {
@@ -59,13 +51,7 @@ pub(crate) fn builder() -> KeygateBuilder {
 
 /// Issues a key and returns its plaintext.
 pub(crate) async fn issue(keys: &Keygate, new: NewKey) -> String {
-    keys.manager()
-        .create(new)
-        .await
-        .expect("create key")
-        .key
-        .expose_secret()
-        .to_owned()
+    keygate_test_support::key::issue(keys.manager(), new).await
 }
 
 /// Issues a key for `user:u1` with these scopes.
@@ -91,50 +77,6 @@ pub(crate) async fn issue_limited(keys: &Keygate, quotas: impl Into<Quotas>) -> 
 /// The public id inside a key.
 pub(crate) fn key_id(keys: &Keygate, key: &str) -> KeyId {
     keys.format().parse(key).expect("a valid key").id()
-}
-
-/// The 32 secret characters of a key.
-pub(crate) fn secret_part(key: &str) -> &str {
-    let end = key.len() - CHECKSUM_LEN;
-    &key[end - SECRET_LEN..end]
-}
-
-/// The key with one secret character changed and the checksum left alone:
-/// a typo the checksum catches.
-pub(crate) fn typo(key: &str) -> String {
-    let mut bytes = key.as_bytes().to_vec();
-    let at = key.len() - CHECKSUM_LEN - 1;
-    bytes[at] = if bytes[at] == b'a' { b'b' } else { b'a' };
-    String::from_utf8(bytes).expect("ascii")
-}
-
-/// The key with one secret character changed and a correct checksum: the
-/// right id and shape, but not the key that was issued.
-pub(crate) fn forge(key: &str) -> String {
-    let typo = typo(key);
-    let signed = &typo[..typo.len() - CHECKSUM_LEN];
-    format!("{signed}{}", checksum(signed.as_bytes()))
-}
-
-/// The key format's checksum (CRC32 as 6 base62 digits), re-implemented so
-/// the tests do not trust the code under test for it.
-fn checksum(data: &[u8]) -> String {
-    const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    let mut n = !crc;
-    let mut out = [b'0'; CHECKSUM_LEN];
-    for slot in out.iter_mut().rev() {
-        *slot = BASE62[(n % 62) as usize];
-        n /= 62;
-    }
-    String::from_utf8(out.to_vec()).expect("ascii")
 }
 
 /// Counts how often a handler ran.
@@ -266,16 +208,7 @@ impl TestApp {
 
 /// Sends one request through a router.
 pub(crate) async fn send(router: &Router, req: Request<Body>) -> Reply {
-    let res = router.clone().oneshot(req).await.expect("infallible");
-    let (parts, body) = res.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .expect("read body");
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    Reply::read(router.clone().oneshot(req).await.expect("infallible")).await
 }
 
 /// A request with no key.
@@ -308,114 +241,6 @@ pub(crate) fn from_addr(mut req: Request<Body>, addr: &str) -> Request<Body> {
     let addr: SocketAddr = addr.parse().expect("socket address");
     req.extensions_mut().insert(ConnectInfo(addr));
     req
-}
-
-/// A response, read whole.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-}
-
-impl Reply {
-    /// The body as text.
-    pub(crate) fn text(&self) -> &str {
-        std::str::from_utf8(&self.body).expect("utf-8 body")
-    }
-
-    /// The body as JSON.
-    pub(crate) fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("JSON body ({e}): {:?}", self.text()))
-    }
-
-    /// A header as text.
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("visible ASCII header"))
-    }
-
-    /// A header as a number.
-    pub(crate) fn number(&self, name: &str) -> u64 {
-        self.header(name)
-            .unwrap_or_else(|| panic!("no {name} header in {self:?}"))
-            .parse()
-            .unwrap_or_else(|e| panic!("{name} is not a whole number: {e}"))
-    }
-
-    /// The problem document's `code`.
-    pub(crate) fn code(&self) -> String {
-        self.json()["code"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no code in {}", self.text()))
-            .to_owned()
-    }
-
-    /// Asserts a 200 (with the body in the message otherwise).
-    #[track_caller]
-    pub(crate) fn assert_ok(&self) -> &Self {
-        assert_eq!(self.status, StatusCode::OK, "expected 200, got {self:?}");
-        self
-    }
-
-    /// Asserts an RFC 9457 problem with this status and code, and the
-    /// headers every keygate rejection carries.
-    #[track_caller]
-    pub(crate) fn assert_problem(&self, status: u16, code: &str) -> Value {
-        assert_eq!(self.status.as_u16(), status, "status of {self:?}");
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "content type of {self:?}"
-        );
-        assert_eq!(self.header("cache-control"), Some("no-store"));
-        let body = self.json();
-        assert_eq!(body["code"], code, "code in {body}");
-        assert_eq!(body["status"], status, "status in {body}");
-        assert_eq!(body["type"], "about:blank");
-        assert_eq!(
-            body["title"],
-            self.status.canonical_reason().expect("standard status")
-        );
-        assert!(
-            body["detail"].as_str().is_some_and(|d| d.len() > 20),
-            "a detail that says what to do: {body}"
-        );
-        let challenged = self.headers.contains_key(header::WWW_AUTHENTICATE);
-        assert_eq!(
-            challenged,
-            status == 401,
-            "WWW-Authenticate on every 401 and only there: {self:?}"
-        );
-        body
-    }
-
-    /// Asserts a 401 with this code and an `ApiKey` challenge; `missing_key`
-    /// gets the plain challenge, the others add `error="<code>"`.
-    #[track_caller]
-    pub(crate) fn assert_unauthorized(&self, code: &str) -> Value {
-        let body = self.assert_problem(401, code);
-        let challenge = self.header("www-authenticate").expect("a challenge");
-        assert!(challenge.starts_with("ApiKey "), "{challenge}");
-        assert!(challenge.contains(r#"realm="api""#), "{challenge}");
-        assert!(
-            challenge
-                .to_ascii_lowercase()
-                .contains(r#"header="x-api-key""#),
-            "{challenge}"
-        );
-        if code == "missing_key" {
-            assert!(!challenge.contains("error="), "{challenge}");
-        } else {
-            assert!(
-                challenge.ends_with(&format!(r#", error="{code}""#)),
-                "the challenge's error is the code: {challenge}"
-            );
-        }
-        body
-    }
 }
 
 /// Everything a `tracing_subscriber::fmt` subscriber writes, kept.
@@ -464,83 +289,48 @@ impl<'a> MakeWriter<'a> for Capture {
     }
 }
 
-/// A store in front of a [`MemoryStore`] that can be taken down, and counts
-/// lookups.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct FlakyStore {
-    pub(crate) inner: MemoryStore,
-    down: Arc<AtomicBool>,
-    corrupt: Arc<AtomicBool>,
-    finds: Arc<AtomicUsize>,
+/// Lookups of ids a [`TestStore`] does not have, as a forger's flood makes
+/// them: they share the store's connections (if it has a pool), can be held
+/// (keeping their connection) until released, and are counted.
+#[derive(Debug, Default)]
+pub(crate) struct AbsentLookups {
     // A connection pool, if set: every lookup waits for one of its permits.
-    pool: Option<Arc<tokio::sync::Semaphore>>,
-    // While set, lookups of ids the store does not have hang (holding their
-    // connection) until `release_unknown`.
-    hold_unknown: Arc<AtomicBool>,
-    released: Arc<tokio::sync::Notify>,
+    pool: Option<tokio::sync::Semaphore>,
+    hold: AtomicBool,
+    released: tokio::sync::Notify,
     // Lookups of absent ids under way (waiting for a connection included),
     // and the most there ever were at once.
-    unknown_now: Arc<AtomicUsize>,
-    unknown_max: Arc<AtomicUsize>,
+    now: AtomicUsize,
+    max: AtomicUsize,
 }
 
-impl FlakyStore {
-    /// Lookups fail with [`StoreError::Unavailable`] from now on.
-    pub(crate) fn go_down(&self) {
-        self.down.store(true, Ordering::SeqCst);
-    }
-
-    /// Lookups fail with [`StoreError::Corrupt`] from now on.
-    pub(crate) fn go_corrupt(&self) {
-        self.corrupt.store(true, Ordering::SeqCst);
-    }
-
-    /// Lookups work again.
-    pub(crate) fn recover(&self) {
-        self.down.store(false, Ordering::SeqCst);
-        self.corrupt.store(false, Ordering::SeqCst);
-    }
-
-    /// How many lookups reached the store.
-    pub(crate) fn finds(&self) -> usize {
-        self.finds.load(Ordering::SeqCst)
-    }
-
-    /// A store whose lookups share `connections` connections, as a pooled
-    /// database's do (PostgreSQL's default pool has 10).
-    pub(crate) fn pooled(connections: usize) -> Self {
-        Self {
-            pool: Some(Arc::new(tokio::sync::Semaphore::new(connections))),
+impl AbsentLookups {
+    /// A memory-backed test store whose lookups go through the returned
+    /// gate; with `connections`, they share that many connections, as a
+    /// pooled database's do (PostgreSQL's default pool has 10).
+    pub(crate) fn store(connections: Option<usize>) -> (TestStore, Arc<Self>) {
+        let store = TestStore::memory();
+        let gate = Arc::new(Self {
+            pool: connections.map(tokio::sync::Semaphore::new),
             ..Self::default()
+        });
+        let (inner, hook_gate) = (store.get_ref().clone(), Arc::clone(&gate));
+        store.before(Op::Find, move |call| {
+            let (inner, gate) = (inner.clone(), Arc::clone(&hook_gate));
+            let id = call.key().expect("a lookup names its key");
+            Box::pin(async move { gate.enter(&inner, id).await })
+        });
+        (store, gate)
+    }
+
+    /// Waits as the lookup of `id` would before the store answers.
+    async fn enter(&self, inner: &MemoryStore, id: KeyId) {
+        if !matches!(inner.find(id).await, Ok(None)) {
+            let _connection = self.connection().await;
+            return;
         }
-    }
-
-    /// From now on, lookups of ids the store does not have hang, holding
-    /// their connection, until [`release_unknown`](Self::release_unknown):
-    /// the slowest a forger's queries can be.
-    pub(crate) fn hold_unknown(&self) {
-        self.hold_unknown.store(true, Ordering::SeqCst);
-    }
-
-    /// Lets held lookups answer, and new ones answer at once.
-    pub(crate) fn release_unknown(&self) {
-        self.hold_unknown.store(false, Ordering::SeqCst);
-        self.released.notify_waiters();
-    }
-
-    /// Lookups of absent ids under way now.
-    pub(crate) fn unknown_lookups_now(&self) -> usize {
-        self.unknown_now.load(Ordering::SeqCst)
-    }
-
-    /// The most lookups of absent ids that were ever under way at once.
-    pub(crate) fn unknown_lookups_max(&self) -> usize {
-        self.unknown_max.load(Ordering::SeqCst)
-    }
-
-    async fn find_absent(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let now = self.unknown_now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.unknown_max.fetch_max(now, Ordering::SeqCst);
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
         // Undone however this lookup ends, cancelled included.
         struct Leave<'a>(&'a AtomicUsize);
         impl Drop for Leave<'_> {
@@ -548,85 +338,45 @@ impl FlakyStore {
                 self.0.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        let _leave = Leave(&self.unknown_now);
-        let _connection = match &self.pool {
-            Some(pool) => Some(pool.acquire().await.expect("the pool is never closed")),
-            None => None,
-        };
+        let _leave = Leave(&self.now);
+        let _connection = self.connection().await;
         loop {
             let released = self.released.notified();
-            if !self.hold_unknown.load(Ordering::SeqCst) {
+            if !self.hold.load(Ordering::SeqCst) {
                 break;
             }
             released.await;
         }
-        self.inner.find(id).await
     }
-}
 
-impl KeyStore for FlakyStore {
-    async fn find(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.finds.fetch_add(1, Ordering::SeqCst);
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::unavailable("connection refused (test outage)"));
-        }
-        if self.corrupt.load(Ordering::SeqCst) {
-            return Err(StoreError::Corrupt("unreadable row (test)".into()));
-        }
-        if self.inner.find(id).await?.is_none() {
-            return self.find_absent(id).await;
-        }
-        let _connection = match &self.pool {
+    async fn connection(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        match &self.pool {
             Some(pool) => Some(pool.acquire().await.expect("the pool is never closed")),
             None => None,
-        };
-        self.inner.find(id).await
+        }
     }
 
-    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        self.inner.insert(record).await
+    /// From now on, lookups of ids the store does not have hang, holding
+    /// their connection, until [`release_unknown`](Self::release_unknown):
+    /// the slowest a forger's queries can be.
+    pub(crate) fn hold_unknown(&self) {
+        self.hold.store(true, Ordering::SeqCst);
     }
 
-    async fn update(&self, id: KeyId, changes: &KeyUpdate) -> Result<KeyRecord, StoreError> {
-        self.inner.update(id, changes).await
+    /// Lets held lookups answer, and new ones answer at once.
+    pub(crate) fn release_unknown(&self) {
+        self.hold.store(false, Ordering::SeqCst);
+        self.released.notify_waiters();
     }
 
-    async fn rotate(&self, id: KeyId, replacement: &Replacement) -> Result<Rotation, StoreError> {
-        self.inner.rotate(id, replacement).await
-    }
-    async fn list_created_by(&self, family: KeyId) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list_created_by(family).await
-    }
-    async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
-        self.inner.list_live_ids(limit).await
+    /// Lookups of absent ids under way now.
+    pub(crate) fn unknown_lookups_now(&self) -> usize {
+        self.now.load(Ordering::SeqCst)
     }
 
-    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<Option<KeyRecord>, StoreError> {
-        self.inner.revoke(id, at).await
-    }
-
-    async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list_by_owner(owner, page).await
-    }
-
-    async fn list_expiring(
-        &self,
-        before: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list_expiring(before, limit).await
-    }
-
-    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
-        self.inner.record_usage(batch).await
-    }
-
-    async fn usage(
-        &self,
-        family: KeyId,
-        since: OffsetDateTime,
-    ) -> Result<Vec<UsageBucket>, StoreError> {
-        self.inner.usage(family, since).await
+    /// The most lookups of absent ids that were ever under way at once.
+    pub(crate) fn unknown_lookups_max(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
     }
 }
 

@@ -5,32 +5,22 @@
 use std::{
     path::PathBuf,
     process::{Command, Output},
-    sync::atomic::{AtomicUsize, Ordering},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use keygate_core::{
     CHECKSUM_LEN, Environment, KeyFormat, KeyHasher, KeyId, KeyRecord, KeyStore, SECRET_LEN,
     UsageDelta, usage_bucket,
 };
-use keygate_sqlx::{
-    PostgresStore, SqliteStore,
-    sqlx::{self, Executor},
+use keygate_sqlx::{PostgresStore, SqliteStore};
+use keygate_test_support::{
+    Fixture, env::postgres_url, fixture::unique_suffix, sql::drop_schema_later,
 };
 use serde_json::Value;
 
 /// A name unique to this test process and call.
 fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    format!(
-        "{prefix}_{}_{nanos}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}_{}", unique_suffix())
 }
 
 thread_local! {
@@ -859,68 +849,11 @@ fn errors_exit_non_zero_and_say_what_to_do() {
     );
 }
 
-/// Says that the current test is skipped because `var` is unset, on the
-/// terminal: written to stderr directly, which the test harness does not
-/// capture (it captures `eprintln!`), so a plain `cargo test` shows it.
-fn say_skipped(var: &str, example: &str) {
-    use std::io::Write as _;
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a test");
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "skipped {test}: {var} is not set (set it, e.g. {var}={example}, to run it; \
-         with CI=true it fails instead)"
-    );
-}
-
-/// The PostgreSQL URL to test against, as in keygate-sqlx's suite: `None`
-/// (after saying so) when unset outside CI; a failure when unset in CI.
-fn postgres_url() -> Option<String> {
-    const VAR: &str = "KEYGATE_TEST_POSTGRES_URL";
-    match std::env::var(VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "{VAR} is not set, and CI=true: PostgreSQL tests must run in CI \
-             (e.g. {VAR}=postgres://postgres@127.0.0.1:5432/test)"
-        ),
-        _ => {
-            say_skipped(VAR, "postgres://postgres@127.0.0.1:5432/test");
-            None
-        }
-    }
-}
-
-/// Drops the test's schema at the end, even if the test fails.
-struct DropSchema {
-    url: String,
-    schema: String,
-}
-
-impl Drop for DropSchema {
-    fn drop(&mut self) {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
-        block_on(async {
-            if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect(&self.url)
-                .await
-            {
-                let _ = pool.execute(sqlx::AssertSqlSafe(sql)).await;
-                pool.close().await;
-            }
-        });
-    }
-}
-
 #[test]
 fn postgres_in_a_schema_of_its_own() {
     let Some(url) = postgres_url() else { return };
     let schema = unique("keygate_cli_test");
-    let _cleanup = DropSchema {
-        url: url.clone(),
-        schema: schema.clone(),
-    };
+    let _cleanup = Fixture::new((), drop_schema_later(url.clone(), schema.clone()));
     let db = Db {
         url: url.clone(),
         schema: Some(schema.clone()),
@@ -1192,10 +1125,7 @@ fn time_flags_take_extremes_on_sqlite() {
 fn time_flags_take_extremes_on_postgres() {
     let Some(url) = postgres_url() else { return };
     let schema = unique("keygate_cli_times");
-    let _cleanup = DropSchema {
-        url: url.clone(),
-        schema: schema.clone(),
-    };
+    let _cleanup = Fixture::new((), drop_schema_later(url.clone(), schema.clone()));
     time_flags_take_extremes(&Db {
         url,
         schema: Some(schema),

@@ -14,30 +14,8 @@ use keygate_core::{
     CHECKSUM_LEN, Environment, ID_LEN, IpNet, KeyFormat, KeyId, MAX_PREFIX_LEN, ParseError, Quota,
     Quotas, SECRET_LEN, parse_allowed_net,
 };
+use keygate_test_support::key::{BASE62, checksum_str as checksum};
 use proptest::{collection::vec, prelude::*, sample::select};
-
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/// The key format's checksum (CRC32 of the signed part as 6 base62
-/// digits), written out here so the properties do not trust the code under
-/// test for it.
-fn checksum(data: &[u8]) -> String {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    let mut n = !crc;
-    let mut out = [b'0'; CHECKSUM_LEN];
-    for slot in out.iter_mut().rev() {
-        *slot = BASE62[(n % 62) as usize];
-        n /= 62;
-    }
-    String::from_utf8(out.to_vec()).expect("ascii")
-}
 
 fn prefix() -> impl Strategy<Value = String> {
     proptest::string::string_regex(&format!("[a-z0-9]{{1,{MAX_PREFIX_LEN}}}")).expect("regex")

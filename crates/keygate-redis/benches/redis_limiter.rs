@@ -4,14 +4,15 @@
 //! `KEYGATE_TEST_REDIS_URL=redis://127.0.0.1:6379 cargo bench -p keygate-redis`
 //! (without the variable only the local limiter is measured).
 
-use std::{
-    hint::black_box,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{hint::black_box, time::Duration};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keygate_core::{Check, Decision, GovernorLimiter, KeyId, Quota, Quotas, RateLimiter};
 use keygate_redis::{FallbackPolicy, RedisLimiter, redis};
+use keygate_test_support::{
+    env,
+    redis::{clean_up, unique_prefix},
+};
 
 /// Decisions issued at once in the concurrent case.
 const CONCURRENT: usize = 64;
@@ -62,19 +63,12 @@ fn benches(c: &mut Criterion) {
         });
     });
 
-    let Some(url) = std::env::var("KEYGATE_TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
+    let Some(url) = env::configured(env::REDIS_URL_VAR) else {
         eprintln!("skipped the Redis benches: KEYGATE_TEST_REDIS_URL not set");
         group.finish();
         return;
     };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = format!("keygate-bench:{}:{nanos}", std::process::id());
+    let prefix = unique_prefix("keygate-bench", "limiter");
     let client = redis::Client::open(url).unwrap();
     let limiter = rt.block_on(async {
         let limiter = RedisLimiter::builder(client.clone())
@@ -154,21 +148,7 @@ fn benches(c: &mut Criterion) {
         "{:?}",
         limiter.stats()
     );
-    rt.block_on(async {
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: i64 = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-    });
+    rt.block_on(clean_up(&client, &prefix));
 }
 
 criterion_group!(redis_limiter, benches);

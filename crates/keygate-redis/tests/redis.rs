@@ -13,7 +13,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use keygate_core::{
@@ -24,86 +24,14 @@ use keygate_redis::{
     FallbackPolicy, RedisInvalidation, RedisLimiter,
     redis::{self, Client, ConnectionAddr},
 };
+use keygate_test_support::redis::{clean_up, test_redis, unique_prefix};
 use tokio::{
     net::{TcpSocket, TcpStream},
     task::{JoinHandle, JoinSet},
 };
 
-const VAR: &str = "KEYGATE_TEST_REDIS_URL";
-
 /// Held by the tests that measure time, so they do not measure each other.
 static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The test Redis, or `None` (after saying so) when the tests should skip.
-///
-/// # Panics
-///
-/// With `CI=true` and no server configured, or whenever the configured
-/// server does not answer.
-async fn test_redis() -> Option<Client> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let url = match std::env::var(VAR) {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ if ci => panic!(
-            "{VAR} is not set but CI=true: the Redis tests must run in CI. \
-             Start a Redis server and set {VAR} (e.g. redis://127.0.0.1:6379)"
-        ),
-        _ => {
-            say_skipped(VAR, "redis://127.0.0.1:6379");
-            return None;
-        }
-    };
-    let client = Client::open(url.as_str())
-        .unwrap_or_else(|e| panic!("{VAR}={url:?} is not a Redis URL: {e}"));
-    let ping = async {
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await
-    };
-    match tokio::time::timeout(Duration::from_secs(3), ping).await {
-        Ok(Ok(_)) => Some(client),
-        Ok(Err(e)) => panic!("{VAR}={url:?} is set but Redis does not answer: {e}"),
-        Err(_) => panic!("{VAR}={url:?} is set but Redis does not answer within 3 s"),
-    }
-}
-
-/// Says that the current test is skipped because `var` is unset, on the
-/// terminal: written to stderr directly, which the test harness does not
-/// capture (it captures `eprintln!`), so a plain `cargo test` shows it.
-fn say_skipped(var: &str, example: &str) {
-    use std::io::Write as _;
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a test");
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "skipped {test}: {var} is not set (set it, e.g. {var}={example}, to run it; \
-         with CI=true it fails instead)"
-    );
-}
-
-fn unique_prefix(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("keygate-test:{}:{nanos}:{test}", std::process::id())
-}
-
-/// Deletes every key under `prefix`.
-async fn clean_up(client: &Client, prefix: &str) {
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        redis::cmd("DEL")
-            .arg(&keys)
-            .query_async::<i64>(&mut conn)
-            .await
-            .unwrap();
-    }
-}
 
 async fn pttl(client: &Client, key: &str) -> i64 {
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -152,7 +80,7 @@ async fn admits_exactly_the_quota_with_governors_headers() {
     let Some(client) = test_redis().await else {
         return;
     };
-    let prefix = unique_prefix("exact");
+    let prefix = unique_prefix("keygate-test", "exact");
     let limiter = limiter(&client, &prefix);
     limiter.ping().await.unwrap();
     let local = GovernorLimiter::new();
@@ -212,7 +140,7 @@ async fn short_quotas_refill_and_expire() {
     let Some(client) = test_redis().await else {
         return;
     };
-    let prefix = unique_prefix("refill");
+    let prefix = unique_prefix("keygate-test", "refill");
     let limiter = limiter(&client, &prefix);
     let quota = Quota::new(2, Duration::from_millis(200)).unwrap();
     let family = id("AAAAAAAAAA");
@@ -239,7 +167,7 @@ async fn three_nodes_share_one_limit_under_load() {
         return;
     };
     let _serial = TIMING.lock().await;
-    let prefix = unique_prefix("nodes");
+    let prefix = unique_prefix("keygate-test", "nodes");
     let quota = Quota::new(100, Duration::from_secs(2)).unwrap();
     let interval = quota.replenish_interval();
     let family = id("SharedKey1");
@@ -315,7 +243,7 @@ async fn several_limits_are_all_or_nothing() {
     let Some(client) = test_redis().await else {
         return;
     };
-    let prefix = unique_prefix("multi");
+    let prefix = unique_prefix("keygate-test", "multi");
     let limiter = limiter(&client, &prefix);
     let tight = Quota::per_minute(3);
     let loose = Quota::per_hour(10);
@@ -505,7 +433,7 @@ async fn fails_over_and_recovers_when_the_connection_comes_back() {
         return;
     };
     let _serial = TIMING.lock().await;
-    let prefix = unique_prefix("recover");
+    let prefix = unique_prefix("keygate-test", "recover");
     let mut proxy = Proxy::start(upstream(&client).await).await;
     let build = |policy| {
         RedisLimiter::builder(proxy.client(&client))
@@ -592,7 +520,7 @@ async fn invalidations_cross_nodes_and_reconnects_say_all() {
     let Some(client) = test_redis().await else {
         return;
     };
-    let channel = unique_prefix("invalidate");
+    let channel = unique_prefix("keygate-test", "invalidate");
     let mut proxy = Proxy::start(upstream(&client).await).await;
     // The subscriber goes through the proxy, the publisher does not.
     let subscriber = RedisInvalidation::with_channel(proxy.client(&client), &channel);
@@ -633,7 +561,7 @@ async fn an_invalidating_store_keeps_cascades_and_preloads() {
     let Some(client) = test_redis().await else {
         return;
     };
-    let channel = unique_prefix("cascade");
+    let channel = unique_prefix("keygate-test", "cascade");
     let store = Arc::new(InvalidatingStore::new(
         MemoryStore::new(),
         RedisInvalidation::with_channel(client, &channel),

@@ -2,7 +2,7 @@
 //! `Corrupt` (never a panic), an unreachable database is `Unavailable`
 //! (never "no such key"), and migrations keep to their own table.
 
-mod common;
+use keygate_test_support::{env, fixture, sql};
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,7 +19,7 @@ use time::macros::datetime;
 fn record(key: &str) -> KeyRecord {
     KeyRecord {
         expires_at: Some(datetime!(2030-02-01 0:00 UTC)),
-        ..common::record(key, &Owner::user("corrupt"), datetime!(2030-01-01 0:00 UTC))
+        ..fixture::record(key, &Owner::user("corrupt"), datetime!(2030-01-01 0:00 UTC))
     }
 }
 
@@ -76,7 +76,7 @@ async fn assert_reads_are_corrupt<S: KeyStore>(
 
 #[tokio::test]
 async fn sqlite_rows_it_cannot_read_are_corrupt() {
-    let fixture = common::sqlite().await.unwrap();
+    let fixture = sql::sqlite().await.unwrap();
     let store = &fixture.store;
     let damage = async |sql: &str, id: KeyId| {
         let sql = sql.replace("$1", "?1");
@@ -126,7 +126,7 @@ async fn sqlite_rows_it_cannot_read_are_corrupt() {
 
 #[tokio::test]
 async fn postgres_rows_it_cannot_read_are_corrupt() {
-    let Some(fixture) = common::postgres().await else {
+    let Some(fixture) = sql::postgres().await else {
         return;
     };
     let store = &fixture.store;
@@ -219,7 +219,7 @@ async fn assert_audit_reads_are_corrupt<S: AuditStore>(
 
 #[tokio::test]
 async fn sqlite_audit_rows_it_cannot_read_are_corrupt() {
-    let fixture = common::sqlite().await.unwrap();
+    let fixture = sql::sqlite().await.unwrap();
     let store = &fixture.store;
     let run = async |sql: &str| {
         sqlx::query(AssertSqlSafe(sql.to_owned()))
@@ -242,7 +242,7 @@ async fn sqlite_audit_rows_it_cannot_read_are_corrupt() {
 
 #[tokio::test]
 async fn postgres_audit_rows_it_cannot_read_are_corrupt() {
-    let Some(fixture) = common::postgres().await else {
+    let Some(fixture) = sql::postgres().await else {
         return;
     };
     let store = &fixture.store;
@@ -270,7 +270,7 @@ async fn postgres_audit_rows_it_cannot_read_are_corrupt() {
 
 #[tokio::test]
 async fn a_postgres_audit_batch_is_written_whole_or_not_at_all() {
-    let Some(fixture) = common::postgres().await else {
+    let Some(fixture) = sql::postgres().await else {
         return;
     };
     let store = &fixture.store;
@@ -365,14 +365,14 @@ async fn assert_unavailable(store: &(impl KeyStore + AuditStore)) {
 
 #[tokio::test]
 async fn a_closed_sqlite_pool_is_unavailable() {
-    let fixture = common::sqlite().await.unwrap();
+    let fixture = sql::sqlite().await.unwrap();
     fixture.store.pool().close().await;
     assert_unavailable(&fixture.store).await;
 }
 
 #[tokio::test]
 async fn a_value_postgres_cannot_keep_is_rejected_not_unavailable() {
-    let Some(fixture) = common::postgres().await else {
+    let Some(fixture) = sql::postgres().await else {
         return;
     };
     let store = &fixture.store;
@@ -409,20 +409,20 @@ async fn an_unreachable_postgres_is_unavailable() {
 
 #[tokio::test]
 async fn postgres_without_migrations_is_unavailable() {
-    let Some(url) = common::postgres_url() else {
+    let Some(url) = env::postgres_url() else {
         return;
     };
-    let pool = common::postgres_pool(&url, "keygate_test").await;
+    let pool = sql::postgres_pool(&url, "keygate_test").await;
     // A schema nobody created: every statement fails with "no such table".
     let store = PostgresStore::new(pool)
-        .with_schema(common::fresh_schema())
+        .with_schema(sql::fresh_schema())
         .unwrap();
     assert_unavailable(&store).await;
 }
 
 #[tokio::test]
 async fn sqlite_migrations_are_idempotent_and_keep_to_their_table() {
-    let fixture = common::sqlite().await.unwrap();
+    let fixture = sql::sqlite().await.unwrap();
     let store = &fixture.store;
     store.migrate().await.unwrap();
     let tables: Vec<String> =
@@ -451,7 +451,7 @@ async fn sqlite_migrations_are_idempotent_and_keep_to_their_table() {
 
 #[tokio::test]
 async fn postgres_migrations_are_idempotent_and_keep_to_their_schema() {
-    let Some(fixture) = common::postgres().await else {
+    let Some(fixture) = sql::postgres().await else {
         return;
     };
     let store = &fixture.store;
@@ -485,7 +485,7 @@ async fn postgres_migrations_are_idempotent_and_keep_to_their_schema() {
 
 #[tokio::test]
 async fn sqlite_open_creates_the_file_and_keeps_keys_across_restarts() {
-    let dir = std::env::temp_dir().join(format!("keygate_test_open_{}", common::unique_suffix()));
+    let dir = std::env::temp_dir().join(format!("keygate_test_open_{}", fixture::unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("keys.db");
     let r = record("Persisted1");
@@ -542,7 +542,7 @@ fn from_elsewhere<F: Future<Output = ()> + Send + 'static>(check: F) {
 async fn a_refused_rotation_leaves_no_lock_behind_on_sqlite() {
     use keygate_sqlx::sqlx::{Connection as _, SqliteConnection};
 
-    let path = std::env::temp_dir().join(format!("keygate_lock_{}.db", common::unique_suffix()));
+    let path = std::env::temp_dir().join(format!("keygate_lock_{}.db", fixture::unique_suffix()));
     let url = format!("sqlite://{}", path.display());
     let store = SqliteStore::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
@@ -572,12 +572,12 @@ async fn a_refused_rotation_leaves_no_lock_behind_on_sqlite() {
 async fn a_refused_rotation_leaves_no_lock_behind_on_postgres() {
     use keygate_sqlx::sqlx::{Connection as _, PgConnection};
 
-    let Some(url) = common::postgres_url() else {
+    let Some(url) = env::postgres_url() else {
         return;
     };
-    let schema = common::fresh_schema();
-    let _cleanup = common::Fixture::new((), common::drop_schema_later(url.clone(), schema.clone()));
-    let store = PostgresStore::new(common::postgres_pool(&url, "keygate_test").await)
+    let schema = sql::fresh_schema();
+    let _cleanup = fixture::Fixture::new((), sql::drop_schema_later(url.clone(), schema.clone()));
+    let store = PostgresStore::new(sql::postgres_pool(&url, "keygate_test").await)
         .with_schema(schema.clone())
         .unwrap();
     store.migrate().await.unwrap();

@@ -4,15 +4,15 @@
 //! Needs `KEYGATE_TEST_POSTGRES_URL`; without it each test prints
 //! `skipped <test>: …` and passes (outside CI).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{
-    Fixture, drop_schema_later, fresh_schema, postgres_pool, postgres_url, unique_suffix,
-};
 use keygate_core::{Invalidation, InvalidationFeed, KeyRecord, KeyStore, KeyUpdate, Owner};
 use keygate_sqlx::{PostgresStore, sqlx};
+use keygate_test_support::{
+    env::postgres_url,
+    fixture::{self, Fixture, unique_suffix},
+    sql::{drop_schema_later, fresh_schema, postgres_pool},
+};
 use time::OffsetDateTime;
 
 /// Node A publishes, node B listens. `b_app` is B's `application_name`.
@@ -39,11 +39,11 @@ async fn two_nodes() -> Option<Fixture<Nodes>> {
 }
 
 fn record(key: &str) -> KeyRecord {
-    common::record(key, &Owner::user("node-test"), now())
+    fixture::record(key, &Owner::user("node-test"), now())
 }
 
 fn now() -> OffsetDateTime {
-    common::now_us()
+    fixture::now_us()
 }
 
 /// The next message, failing the test if none comes in time.

@@ -2,14 +2,14 @@
 //! for two processes sharing it (a server and the `keygate` CLI, say).
 //! Needs no server.
 
-mod common;
+use keygate_test_support::fixture;
 
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
 };
 
-use common::unique_suffix;
+use fixture::unique_suffix;
 use keygate_core::{
     Invalidation, InvalidationFeed, KeyRecord, KeyStore, KeyUpdate, Owner, UsageDelta, usage_bucket,
 };
@@ -44,7 +44,7 @@ impl Drop for TempDb {
 }
 
 fn record(key: &str) -> KeyRecord {
-    common::record(key, &Owner::user("feed-test"), common::now_us())
+    fixture::record(key, &Owner::user("feed-test"), fixture::now_us())
 }
 
 async fn next(feed: &mut InvalidationFeed, within: Duration) -> Invalidation {
