@@ -60,7 +60,8 @@ mod usage;
 mod verify;
 
 pub use audit::{
-    AuditAction, AuditConfig, AuditEvent, AuditLog, AuditQuery, AuditStore, DynAuditStore,
+    AUDIT_TARGET, AuditAction, AuditConfig, AuditEvent, AuditLog, AuditQuery, AuditStore,
+    DynAuditStore,
 };
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::{BoxError, StoreError};
