@@ -92,8 +92,8 @@ pub use time_range::{
 };
 pub use usage::{Invalidation, InvalidationFeed, UsageBucket, UsageDelta, usage_bucket};
 pub use verify::{
-    CacheConfig, CachedKey, Checked, Denied, Lookup, Pending, PendingVerification, Verification,
-    Verifier,
+    CacheConfig, CachedKey, Checked, Denied, Loaded, Lookup, Pending, PendingVerification,
+    Verification, Verifier,
 };
 
 pub use ipnet::IpNet;
