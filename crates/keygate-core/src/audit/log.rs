@@ -1,5 +1,5 @@
 //! The [`AuditLog`]: events queued off the request path, thinned, and
-//! written to an [`AuditStore`](crate::AuditStore)(super::AuditStore) in batches.
+//! written to an [`AuditStore`](super::AuditStore) in batches.
 
 use std::{
     collections::HashMap,
