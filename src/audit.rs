@@ -21,8 +21,9 @@ use tracing::Level;
 
 use crate::{ApiKey, Rejection, handle::Shared};
 
-/// The `tracing` target of audit events.
-pub const TARGET: &str = "keygate::audit";
+/// The `tracing` target of audit events: the same as keygate-core's
+/// management events and audit log diagnostics.
+pub use keygate_core::AUDIT_TARGET as TARGET;
 
 pub(crate) fn admitted<B>(
     shared: &Shared,

@@ -361,10 +361,10 @@ impl RateLimiter for Remote {
         let Check::Ready(decision) = self.0.check(family, quotas) else {
             unreachable!("governor answers at once")
         };
-        Check::Pending(PendingCheck(Box::pin(async move {
+        Check::Pending(PendingCheck::new(async move {
             tokio::task::yield_now().await;
             decision
-        })))
+        }))
     }
 }
 
@@ -554,11 +554,11 @@ impl RateLimiter for Slow {
             unreachable!("governor answers at once")
         };
         let (clock, lag) = (self.clock.clone(), self.lag);
-        Check::Pending(PendingCheck(Box::pin(async move {
+        Check::Pending(PendingCheck::new(async move {
             tokio::task::yield_now().await;
             clock.advance(lag);
             decision
-        })))
+        }))
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::{
     ops::ControlFlow,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -12,8 +13,8 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use keygate_core::{
-    CachedKey, Check, Decision, Denied, KeyDigest, KeyId, LimiterUnavailable, Lookup, Pending,
-    PendingCheck, Scopes, StoreError,
+    CachedKey, Check, Checked, Decision, Denied, KeyId, LimiterUnavailable, PendingCheck,
+    PendingVerification, Scopes, StoreError, Verification,
 };
 use time::OffsetDateTime;
 
@@ -61,11 +62,11 @@ pub(super) struct Refusal {
 
 /// What a parked request waits for, and what it needs once answered.
 pub(super) enum Wait {
-    /// The store, for a key the cache does not hold.
+    /// The store, for a key the cache does not hold; the verifier checks
+    /// the key against what the store answers.
     Store {
-        pending: Pending,
+        pending: PendingVerification,
         id: KeyId,
-        digest: KeyDigest,
     },
     /// A remote limiter, for a key that passed every other check.
     Limiter {
@@ -85,7 +86,9 @@ impl Next {
 }
 
 /// Steps 1–6 for a request that just arrived, as far as they go without
-/// waiting: extract, parse, hash, look up, and for a cached key the rest.
+/// waiting: extract and parse here; hash, look up and check in
+/// [`Verifier::verify`](keygate_core::Verifier::verify); for a cached key
+/// the rest.
 pub(super) fn start<B>(shared: &Shared, req: &Request<B>) -> Next {
     let settings = &shared.settings;
     let admitted = req.extensions().get::<ApiKey>();
@@ -126,20 +129,19 @@ pub(super) fn start<B>(shared: &Shared, req: &Request<B>) -> Next {
         };
         return Next::refuse(rejection, Some(id), Reason::Environment);
     }
-    let verifier = &shared.runtime.verifier;
-    let digest = verifier.hasher().digest(parsed.expose_secret());
+    // The builder gives the verifier this same clock (one `Arc`), so the
+    // checks a parked request gets from the verifier after a store lookup
+    // tell the same time as the layer's.
     let now = settings.clock.now();
-    match verifier.lookup(id, now) {
-        Lookup::Hit(entry) => decide(shared, entry, &digest, req, now),
-        Lookup::Unknown => Next::refuse(Rejection::InvalidKey, Some(id), Reason::UnknownKey),
-        Lookup::Miss(pending) => Next::Wait(Wait::Store {
-            pending,
-            id,
-            digest,
-        }),
+    match shared.runtime.verifier.verify(&parsed, now) {
+        Verification::Found(checked) => decide(shared, checked, req),
+        Verification::Unknown => Next::refuse(Rejection::InvalidKey, Some(id), Reason::UnknownKey),
+        Verification::Loading(pending) => Next::Wait(Wait::Store { pending, id }),
         // Fails fast: queueing would hand the store's capacity to a flood of
         // forged ids. 503, never 401: the key may well be real.
-        Lookup::Busy => Next::refuse(unavailable(settings), Some(id), Reason::UnknownLookupsBusy),
+        Verification::Busy => {
+            Next::refuse(unavailable(settings), Some(id), Reason::UnknownLookupsBusy)
+        }
     }
 }
 
@@ -153,21 +155,11 @@ impl Wait {
         req: &Request<B>,
     ) -> ControlFlow<Next, Self> {
         match self {
-            Self::Store {
-                mut pending,
-                id,
-                digest,
-            } => match pending.0.as_mut().poll(cx) {
-                Poll::Pending => ControlFlow::Continue(Self::Store {
-                    pending,
-                    id,
-                    digest,
-                }),
-                Poll::Ready(loaded) => {
-                    ControlFlow::Break(loaded_key(shared, req, id, &digest, loaded))
-                }
+            Self::Store { mut pending, id } => match Pin::new(&mut pending).poll(cx) {
+                Poll::Pending => ControlFlow::Continue(Self::Store { pending, id }),
+                Poll::Ready(loaded) => ControlFlow::Break(loaded_key(shared, req, id, loaded)),
             },
-            Self::Limiter { mut check, entry } => match check.0.as_mut().poll(cx) {
+            Self::Limiter { mut check, entry } => match Pin::new(&mut check).poll(cx) {
                 Poll::Pending => ControlFlow::Continue(Self::Limiter { check, entry }),
                 Poll::Ready(result) => ControlFlow::Break(limited(shared, entry, &result)),
             },
@@ -175,13 +167,13 @@ impl Wait {
     }
 }
 
-/// Step 3's end, once the store has answered a miss.
+/// Step 3's end, once the store has answered a miss (and the verifier has
+/// checked the key against its answer, at the time it answered).
 fn loaded_key<B>(
     shared: &Shared,
     req: &Request<B>,
     id: KeyId,
-    digest: &KeyDigest,
-    loaded: Result<Option<Arc<CachedKey>>, Arc<StoreError>>,
+    loaded: Result<Option<Checked>, Arc<StoreError>>,
 ) -> Next {
     match loaded {
         Err(err) => {
@@ -190,26 +182,24 @@ fn loaded_key<B>(
             Next::refuse(rejection, Some(id), Reason::StoreUnavailable)
         }
         Ok(None) => Next::refuse(Rejection::InvalidKey, Some(id), Reason::UnknownKey),
-        Ok(Some(entry)) => decide(shared, entry, digest, req, shared.settings.clock.now()),
+        Ok(Some(checked)) => decide(shared, checked, req),
     }
 }
 
-/// Steps 4–6 for a known key: digest, revocation, expiry, IP, scope, quota.
-fn decide<B>(
-    shared: &Shared,
-    entry: Arc<CachedKey>,
-    digest: &KeyDigest,
-    req: &Request<B>,
-    now: OffsetDateTime,
-) -> Next {
+/// Steps 4–6 for a known key the verifier has checked (digest, revocation,
+/// expiry): the IP allowlist, scope and quota, all at the time of its checks.
+fn decide<B>(shared: &Shared, checked: Checked, req: &Request<B>) -> Next {
     let settings = &shared.settings;
-    let id = Some(entry.info().id);
-    // Only resolve the peer address for keys that have an allowlist.
-    let checked = match entry.check(digest, now, None) {
-        Err(Denied::PeerUnknown) => entry.check(digest, now, settings.peer(req)),
+    let now = checked.checked_at();
+    // Only resolve the peer address for keys that have an allowlist: the
+    // verifier answers `PeerUnknown` for those once every other check passed.
+    let outcome = match checked.outcome() {
+        Err(Denied::PeerUnknown) => checked.entry().check_peer(settings.peer(req)),
         other => other,
     };
-    if let Err(denied) = checked {
+    let entry = checked.into_entry();
+    let id = Some(entry.info().id);
+    if let Err(denied) = outcome {
         let (rejection, reason) = match denied {
             Denied::DigestMismatch => (Rejection::InvalidKey, Reason::DigestMismatch),
             Denied::Revoked => (Rejection::RevokedKey, Reason::Revoked),

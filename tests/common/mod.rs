@@ -425,10 +425,10 @@ impl RateLimiter for ScriptedLimiter {
         let result =
             move || answer.ok_or_else(|| LimiterUnavailable("redis is down (test)".into()));
         if self.pending {
-            Check::Pending(PendingCheck(Box::pin(async move {
+            Check::Pending(PendingCheck::new(async move {
                 tokio::task::yield_now().await;
                 result()
-            })))
+            }))
         } else {
             Check::Ready(result())
         }

@@ -63,7 +63,8 @@ mod verify;
 mod view;
 
 pub use audit::{
-    AuditAction, AuditConfig, AuditEvent, AuditLog, AuditQuery, AuditStore, DynAuditStore,
+    AUDIT_TARGET, AuditAction, AuditConfig, AuditEvent, AuditLog, AuditQuery, AuditStore,
+    DynAuditStore,
 };
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::{BoxError, StoreError};
@@ -95,8 +96,8 @@ pub use time_range::{
 };
 pub use usage::{Invalidation, InvalidationFeed, UsageBucket, UsageDelta, usage_bucket};
 pub use verify::{
-    CacheConfig, CachedKey, Checked, Denied, Lookup, Pending, PendingVerification, Verification,
-    Verifier,
+    CacheConfig, CachedKey, Checked, Denied, Loaded, Lookup, Pending, PendingVerification,
+    Verification, Verifier,
 };
 pub use view::KeyView;
 

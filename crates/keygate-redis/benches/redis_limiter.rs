@@ -26,7 +26,7 @@ fn families() -> Vec<KeyId> {
 async fn decide(limiter: &impl RateLimiter, family: KeyId, quotas: &Quotas) -> Decision {
     match limiter.check(family, quotas) {
         Check::Ready(result) => result.unwrap(),
-        Check::Pending(pending) => pending.0.await.unwrap(),
+        Check::Pending(pending) => pending.await.unwrap(),
     }
 }
 

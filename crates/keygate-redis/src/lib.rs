@@ -32,9 +32,10 @@
 //! // Give it to keygate: `Keygate::builder(store).rate_limiter(limiter.clone())`.
 //! // The layer calls it like this:
 //! let family: KeyId = "Ab3Cd5Ef7G".parse()?;
-//! let check = |quotas: Quotas| match limiter.check(family, &quotas) {
-//!     Check::Ready(decision) => Box::pin(async move { decision }) as keygate_core::BoxFuture<'_, _>,
-//!     Check::Pending(pending) => pending.0,
+//! let check = async |quotas: Quotas| match limiter.check(family, &quotas) {
+//!     Check::Ready(decision) => decision,
+//!     // A future: the round trip to Redis.
+//!     Check::Pending(pending) => pending.await,
 //! };
 //! let decision = check(Quota::per_second(100).into()).await?;
 //! assert!(decision.allowed);

@@ -319,9 +319,9 @@ impl Inner {
             Admit::Go(probe) => {
                 let inner = Arc::clone(self);
                 let quotas = quotas.clone();
-                Check::Pending(PendingCheck(Box::pin(async move {
+                Check::Pending(PendingCheck::new(async move {
                     inner.decide(family, &quotas, probe).await
-                })))
+                }))
             }
         }
     }

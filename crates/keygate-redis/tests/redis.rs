@@ -53,7 +53,7 @@ async fn decide(
 ) -> Result<Decision, LimiterUnavailable> {
     match limiter.check(family, &quotas.into()) {
         Check::Ready(result) => result,
-        Check::Pending(pending) => pending.0.await,
+        Check::Pending(pending) => pending.await,
     }
 }
 

@@ -14,7 +14,7 @@ use std::{
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditAction, AuditEvent, DynAuditStore};
+use super::{AUDIT_TARGET, AuditAction, AuditEvent, DynAuditStore};
 use crate::{StoreError, sync::lock};
 
 #[cfg(test)]
@@ -182,7 +182,7 @@ impl AuditLog {
         if self.requests.try_send(Box::new(event)).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
-                tracing::warn!(target: "keygate::audit", dropped = n, "audit queue full; events dropped");
+                tracing::warn!(target: AUDIT_TARGET, dropped = n, "audit queue full; events dropped");
             }
         }
     }
@@ -301,7 +301,7 @@ fn summarise(reason: &str, w: &mut Window) -> Option<AuditEvent> {
 }
 
 fn lost_manage() {
-    tracing::error!(target: "keygate::audit", "audit writer stopped; management event not persisted");
+    tracing::error!(target: AUDIT_TARGET, "audit writer stopped; management event not persisted");
 }
 
 async fn writer(
@@ -389,7 +389,7 @@ async fn write(store: &dyn DynAuditStore, batch: &mut Vec<AuditEvent>, failed: &
 
 fn lost(failed: &AtomicU64, n: usize, err: &StoreError) {
     failed.fetch_add(n as u64, Ordering::Relaxed);
-    tracing::error!(target: "keygate::audit", error = %err, lost = n, "could not persist audit events");
+    tracing::error!(target: AUDIT_TARGET, error = %err, lost = n, "could not persist audit events");
 }
 
 impl fmt::Debug for AuditLog {

@@ -11,6 +11,12 @@ use time::OffsetDateTime;
 pub use self::log::{AuditConfig, AuditLog};
 use crate::{KeyId, StoreError, store::BoxFuture};
 
+/// The `tracing` target of audit events: authentication attempts (logged by
+/// the `keygate` layer), management actions, and the [`AuditLog`]'s own
+/// trouble (dropped or lost events). One target, so a subscriber can route
+/// the whole audit stream with one directive.
+pub const AUDIT_TARGET: &str = "keygate::audit";
+
 /// What an audit event records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

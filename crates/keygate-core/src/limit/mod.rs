@@ -175,9 +175,32 @@ pub enum Check {
     Pending(PendingCheck),
 }
 
-/// A decision that needs I/O (see [`Check::Pending`]). Await it, or poll
-/// its boxed future.
-pub struct PendingCheck(pub BoxFuture<'static, Result<Decision, LimiterUnavailable>>);
+/// A decision that needs I/O (see [`Check::Pending`]): a future resolving
+/// to the decision, or to [`LimiterUnavailable`].
+#[must_use = "futures do nothing unless polled"]
+pub struct PendingCheck(BoxFuture<'static, Result<Decision, LimiterUnavailable>>);
+
+impl PendingCheck {
+    /// The decision `decide` will make, for a limiter that must ask a
+    /// remote backend first.
+    ///
+    /// ```
+    /// use keygate_core::{Check, Gcra, PendingCheck, Quota};
+    ///
+    /// let gcra = Gcra::new(Quota::per_second(5));
+    /// let check = Check::Pending(PendingCheck::new(async move {
+    ///     // A remote limiter would read the key's debt from its backend.
+    ///     Ok(gcra.decide(0))
+    /// }));
+    /// # drop(check);
+    /// ```
+    pub fn new<F>(decide: F) -> Self
+    where
+        F: Future<Output = Result<Decision, LimiterUnavailable>> + Send + 'static,
+    {
+        Self(Box::pin(decide))
+    }
+}
 
 impl Future for PendingCheck {
     type Output = Result<Decision, LimiterUnavailable>;

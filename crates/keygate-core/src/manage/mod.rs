@@ -23,8 +23,8 @@ pub use self::{
     request::{CreatedKey, KeyUpdate, NewKey},
 };
 use crate::{
-    AuditAction, AuditEvent, AuditLog, Clock, DynKeyStore, KeyFormat, KeyHasher, KeyId, KeyRecord,
-    Limits, Owner, Page, Verifier, checked_after, checked_utc,
+    AUDIT_TARGET, AuditAction, AuditEvent, AuditLog, Clock, DynKeyStore, KeyFormat, KeyHasher,
+    KeyId, KeyRecord, Limits, Owner, Page, Verifier, checked_after, checked_utc,
 };
 
 /// Issues, lists, updates and revokes keys in a store.
@@ -158,7 +158,7 @@ impl KeyManager {
 
     pub(crate) fn audit(&self, action: AuditAction, id: KeyId, detail: Option<String>) {
         tracing::info!(
-            target: "keygate::audit",
+            target: AUDIT_TARGET,
             action = action.as_str(),
             key_id = id.as_str(),
             actor = self.actor.as_deref(),

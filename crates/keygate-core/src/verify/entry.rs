@@ -180,6 +180,7 @@ pub enum Denied {
 pub struct Checked {
     entry: Arc<CachedKey>,
     outcome: Result<(), Denied>,
+    at: OffsetDateTime,
 }
 
 impl Checked {
@@ -187,7 +188,11 @@ impl Checked {
     #[inline]
     pub(super) fn new(entry: Arc<CachedKey>, presented: &KeyDigest, now: OffsetDateTime) -> Self {
         let outcome = entry.check(presented, now, None);
-        Self { entry, outcome }
+        Self {
+            entry,
+            outcome,
+            at: now,
+        }
     }
 
     /// The key's entry, whether or not it passed.
@@ -210,5 +215,14 @@ impl Checked {
     /// The first [`Denied`] reason.
     pub fn outcome(&self) -> Result<(), Denied> {
         self.outcome
+    }
+
+    /// The time the checks were made at: the `now` given to
+    /// [`Verifier::verify`](super::Verifier::verify) for a cached key, the
+    /// verifier's clock when the store answered for one it had to load.
+    /// What follows from the checks (usage, expiry reminders) should tell
+    /// the same time.
+    pub fn checked_at(&self) -> OffsetDateTime {
+        self.at
     }
 }

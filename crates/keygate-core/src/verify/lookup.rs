@@ -28,9 +28,14 @@ pub enum Lookup {
     Busy,
 }
 
-/// A store lookup in progress (see [`Lookup::Miss`]). Await it, or poll its
-/// boxed future.
-pub struct Pending(pub BoxFuture<'static, Loaded>);
+/// A store lookup in progress (see [`Lookup::Miss`]): a future resolving to
+/// the entry, `None` if the store has no key with the id, or the store's
+/// error (shared among the requests that waited for it).
+///
+/// Dropping it before it resolves leaves the lookup to the other requests
+/// waiting for the same id, or cancels it if there are none.
+#[must_use = "futures do nothing unless polled"]
+pub struct Pending(BoxFuture<'static, Loaded>);
 
 impl Pending {
     pub(super) fn new(mut miss: Miss) -> Self {

@@ -45,7 +45,11 @@ use self::{
 };
 use crate::{Clock, DynKeyStore, KeyHasher, KeyId, ParsedKey, StoreError};
 
-type Loaded = Result<Option<Arc<CachedKey>>, Arc<StoreError>>;
+/// What a store lookup answers (see [`Pending`] and
+/// [`Verifier::find`]): the key's entry, `None` if the store has no key
+/// with the id, or the store's error, shared among the requests that
+/// waited for it.
+pub type Loaded = Result<Option<Arc<CachedKey>>, Arc<StoreError>>;
 
 /// Finds keys by id: cache first, store on a miss.
 ///

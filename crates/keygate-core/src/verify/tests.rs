@@ -1,5 +1,6 @@
 use std::{
     fmt,
+    pin::Pin,
     sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
@@ -106,7 +107,7 @@ async fn stale_entries_refresh_in_background_and_survive_an_outage_until_max_sta
     // ...and past it, the request must wait for the store, which fails.
     clock.advance(Duration::from_secs(200));
     match v.lookup(rec.id, clock.now()) {
-        Lookup::Miss(p) => assert!(p.0.await.is_err()),
+        Lookup::Miss(p) => assert!(p.await.is_err()),
         other => panic!("expected a miss, got {other:?}"),
     }
     // The store comes back: service recovers by itself.
@@ -171,7 +172,7 @@ async fn an_invalidation_feed_drops_entries() {
     // Everything is suspect: the next lookup goes to the store...
     let before = store.finds.load(Ordering::SeqCst);
     match v.lookup(rec.id, OffsetDateTime::now_utc()) {
-        Lookup::Miss(p) => assert!(p.0.await.unwrap().is_some()),
+        Lookup::Miss(p) => assert!(p.await.unwrap().is_some()),
         other => panic!("expected a miss after All, got {other:?}"),
     }
     assert_eq!(store.finds.load(Ordering::SeqCst), before + 1);
@@ -200,7 +201,7 @@ fn is_hit(v: &Arc<Verifier>, id: KeyId) -> bool {
 /// short of reaching the store.
 fn poll_once(p: &mut Pending) -> impl Future<Output = bool> + '_ {
     tokio::task::unconstrained(std::future::poll_fn(move |cx| {
-        std::task::Poll::Ready(p.0.as_mut().poll(cx).is_pending())
+        std::task::Poll::Ready(Pin::new(&mut *p).poll(cx).is_pending())
     }))
 }
 
@@ -340,11 +341,11 @@ async fn a_load_that_began_before_an_invalidation_never_fills_the_cache() {
     }));
     // The request that started before the revocation may see the key
     // as it was...
-    let old = pending.0.await.unwrap().unwrap();
+    let old = pending.await.unwrap().unwrap();
     assert!(old.check(&hasher.digest(&key), now, None).is_ok());
     // ...but nobody after it: the pre-revocation record is not cached.
     let fresh = match v.lookup(rec.id, now) {
-        Lookup::Miss(p) => p.0.await.unwrap().unwrap(),
+        Lookup::Miss(p) => p.await.unwrap().unwrap(),
         Lookup::Hit(_) => panic!("the pre-revocation record was cached"),
         other => panic!("expected a miss, got {other:?}"),
     };
