@@ -5,9 +5,12 @@
 //! cargo run --release --example bench_server -- keygate 127.0.0.1:3801
 //! ```
 //!
-//! Modes: `bare` (no authentication) and `keygate` (memory store, warm
-//! cache, read-scoped key, a per-key quota that never rejects). The first
-//! line printed is `KEY=<key>` (empty for `bare`), then `READY`.
+//! Modes: `bare` (no authentication), `governor` (`tower_governor` keyed by
+//! the `X-API-Key` value, a quota that never rejects: the rate limiter alone)
+//! and `keygate` (memory store, warm cache, read-scoped key, a per-key quota
+//! that never rejects). The first line printed is `KEY=<key>` (the key to
+//! send; any value works for `governor`, none is needed for `bare`), then
+//! `READY`.
 
 use std::net::SocketAddr;
 
@@ -26,6 +29,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new().route("/", get(|| async { "ok" }));
     let (app, key) = match mode.as_str() {
         "bare" => (app, String::new()),
+        "governor" => {
+            let config = tower_governor::governor::GovernorConfigBuilder::default()
+                .per_nanosecond(1)
+                .burst_size(1_000_000_000)
+                .key_extractor(keygate_test_support::bench::ApiKeyHeader)
+                .finish()
+                .ok_or("governor rejected its configuration")?;
+            let layer = tower_governor::GovernorLayer::new(config);
+            (app.layer(layer), "bench_governor_key".to_owned())
+        }
         "keygate" => {
             let keys = Keygate::builder(MemoryStore::new())
                 .prefix("bench")
@@ -40,7 +53,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 created.key.expose_secret().to_owned(),
             )
         }
-        other => return Err(format!("unknown mode {other:?}: use bare or keygate").into()),
+        other => {
+            return Err(format!("unknown mode {other:?}: use bare, governor or keygate").into());
+        }
     };
     println!("KEY={key}");
     let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -63,8 +63,14 @@ impl Problem {
     /// for a shared cache to keep).
     pub fn to_response(&self) -> Response<Bytes> {
         let body = serde_json::to_vec(&self.body).unwrap_or_default();
-        let mut res = Response::new(Bytes::from(body));
-        *res.status_mut() = self.status;
+        Self::response(self.status, Bytes::from(body))
+    }
+
+    /// The response for a body already encoded: status, body and the
+    /// headers every problem has.
+    pub(crate) fn response(status: StatusCode, body: Bytes) -> Response<Bytes> {
+        let mut res = Response::new(body);
+        *res.status_mut() = status;
         let headers = res.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -12,6 +12,15 @@ use crate::{Problem, Protocol, headers::insert_rate_limit_headers};
 
 impl Rejection {
     pub(crate) fn render(&self, ctx: &RenderContext) -> Response<Bytes> {
+        match ctx.challenges.prerendered(self) {
+            Some(answer) => answer.response(self.status()),
+            None => self.render_fresh(ctx),
+        }
+    }
+
+    /// Builds the whole answer: for refusals with per-request parts, and
+    /// once per layer for those [`Prerendered`] keeps.
+    fn render_fresh(&self, ctx: &RenderContext) -> Response<Bytes> {
         let problem = Problem::new(
             self.status(),
             self.code(),
@@ -125,8 +134,8 @@ impl RenderContext {
         let quote = |s: &str| s.replace(['"', '\\'], "");
         let params = format!("realm=\"{}\", header=\"{}\"", quote(realm), quote(header));
         Self {
+            challenges: Challenges::new(&params, &key_sources),
             key_sources: key_sources.into_boxed_str(),
-            challenges: Challenges::new(&params),
         }
     }
 
@@ -144,49 +153,90 @@ impl RenderContext {
     }
 }
 
-/// The `WWW-Authenticate` value of each 401, one field per rejection:
-/// built once per layer configuration, so a rejection only clones one.
+/// The `WWW-Authenticate` value of each 401, one field per rejection, and
+/// the whole answer of the 401s that have no per-request part: built once
+/// per layer configuration, so such a refusal only clones a body and a
+/// header value (a forged-key flood costs no JSON encoding).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Challenges {
-    missing_key: HeaderValue,
-    malformed_key: HeaderValue,
-    invalid_key: HeaderValue,
-    revoked_key: HeaderValue,
-    expired_key: HeaderValue,
+    missing_key: Prerendered,
+    malformed_key: Prerendered,
+    invalid_key: Prerendered,
+    revoked_key: Prerendered,
+    expired_key: Prerendered,
+    // Its detail names the key's environment: rendered per request.
     wrong_environment: HeaderValue,
 }
 
+/// A 401's problem+json body and challenge, rendered once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Prerendered {
+    body: Bytes,
+    challenge: HeaderValue,
+}
+
+impl Prerendered {
+    fn new(rejection: &Rejection, challenge: HeaderValue, key_sources: &str) -> Self {
+        let problem = Problem::new(
+            rejection.status(),
+            rejection.code(),
+            rejection.detail_with(key_sources),
+        );
+        Self {
+            body: problem.to_response().into_body(),
+            challenge,
+        }
+    }
+
+    /// The same response [`Rejection::render_fresh`] builds.
+    fn response(&self, status: http::StatusCode) -> Response<Bytes> {
+        let mut res = Problem::response(status, self.body.clone());
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, self.challenge.clone());
+        res
+    }
+}
+
 impl Challenges {
-    fn new(params: &str) -> Self {
+    fn new(params: &str, key_sources: &str) -> Self {
         // Only a realm or header name with characters a header value cannot
         // hold fails; then the challenge goes without them.
-        let of = |rejection: Rejection| {
-            challenge(params, &rejection)
-                .or_else(|| challenge("", &rejection))
+        let of = |rejection: &Rejection| {
+            challenge(params, rejection)
+                .or_else(|| challenge("", rejection))
                 .unwrap_or_else(|| HeaderValue::from_static("ApiKey"))
         };
+        let prerendered =
+            |rejection: Rejection| Prerendered::new(&rejection, of(&rejection), key_sources);
         Self {
-            missing_key: of(Rejection::MissingKey),
-            malformed_key: of(Rejection::MalformedKey),
-            invalid_key: of(Rejection::InvalidKey),
-            revoked_key: of(Rejection::RevokedKey),
-            expired_key: of(Rejection::ExpiredKey),
-            wrong_environment: of(Rejection::WrongEnvironment {
+            missing_key: prerendered(Rejection::MissingKey),
+            malformed_key: prerendered(Rejection::MalformedKey),
+            invalid_key: prerendered(Rejection::InvalidKey),
+            revoked_key: prerendered(Rejection::RevokedKey),
+            expired_key: prerendered(Rejection::ExpiredKey),
+            wrong_environment: of(&Rejection::WrongEnvironment {
                 environment: Environment::Live,
             }),
         }
     }
 
-    /// `None` for everything but a 401.
-    fn get(&self, rejection: &Rejection) -> Option<&HeaderValue> {
+    /// The answer rendered once for `rejection`, if it has one.
+    fn prerendered(&self, rejection: &Rejection) -> Option<&Prerendered> {
         match rejection {
             Rejection::MissingKey => Some(&self.missing_key),
             Rejection::MalformedKey => Some(&self.malformed_key),
             Rejection::InvalidKey => Some(&self.invalid_key),
             Rejection::RevokedKey => Some(&self.revoked_key),
             Rejection::ExpiredKey => Some(&self.expired_key),
-            Rejection::WrongEnvironment { .. } => Some(&self.wrong_environment),
             _ => None,
+        }
+    }
+
+    /// `None` for everything but a 401.
+    fn get(&self, rejection: &Rejection) -> Option<&HeaderValue> {
+        match rejection {
+            Rejection::WrongEnvironment { .. } => Some(&self.wrong_environment),
+            _ => self.prerendered(rejection).map(|p| &p.challenge),
         }
     }
 }
@@ -229,6 +279,28 @@ mod tests {
             ctx.challenge(&Rejection::MalformedKey).unwrap(),
             r#"ApiKey realm="my notes api", header="X-Notes-Key", error="malformed_key""#
         );
+    }
+
+    #[test]
+    fn prerendered_answers_are_the_fresh_ones() {
+        for ctx in [
+            RenderContext::default_ref().clone(),
+            RenderContext::new("notes", "X-Notes-Key", "the `X-Notes-Key` header".to_owned()),
+        ] {
+            for r in [
+                Rejection::MissingKey,
+                Rejection::MalformedKey,
+                Rejection::InvalidKey,
+                Rejection::RevokedKey,
+                Rejection::ExpiredKey,
+            ] {
+                assert!(ctx.challenges.prerendered(&r).is_some(), "{r}");
+                let (kept, fresh) = (r.render(&ctx), r.render_fresh(&ctx));
+                assert_eq!(kept.status(), fresh.status(), "{r}");
+                assert_eq!(kept.headers(), fresh.headers(), "{r}");
+                assert_eq!(kept.body(), fresh.body(), "{r}");
+            }
+        }
     }
 
     #[test]
