@@ -204,18 +204,23 @@ fn variants(fx: &Fixture) -> Vec<Variant> {
     ]
 }
 
+/// Each variant as a service, warmed just before it is handed out: one
+/// request through it fills keygate's cache and governor's state, and checks
+/// that it admits.
+fn warmed(
+    fx: &Fixture,
+) -> impl Iterator<Item = (&'static str, RouterIntoService<Body>, Option<HeaderValue>)> + '_ {
+    variants(fx).into_iter().map(|v| {
+        let svc = service(v.router);
+        fx.check_with(&svc, v.name, v.header.as_ref());
+        (v.name, svc, v.header)
+    })
+}
+
 fn request_path(c: &mut Criterion) {
     let fx = Fixture::new();
     let mut group = c.benchmark_group("request");
-    for Variant {
-        name,
-        router,
-        header,
-    } in variants(&fx)
-    {
-        let svc = service(router);
-        // Warms keygate's cache and governor's state; checks each admits.
-        fx.check_with(&svc, name, header.as_ref());
+    for (name, svc, header) in warmed(&fx) {
         let queries = fx.sqlite.verifier().store_queries();
         group.bench_function(name, |b| {
             b.to_async(&fx.rt).iter_batched(
@@ -269,14 +274,7 @@ fn request_path(c: &mut Criterion) {
     // machine is shared, and other work only ever adds time, so the lower
     // envelope tells the variants apart where medians drown in noise.
     let mut group = c.benchmark_group("request_lower_envelope");
-    for Variant {
-        name,
-        router,
-        header,
-    } in variants(&fx)
-    {
-        let svc = service(router);
-        fx.check_with(&svc, name, header.as_ref());
+    for (name, svc, header) in warmed(&fx) {
         group.bench_function(name, |b| {
             b.to_async(&fx.rt)
                 .iter_custom(|iters| fastest_chunk(svc.clone(), header.as_ref(), iters));

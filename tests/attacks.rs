@@ -4,19 +4,64 @@
 
 mod common;
 
-use std::sync::{
-    Arc, Mutex, OnceLock,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    convert::Infallible,
+    future::{self, Ready},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
 };
 
 use axum::{Router, body::Body, routing::get};
 use common::{Op, TestApp, TestStore, builder, from_addr, issue, keyed, send, with_header};
 use http::{HeaderName, Method, Request, Response, StatusCode};
 use keygate::{
-    ApiKey, GrpcScopes, Keygate, Layer as _,
+    ApiKey, GrpcScopes, Keygate, KeygateService, Layer as _,
     core::{Clock, IpNet, KeyId, KeyStore, NewKey, Owner, Scope, time::OffsetDateTime},
 };
 use tower::ServiceExt as _;
+
+/// A service that records the path of every request reaching it and
+/// answers an empty 200: what a gRPC service behind a layer saw.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl Recorder {
+    /// The paths that reached the service, in order.
+    fn paths(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl tower::Service<Request<Body>> for Recorder {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        self.0.lock().unwrap().push(req.uri().path().to_owned());
+        future::ready(Ok(Response::new(Body::empty())))
+    }
+}
+
+/// A key with `read` and `write` but not `delete`, and a [`Recorder`] behind
+/// `keys.grpc_layer()`: no deleting method may reach it with that key.
+async fn writer_and_grpc(keys: &Keygate) -> (String, Recorder, KeygateService<Recorder>) {
+    let writer = issue(
+        keys,
+        NewKey::new(Owner::service("s"), "writer").scopes([Scope::READ, Scope::WRITE]),
+    )
+    .await;
+    let reached = Recorder::default();
+    let grpc = keys.grpc_layer().layer(reached.clone());
+    (writer, reached, grpc)
+}
 
 // ---------------------------------------------------------------------------
 // 1. A route-level `keys.layer().require_scope(..)` inside a router
@@ -103,19 +148,7 @@ async fn a_nested_layer_admits_a_stripped_key_that_has_the_scope() {
 #[tokio::test]
 async fn a_grpc_layer_inside_an_http_layer_judges_the_method_path() {
     let keys = builder().query_param("api_key").optional(true).build();
-    let writer = issue(
-        &keys,
-        NewKey::new(Owner::service("s"), "writer").scopes([Scope::READ, Scope::WRITE]),
-    )
-    .await;
-    let reached = Arc::new(Mutex::new(Vec::<String>::new()));
-    let seen = Arc::clone(&reached);
-    let grpc = keys
-        .grpc_layer()
-        .layer(tower::service_fn(move |req: Request<Body>| {
-            seen.lock().unwrap().push(req.uri().path().to_owned());
-            async move { Ok::<_, std::convert::Infallible>(Response::new(Body::empty())) }
-        }));
+    let (writer, reached, grpc) = writer_and_grpc(&keys).await;
     let app = Router::new()
         .route("/notes", get(|| async { "notes" }))
         .route_service("/notes.v1.Notes/{*method}", grpc)
@@ -126,7 +159,7 @@ async fn a_grpc_layer_inside_an_http_layer_judges_the_method_path() {
     )
     .await;
     assert!(
-        reached.lock().unwrap().is_empty(),
+        reached.paths().is_empty(),
         "DeleteNote reached the service with a key lacking `delete` ({})",
         res.status
     );
@@ -189,19 +222,7 @@ async fn a_proxy_on_a_dual_stack_socket_is_still_a_trusted_proxy() {
 #[tokio::test]
 async fn grpc_deletions_anywhere_in_a_name_need_delete() {
     let keys = builder().build();
-    let writer = issue(
-        &keys,
-        NewKey::new(Owner::service("s"), "writer").scopes([Scope::READ, Scope::WRITE]),
-    )
-    .await;
-    let reached = Arc::new(Mutex::new(Vec::<String>::new()));
-    let seen = Arc::clone(&reached);
-    let svc = keys
-        .grpc_layer()
-        .layer(tower::service_fn(move |req: Request<Body>| {
-            seen.lock().unwrap().push(req.uri().path().to_owned());
-            async move { Ok::<_, std::convert::Infallible>(Response::new(Body::empty())) }
-        }));
+    let (writer, reached, svc) = writer_and_grpc(&keys).await;
     let mut leaked = Vec::new();
     for path in [
         "/notes.v1.Notes/DeleteNote", // refused: baseline
@@ -228,7 +249,7 @@ async fn grpc_deletions_anywhere_in_a_name_need_delete() {
     assert!(
         leaked.is_empty(),
         "a key without `delete` reached deleting methods: {leaked:?} (service saw {:?})",
-        reached.lock().unwrap()
+        reached.paths()
     );
     assert_eq!(
         GrpcScopes::default().required("/notes.v1.Notes/BatchDeleteNotes"),

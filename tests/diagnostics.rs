@@ -7,24 +7,15 @@
 
 mod common;
 
-use common::{Capture, TestApp, builder, from_addr, issue, keyed};
+use common::{Capture, TestApp, builder, from_addr, issue_office_key, keyed};
 use http::Method;
-use keygate::{
-    MethodScopes,
-    core::{IpNet, NewKey, Owner, Scope},
-};
+use keygate::MethodScopes;
 
 #[tokio::test]
 async fn an_unknown_client_address_is_warned_about_once() {
     let (capture, _guard) = Capture::install(tracing::Level::INFO);
     let keys = builder().build();
-    let key = issue(
-        &keys,
-        NewKey::new(Owner::service("office"), "office only")
-            .scopes([Scope::READ])
-            .allowed_ips(["10.0.0.0/8".parse::<IpNet>().unwrap()]),
-    )
-    .await;
+    let key = issue_office_key(&keys, "10.0.0.0/8").await;
     // Served without `into_make_service_with_connect_info`: no address.
     let app = TestApp::new(&keys);
     // A layer derived from the same `Keygate` shares the warning.

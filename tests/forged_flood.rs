@@ -12,12 +12,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{AbsentLookups, Op, TestApp, issue_scoped};
+use common::{AbsentLookups, Op, Reply, TestApp, issue_scoped};
 use http::StatusCode;
 use keygate::{
     Keygate,
     core::{CacheConfig, Environment, Scope},
 };
+use tokio::task::JoinHandle;
 
 /// Waits until `done` holds, failing after 10 s.
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
@@ -26,6 +27,26 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::task::yield_now().await;
     }
+}
+
+/// `n` requests with freshly forged keys, each sent on its own task.
+fn flood(keys: &Keygate, app: &TestApp, n: usize) -> Vec<JoinHandle<Reply>> {
+    (0..n)
+        .map(|_| {
+            let forged = keys.format().generate(Environment::Live).unwrap();
+            let forged = forged.expose_secret().to_owned();
+            let app = app.clone();
+            tokio::spawn(async move { app.get("/notes", &forged).await })
+        })
+        .collect()
+}
+
+/// `GET /notes` with the real key while a flood holds its lookups: it gets
+/// its own query within 10 s, not one queued behind the flood's.
+async fn get_beside_the_flood(app: &TestApp, real: &str) -> Reply {
+    tokio::time::timeout(Duration::from_secs(10), app.get("/notes", real))
+        .await
+        .expect("the real key's lookup must not queue behind the flood")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,14 +63,7 @@ async fn forged_ids_cannot_starve_real_keys_of_the_pool() {
     // The forger's queries are as slow as can be: they hold their
     // connection until the test lets go.
     absent.hold_unknown();
-    let flood: Vec<_> = (0..2000)
-        .map(|_| {
-            let forged = keys.format().generate(Environment::Live).unwrap();
-            let forged = forged.expose_secret().to_owned();
-            let app = app.clone();
-            tokio::spawn(async move { app.get("/notes", &forged).await })
-        })
-        .collect();
+    let flood = flood(&keys, &app, 2000);
     // Everything past the bound fails fast, without waiting for the store.
     until("the flood to be answered or parked", || {
         flood.iter().filter(|t| t.is_finished()).count() >= 2000 - bound
@@ -59,9 +73,7 @@ async fn forged_ids_cannot_starve_real_keys_of_the_pool() {
 
     // With the flood still holding its share of the pool, a real key that
     // was never cached gets its query, and gets in.
-    let reply = tokio::time::timeout(Duration::from_secs(10), app.get("/notes", &real))
-        .await
-        .expect("the real key's lookup must not queue behind the flood");
+    let reply = get_beside_the_flood(&app, &real).await;
     reply.assert_ok();
     assert_eq!(reply.text(), "user:u1 test key");
 
@@ -107,21 +119,12 @@ async fn a_restarted_node_knows_the_keys_already_in_its_store() {
     let app = TestApp::new(&keys);
     let bound = keys.verifier().config().max_unknown_lookups;
     absent.hold_unknown();
-    let flood: Vec<_> = (0..bound * 10)
-        .map(|_| {
-            let forged = keys.format().generate(Environment::Live).unwrap();
-            let forged = forged.expose_secret().to_owned();
-            let app = app.clone();
-            tokio::spawn(async move { app.get("/notes", &forged).await })
-        })
-        .collect();
+    let flood = flood(&keys, &app, bound * 10);
     until("the flood to hold every share", || {
         absent.unknown_lookups_now() == bound
     })
     .await;
-    let reply = tokio::time::timeout(Duration::from_secs(10), app.get("/notes", &real))
-        .await
-        .expect("the real key's lookup must not queue behind the flood");
+    let reply = get_beside_the_flood(&app, &real).await;
     reply.assert_ok();
 
     absent.release_unknown();
@@ -160,14 +163,7 @@ async fn a_key_this_node_never_heard_of_gets_503_not_401_during_the_flood() {
     let bound = keys.verifier().config().max_unknown_lookups;
 
     absent.hold_unknown();
-    let flood: Vec<_> = (0..bound)
-        .map(|_| {
-            let forged = keys.format().generate(Environment::Live).unwrap();
-            let forged = forged.expose_secret().to_owned();
-            let app = app.clone();
-            tokio::spawn(async move { app.get("/notes", &forged).await })
-        })
-        .collect();
+    let flood = flood(&keys, &app, bound);
     until("the flood to hold every share", || {
         absent.unknown_lookups_now() == bound
     })

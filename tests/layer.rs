@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use axum::{Router, extract::connect_info::MockConnectInfo, routing::get};
 use bytes::Bytes;
 use common::{
-    TestApp, bare, builder, forge, from_addr, issue, issue_scoped, keyed, send, with_header,
+    TestApp, bare, builder, forge, from_addr, issue, issue_office_key, issue_scoped, keyed, send,
+    with_header,
 };
 use http::{HeaderName, Method, Response, StatusCode};
 use keygate::{
@@ -384,13 +385,7 @@ async fn unknown_paths_behind_route_layer_stay_404() {
 #[tokio::test]
 async fn ip_allowlist_uses_the_connection_address() {
     let keys = builder().build();
-    let key = issue(
-        &keys,
-        NewKey::new(Owner::service("office"), "office only")
-            .scopes([Scope::READ])
-            .allowed_ips(["10.0.0.0/8".parse::<IpNet>().unwrap()]),
-    )
-    .await;
+    let key = issue_office_key(&keys, "10.0.0.0/8").await;
     let app = TestApp::new(&keys);
 
     app.send(from_addr(
@@ -437,13 +432,7 @@ async fn ip_allowlist_uses_the_connection_address() {
 #[tokio::test]
 async fn bug_ip_allowlist_sees_mock_connect_info() {
     let keys = builder().build();
-    let key = issue(
-        &keys,
-        NewKey::new(Owner::service("office"), "office only")
-            .scopes([Scope::READ])
-            .allowed_ips(["10.0.0.0/8".parse::<IpNet>().unwrap()]),
-    )
-    .await;
+    let key = issue_office_key(&keys, "10.0.0.0/8").await;
     let inside = TestApp::with(|r| {
         r.layer(keys.layer())
             .layer(MockConnectInfo(SocketAddr::from(([10, 1, 2, 3], 5000))))
@@ -466,13 +455,7 @@ async fn trusted_hops_count_proxies_from_the_right() {
         .trust_forwarded_header(HeaderName::from_static("x-forwarded-for"))
         .trusted_hops(2)
         .build();
-    let key = issue(
-        &keys,
-        NewKey::new(Owner::service("office"), "office only")
-            .scopes([Scope::READ])
-            .allowed_ips(["10.0.0.0/8".parse::<IpNet>().unwrap()]),
-    )
-    .await;
+    let key = issue_office_key(&keys, "10.0.0.0/8").await;
     let app = TestApp::new(&keys);
     let via = |xff: &str| {
         with_header(
@@ -502,13 +485,7 @@ async fn trusted_proxies_believe_the_header_only_from_a_proxy() {
         .trust_forwarded_header(HeaderName::from_static("x-forwarded-for"))
         .trusted_proxies(["172.16.0.0/12".parse::<IpNet>().unwrap()])
         .build();
-    let key = issue(
-        &keys,
-        NewKey::new(Owner::service("office"), "office only")
-            .scopes([Scope::READ])
-            .allowed_ips(["10.0.0.0/8".parse::<IpNet>().unwrap()]),
-    )
-    .await;
+    let key = issue_office_key(&keys, "10.0.0.0/8").await;
     let app = TestApp::new(&keys);
     let via = |xff: &str, from: &str| {
         from_addr(
@@ -547,13 +524,7 @@ async fn trusted_forwarded_header_uses_its_last_entry() {
     let keys = builder()
         .trust_forwarded_header(HeaderName::from_static("x-forwarded-for"))
         .build();
-    let key = issue(
-        &keys,
-        NewKey::new(Owner::service("office"), "office only")
-            .scopes([Scope::READ])
-            .allowed_ips(["10.0.0.0/8".parse::<IpNet>().unwrap()]),
-    )
-    .await;
+    let key = issue_office_key(&keys, "10.0.0.0/8").await;
     let app = TestApp::new(&keys);
     let via = |xff: &[&str]| {
         let mut req = keyed(Method::GET, "/notes", &key);
@@ -588,13 +559,7 @@ async fn peer_address_can_be_worked_out_by_the_application() {
     let keys = builder()
         .peer_addr_with(|_, headers| headers.get("x-real-ip")?.to_str().ok()?.parse().ok())
         .build();
-    let key = issue(
-        &keys,
-        NewKey::new(Owner::service("office"), "office only")
-            .scopes([Scope::READ])
-            .allowed_ips(["2001:db8::/32".parse::<IpNet>().unwrap()]),
-    )
-    .await;
+    let key = issue_office_key(&keys, "2001:db8::/32").await;
     let app = TestApp::new(&keys);
     app.send(with_header(
         keyed(Method::GET, "/notes", &key),

@@ -19,6 +19,21 @@ use keygate::{
 
 const T0: keygate::core::time::OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
 
+/// A fake clock at [`T0`], a `Keygate` on it, and a `read` key of `user:u1`
+/// named `name` that expires `secs` seconds after `T0`.
+async fn expiring_key(name: &str, secs: u64) -> (FakeClock, Keygate, String) {
+    let clock = FakeClock::new(T0);
+    let keys = builder().clock(clock.clone()).build();
+    let key = issue(
+        &keys,
+        NewKey::new(Owner::user("u1"), name)
+            .scopes([Scope::READ])
+            .expires_in(Duration::from_secs(secs)),
+    )
+    .await;
+    (clock, keys, key)
+}
+
 #[tokio::test]
 async fn expiry_is_exact_to_the_clock() {
     let clock = FakeClock::new(T0);
@@ -59,15 +74,7 @@ async fn expiry_is_exact_to_the_clock() {
 
 #[tokio::test]
 async fn expiry_is_exact_across_cache_reloads() {
-    let clock = FakeClock::new(T0);
-    let keys = builder().clock(clock.clone()).build();
-    let key = issue(
-        &keys,
-        NewKey::new(Owner::user("u1"), "one day")
-            .scopes([Scope::READ])
-            .expires_in(Duration::from_secs(86_400)),
-    )
-    .await;
+    let (clock, keys, key) = expiring_key("one day", 86_400).await;
     let expires_at = T0 + Duration::from_secs(86_400);
     let app = TestApp::new(&keys);
 
@@ -83,15 +90,7 @@ async fn expiry_is_exact_across_cache_reloads() {
 
 #[tokio::test]
 async fn a_key_first_seen_after_its_expiry_is_expired() {
-    let clock = FakeClock::new(T0);
-    let keys = builder().clock(clock.clone()).build();
-    let key = issue(
-        &keys,
-        NewKey::new(Owner::user("u1"), "short")
-            .scopes([Scope::READ])
-            .expires_in(Duration::from_secs(10)),
-    )
-    .await;
+    let (clock, keys, key) = expiring_key("short", 10).await;
     clock.advance(Duration::from_secs(10));
     TestApp::new(&keys)
         .get("/notes", &key)
@@ -101,15 +100,7 @@ async fn a_key_first_seen_after_its_expiry_is_expired() {
 
 #[tokio::test]
 async fn the_handler_sees_when_the_key_expires() {
-    let clock = FakeClock::new(T0);
-    let keys = builder().clock(clock.clone()).build();
-    let key = issue(
-        &keys,
-        NewKey::new(Owner::user("u1"), "short")
-            .scopes([Scope::READ])
-            .expires_in(Duration::from_secs(10)),
-    )
-    .await;
+    let (_clock, keys, key) = expiring_key("short", 10).await;
     let app = axum::Router::new()
         .route(
             "/",

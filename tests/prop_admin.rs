@@ -11,26 +11,22 @@
 //!
 //! 256 cases per store by default; `PROPTEST_CASES` raises it.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::{Router, body::Body};
+use common::Reply;
 use http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
 use keygate::{
     Keygate,
     core::{DynKeyStore, Environment, KeyFormat, MemoryStore, NewKey, Owner, Scope},
 };
 use keygate_sqlx::{PostgresStore, SqliteStore};
-use proptest::{
-    collection::vec,
-    prelude::*,
-    sample::select,
-    test_runner::{Config, TestCaseError, TestRunner},
-};
+use proptest::{collection::vec, prelude::*, sample::select, test_runner::TestCaseError};
 use serde_json::{Map, Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::runtime::Runtime;
-use tower::ServiceExt;
 
 struct World {
     rt: Runtime,
@@ -136,23 +132,7 @@ impl World {
         let req = req
             .body(body.map_or_else(Body::empty, Body::from))
             .expect("valid request");
-        self.rt.block_on(async {
-            let res = self.app.clone().oneshot(req).await.expect("infallible");
-            let status = res.status();
-            let content_type = res
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let bytes = res.into_body().collect().await.expect("body").to_bytes();
-            Reply {
-                status,
-                content_type,
-                text: String::from_utf8_lossy(&bytes).into_owned(),
-                json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            }
-        })
+        self.rt.block_on(common::send(&self.app, req))
     }
 
     /// A key to `PATCH` or rotate.
@@ -171,14 +151,6 @@ impl World {
                 .to_string()
         })
     }
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    content_type: String,
-    text: String,
-    json: Value,
 }
 
 // ---- inputs -------------------------------------------------------------
@@ -441,28 +413,24 @@ fn normalized(view: &Value) -> Value {
 
 fn check(world: &World, case: &Case, reply: &Reply) -> Result<(), TestCaseError> {
     let status = reply.status;
+    let text = reply.lossy_text();
+    let json = reply.json_or_null();
     prop_assert!(
         !status.is_server_error(),
         "{} for {:?}: {}",
         status,
         case,
-        reply.text
+        text
     );
-    prop_assert!(
-        !reply.text.contains(&world.admin),
-        "the caller's key echoed"
-    );
+    prop_assert!(!text.contains(&world.admin), "the caller's key echoed");
     if !status.is_success() {
         prop_assert!(status.is_client_error(), "{}", status);
-        prop_assert_eq!(&reply.content_type, "application/problem+json");
-        prop_assert_eq!(
-            reply.json["status"].as_u64(),
-            Some(u64::from(status.as_u16()))
-        );
-        prop_assert!(reply.json["code"].is_string(), "{}", reply.text);
+        prop_assert_eq!(reply.content_type(), "application/problem+json");
+        prop_assert_eq!(json["status"].as_u64(), Some(u64::from(status.as_u16())));
+        prop_assert!(json["code"].is_string(), "{}", text);
         if status == StatusCode::UNPROCESSABLE_ENTITY {
-            let errors = reply.json["errors"].as_array().cloned().unwrap_or_default();
-            prop_assert!(!errors.is_empty(), "a 422 names its fields: {}", reply.text);
+            let errors = json["errors"].as_array().cloned().unwrap_or_default();
+            prop_assert!(!errors.is_empty(), "a 422 names its fields: {}", text);
             prop_assert!(
                 errors
                     .iter()
@@ -476,27 +444,27 @@ fn check(world: &World, case: &Case, reply: &Reply) -> Result<(), TestCaseError>
             && !matches!(serde_json::from_slice::<Value>(bytes), Ok(Value::Object(_)));
         if not_an_object && !matches!(case.target, Target::Malformed(_)) {
             prop_assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-            prop_assert_eq!(reply.json["errors"][0]["field"].as_str(), Some("body"));
+            prop_assert_eq!(json["errors"][0]["field"].as_str(), Some("body"));
         }
         return Ok(());
     }
-    prop_assert_eq!(&reply.content_type, "application/json");
-    prop_assert!(reply.json.get("digest").is_none(), "{}", reply.text);
-    let id = reply.json["id"].as_str().unwrap_or_default().to_owned();
-    if let Some(key) = reply.json.get("key") {
+    prop_assert_eq!(reply.content_type(), "application/json");
+    prop_assert!(json.get("digest").is_none(), "{}", text);
+    let id = json["id"].as_str().unwrap_or_default().to_owned();
+    if let Some(key) = json.get("key") {
         // 201: a new key, shown this once, that parses and is the one described.
         let key = key.as_str().unwrap_or_default();
         let parsed = KeyFormat::new("mbk")
             .expect("prefix")
             .parse(key)
-            .map_err(|e| TestCaseError::fail(format!("{e}: {}", reply.text)))?;
+            .map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
         prop_assert_eq!(parsed.id().to_string(), id.clone());
     }
     let stored = world.send(Method::GET, &format!("/admin/keys/{id}"), None);
-    prop_assert_eq!(stored.status, StatusCode::OK, "{}", stored.text);
+    prop_assert_eq!(stored.status, StatusCode::OK, "{}", stored.lossy_text());
     prop_assert_eq!(
-        normalized(&stored.json),
-        normalized(&reply.json),
+        normalized(&stored.json_or_null()),
+        normalized(&json),
         "the answer is not what was stored"
     );
     Ok(())
@@ -506,13 +474,7 @@ fn run(backend: Backend) {
     let Some(world) = World::new(backend) else {
         return;
     };
-    // `Config::default()` reads PROPTEST_CASES (default 256). A failing case
-    // is printed in full; there is no source file to record it beside.
-    let config = Config {
-        failure_persistence: None,
-        ..Config::default()
-    };
-    TestRunner::new(config)
+    common::prop_runner()
         .run(&case(), |case| {
             let target = match &case.target {
                 Target::Fresh(env) => world.target(*env),
@@ -567,13 +529,14 @@ fn ids_that_are_not_utf8_are_unknown_ids_in_problem_json() {
             reply.status,
             StatusCode::NOT_FOUND,
             "{method} {path}: {}",
-            reply.text
+            reply.lossy_text()
         );
         assert_eq!(
-            reply.content_type, "application/problem+json",
+            reply.content_type(),
+            "application/problem+json",
             "{method} {path}"
         );
-        assert_eq!(reply.json["code"], "not_found", "{method} {path}");
+        assert_eq!(reply.json_or_null()["code"], "not_found", "{method} {path}");
     }
 }
 
@@ -588,7 +551,7 @@ fn metadata_floats_read_back_exactly_from_sqlite() {
     let path = format!("/admin/keys/{id}");
     let body = br#"{"metadata":{"x":-3.6650536967921213e+152,"y":0.1,"z":1.7976931348623157e308}}"#;
     let patched = world.send(Method::PATCH, &path, Some(body.to_vec()));
-    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.lossy_text());
     let stored = world.send(Method::GET, &path, None);
     for (field, want) in [
         ("x", -3.665_053_696_792_121_3e152),
@@ -596,12 +559,12 @@ fn metadata_floats_read_back_exactly_from_sqlite() {
         ("z", f64::MAX),
     ] {
         assert_eq!(
-            patched.json["metadata"][field].as_f64(),
+            patched.json_or_null()["metadata"][field].as_f64(),
             Some(want),
             "{field}"
         );
         assert_eq!(
-            stored.json["metadata"][field].as_f64(),
+            stored.json_or_null()["metadata"][field].as_f64(),
             Some(want),
             "{field}"
         );
@@ -634,14 +597,18 @@ fn expiry_times_out_of_range_in_utc_are_refused_not_stored() {
                 reply.status,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "{at}: {}",
-                reply.text
+                reply.lossy_text()
             );
-            assert_eq!(reply.json["errors"][0]["field"], "expires_at", "{at}");
+            assert_eq!(
+                reply.json_or_null()["errors"][0]["field"],
+                "expires_at",
+                "{at}"
+            );
             let stored = world.send(Method::GET, &path, None);
-            assert_eq!(stored.status, StatusCode::OK, "{}", stored.text);
-            assert_eq!(stored.json["expires_at"], Value::Null);
+            assert_eq!(stored.status, StatusCode::OK, "{}", stored.lossy_text());
+            assert_eq!(stored.json_or_null()["expires_at"], Value::Null);
             let listed = world.send(Method::GET, "/admin/keys?owner=user:u1", None);
-            assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+            assert_eq!(listed.status, StatusCode::OK, "{}", listed.lossy_text());
         }
         // The edges themselves, in UTC, are kept.
         for at in [
@@ -651,9 +618,14 @@ fn expiry_times_out_of_range_in_utc_are_refused_not_stored() {
         ] {
             let body = json!({ "expires_at": at }).to_string().into_bytes();
             let reply = world.send(Method::PATCH, &path, Some(body));
-            assert_eq!(reply.status, StatusCode::OK, "{at}: {}", reply.text);
+            assert_eq!(reply.status, StatusCode::OK, "{at}: {}", reply.lossy_text());
             let stored = world.send(Method::GET, &path, None);
-            assert_eq!(stored.status, StatusCode::OK, "{at}: {}", stored.text);
+            assert_eq!(
+                stored.status,
+                StatusCode::OK,
+                "{at}: {}",
+                stored.lossy_text()
+            );
         }
     }
 }
@@ -701,11 +673,7 @@ fn admin_queries_never_break_the_router() {
         }),
         "[ -~]{0,60}",
     ];
-    let config = Config {
-        failure_persistence: None,
-        ..Config::default()
-    };
-    TestRunner::new(config)
+    common::prop_runner()
         .run(&(any::<bool>(), query), |(usage, query)| {
             let path = if usage {
                 format!("/admin/keys/{id}/usage?{query}")
@@ -723,10 +691,10 @@ fn admin_queries_never_break_the_router() {
                 "{} for {}: {}",
                 reply.status,
                 path,
-                reply.text
+                reply.lossy_text()
             );
             if reply.status != StatusCode::OK {
-                prop_assert_eq!(&reply.content_type, "application/problem+json");
+                prop_assert_eq!(reply.content_type(), "application/problem+json");
             }
             Ok(())
         })

@@ -7,23 +7,19 @@
 //!
 //! 256 cases per property by default; `PROPTEST_CASES` raises it.
 
+mod common;
+
 use axum::{Json, Router, body::Body, routing};
+use common::Reply;
 use http::{HeaderValue, Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
 use keygate::{
     Keygate,
     core::{Environment, KeyFormat, MemoryStore, NewKey, Owner, Scope},
 };
 use keygate_test_support::form::{decode, encode};
-use proptest::{
-    collection::vec,
-    prelude::*,
-    sample::select,
-    test_runner::{Config, TestCaseError, TestRunner},
-};
+use proptest::{collection::vec, prelude::*, sample::select, test_runner::TestCaseError};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
-use tower::ServiceExt;
 
 /// One valid key, and the same service built both ways: keys required, and
 /// keys optional (requests without one pass as anonymous).
@@ -67,33 +63,12 @@ impl World {
 
     fn send(&self, optional: bool, req: Request<Body>) -> Reply {
         let app = if optional {
-            self.optional.clone()
+            &self.optional
         } else {
-            self.required.clone()
+            &self.required
         };
-        self.rt.block_on(async move {
-            let res = app.oneshot(req).await.expect("infallible");
-            let status = res.status();
-            let content_type = res
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let bytes = res.into_body().collect().await.expect("body").to_bytes();
-            Reply {
-                status,
-                content_type,
-                json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            }
-        })
+        self.rt.block_on(common::send(app, req))
     }
-}
-
-struct Reply {
-    status: StatusCode,
-    content_type: String,
-    json: Value,
 }
 
 /// What the inner service saw.
@@ -377,24 +352,24 @@ fn build(case: &Case, key: &str) -> (Request<Body>, Expect) {
     (req, expect)
 }
 
-fn problem_code(reply: &Reply) -> Result<&str, TestCaseError> {
-    prop_assert_eq!(&reply.content_type, "application/problem+json");
+fn problem_code(reply: &Reply) -> Result<String, TestCaseError> {
+    prop_assert_eq!(reply.content_type(), "application/problem+json");
+    let json = reply.json_or_null();
     prop_assert_eq!(
-        reply.json["status"].as_u64(),
+        json["status"].as_u64(),
         Some(u64::from(reply.status.as_u16()))
     );
-    reply.json["code"]
+    json["code"]
         .as_str()
-        .ok_or_else(|| TestCaseError::fail(format!("no code in {}", reply.json)))
+        .map(str::to_owned)
+        .ok_or_else(|| TestCaseError::fail(format!("no code in {json}")))
 }
 
 /// On admission with a key, the inner service saw no trace of it where
 /// keygate reads keys.
 fn check_stripped(reply: &Reply, key: &str) -> Result<(), TestCaseError> {
-    let headers = reply.json["headers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let json = reply.json_or_null();
+    let headers = json["headers"].as_array().cloned().unwrap_or_default();
     for pair in &headers {
         let name = pair[0].as_str().unwrap_or_default();
         let value = pair[1].as_str().unwrap_or_default();
@@ -404,7 +379,7 @@ fn check_stripped(reply: &Reply, key: &str) -> Result<(), TestCaseError> {
             "the bearer key reached the handler"
         );
     }
-    if let Some(query) = reply.json["query"].as_str() {
+    if let Some(query) = json["query"].as_str() {
         for segment in query.split('&') {
             let name = segment.split_once('=').map_or(segment, |(n, _)| n);
             prop_assert_ne!(decode(name), b"api_key".to_vec(), "query {:?}", query);
@@ -413,19 +388,10 @@ fn check_stripped(reply: &Reply, key: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn runner() -> TestRunner {
-    // `Config::default()` reads PROPTEST_CASES (default 256). A failing case
-    // is printed in full; there is no source file to record it beside.
-    TestRunner::new(Config {
-        failure_persistence: None,
-        ..Config::default()
-    })
-}
-
 #[test]
 fn every_mix_of_sources_gets_the_documented_answer() {
     let world = World::new();
-    runner()
+    common::prop_runner()
         .run(&case(), |case| {
             let (req, expect) = build(&case, &world.key);
             let reply = world.send(case.optional, req);
@@ -449,6 +415,7 @@ fn every_mix_of_sources_gets_the_documented_answer() {
                 return Ok(());
             }
             let code = problem_code(&reply)?;
+            let code = code.as_str();
             match expect {
                 Expect::Admit if case.method == Method::DELETE => {
                     prop_assert_eq!(code, "insufficient_scope");
@@ -504,7 +471,7 @@ fn raw_bytes_in_query_and_headers_never_break_the_layer() {
             0..4,
         ),
     );
-    runner()
+    common::prop_runner()
         .run(&strategy, |(optional, query, headers)| {
             let uri = format!("/echo?{}", String::from_utf8_lossy(&query));
             let Ok(uri) = uri.parse::<http::Uri>() else {

@@ -25,11 +25,12 @@ use http::{HeaderValue, Method, Request};
 use keygate::{
     ApiKey, Keygate, KeygateBuilder, RequireScope,
     core::{
-        Check, Decision, KeyId, KeyStore, LimiterUnavailable, MemoryStore, NewKey, Owner,
+        Check, Decision, IpNet, KeyId, KeyStore, LimiterUnavailable, MemoryStore, NewKey, Owner,
         PendingCheck, Quota, Quotas, RateLimiter, Scope,
     },
     require_scope,
 };
+use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tracing_subscriber::fmt::MakeWriter;
@@ -43,6 +44,16 @@ pub(crate) use keygate_test_support::{
 };
 
 keygate::scope!(pub(crate) BillingRead = "billing:read");
+
+/// The property tests' runner. `Config::default()` reads `PROPTEST_CASES`
+/// (default 256). A failing case is printed in full; there is no source file
+/// to record it beside.
+pub(crate) fn prop_runner() -> TestRunner {
+    TestRunner::new(Config {
+        failure_persistence: None,
+        ..Config::default()
+    })
+}
 
 /// A builder over a fresh memory store.
 pub(crate) fn builder() -> KeygateBuilder {
@@ -70,6 +81,19 @@ pub(crate) async fn issue_limited(keys: &Keygate, quotas: impl Into<Quotas>) -> 
         NewKey::new(Owner::user("u1"), "limited")
             .scopes([Scope::READ])
             .rate_limit(quotas),
+    )
+    .await
+}
+
+/// A `read` key of `service:office` usable only from `network` (CIDR): the
+/// key the client-address tests admit or refuse.
+pub(crate) async fn issue_office_key(keys: &Keygate, network: &str) -> String {
+    let network = network.parse::<IpNet>().expect("a CIDR network");
+    issue(
+        keys,
+        NewKey::new(Owner::service("office"), "office only")
+            .scopes([Scope::READ])
+            .allowed_ips([network]),
     )
     .await
 }

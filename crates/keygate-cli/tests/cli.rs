@@ -187,6 +187,30 @@ fn id_of(key: &str, prefix: &str, env: Environment) -> KeyId {
     parsed.id()
 }
 
+/// `keys create` of a key of `owner` named `name` with `scopes`, then `more`.
+fn keys_create<'a>(
+    owner: &'a str,
+    name: &'a str,
+    scopes: &'a str,
+    more: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "keys", "create", "--owner", owner, "--name", name, "--scopes", scopes,
+    ];
+    args.extend_from_slice(more);
+    args
+}
+
+/// The `action` of each event of an `audit --json` answer, newest first.
+fn actions(trail: &Value) -> Vec<&str> {
+    trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect()
+}
+
 fn find(store: &SqliteStore, id: KeyId) -> KeyRecord {
     block_on(store.find(id))
         .unwrap()
@@ -287,28 +311,25 @@ fn the_whole_lifecycle_through_the_binary() {
     db.ok(&["migrate"]);
 
     // Create: the key is printed once, on stderr, in the server's format.
-    let created = db.ok(&[
-        "keys",
-        "create",
-        "--owner",
+    let created = db.ok(&keys_create(
         "user:alice",
-        "--name",
         "laptop",
-        "--scopes",
         "read,write",
-        "--expires-in",
-        "90d",
-        "--rate-limit",
-        "100000/d",
-        "--rate-limit",
-        "100/s",
-        "--allow-ip",
-        "10.0.0.0/8",
-        "--allow-ip",
-        "2001:db8::/32,203.0.113.7",
-        "--metadata",
-        r#"{"plan":"pro"}"#,
-    ]);
+        &[
+            "--expires-in",
+            "90d",
+            "--rate-limit",
+            "100000/d",
+            "--rate-limit",
+            "100/s",
+            "--allow-ip",
+            "10.0.0.0/8",
+            "--allow-ip",
+            "2001:db8::/32,203.0.113.7",
+            "--metadata",
+            r#"{"plan":"pro"}"#,
+        ],
+    ));
     let create_run = db.transcript.borrow().len() - 1;
     let key = key_in(&created.stderr, "kg_live_");
     assert!(
@@ -448,21 +469,11 @@ fn the_whole_lifecycle_through_the_binary() {
     // The audit trail has every change, by `cli`, newest first.
     let trail = db.ok(&["--json", "audit", "--key", &id_text]).json();
     let events = trail["events"].as_array().unwrap();
-    let actions: Vec<&str> = events
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
-    assert_eq!(actions, ["rotate", "update", "create"]);
+    assert_eq!(actions(&trail), ["rotate", "update", "create"]);
     assert!(events.iter().all(|e| e["actor"] == "cli"), "{events:?}");
     assert_eq!(events[0]["detail"], new_id_text);
     let trail = db.ok(&["--json", "audit", "--key", &new_id_text]).json();
-    let actions: Vec<&str> = trail["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
-    assert_eq!(actions, ["revoke", "create"]);
+    assert_eq!(actions(&trail), ["revoke", "create"]);
     let table = db.ok(&["audit", "--since", "1h"]).stdout;
     for action in ["create", "update", "rotate", "revoke"] {
         assert!(table.contains(action), "audit lacks {action}:\n{table}");
@@ -535,17 +546,16 @@ fn json_output_parses_and_holds_the_key_only_at_creation() {
     );
     assert_eq!(rotated["family"], id);
 
-    let page = db
-        .ok(&[
-            "--json",
-            "keys",
-            "list",
-            "--owner",
-            "service:billing",
-            "--limit",
-            "1",
-        ])
-        .json();
+    let first_page = [
+        "--json",
+        "keys",
+        "list",
+        "--owner",
+        "service:billing",
+        "--limit",
+        "1",
+    ];
+    let page = db.ok(&first_page).json();
     assert_eq!(page["keys"].as_array().unwrap().len(), 1);
     assert_eq!(page["keys"][0]["id"], new_id, "newest first");
     let cursor = page["next_cursor"]
@@ -553,17 +563,7 @@ fn json_output_parses_and_holds_the_key_only_at_creation() {
         .expect("a second page")
         .to_owned();
     let next = db
-        .ok(&[
-            "--json",
-            "keys",
-            "list",
-            "--owner",
-            "service:billing",
-            "--limit",
-            "1",
-            "--cursor",
-            &cursor,
-        ])
+        .ok(&[&first_page[..], &["--cursor", &cursor]].concat())
         .json();
     assert_eq!(next["keys"][0]["id"], id);
     assert_eq!(next["next_cursor"], Value::Null);
@@ -866,18 +866,12 @@ fn postgres_in_a_schema_of_its_own() {
         "has no keygate tables",
     );
     db.ok(&["migrate"]);
-    let created = db.ok(&[
-        "keys",
-        "create",
-        "--owner",
+    let created = db.ok(&keys_create(
         "user:pg",
-        "--name",
         "on postgres",
-        "--scopes",
         "read",
-        "--allow-ip",
-        "2001:db8::/32",
-    ]);
+        &["--allow-ip", "2001:db8::/32"],
+    ));
     let key = key_in(&created.stderr, "kg_live_");
     let id = id_of(&key, "kg", Environment::Live);
     let id_text = id.to_string();
@@ -908,13 +902,7 @@ fn postgres_in_a_schema_of_its_own() {
             .is_some()
     );
     let audit = db.ok(&["--json", "audit", "--key", &id_text]).json();
-    let actions: Vec<&str> = audit["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
-    assert_eq!(actions, ["revoke", "create"]);
+    assert_eq!(actions(&audit), ["revoke", "create"]);
     assert_eq!(audit["events"][0]["actor"], "cli");
     // The default schema holds none of it.
     let elsewhere = db.run_with({

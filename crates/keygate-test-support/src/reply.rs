@@ -1,6 +1,8 @@
 //! [`Reply`]: a response read whole, with the assertions black-box tests
 //! make on keygate's answers.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
@@ -63,6 +65,12 @@ impl Reply {
     /// The body as text.
     pub fn text(&self) -> &str {
         std::str::from_utf8(&self.body).expect("utf-8 body")
+    }
+
+    /// The body as text, with any bytes that are not UTF-8 replaced: for
+    /// messages and for searching answers to input that may not be UTF-8.
+    pub fn lossy_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
     }
 
     /// The body as JSON.
