@@ -285,7 +285,11 @@ mod tests {
     fn prerendered_answers_are_the_fresh_ones() {
         for ctx in [
             RenderContext::default_ref().clone(),
-            RenderContext::new("notes", "X-Notes-Key", "the `X-Notes-Key` header".to_owned()),
+            RenderContext::new(
+                "notes",
+                "X-Notes-Key",
+                "the `X-Notes-Key` header".to_owned(),
+            ),
         ] {
             for r in [
                 Rejection::MissingKey,
