@@ -1,4 +1,4 @@
-//! The usage ledger (DESIGN's "usage recorder"): counts on each cached entry,
+//! The usage ledger (the usage recorder): counts on each cached entry,
 //! entries that left the cache with counts not yet written, counts a failed
 //! write could not deliver, and the periodic flush to the store.
 
