@@ -49,8 +49,13 @@ impl Problem {
     /// `retry_after`. A member of the same name is replaced.
     #[must_use]
     pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.body.insert(name.to_owned(), value.into());
+        self.set(name, value);
         self
+    }
+
+    /// Sets the body's member `name`, in place.
+    pub(crate) fn set(&mut self, name: &str, value: impl Into<Value>) {
+        self.body.insert(name.to_owned(), value.into());
     }
 
     /// The HTTP status.

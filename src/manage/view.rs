@@ -99,11 +99,17 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
     res
 }
 
-/// An error answer: keygate's [`crate::Problem`] (the body every refusal of
-/// the layer has too) and the `Retry-After` it may carry. Boxed, so results
-/// that carry one stay small.
+/// An error answer. Boxed, so results that carry one stay small.
 #[derive(Debug)]
-pub(super) struct Problem(Box<(crate::Problem, Option<u64>)>);
+pub(super) struct Problem(Box<Answer>);
+
+#[derive(Debug)]
+struct Answer {
+    /// keygate's problem+json body, the one every refusal of the layer has.
+    body: crate::Problem,
+    /// Seconds for `Retry-After`, when the body says to wait.
+    retry_after: Option<u64>,
+}
 
 /// The OpenAPI description of a [`Problem`]'s body: an RFC 9457
 /// `application/problem+json` body in the shape keygate's layer uses. Never
@@ -144,13 +150,22 @@ pub(super) struct ProblemBody {
 
 impl Problem {
     fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self(Box::new((crate::Problem::new(status, code, detail), None)))
+        Self(Box::new(Answer {
+            body: crate::Problem::new(status, code, detail),
+            retry_after: None,
+        }))
     }
 
     /// The body's member `name`.
-    fn with(self, name: &str, value: impl Into<serde_json::Value>) -> Self {
-        let (problem, retry_after) = *self.0;
-        Self(Box::new((problem.with(name, value), retry_after)))
+    fn with(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.0.body.set(name, value);
+        self
+    }
+
+    /// `retry_after` in the body and `Retry-After` in the headers.
+    fn with_retry_after(mut self, secs: u64) -> Self {
+        self.0.retry_after = Some(secs);
+        self.with("retry_after", secs)
     }
 
     /// `errors`, when there are any.
@@ -269,7 +284,7 @@ impl Problem {
 
     /// 503: the store cannot answer.
     pub(super) fn unavailable(retry_after: u64) -> Self {
-        let mut problem = Self::new(
+        Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             format!(
@@ -277,9 +292,7 @@ impl Problem {
                 if retry_after == 1 { "" } else { "s" }
             ),
         )
-        .with("retry_after", retry_after);
-        problem.0.1 = Some(retry_after);
-        problem
+        .with_retry_after(retry_after)
     }
 
     /// 500, logged with its cause; the caller learns nothing about it.
@@ -295,8 +308,8 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let (problem, retry_after) = *self.0;
-        let mut res = problem.into_response();
+        let Answer { body, retry_after } = *self.0;
+        let mut res = body.into_response();
         if let Some(secs) = retry_after {
             res.headers_mut().insert(header::RETRY_AFTER, secs.into());
         }
