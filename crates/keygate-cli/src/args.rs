@@ -86,6 +86,38 @@ pub(crate) enum Command {
     Keys(KeysCommand),
     /// Show the audit trail, newest first; `audit prune` deletes old events.
     Audit(AuditArgs),
+    /// Run a forward-auth server for nginx, Caddy or Traefik.
+    ///
+    /// The proxy asks `/auth` about each request; keygate checks the key,
+    /// its scopes and quota as the layer would, and answers 200 with
+    /// identity headers (`X-Keygate-Key-Id`, `X-Keygate-Owner`, …) or the
+    /// refusal (401, 403, 429, 503). `/healthz`, `/readyz` and `/metrics`
+    /// (Prometheus) sit beside it. Settings come from a TOML file
+    /// (`--config`); the global options, `--listen` and `--redis-url`
+    /// override it. Ctrl-C or SIGTERM stops it after writing usage counts.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The TOML configuration file (see the README, "Not a Rust service?").
+    #[arg(long, env = "KEYGATE_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<std::path::PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9090].
+    #[arg(long, env = "KEYGATE_LISTEN", value_name = "ADDR")]
+    pub(crate) listen: Option<String>,
+    /// Share rate limits between servers through Redis, e.g. `redis://127.0.0.1:6379`.
+    #[arg(
+        long,
+        env = "KEYGATE_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub(crate) redis_url: Option<String>,
+    /// Check the configuration, print the effective settings and route
+    /// table, and exit (0 if it is valid, 2 if not).
+    #[arg(long)]
+    pub(crate) check: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -65,6 +65,17 @@ impl Database {
         schema: Option<&str>,
         create: bool,
     ) -> Result<Self, CliError> {
+        Self::open_with(url, schema, create, 2).await
+    }
+
+    /// As [`open`](Self::open), with up to `connections` PostgreSQL
+    /// connections (a server needs more than a one-shot command).
+    pub(crate) async fn open_with(
+        url: &str,
+        schema: Option<&str>,
+        create: bool,
+        connections: u32,
+    ) -> Result<Self, CliError> {
         let shown = redact(url);
         let unreachable = |e: sqlx::Error| connect_error(&shown, &e);
         let shown = shown.as_str();
@@ -104,7 +115,7 @@ impl Database {
                         .map_err(unreachable)?;
                 let _ = probe.close().await;
                 let pool = PgPoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(connections)
                     .acquire_timeout(CONNECT_TIMEOUT)
                     .connect_with(options)
                     .await

@@ -66,10 +66,11 @@ mod db;
 mod duration;
 mod error;
 mod output;
+mod serve;
 
 use std::{process::ExitCode, sync::Arc};
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _, parser::ValueSource};
 use keygate_core::{AuditLog, KeyHasher, KeyManager, SystemClock};
 
 use crate::{
@@ -82,7 +83,45 @@ use crate::{
 /// Runs the `keygate` command with the process's arguments and environment,
 /// and returns its exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let explicit = |id: &str| {
+        // A global option reaches the subcommand's matches too.
+        let source = matches
+            .subcommand()
+            .and_then(|(_, sub)| sub.value_source(id))
+            .or_else(|| matches.value_source(id));
+        source.is_some_and(|s| s != ValueSource::DefaultValue)
+    };
+    if let Command::Serve(args) = cli.command {
+        let overrides = serve::Overrides {
+            listen: args.listen,
+            database_url: explicit("database_url").then_some(cli.global.database_url),
+            schema: cli.global.schema,
+            prefix: explicit("prefix").then_some(cli.global.prefix),
+            pepper_env: cli.global.pepper_env,
+            redis_url: args.redis_url,
+        };
+        let config = match serve::ServeConfig::load(args.config.as_deref(), overrides) {
+            Ok(config) => config,
+            Err(e) => return e.report(),
+        };
+        if args.check {
+            output::stdout(&config.describe());
+            return ExitCode::SUCCESS;
+        }
+        // A server: every core, unlike the one-shot commands.
+        return match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => match runtime.block_on(serve::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => e.report(),
+            },
+            Err(e) => CliError::new(format!("cannot start: {e}")).report(),
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -136,7 +175,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// SHA-256, or HMAC-SHA-256 with the pepper in the variable `var`.
-fn hasher(var: Option<&str>) -> Result<KeyHasher, CliError> {
+pub(crate) fn hasher(var: Option<&str>) -> Result<KeyHasher, CliError> {
     let Some(var) = var else {
         return Ok(KeyHasher::sha256());
     };

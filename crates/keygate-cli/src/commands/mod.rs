@@ -133,6 +133,9 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> Result<(), CliError> {
             KeysCommand::Usage(args) => keys::usage(ctx, args).await,
         },
         Command::Audit(args) => audit::audit(ctx, args).await,
+        // `main` runs the server on a runtime of its own, with its own
+        // settings; it never opens a one-shot context for it.
+        Command::Serve(_) => Err(CliError::new("`serve` is a server, not a one-shot command")),
     }
 }
 
