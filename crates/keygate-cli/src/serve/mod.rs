@@ -110,7 +110,8 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), CliError> {
         gate,
         Ops {
             keys: keys.clone(),
-            store,
+            // Readiness probes are not cache misses: ask the store itself.
+            store: Arc::clone(&db.keys),
             metrics,
         },
     );

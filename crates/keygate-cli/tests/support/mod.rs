@@ -49,13 +49,41 @@ impl Drop for Dir {
 pub struct Site {
     pub dir: Dir,
     pub db_url: String,
+    /// The PostgreSQL schema, for a site on PostgreSQL.
+    pub schema: Option<String>,
 }
 
 impl Site {
     pub fn new(name: &str) -> Self {
         let dir = Dir::new(name);
         let db_url = format!("sqlite://{}", dir.path("keys.db").display());
-        let site = Self { dir, db_url };
+        let site = Self {
+            dir,
+            db_url,
+            schema: None,
+        };
+        site.keygate(&["migrate"]);
+        site
+    }
+
+    /// A fresh schema of the PostgreSQL database at `url`.
+    pub fn postgres(name: &str, url: &str) -> Self {
+        let dir = Dir::new(name);
+        let schema = format!(
+            "kg_serve_{}",
+            dir.0
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("x")
+                .rsplit('_')
+                .next()
+                .unwrap_or("x")
+        );
+        let site = Self {
+            dir,
+            db_url: url.to_owned(),
+            schema: Some(schema),
+        };
         site.keygate(&["migrate"]);
         site
     }
@@ -69,6 +97,9 @@ impl Site {
             .env_remove("KEYGATE_CONFIG")
             .env_remove("KEYGATE_LISTEN")
             .env_remove("KEYGATE_REDIS_URL");
+        if let Some(schema) = &self.schema {
+            cmd.env("KEYGATE_SCHEMA", schema);
+        }
         cmd
     }
 
