@@ -64,7 +64,8 @@ http {
   fastcgi_temp_path $dir/fastcgi; uwsgi_temp_path $dir/uwsgi; scgi_temp_path $dir/scgi;
 $site
   # nginx alone in front of the same upstream.
-  server { listen 127.0.0.1:3903; location / { proxy_pass http://app; } }
+  server { listen 127.0.0.1:3903; location / {
+    proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://app; } }
   # The upstream.
   server { listen 127.0.0.1:3904; location / { return 200 "ok\n"; } }
 }
