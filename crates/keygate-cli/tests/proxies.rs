@@ -225,10 +225,27 @@ fn scenario(proxy: &Proxy, upstream: &Upstream, serve: &Serve, keys: &Keys) {
         assert_eq!(r.json()["required_scope"], "delete");
     }
     // The route table: /admin needs `admin`, however the path is spelled.
-    for path in ["/admin", "/admin/keys", "/%61dmin/keys", "/notes/../admin"] {
+    for path in ["/admin", "/admin/keys", "/%61dmin/keys", "/admin;x/keys", "//admin"] {
         let r = http(at, "GET", path, &[("X-API-Key", &keys.read)]);
         assert_eq!(r.status, 403, "{path}: {r:#?}\n{}", ctx());
         assert_eq!(r.json()["required_scope"], "admin", "{path}");
+    }
+    // Paths that mean `/notes` to one upstream and `/admin` to another, and
+    // method overrides an upstream might obey after keygate judged: refused.
+    for (path, headers) in [
+        ("/admin/../notes", vec![]),
+        ("/admin/..%2fnotes", vec![]),
+        ("/admin/%2e%2e/notes", vec![]),
+        ("/admin/..;/notes", vec![]),
+        ("/admin/..%5cnotes", vec![]),
+        ("/notes#/../admin", vec![]),
+        ("/notes?_method=DELETE", vec![]),
+        ("/notes", vec![("X-HTTP-Method-Override", "DELETE")]),
+    ] {
+        let mut headers = headers;
+        headers.push(("X-API-Key", keys.read.as_str()));
+        let r = http(at, "GET", path, &headers);
+        assert_eq!(r.status, 400, "{path}: {r:#?}\n{}", ctx());
     }
     assert_eq!(
         upstream.hits(),

@@ -57,6 +57,7 @@ struct ProxyFile {
     uri_header: Option<String>,
     client_header: Option<String>,
     problem_header: Option<String>,
+    allow_method_override: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +161,13 @@ pub(crate) struct Proxy {
     /// A header that repeats a refusal's problem+json body, for proxies that
     /// drop the body of the auth answer.
     pub(crate) problem: Option<HeaderName>,
+    /// The description headers of the *other* proxy kinds: this proxy does
+    /// not set them, so a request carrying one is a client's forgery.
+    pub(crate) foreign: Vec<HeaderName>,
+    /// Whether requests may carry a method override (`X-HTTP-Method-Override`
+    /// and kin, `?_method=`), which some upstreams obey after keygate judged
+    /// the method. Default: refused.
+    pub(crate) allow_method_override: bool,
 }
 
 /// The headers an admitted answer carries, for the proxy to copy to the
@@ -410,6 +418,40 @@ impl ServeConfig {
         );
         let _ = writeln!(out, "        admin for any other method)");
         let _ = write!(out, "{}", self.routes);
+        for warning in self.warnings() {
+            let _ = writeln!(out, "\nwarning: {warning}");
+        }
+        out
+    }
+}
+
+impl ServeConfig {
+    /// What is allowed but deserves a second look, printed by `--check` and
+    /// at start.
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.listen.ip().is_loopback() {
+            out.push(format!(
+                "listening on {}: only the proxy should reach this port (the trust check is by \
+                 address)",
+                self.listen
+            ));
+        }
+        if self.sources.bearer || self.sources.query.is_some() {
+            out.push(
+                "keys may come in Authorization or the query string: make the proxy drop them \
+                 before the upstream (nginx: proxy_set_header Authorization \"\"; the query \
+                 stays in the URL the upstream sees)"
+                    .to_owned(),
+            );
+        }
+        if self.proxy.allow_method_override {
+            out.push(
+                "method overrides are allowed: an upstream that obeys X-HTTP-Method-Override or \
+                 _method runs a method keygate did not judge"
+                    .to_owned(),
+            );
+        }
         out
     }
 }
@@ -459,8 +501,15 @@ fn sources(file: KeysFile) -> Result<Sources, CliError> {
 }
 
 fn proxy(file: ProxyFile) -> Result<Proxy, CliError> {
+    // Which headers describe the request depends on the proxy, and reading
+    // the wrong pair lets clients write the description: no default.
     let kind = match file.kind.as_deref() {
-        None => ProxyKind::Caddy,
+        None => {
+            return Err(CliError::usage(
+                "proxy.kind is not set: say which proxy asks (nginx, caddy or traefik)",
+            )
+            .hint("add `[proxy]` with `kind = \"nginx\"` (or caddy, traefik) to the configuration file; see docs/proxies/"));
+        }
         Some(k) => {
             ProxyKind::parse(k).ok_or_else(|| bad("proxy.kind", k, "nginx, caddy or traefik"))?
         }
@@ -494,6 +543,13 @@ fn proxy(file: ProxyFile) -> Result<Proxy, CliError> {
             "the addresses of the proxies that ask",
         ));
     }
+    if let Some(everyone) = trusted.iter().find(|n| n.prefix_len() == 0) {
+        return Err(bad(
+            "proxy.trusted",
+            &everyone.to_string(),
+            "the proxies' own addresses: a network of every address lets anyone describe requests",
+        ));
+    }
     let method = header(
         "proxy.method_header",
         file.method_header
@@ -520,6 +576,16 @@ fn proxy(file: ProxyFile) -> Result<Proxy, CliError> {
         Some(h) => Some(header("proxy.problem_header", h)?),
         None => kind.problem_header().map(HeaderName::from_static),
     };
+    let foreign = [
+        "x-forwarded-method",
+        "x-forwarded-uri",
+        "x-original-method",
+        "x-original-uri",
+    ]
+    .into_iter()
+    .map(HeaderName::from_static)
+    .filter(|h| *h != method && *h != uri)
+    .collect();
     Ok(Proxy {
         kind,
         trusted,
@@ -527,6 +593,8 @@ fn proxy(file: ProxyFile) -> Result<Proxy, CliError> {
         uri,
         client,
         problem,
+        foreign,
+        allow_method_override: file.allow_method_override.unwrap_or(false),
     })
 }
 
@@ -586,6 +654,11 @@ fn routes(file: Vec<RouteFile>) -> Result<RouteTable, CliError> {
                 })
             })
             .collect::<Result<BTreeSet<_>, _>>()?;
+        // Upstreams answer HEAD with their GET handler: a GET rule covers it.
+        let mut methods = methods;
+        if methods.contains(&Method::GET) {
+            methods.insert(Method::HEAD);
+        }
         let scope = Scope::new(route.scope.clone())
             .map_err(|e| bad("routes.scope", &route.scope, &e.to_string()))?;
         table.add(path, methods, scope).map_err(|existing| {
@@ -609,22 +682,34 @@ impl fmt::Display for ProxyKind {
 mod tests {
     use super::*;
 
+    /// `text`, behind Caddy unless it names a proxy kind.
     fn parse(text: &str) -> Result<ServeConfig, CliError> {
+        let text = if text.is_empty() || text.contains("kind =") {
+            text.to_owned()
+        } else if text.contains("[proxy]") {
+            text.replace("[proxy]", "[proxy]\nkind = \"caddy\"")
+        } else {
+            format!("{text}\n[proxy]\nkind = \"caddy\"")
+        };
         ServeConfig::resolve(
-            toml::from_str(text).map_err(|e| CliError::usage(e.to_string()))?,
+            toml::from_str(&text).map_err(|e| CliError::usage(e.to_string()))?,
             Overrides::default(),
         )
     }
 
     #[test]
     fn defaults_are_safe_for_a_proxy_on_the_same_machine() {
-        let c = parse("").unwrap();
+        assert!(parse("").unwrap_err().to_string().contains("proxy.kind"));
+        let c = parse("[proxy]\nkind = \"caddy\"").unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.proxy.kind, ProxyKind::Caddy);
         assert_eq!(c.proxy.method, "x-forwarded-method");
         assert!(c.proxy.trusted.iter().all(|n| n.addr().is_loopback()));
         assert_eq!(c.auth_path, "/auth");
         assert!(!c.persist_audit);
+        assert!(!c.proxy.allow_method_override);
+        assert!(c.warnings().is_empty());
+        assert_eq!(c.proxy.foreign, ["x-original-method", "x-original-uri"]);
     }
 
     #[test]
@@ -637,8 +722,10 @@ mod tests {
 
     #[test]
     fn overrides_win_over_the_file() {
-        let file: File =
-            toml::from_str("listen = \"127.0.0.1:1\"\ndatabase_url = \"sqlite://a.db\"").unwrap();
+        let file: File = toml::from_str(
+            "listen = \"127.0.0.1:1\"\ndatabase_url = \"sqlite://a.db\"\n[proxy]\nkind = \"caddy\"",
+        )
+        .unwrap();
         let c = ServeConfig::resolve(
             file,
             Overrides {

@@ -104,6 +104,19 @@ async fn decide(gate: &Gate, peer: SocketAddr, req: Request) -> Response {
         Ok(original) => original,
         Err(refused) => return refuse(gate, &refused),
     };
+    if !gate.proxy.allow_method_override && overrides_method(&parts.headers, &original.uri) {
+        // Some upstreams run the overriding method after keygate judged the
+        // request's own: a `read` key's POST becomes a DELETE.
+        return refuse(
+            gate,
+            &Refused::new(
+                StatusCode::BAD_REQUEST,
+                "method_override",
+                "Method overrides (X-HTTP-Method-Override, _method) are not accepted: send the \
+                 method itself.",
+            ),
+        );
+    }
     parts.method = original.method;
     parts.uri = original.uri;
     // The description is consumed; the layer sees the original request.
@@ -189,6 +202,13 @@ fn original_request(proxy: &Proxy, headers: &HeaderMap) -> Result<Original, Refu
             (Some(_), Some(_)) => Err(malformed(&format!("{name} was sent more than once."))),
         }
     };
+    // This proxy never sends the other kinds' description headers, so a
+    // request that has one carries a client's attempt to write its own.
+    if let Some(name) = proxy.foreign.iter().find(|h| headers.contains_key(*h)) {
+        return Err(malformed(&format!(
+            "{name} is not a header this proxy sets; the request cannot be described twice."
+        )));
+    }
     let method = Method::from_bytes(one(&proxy.method)?.as_bytes())
         .map_err(|_| malformed("The original method is not an HTTP method."))?;
     let target = one(&proxy.uri)?.as_bytes();
@@ -199,6 +219,23 @@ fn original_request(proxy: &Proxy, headers: &HeaderMap) -> Result<Original, Refu
         .and_then(normalize_request_path)
         .ok_or_else(|| malformed("The original request target has no readable path."))?;
     Ok(Original { method, uri, path })
+}
+
+/// The headers and query parameter frameworks read a method override from.
+const OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Whether the original request asks the upstream to run another method
+/// than its own.
+fn overrides_method(headers: &HeaderMap, uri: &Uri) -> bool {
+    OVERRIDE_HEADERS.iter().any(|h| headers.contains_key(*h))
+        || uri.query().is_some_and(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .any(|(name, _)| name.eq_ignore_ascii_case("_method"))
+        })
 }
 
 fn malformed(detail: &str) -> Refused {

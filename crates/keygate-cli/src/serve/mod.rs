@@ -100,6 +100,9 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), CliError> {
             )
         })?;
     let bound = listener.local_addr().unwrap_or(config.listen);
+    for warning in config.warnings() {
+        output::stderr(&format!("warning: {warning}\n"));
+    }
     output::stderr(&format!(
         "keygate serve listening on http://{bound}  (auth endpoint {}; keys in {})\n",
         config.auth_path, db.url

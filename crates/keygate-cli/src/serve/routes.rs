@@ -150,16 +150,27 @@ pub(crate) fn normalize_route(path: &str) -> Option<String> {
 const MAX_DECODE_ROUNDS: usize = 3;
 
 /// The path of a forwarded request target, in the form rules are matched
-/// against, or `None` if it cannot be read.
+/// against, or `None` if it cannot be judged safely (the request is then
+/// refused).
 ///
 /// Upstreams disagree on what a path means, so this reads it as *widely* as
 /// any of them might, to match rules at least as often as the upstream
 /// would route there: percent-decoding repeated until nothing changes (so
 /// `/%2561dmin` is `/admin`, for a server that decodes twice), `\` read as
-/// `/`, `;parameters` dropped from segments (`/admin;x/keys`), empty and
-/// `.` segments dropped and `..` applied (never above the root). The
-/// query and fragment are not part of it.
+/// `/`, `;parameters` dropped from segments (`/admin;x/keys`), trailing dots
+/// and spaces dropped from segments (`/admin./keys`, as Windows servers
+/// do), empty segments dropped. The query is not part of it.
+///
+/// What no reading can make safe is refused: a `.` or `..` segment at any
+/// stage of decoding (`/admin/../notes` is `/notes` to one server and the
+/// admin handler to another), a fragment (`#` cannot be in a request
+/// target, and some servers take it as part of the path), control
+/// characters, and paths still changing after [`MAX_DECODE_ROUNDS`] rounds
+/// of decoding.
 pub(crate) fn normalize_request_path(target: &str) -> Option<String> {
+    if target.contains('#') {
+        return None;
+    }
     // Origin form (`/a?b`) or absolute form (`http://host/a?b`), as the
     // proxy received it.
     let path = match target.find("://") {
@@ -172,10 +183,15 @@ pub(crate) fn normalize_request_path(target: &str) -> Option<String> {
     if !path.starts_with('/') {
         return None;
     }
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    let mut bytes = path.as_bytes().to_vec();
+    let mut bytes = path.split('?').next().unwrap_or("").as_bytes().to_vec();
     let mut rounds = 0;
-    while bytes.contains(&b'%') {
+    loop {
+        if has_dot_segment(&bytes) {
+            return None;
+        }
+        if !bytes.contains(&b'%') {
+            break;
+        }
         let decoded = percent_decode(&bytes);
         if decoded == bytes {
             break;
@@ -190,26 +206,31 @@ pub(crate) fn normalize_request_path(target: &str) -> Option<String> {
         return None;
     }
     let text = String::from_utf8_lossy(&bytes).replace('\\', "/");
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in text.split('/') {
-        let segment = segment.split(';').next().unwrap_or("");
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
-    }
     let mut out = String::with_capacity(text.len());
-    for s in &segments {
-        out.push('/');
-        out.push_str(s);
+    for segment in text.split('/') {
+        let segment = segment
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(['.', ' ']);
+        if !segment.is_empty() {
+            out.push('/');
+            out.push_str(segment);
+        }
     }
     if out.is_empty() {
         out.push('/');
     }
     Some(out)
+}
+
+/// Whether some segment of `path` (split at `/` and `\`, parameters after
+/// `;` dropped) is `.` or `..`.
+fn has_dot_segment(path: &[u8]) -> bool {
+    path.split(|b| *b == b'/' || *b == b'\\').any(|segment| {
+        let name = segment.split(|b| *b == b';').next().unwrap_or(&[]);
+        name == b"." || name == b".."
+    })
 }
 
 fn percent_decode(bytes: &[u8]) -> Vec<u8> {
@@ -295,20 +316,19 @@ mod tests {
             "/admin",
             "/admin/",
             "//admin",
-            "/./admin/keys",
-            "/notes/../admin/keys",
-            "/../../admin",
             "/%61dmin/keys",
             "/%2561dmin/keys",
             "/%252561dmin",
-            "/ADMIN/../admin",
             "/admin;jsessionid=1/keys",
             "/admin%3bx/keys",
-            "/notes%2F..%2Fadmin",
-            "/notes\\..\\admin",
+            "/admin./keys",
+            "/admin%20/keys",
+            "/admin.%2e./keys",
+            "/\\admin",
+            "/%5cadmin",
             "http://example.com/admin/keys?x=1",
+            "HTTP://example.com/admin",
             "/admin?/notes",
-            "/admin#/notes",
         ] {
             assert_eq!(
                 scope_for(&t, path, "GET").as_deref(),
@@ -316,8 +336,33 @@ mod tests {
                 "{path}"
             );
         }
-        for path in ["/notes", "/notes?/admin", "/adminx", "/notes#/admin"] {
+        for path in ["/notes", "/notes?/admin", "/adminx", "/x/..admin"] {
             assert_eq!(scope_for(&t, path, "GET"), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_and_fragments_are_refused_at_every_stage_of_decoding() {
+        // Each is `/notes` to a server that resolves the dots and an admin
+        // handler (or file) to one that does not: no rule can be right.
+        for target in [
+            "/admin/../notes",
+            "/notes/../admin",
+            "/./admin",
+            "/admin/.",
+            "/admin/..%2fnotes",
+            "/admin/%2e%2e/notes",
+            "/admin/%252e%252e/notes",
+            "/admin/..;/notes",
+            "/admin/..;x/notes",
+            "/admin/..%5cnotes",
+            "/admin\\..\\notes",
+            "/admin/x/../../notes",
+            "/notes/.%2e/admin",
+            "/notes#/../admin/secret.txt",
+            "/notes#x",
+        ] {
+            assert_eq!(normalize_request_path(target), None, "{target}");
         }
     }
 
@@ -337,6 +382,8 @@ mod tests {
         // Invalid escapes are kept as they are (no rule can contain `%`).
         assert_eq!(normalize_request_path("/a%zz").as_deref(), Some("/a%zz"));
         assert_eq!(normalize_request_path("/a%").as_deref(), Some("/a%"));
+        // `...` is a name, not a dot segment; trailing dots go.
+        assert_eq!(normalize_request_path("/.../x").as_deref(), Some("/x"));
     }
 
     #[test]
