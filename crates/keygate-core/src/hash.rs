@@ -163,12 +163,21 @@ impl KeyHasher {
     }
 
     /// The digest of a key.
+    ///
+    /// For a string shaped like a key, `{prefix}_{env}_{id}{secret}{checksum}`,
+    /// the digest covers `{env}_{id}{secret}` (47 bytes): the prefix is the
+    /// application's configuration and the checksum a function of the rest,
+    /// and both are checked before a key is hashed, so two keys with equal
+    /// digests are the same accepted key. Leaving them out keeps the input
+    /// to one SHA-256 block, whatever the prefix's length. Anything else is
+    /// hashed whole.
     pub fn digest(&self, key: &str) -> KeyDigest {
+        let input = hashed_part(key.as_bytes());
         match &self.kind {
-            HasherKind::Sha256 => KeyDigest(Sha256::digest(key.as_bytes()).into()),
+            HasherKind::Sha256 => KeyDigest(Sha256::digest(input).into()),
             HasherKind::Hmac { keyed, .. } => {
                 let mut mac = (**keyed).clone();
-                mac.update(key.as_bytes());
+                mac.update(input);
                 KeyDigest(mac.finalize().into_bytes().into())
             }
         }
@@ -177,6 +186,22 @@ impl KeyHasher {
     /// Whether this hasher uses a pepper.
     pub fn is_peppered(&self) -> bool {
         matches!(self.kind, HasherKind::Hmac { .. })
+    }
+}
+
+/// The part of a key the digest covers: `{env}_{id}{secret}` when `key`
+/// ends like a key (`_{env}_` then id, secret and checksum), all of it
+/// otherwise.
+fn hashed_part(key: &[u8]) -> &[u8] {
+    const ENV: usize = 4;
+    const TAIL: usize = crate::key::ID_LEN + crate::key::SECRET_LEN + crate::key::CHECKSUM_LEN;
+    let len = key.len();
+    match len.checked_sub(TAIL + ENV + 2) {
+        // `_` before and after the environment, and a prefix before it.
+        Some(start) if start > 0 && key[start] == b'_' && key[start + 1 + ENV] == b'_' => {
+            &key[start + 1..len - crate::key::CHECKSUM_LEN]
+        }
+        _ => key,
     }
 }
 
@@ -203,6 +228,40 @@ pub struct WeakPepper(usize);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_hashed_without_its_prefix_and_checksum_in_one_block() {
+        let secret = "A".repeat(crate::key::SECRET_LEN);
+        let body = format!("live_Ab3Cd5Ef7G{secret}");
+        assert_eq!(body.len(), 47, "one SHA-256 block holds at most 55 bytes");
+        let key = format!("mbk_{body}Zz9Yy8");
+        let same_body = format!("a_much_longer_prefix_{body}Zz9Yy8");
+        let sha = KeyHasher::sha256();
+        assert_eq!(
+            sha.digest(&key).as_bytes()[..],
+            Sha256::digest(body.as_bytes())[..]
+        );
+        assert_eq!(sha.digest(&key), sha.digest(&same_body));
+        // A different environment, id or secret is a different digest.
+        for other in [
+            key.replace("live_", "test_"),
+            key.replace("Ab3Cd5Ef7G", "Ab3Cd5Ef7H"),
+            key.replacen('A', "B", 1),
+        ] {
+            assert_ne!(sha.digest(&key), sha.digest(&other), "{other}");
+        }
+        let hmac = KeyHasher::hmac_sha256(vec![7; 32]).unwrap();
+        assert_eq!(hmac.digest(&key), hmac.digest(&same_body));
+        assert_ne!(hmac.digest(&key), sha.digest(&key));
+        // Not shaped like a key: hashed whole (and never panics on short input).
+        for s in ["", "_", "abc", &body, &format!("_{body}Zz9Yy8")] {
+            assert_eq!(
+                sha.digest(s).as_bytes()[..],
+                Sha256::digest(s.as_bytes())[..],
+                "{s}"
+            );
+        }
+    }
 
     #[test]
     fn sha256_matches_the_standard_vector() {
