@@ -1,5 +1,6 @@
 //! The storage boundary: [`KeyStore`], and its in-memory implementation.
 
+mod filter;
 mod key_store;
 mod memory;
 
@@ -8,6 +9,7 @@ use std::{fmt, future::Future, pin::Pin, str::FromStr};
 use time::OffsetDateTime;
 
 pub use self::{
+    filter::{DEFAULT_EXPIRY_WARNING, InvalidStatusFilter, KeyFilter, StatusFilter},
     key_store::{DynKeyStore, KeyStore},
     memory::MemoryStore,
 };
