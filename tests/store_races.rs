@@ -209,9 +209,16 @@ async fn patches_racing_a_revoke(backend: Backend) {
         let (status, body) = revoke.await.unwrap();
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["status"], "revoked", "{body}");
+        let mut landed = false;
         for patch in patches {
             let (status, body) = patch.await.unwrap();
-            assert_eq!(status, StatusCode::OK, "{body}");
+            // A PATCH that reads the key after the revocation finds it gone.
+            if status == StatusCode::NOT_FOUND {
+                assert_eq!(body["code"], "revoked", "{body}");
+            } else {
+                assert_eq!(status, StatusCode::OK, "{body}");
+                landed = true;
+            }
         }
         // The DELETE answered success: the key must stay revoked, in the
         // store and at the layer, whatever the PATCHes did around it.
@@ -220,7 +227,9 @@ async fn patches_racing_a_revoke(backend: Backend) {
             stored.revoked_at.is_some(),
             "{backend:?}, trial {trial}: a PATCH undid the revocation"
         );
-        assert!(stored.name.starts_with(&format!("trial {trial} patch ")));
+        if landed {
+            assert!(stored.name.starts_with(&format!("trial {trial} patch ")));
+        }
         assert_eq!(
             h.notes(&key).await,
             StatusCode::UNAUTHORIZED,

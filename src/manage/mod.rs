@@ -118,7 +118,6 @@ use axum::{
 };
 use keygate_core::{KeyRecord, KeyView, Quotas};
 use time::OffsetDateTime;
-use utoipa::openapi::OpenApi;
 
 use crate::{Keygate, MethodScopes};
 
@@ -164,7 +163,9 @@ struct AdminState(Arc<Inner>);
 
 struct Inner {
     keys: Keygate,
-    doc: OpenApi,
+    /// The OpenAPI document, as JSON: [`openapi::document`] writes the
+    /// server's bounds into it.
+    doc: serde_json::Value,
 }
 
 impl AdminState {
@@ -178,6 +179,22 @@ impl AdminState {
     /// when it has none.
     fn default_quota(&self) -> Option<&Quotas> {
         self.0.keys.shared.settings.default_quota.as_ref()
+    }
+
+    /// The window of `status=expiring`: the service's expiry warning.
+    fn expiry_warning(&self) -> Duration {
+        self.0
+            .keys
+            .shared
+            .settings
+            .expiry_warning
+            .try_into()
+            .unwrap_or(Duration::MAX)
+    }
+
+    /// The caps every change obeys, lifetimes included.
+    fn limits(&self) -> &keygate_core::Limits {
+        self.0.keys.manager().limits()
     }
 
     /// How long a client should wait when the key store cannot answer.

@@ -33,6 +33,7 @@ use std::{
     collections::BTreeMap,
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
 
 use axum::{
@@ -60,6 +61,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Besides the `X-API-Key` header, also accept `?api_key=…` (handy for
         // a browser; headers are better, URLs end up in logs).
         .query_param("api_key")
+        // Keys created without an expiry (here, through the admin API or
+        // the docs page) expire after a year.
+        .default_key_lifetime(Duration::from_secs(365 * 86_400))
         .build();
 
     let new_keys = std::env::args().any(|a| a == "--new-keys");
