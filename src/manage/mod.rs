@@ -103,6 +103,8 @@
 //! unknown query parameters are ignored (the query may carry the API key).
 
 mod caller;
+#[cfg(feature = "docs")]
+mod docs;
 mod id_param;
 mod input;
 mod keys;
@@ -119,6 +121,8 @@ use axum::{
 use keygate_core::{KeyRecord, KeyView, Quotas};
 use time::OffsetDateTime;
 
+#[cfg(feature = "docs")]
+pub use self::docs::{DOCS_CSP, docs};
 use crate::{Keygate, MethodScopes};
 
 /// The scope that lets a key manage the keys of its own owner.
