@@ -19,7 +19,12 @@ examples="${SCHEMATHESIS_MAX_EXAMPLES:-50}"
 # A hard bound on the whole run, whatever schemathesis decides to do.
 budget="${SCHEMATHESIS_TIMEOUT:-300}"
 
-if ! command -v st >/dev/null 2>&1; then
+# `st`, or the module behind it when pip put the script off the PATH.
+if command -v st >/dev/null 2>&1; then
+    st=(st)
+elif python3 -c 'import schemathesis.cli' >/dev/null 2>&1; then
+    st=(python3 -m schemathesis.cli)
+else
     if [[ "${CI:-}" == "true" ]]; then
         echo "schemathesis.sh: schemathesis is not installed (pip install schemathesis); CI=true, so this fails" >&2
         exit 1
@@ -79,7 +84,7 @@ export PYTHONPATH="$root/scripts${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=
 status=0
 # From the temporary directory: schemathesis keeps a cache where it runs.
 cd "$work"
-timeout "$budget" st run "$work/openapi.json" \
+timeout "$budget" "${st[@]}" run "$work/openapi.json" \
     --url "$base" \
     --checks all \
     --max-examples "$examples" \
