@@ -290,13 +290,11 @@ fn violation(v: &GrantViolation, expiry_field: &str) -> FieldError {
     }
 }
 
-/// `secs` in days, for people: `365 days`, or `1.5 days`.
+/// `secs` in days, for people: `365 days`, or `1.50 days`.
 fn days(secs: u64) -> String {
-    if secs % 86_400 == 0 {
+    if secs.is_multiple_of(86_400) {
         format!("{} days", secs / 86_400)
     } else {
-        #[expect(clippy::cast_precision_loss, reason = "only shown to people")]
-        let days = secs as f64 / 86_400.0;
-        format!("{days:.2} days")
+        format!("{:.2} days", secs as f64 / 86_400.0)
     }
 }

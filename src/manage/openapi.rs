@@ -272,18 +272,17 @@ fn bounds(doc: &mut serde_json::Value, limits: &Limits) {
             merge(target, change);
         }
     }
-    if let Some(max) = limits.max_key_lifetime {
-        if let Some(target) = doc.pointer_mut(&format!("{schemas}/UpdateKey/properties/expires_at"))
-        {
-            let note = format!(
-                " This service's keys live at most {} seconds ({:.0} days) from their creation: \
-                 a later expiry, or `null`, is refused with 422.",
-                max.as_secs(),
-                day(max.as_secs())
-            );
-            if let Some(serde_json::Value::String(d)) = target.get_mut("description") {
-                d.push_str(&note);
-            }
+    if let Some(max) = limits.max_key_lifetime
+        && let Some(target) = doc.pointer_mut(&format!("{schemas}/UpdateKey/properties/expires_at"))
+    {
+        let note = format!(
+            " This service's keys live at most {} seconds ({:.0} days) from their creation: \
+             a later expiry, or `null`, is refused with 422.",
+            max.as_secs(),
+            day(max.as_secs())
+        );
+        if let Some(serde_json::Value::String(d)) = target.get_mut("description") {
+            d.push_str(&note);
         }
     }
     for schema in ["CreateKey", "UpdateKey"] {

@@ -183,7 +183,7 @@ pub(crate) fn list_filter(
         }
         Some(StatusFilter::Revoked) => conditions.push("revoked_at IS NOT NULL".to_owned()),
         Some(StatusFilter::Expired) => {
-            conditions.push(format!("revoked_at IS NULL AND expires_at <= {}", next()))
+            conditions.push(format!("revoked_at IS NULL AND expires_at <= {}", next()));
         }
     }
     if page.cursor.is_some() {

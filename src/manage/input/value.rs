@@ -142,11 +142,8 @@ pub(super) fn seconds(v: &Value, min: u64) -> Result<u64, String> {
     let whole = "a whole number of seconds";
     // 2^64: the first whole float a u64 cannot hold.
     let integral = |f: f64| f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f);
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "whole, non-negative and below 2^64, checked just before"
-    )]
+    // Whole, non-negative and below 2^64, checked just before: the cast is
+    // exact.
     let number = v
         .as_u64()
         .or_else(|| v.as_f64().filter(|f| integral(*f)).map(|f| f as u64));
