@@ -63,6 +63,44 @@ impl KeygateBuilder {
         self
     }
 
+    /// The lifetime of a key created without an expiry, by any way of
+    /// creating one ([`Keygate::manager`], the management router, a
+    /// rotation of a key that has none): it expires this long after its
+    /// creation. Default: none (such keys never expire). Sets
+    /// [`Limits::default_key_lifetime`](keygate_core::Limits::default_key_lifetime);
+    /// call it after [`manage_limits`](Self::manage_limits), which replaces
+    /// every cap.
+    pub fn default_key_lifetime(mut self, lifetime: Duration) -> Self {
+        self.manage_limits.default_key_lifetime = Some(lifetime);
+        self
+    }
+
+    /// The longest a key may live, from its creation: creating a key that
+    /// expires later, or changing a key's expiry past its creation plus
+    /// this (or to none), is refused (422 in the management router); a key
+    /// created without an expiry gets the [default
+    /// lifetime](Self::default_key_lifetime), or this; a rotation's new key
+    /// never expires later than this long after the rotation. The
+    /// management router's OpenAPI document states it as the maximum of
+    /// `expires_in_seconds`. Default: none. Sets
+    /// [`Limits::max_key_lifetime`](keygate_core::Limits::max_key_lifetime);
+    /// call it after [`manage_limits`](Self::manage_limits).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use keygate::{Keygate, core::MemoryStore};
+    ///
+    /// const DAY: Duration = Duration::from_secs(86_400);
+    /// let keys = Keygate::builder(MemoryStore::new())
+    ///     .default_key_lifetime(90 * DAY)
+    ///     .max_key_lifetime(365 * DAY)
+    ///     .build();
+    /// ```
+    pub fn max_key_lifetime(mut self, lifetime: Duration) -> Self {
+        self.manage_limits.max_key_lifetime = Some(lifetime);
+        self
+    }
+
     /// This application's key prefix (`mbk` for `mbk_live_…`; default `kg`).
     ///
     /// # Panics

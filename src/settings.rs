@@ -67,7 +67,10 @@ impl Settings {
             default_quota: None,
             clock: Arc::new(SystemClock),
             rate_limit_headers: false,
-            expiry_warning: time::Duration::days(7),
+            // The same window `status=expiring` and `keygate keys list
+            // --status expiring` use.
+            expiry_warning: time::Duration::try_from(keygate_core::DEFAULT_EXPIRY_WARNING)
+                .unwrap_or(time::Duration::days(7)),
             unavailable_retry_after: Duration::from_secs(1),
             forwarded: None,
             peer_fn: None,

@@ -342,6 +342,7 @@ async fn caps_bind_every_caller_and_name_the_field() {
             max_metadata_bytes: 64,
             max_allowed_ips: 2,
             max_rotation_grace: Duration::from_secs(3600),
+            ..Limits::default()
         })
     })
     .await;

@@ -7,8 +7,9 @@ use axum::{
 };
 use http::{StatusCode, request::Parts};
 use keygate_core::{
-    CreatedKey, Environment, GrantDimension, GrantViolation, Grantor, KeyId, KeyManager, KeyRecord,
-    KeyView, ManageError, Owner, Scope, StoreError, may_grant_environment, ungrantable_scopes,
+    Cap, CreatedKey, Environment, GrantDimension, GrantViolation, Grantor, KeyId, KeyManager,
+    KeyRecord, KeyView, ManageError, Owner, Scope, StoreError, may_grant_environment,
+    ungrantable_scopes,
 };
 
 use super::{
@@ -110,6 +111,11 @@ impl Caller {
         }
     }
 
+    /// Whether the caller's key has `admin`: it manages every owner's keys.
+    pub(super) fn is_admin(&self) -> bool {
+        self.admin
+    }
+
     /// Whether the caller may see keys of `owner`.
     fn sees(&self, owner: &Owner) -> bool {
         self.admin || self.key.owner() == owner
@@ -201,6 +207,18 @@ impl Caller {
         }
     }
 
+    /// The key `id` if the caller may see it and it is not revoked: a
+    /// revoked key is gone from the routes on one key (404 `revoked`, with
+    /// its record), as a `DELETE` answered with success promised. Listings
+    /// (`status=revoked`) and the audit trail still show it.
+    pub(super) async fn load_live(&self, id: &str) -> Result<KeyRecord, Problem> {
+        let record = self.load(id).await?;
+        if record.is_revoked() {
+            return Err(Problem::revoked(&self.view(&record)));
+        }
+        Ok(record)
+    }
+
     /// The response for a failed management call.
     pub(super) fn failed(&self, err: ManageError) -> Problem {
         self.refused(err, "expires_at")
@@ -228,6 +246,17 @@ impl Caller {
                 )
             }
             ManageError::NotRotatable(_) => Problem::not_rotatable(),
+            ManageError::OverCap {
+                cap: Cap::KeyLifetime,
+                max,
+            } => Problem::invalid_field(
+                expiry_field,
+                format!(
+                    "this service gives a key at most {max} seconds of life from its creation \
+                     ({}); ask for an earlier expiry",
+                    days(max)
+                ),
+            ),
             ManageError::OverCap { cap, max } => {
                 Problem::invalid_field(cap.field(), format!("at most {max} {cap}"))
             }
@@ -258,5 +287,14 @@ fn violation(v: &GrantViolation, expiry_field: &str) -> FieldError {
     FieldError {
         field,
         message: v.message.clone(),
+    }
+}
+
+/// `secs` in days, for people: `365 days`, or `1.50 days`.
+fn days(secs: u64) -> String {
+    if secs.is_multiple_of(86_400) {
+        format!("{} days", secs / 86_400)
+    } else {
+        format!("{:.2} days", secs as f64 / 86_400.0)
     }
 }

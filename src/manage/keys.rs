@@ -13,7 +13,7 @@ use axum::{
     extract::{RawQuery, rejection::BytesRejection},
 };
 use http::StatusCode;
-use keygate_core::{Cursor, ManageError, NewKey, Page, Scopes};
+use keygate_core::{Cursor, KeyFilter, ManageError, NewKey, Page, Scopes, StatusFilter};
 
 use super::{
     caller::Caller,
@@ -22,6 +22,7 @@ use super::{
         self, CreateKeyRequest, FieldError, ListQuery, RotateKeyRequest, UpdateKeyRequest,
         UsageQuery,
     },
+    openapi,
     schema::KeySchema,
     view::{BucketView, CreatedKeyView, KeyListView, Problem, ProblemBody, UsageView, json},
 };
@@ -67,6 +68,19 @@ pub(super) async fn create_key(caller: Caller, raw: Result<Bytes, BytesRejection
     let environment = req.environment.unwrap_or(caller.environment());
     caller.may_use_environment(environment, Some("environment"))?;
     let expires_in = req.expires_in_seconds;
+    // The bound the document states: the service's longest lifetime, and
+    // never a time past year 9999.
+    let max_in = openapi::max_expires_in_seconds(caller.state().limits());
+    if let Some(secs) = expires_in
+        && secs > max_in
+    {
+        return Err(Problem::invalid_field(
+            "expires_in_seconds",
+            format!(
+                "must be at most {max_in} seconds: the longest lifetime this service gives a key"
+            ),
+        ));
+    }
     let mut new = NewKey::new(req.owner, req.name)
         .scopes(req.scopes.into_iter().collect::<Scopes>())
         .environment(environment)
@@ -93,10 +107,12 @@ pub(super) async fn create_key(caller: Caller, raw: Result<Bytes, BytesRejection
     }
 }
 
-/// List an owner's keys, newest first.
+/// List keys, newest first.
 ///
-/// Without `owner`, the keys of the caller's own owner. Revoked and expired
-/// keys are included.
+/// An `admin` key lists every owner's keys unless `owner` names one; a
+/// `keys:manage` key lists its own owner's only (naming another owner is a
+/// 403). `status` and `environment` narrow the list; without `status`,
+/// revoked and expired keys are included.
 #[utoipa::path(
     get,
     path = "/keys",
@@ -109,8 +125,28 @@ pub(super) async fn create_key(caller: Caller, raw: Result<Bytes, BytesRejection
 )]
 pub(super) async fn list_keys(caller: Caller, RawQuery(query): RawQuery) -> Answer {
     let query = input::list(query.as_deref()).map_err(Problem::invalid)?;
-    let owner = query.owner.unwrap_or_else(|| caller.owner().clone());
-    caller.sees_owner(&owner, "owner")?;
+    // A delegated caller's view is its own owner's keys, whatever the
+    // filters say: the owner is decided here, before the store is asked.
+    let owner = match query.owner {
+        Some(owner) => {
+            caller.sees_owner(&owner, "owner")?;
+            Some(owner)
+        }
+        None if caller.is_admin() => None,
+        None => Some(caller.owner().clone()),
+    };
+    let status = query.status.map(|status| match status {
+        // The window in which this service's layer warns with `Sunset`.
+        StatusFilter::Expiring { .. } => StatusFilter::Expiring {
+            within: caller.state().expiry_warning(),
+        },
+        other => other,
+    });
+    let filter = KeyFilter {
+        owner,
+        environment: query.environment,
+        status,
+    };
     // One more than asked for tells whether there is a next page.
     let page = Page {
         limit: query.limit + 1,
@@ -118,7 +154,7 @@ pub(super) async fn list_keys(caller: Caller, RawQuery(query): RawQuery) -> Answ
     };
     let mut records = caller
         .manager()
-        .list(&owner, page)
+        .list_keys(&filter, page)
         .await
         .map_err(|e| caller.failed(e))?;
     let next_cursor = if records.len() > query.limit {
@@ -132,6 +168,8 @@ pub(super) async fn list_keys(caller: Caller, RawQuery(query): RawQuery) -> Answ
 }
 
 /// Get one key.
+///
+/// A revoked key is gone: 404 `revoked`, with its record as `key`.
 #[utoipa::path(
     get,
     path = "/keys/{id}",
@@ -139,10 +177,11 @@ pub(super) async fn list_keys(caller: Caller, RawQuery(query): RawQuery) -> Answ
     params(KeyIdParam),
     responses(
         (status = 200, description = "The key", body = KeySchema),
+        (status = 404, description = "`not_found`: no such key, or another owner's; `revoked`: the key was revoked, and `key` holds its record", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn get_key(caller: Caller, KeyIdParam(id): KeyIdParam) -> Answer {
-    let record = caller.load(&id).await?;
+    let record = caller.load_live(&id).await?;
     Ok(json(StatusCode::OK, &caller.view(&record)))
 }
 
@@ -160,6 +199,7 @@ pub(super) async fn get_key(caller: Caller, KeyIdParam(id): KeyIdParam) -> Answe
     responses(
         (status = 200, description = "The updated key", body = KeySchema),
         (status = 403, description = "`insufficient_scope` or `environment_not_allowed`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such key, or another owner's; `revoked`: the key was revoked, and `key` holds its record", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn update_key(
@@ -168,7 +208,7 @@ pub(super) async fn update_key(
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let req = read(raw, input::update)?;
-    let record = caller.load(&id).await?;
+    let record = caller.load_live(&id).await?;
     caller.may_modify(&record)?;
     if let Some(scopes) = &req.scopes {
         caller.may_grant(scopes, "scopes")?;
@@ -188,6 +228,8 @@ pub(super) async fn update_key(
 /// Revoke a key, at once.
 ///
 /// Revoking a revoked key changes nothing and answers the same record.
+/// Afterwards the key is gone from the other routes on it (404 `revoked`);
+/// listings with `status=revoked` still show it.
 #[utoipa::path(
     delete,
     path = "/keys/{id}",
@@ -255,6 +297,7 @@ pub(super) async fn rotate_key(
     params(KeyIdParam, UsageQuery),
     responses(
         (status = 200, description = "Usage per hour", body = UsageView),
+        (status = 404, description = "`not_found`: no such key, or another owner's; `revoked`: the key was revoked, and `key` holds its record", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn key_usage(
@@ -263,7 +306,7 @@ pub(super) async fn key_usage(
     RawQuery(query): RawQuery,
 ) -> Answer {
     let query = input::usage(query.as_deref()).map_err(Problem::invalid)?;
-    let record = caller.load(&id).await?;
+    let record = caller.load_live(&id).await?;
     let since = query
         .since
         .unwrap_or_else(|| caller.state().now() - time::Duration::DAY);

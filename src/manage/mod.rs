@@ -63,16 +63,40 @@
 //! | route | does | success |
 //! |---|---|---|
 //! | `POST /keys` | issues a key; the answer holds the key itself, shown this once | 201 |
-//! | `GET /keys?owner=&limit=&cursor=` | one page of an owner's keys (default: the caller's owner), newest first, with `next_cursor` | 200 |
+//! | `GET /keys?owner=&status=&environment=&limit=&cursor=` | one page of keys, newest first, with `next_cursor`: every owner's for an `admin` key (or `owner`'s), the caller's own owner's for a `keys:manage` key; `status` is `active`, `expiring`, `revoked` or `expired`, `environment` `live` or `test` | 200 |
 //! | `GET /keys/{id}` | one key | 200 |
 //! | `PATCH /keys/{id}` | changes `name`, `scopes`, `rate_limit`, `allowed_ips`, `metadata` or `expires_at` (RFC 3339); `null` clears `rate_limit` and `expires_at` | 200 |
-//! | `DELETE /keys/{id}` | revokes the key, at once; revoking again keeps the first time | 200, with the record |
+//! | `DELETE /keys/{id}` | revokes the key, at once; revoking again keeps the first time; afterwards the other routes on the key answer 404 `revoked` | 200, with the record |
 //! | `POST /keys/{id}/rotate` | replaces the key; the old one works for `grace_seconds` more | 201, with the new key |
 //! | `GET /keys/{id}/usage?since=` | hourly request counts of the key's rotation family (default: the last 24 hours) | 200 |
 //! | `GET /openapi.json` | the OpenAPI 3.1 document of these routes, behind the same authorization | 200 |
 //!
 //! No answer ever holds a key's digest, and only the two 201s hold a key.
 //! Every answer carries `Cache-Control: no-store`.
+//!
+//! `status=expiring` lists the keys that work now and expire within the
+//! service's expiry-warning window (`KeygateBuilder::expiry_warning`, 7 days
+//! by default): the keys whose responses already carry `Sunset` headers.
+//! `active` keys work now (a rotated key in its grace period included, and
+//! expiring ones too); `expired` keys are past their `expires_at` and not
+//! revoked.
+//!
+//! # Lifetimes
+//!
+//! `KeygateBuilder::default_key_lifetime` and `max_key_lifetime` bind every
+//! create, change and rotation: a key created without
+//! `expires_in_seconds` gets the default (or the maximum); a longer
+//! `expires_in_seconds`, or an `expires_at` later than the key's creation
+//! plus the maximum (or `null`), is a 422 naming the field; a rotation's new
+//! key keeps its key's expiry, brought forward to the maximum from now. The
+//! OpenAPI document states the bounds (`maximum` of `expires_in_seconds`,
+//! which is never more than 100 years, and of `grace_seconds`).
+//!
+//! # Interactive docs
+//!
+//! With the `docs` feature, [`docs`] serves Swagger UI for this API from
+//! the binary, under a strict `Content-Security-Policy`: mount it beside the
+//! router (`router(&keys).merge(docs(&keys))`).
 //!
 //! # Errors
 //!
@@ -87,9 +111,10 @@
 //! | 403 | `not_grantable` | the key would be more powerful than the caller's; `errors` names each field (`rate_limit`, `expires_at` / `expires_in_seconds`, `allowed_ips[i]`, `metadata.<entry>`) |
 //! | 409 | `creator_revoked` | the caller's key was revoked while it created a key, which was revoked with it |
 //! | 404 | `not_found` | no such key, or another owner's |
+//! | 404 | `revoked` | `GET`, `PATCH` or usage of a revoked key; `key` holds its record |
 //! | 409 | `not_rotatable` | rotating a key that is revoked, expired or already rotated |
 //! | 413 | `invalid_body` | a body over axum's body limit |
-//! | 422 | `invalid_request` | any invalid input, or a cap exceeded; `errors` lists every bad field (`body` for a value the key store cannot keep, such as a NUL character in PostgreSQL) |
+//! | 422 | `invalid_request` | any invalid input, or a cap exceeded (the lifetime policy included); `errors` lists every bad field (`body` for a value the key store cannot keep, such as a NUL character in PostgreSQL) |
 //! | 503 | `unavailable` | the key store cannot answer (`Retry-After`) |
 //!
 //! ```json
@@ -101,8 +126,13 @@
 //! Bodies are read as JSON whatever their `Content-Type`; unknown body
 //! fields are errors (a misspelt `allowed_ips` must not go unnoticed),
 //! unknown query parameters are ignored (the query may carry the API key).
+//! The OpenAPI document states every bound the server enforces (patterns,
+//! lengths, caps, `additionalProperties: false`); `scripts/schemathesis.sh`
+//! checks the two agree.
 
 mod caller;
+#[cfg(feature = "docs")]
+mod docs;
 mod id_param;
 mod input;
 mod keys;
@@ -118,8 +148,9 @@ use axum::{
 };
 use keygate_core::{KeyRecord, KeyView, Quotas};
 use time::OffsetDateTime;
-use utoipa::openapi::OpenApi;
 
+#[cfg(feature = "docs")]
+pub use self::docs::{DOCS_CSP, docs};
 use crate::{Keygate, MethodScopes};
 
 /// The scope that lets a key manage the keys of its own owner.
@@ -164,7 +195,9 @@ struct AdminState(Arc<Inner>);
 
 struct Inner {
     keys: Keygate,
-    doc: OpenApi,
+    /// The OpenAPI document, as JSON: [`openapi::document`] writes the
+    /// server's bounds into it.
+    doc: serde_json::Value,
 }
 
 impl AdminState {
@@ -178,6 +211,22 @@ impl AdminState {
     /// when it has none.
     fn default_quota(&self) -> Option<&Quotas> {
         self.0.keys.shared.settings.default_quota.as_ref()
+    }
+
+    /// The window of `status=expiring`: the service's expiry warning.
+    fn expiry_warning(&self) -> Duration {
+        self.0
+            .keys
+            .shared
+            .settings
+            .expiry_warning
+            .try_into()
+            .unwrap_or(Duration::MAX)
+    }
+
+    /// The caps every change obeys, lifetimes included.
+    fn limits(&self) -> &keygate_core::Limits {
+        self.0.keys.manager().limits()
     }
 
     /// How long a client should wait when the key store cannot answer.

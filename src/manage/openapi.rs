@@ -8,7 +8,7 @@ use http::StatusCode;
 use utoipa::{
     Modify, OpenApi,
     openapi::{
-        self, Components, Content, RefOr, ResponseBuilder, Server,
+        self, Components, Content, RefOr, ResponseBuilder,
         path::ParameterIn,
         security::{
             ApiKey as ApiKeyScheme, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement,
@@ -19,12 +19,13 @@ use utoipa::{
 
 use super::{
     caller::Caller,
-    input::FieldError,
+    input::{FieldError, ListStatus},
     keys,
     schema::{EnvironmentName, KeyStatus},
     view::{BucketView, json},
 };
 use crate::Keygate;
+use keygate_core::Limits;
 
 /// This API's OpenAPI 3.1 document.
 ///
@@ -40,9 +41,18 @@ pub(super) async fn openapi_json(
     caller: Caller,
     nested: Result<NestedPath, NestedPathRejection>,
 ) -> Response {
-    let mut doc = caller.state().0.doc.clone();
-    if let Ok(path) = nested {
-        doc.servers = Some(vec![Server::new(path.as_str())]);
+    served(
+        &caller.state().0.doc,
+        nested.ok().as_ref().map(NestedPath::as_str),
+    )
+}
+
+/// `doc` as served from under `mounted_at`: its `servers` entry is that
+/// path, so the paths in it resolve.
+pub(super) fn served(doc: &serde_json::Value, mounted_at: Option<&str>) -> Response {
+    let mut doc = doc.clone();
+    if let (Some(path), Some(doc)) = (mounted_at, doc.as_object_mut()) {
+        doc.insert("servers".to_owned(), serde_json::json!([{ "url": path }]));
     }
     json(StatusCode::OK, &doc)
 }
@@ -58,7 +68,7 @@ pub(super) async fn openapi_json(
         keys::create_key, keys::list_keys, keys::get_key, keys::update_key, keys::revoke_key,
         keys::rotate_key, keys::key_usage, openapi_json,
     ),
-    components(schemas(KeyStatus, EnvironmentName, FieldError, BucketView)),
+    components(schemas(KeyStatus, EnvironmentName, ListStatus, FieldError, BucketView)),
     modifiers(&CommonResponses),
     tags(
         (name = "keys", description = "API keys"),
@@ -142,8 +152,10 @@ fn operations(item: &mut openapi::PathItem) -> impl Iterator<Item = &mut openapi
 }
 
 /// The document for `keys`: the security scheme names the header (or
-/// bearer token) its layer reads keys from.
-pub(super) fn document(keys: &Keygate) -> openapi::OpenApi {
+/// bearer token) its layer reads keys from, and every input carries the
+/// bounds the server enforces ([`bounds`]), so a request the document calls
+/// valid is accepted and one it calls invalid is refused.
+pub(super) fn document(keys: &Keygate) -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let sources = &keys.shared.settings.sources;
@@ -165,5 +177,176 @@ pub(super) fn document(keys: &Keygate) -> openapi::OpenApi {
         "api_key",
         Vec::<String>::new(),
     )]);
+    let mut doc = serde_json::to_value(&doc).unwrap_or_default();
+    bounds(&mut doc, keys.manager().limits());
     doc
+}
+
+/// The longest `expires_in_seconds` accepted when the service sets no
+/// maximum lifetime: 100 years, so every expiry stays before year 9999.
+pub(super) const MAX_EXPIRES_IN_SECONDS: u64 = 100 * 365 * 86_400;
+
+/// The longest `expires_in_seconds` this service accepts: its maximum key
+/// lifetime, and never more than [`MAX_EXPIRES_IN_SECONDS`].
+pub(super) fn max_expires_in_seconds(limits: &Limits) -> u64 {
+    limits
+        .max_key_lifetime
+        .map_or(MAX_EXPIRES_IN_SECONDS, |d| d.as_secs())
+        .min(MAX_EXPIRES_IN_SECONDS)
+}
+
+/// A name with at least one character that is not Unicode `White_Space`
+/// (what `str::trim` removes): the server refuses names that are blank.
+const NAME: &str = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+/// [`keygate_core::Owner`]'s text form: 1 to 256 characters after the
+/// kind, none of them a control character.
+const OWNER: &str = "^(user|service):[^\\u0000-\\u001f\\u007f-\\u009f]{1,256}$";
+/// [`keygate_core::Scope`]'s rule.
+const SCOPE: &str = "^[a-z][a-z0-9:._-]{0,63}$";
+/// One to eight quotas (`n/unit`, comma-separated), each admitting 1 to
+/// 999 999 999 requests per period of at most 366 days.
+const QUOTAS: &str = concat!(
+    "^(?:[1-9][0-9]{0,8}/(?:(?:[1-9][0-9]{0,2})?(?:ms|s|sec|second|seconds|m|min|minute|minutes|h|hour|hours)",
+    "|(?:[1-9][0-9]?|[12][0-9]{2}|3[0-5][0-9]|36[0-6])?(?:d|day|days)))",
+    "(?:,[1-9][0-9]{0,8}/(?:(?:[1-9][0-9]{0,2})?(?:ms|s|sec|second|seconds|m|min|minute|minutes|h|hour|hours)",
+    "|(?:[1-9][0-9]?|[12][0-9]{2}|3[0-5][0-9]|36[0-6])?(?:d|day|days))){0,7}$",
+);
+/// An IPv4 or IPv6 address, optionally with a prefix length: what
+/// [`keygate_core::parse_allowed_net`] reads.
+const NETWORK: &str = concat!(
+    "^(?:(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
+    "(?:/(?:3[0-2]|[12]?[0-9]))?",
+    "|(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}",
+    "|(?:[0-9a-fA-F]{1,4}:){1,7}:",
+    "|(?:[0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}",
+    "|(?:[0-9a-fA-F]{1,4}:){1,5}(?::[0-9a-fA-F]{1,4}){1,2}",
+    "|(?:[0-9a-fA-F]{1,4}:){1,4}(?::[0-9a-fA-F]{1,4}){1,3}",
+    "|(?:[0-9a-fA-F]{1,4}:){1,3}(?::[0-9a-fA-F]{1,4}){1,4}",
+    "|(?:[0-9a-fA-F]{1,4}:){1,2}(?::[0-9a-fA-F]{1,4}){1,5}",
+    "|[0-9a-fA-F]{1,4}:(?::[0-9a-fA-F]{1,4}){1,6}",
+    "|:(?:(?::[0-9a-fA-F]{1,4}){1,7}|:)",
+    "|::(?:[fF]{4}(?::0{1,4})?:)?(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
+    "|(?:[0-9a-fA-F]{1,4}:){1,4}:(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))",
+    "(?:/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$",
+);
+/// An RFC 3339 time from year 1970 to 9999, as the server keeps them (the
+/// server also refuses the few that fall outside once converted to UTC).
+const TIME: &str = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-";
+/// A cursor as `next_cursor` hands it out: `{unix-nanos}.{id}`.
+const CURSOR: &str = "^[0-9]{1,20}\\.[0-9A-Za-z]{10}$";
+
+/// Writes the server's bounds into the document: the patterns of every text
+/// field, the caps of [`Limits`], and which fields take `null`.
+fn bounds(doc: &mut serde_json::Value, limits: &Limits) {
+    use serde_json::json;
+    let day = |secs: u64| secs as f64 / 86_400.0;
+    let max_in = max_expires_in_seconds(limits);
+    let schemas = "/components/schemas";
+    for (schema, field, change) in [
+        ("CreateKey", "owner", json!({"pattern": OWNER})),
+        ("CreateKey", "name", json!({"pattern": NAME})),
+        ("UpdateKey", "name", json!({"pattern": NAME})),
+        ("CreateKey", "rate_limit", json!({"pattern": QUOTAS})),
+        ("UpdateKey", "rate_limit", json!({"pattern": QUOTAS})),
+        ("UpdateKey", "expires_at", json!({"pattern": TIME})),
+        (
+            "CreateKey",
+            "expires_in_seconds",
+            json!({"maximum": max_in, "description": format!(
+                "Expire the key this many seconds after creation: at least 1, at most {max_in} \
+                 ({:.0} days, this service's longest key lifetime). Absent or `null`: {}.",
+                day(max_in),
+                match limits.key_lifetime(None).ok().flatten() {
+                    Some(d) => format!("{} seconds ({:.0} days), this service's default", d.as_secs(), day(d.as_secs())),
+                    None => "never".to_owned(),
+                }
+            )}),
+        ),
+        (
+            "RotateKey",
+            "grace_seconds",
+            json!({"maximum": limits.max_rotation_grace.as_secs()}),
+        ),
+    ] {
+        if let Some(target) = doc.pointer_mut(&format!("{schemas}/{schema}/properties/{field}")) {
+            merge(target, change);
+        }
+    }
+    if let Some(max) = limits.max_key_lifetime
+        && let Some(target) = doc.pointer_mut(&format!("{schemas}/UpdateKey/properties/expires_at"))
+    {
+        let note = format!(
+            " This service's keys live at most {} seconds ({:.0} days) from their creation: \
+             a later expiry, or `null`, is refused with 422.",
+            max.as_secs(),
+            day(max.as_secs())
+        );
+        if let Some(serde_json::Value::String(d)) = target.get_mut("description") {
+            d.push_str(&note);
+        }
+    }
+    for schema in ["CreateKey", "UpdateKey"] {
+        let props = format!("{schemas}/{schema}/properties");
+        if let Some(items) = doc.pointer_mut(&format!("{props}/scopes/items")) {
+            merge(items, json!({"pattern": SCOPE}));
+        }
+        if let Some(nets) = doc.pointer_mut(&format!("{props}/allowed_ips")) {
+            merge(nets, json!({"maxItems": limits.max_allowed_ips}));
+            if let Some(items) = nets.get_mut("items") {
+                merge(items, json!({"pattern": NETWORK}));
+            }
+        }
+    }
+    // Unknown body fields are refused (a misspelt field must not go
+    // unnoticed).
+    for schema in ["CreateKey", "UpdateKey", "RotateKey"] {
+        if let Some(target) = doc.pointer_mut(&format!("{schemas}/{schema}")) {
+            merge(target, json!({"additionalProperties": false}));
+        }
+    }
+    // `POST /keys` reads an absent or `null` allowlist and metadata alike.
+    for (field, kind) in [("allowed_ips", "array"), ("metadata", "object")] {
+        if let Some(target) = doc.pointer_mut(&format!("{schemas}/CreateKey/properties/{field}")) {
+            merge(target, json!({"type": [kind, "null"]}));
+        }
+    }
+    // An empty `PATCH` changes nothing, and answers the key as it is.
+    if let Some(body) = doc.pointer_mut("/paths/~1keys~1{id}/patch/requestBody") {
+        merge(body, json!({"required": false}));
+    }
+    for (path, name, change) in [
+        (
+            "/paths/~1keys/get/parameters",
+            "owner",
+            json!({"pattern": OWNER}),
+        ),
+        (
+            "/paths/~1keys/get/parameters",
+            "cursor",
+            json!({"pattern": CURSOR}),
+        ),
+        (
+            "/paths/~1keys~1{id}~1usage/get/parameters",
+            "since",
+            json!({"pattern": TIME}),
+        ),
+    ] {
+        let Some(serde_json::Value::Array(params)) = doc.pointer_mut(path) else {
+            continue;
+        };
+        for param in params {
+            if param.get("name").and_then(|n| n.as_str()) == Some(name)
+                && let Some(schema) = param.get_mut("schema")
+            {
+                merge(schema, change.clone());
+            }
+        }
+    }
+}
+
+/// Sets each member of `change` in `target`.
+fn merge(target: &mut serde_json::Value, change: serde_json::Value) {
+    if let (Some(target), serde_json::Value::Object(change)) = (target.as_object_mut(), change) {
+        target.extend(change);
+    }
 }

@@ -129,7 +129,7 @@ pub(super) struct ProblemBody {
     status: u16,
     /// A stable, machine-readable code: `invalid_request`, `not_found`,
     /// `insufficient_scope`, `owner_not_allowed`, `environment_not_allowed`,
-    /// `not_grantable`, `not_rotatable`, `creator_revoked`, `unavailable`, … (and the layer's own codes, such as
+    /// `not_grantable`, `not_rotatable`, `creator_revoked`, `revoked`, `unavailable`, … (and the layer's own codes, such as
     /// `missing_key` or `rate_limited`).
     #[schema(example = "invalid_request")]
     code: &'static str,
@@ -146,6 +146,10 @@ pub(super) struct ProblemBody {
     /// `Retry-After`).
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after: Option<u64>,
+    /// For `revoked`: the key as it was revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<KeySchema>)]
+    key: Option<()>,
 }
 
 impl Problem {
@@ -260,6 +264,31 @@ impl Problem {
             fields.join(", ")
         );
         Self::new(StatusCode::FORBIDDEN, "not_grantable", detail).with_errors(errors)
+    }
+
+    /// 404 `revoked`: the key was revoked, so it is gone from the routes on
+    /// one key, as after any successful `DELETE`; the body carries its
+    /// record as `key`.
+    pub(super) fn revoked(view: &KeyView) -> Self {
+        let at = view
+            .revoked_at
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        let problem = Self::new(
+            StatusCode::NOT_FOUND,
+            "revoked",
+            format!(
+                "This key was revoked at {at}: it can no longer be read, changed or rotated here. \
+                 Listings with `status=revoked` still show it."
+            ),
+        );
+        match serde_json::to_value(view) {
+            Ok(key) => problem.with("key", key),
+            Err(_) => problem,
+        }
     }
 
     /// 409: the caller's key was revoked while it created a key.

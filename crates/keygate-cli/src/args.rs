@@ -72,6 +72,16 @@ pub(crate) struct GlobalArgs {
     /// Print one JSON document on stdout instead of tables.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+
+    /// Lifetime of keys created (or rotated from a key) without an expiry,
+    /// e.g. 365d: as your server's `.default_key_lifetime(..)`.
+    #[arg(long, global = true, env = "KEYGATE_DEFAULT_KEY_LIFETIME", value_parser = duration::parse_positive, value_name = "DURATION")]
+    pub(crate) default_key_lifetime: Option<Duration>,
+
+    /// Longest lifetime of a key from its creation, e.g. 365d: as your
+    /// server's `.max_key_lifetime(..)`. Longer --expires-in is refused.
+    #[arg(long, global = true, env = "KEYGATE_MAX_KEY_LIFETIME", value_parser = duration::parse_positive, value_name = "DURATION")]
+    pub(crate) max_key_lifetime: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,7 +134,8 @@ pub(crate) struct ServeArgs {
 pub(crate) enum KeysCommand {
     /// Issue a new key and print it, this once.
     Create(CreateArgs),
-    /// List an owner's keys, newest first (never the keys themselves).
+    /// List keys, newest first: every owner's, or filtered (never the keys
+    /// themselves).
     List(ListArgs),
     /// Show one key's settings and status.
     Show(IdArg),
@@ -160,7 +171,8 @@ pub(crate) struct CreateArgs {
     /// your own (billing:read). Pass "" for none.
     #[arg(long, value_parser = parse_scopes, value_name = "SCOPES")]
     pub(crate) scopes: Scopes,
-    /// Expire the key after this long, e.g. 90d.
+    /// Expire the key after this long, e.g. 90d (default:
+    /// --default-key-lifetime, else never; at most --max-key-lifetime).
     #[arg(long, value_parser = duration::parse_positive, value_name = "DURATION")]
     pub(crate) expires_in: Option<Duration>,
     /// The key's own quota, e.g. 100/s or 600/min (default: the server's).
@@ -182,9 +194,18 @@ pub(crate) struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
-    /// Whose keys: user:<id> or service:<name>.
+    /// Only this owner's keys: user:<id> or service:<name> (default: every
+    /// owner's).
     #[arg(long, value_name = "OWNER")]
-    pub(crate) owner: Owner,
+    pub(crate) owner: Option<Owner>,
+    /// Only keys in this state now: active (works: neither revoked nor
+    /// expired), expiring (active, expires within 7 days, the window of the
+    /// server's Sunset headers and of `keys expiring`), revoked, expired.
+    #[arg(long, value_name = "STATUS", value_parser = ["active", "expiring", "revoked", "expired"])]
+    pub(crate) status: Option<String>,
+    /// Only keys of this environment.
+    #[arg(long, value_name = "ENV", value_parser = ["live", "test"])]
+    pub(crate) environment: Option<String>,
     /// Most keys to show.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub(crate) limit: u16,

@@ -11,6 +11,7 @@
 //! $ keygate --database-url sqlite://keygate.db migrate
 //! $ keygate keys create --owner user:alice --name laptop --scopes read,write --expires-in 90d
 //! $ keygate keys list --owner user:alice
+//! $ keygate keys list --status expiring
 //! $ keygate keys rotate Ab3Cd5Ef7G --grace 1h
 //! $ keygate keys revoke Ab3Cd5Ef7G
 //! $ keygate audit --key Ab3Cd5Ef7G --since 7d
@@ -25,6 +26,8 @@
 //! | `--prefix` | `KEYGATE_PREFIX` | `kg` | must be your server's key prefix |
 //! | `--pepper-env VAR` | | none | name of the variable holding your server's HMAC pepper |
 //! | `--json` | | off | JSON on stdout instead of tables |
+//! | `--default-key-lifetime` | `KEYGATE_DEFAULT_KEY_LIFETIME` | none | lifetime of keys created without `--expires-in`, as the server's `.default_key_lifetime(..)` |
+//! | `--max-key-lifetime` | `KEYGATE_MAX_KEY_LIFETIME` | none | longest key lifetime, as the server's `.max_key_lifetime(..)` |
 //!
 //! The key prefix and the pepper must be the ones your server is built
 //! with (`Keygate::builder(..).prefix("mbk").hasher(KeyHasher::hmac_sha256(..))`):
@@ -71,7 +74,7 @@ mod serve;
 use std::{process::ExitCode, sync::Arc};
 
 use clap::{CommandFactory as _, FromArgMatches as _, parser::ValueSource};
-use keygate_core::{AuditLog, KeyHasher, KeyManager, SystemClock};
+use keygate_core::{AuditLog, KeyHasher, KeyManager, Limits, SystemClock};
 
 use crate::{
     args::{Cli, Command},
@@ -145,12 +148,18 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     )
     .await?;
     let log = AuditLog::spawn(Arc::clone(&db.audit), 64);
+    let limits = Limits {
+        default_key_lifetime: cli.global.default_key_lifetime,
+        max_key_lifetime: cli.global.max_key_lifetime,
+        ..Limits::default()
+    };
     let manager = KeyManager::new(
         Arc::clone(&db.keys),
         cli.global.prefix,
         hasher,
         Arc::new(SystemClock),
     )
+    .with_limits(limits)
     .with_audit_log(log.clone())
     .as_actor("cli");
     let ctx = Ctx {

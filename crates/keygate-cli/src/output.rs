@@ -143,6 +143,11 @@ pub(crate) struct Table {
 
 impl Table {
     pub(crate) fn new<const N: usize>(header: [&str; N]) -> Self {
+        Self::with_columns(&header)
+    }
+
+    /// A table whose columns are decided at run time.
+    pub(crate) fn with_columns(header: &[&str]) -> Self {
         Self {
             header: header.iter().map(|h| (*h).to_owned()).collect(),
             rows: Vec::new(),
@@ -150,6 +155,11 @@ impl Table {
     }
 
     pub(crate) fn row<const N: usize>(&mut self, cells: [&str; N]) {
+        self.cells(&cells);
+    }
+
+    /// A row of a table made [`with_columns`](Self::with_columns).
+    pub(crate) fn cells(&mut self, cells: &[&str]) {
         self.rows.push(cells.iter().map(|c| printable(c)).collect());
     }
 

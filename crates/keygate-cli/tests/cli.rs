@@ -1121,3 +1121,228 @@ fn time_flags_take_extremes_on_postgres() {
         transcript: std::cell::RefCell::default(),
     });
 }
+
+/// `keys list` without `--owner` lists every owner's keys, and its filters
+/// pick exactly the keys in each state, paged with the cursor it prints; a
+/// bad filter is a usage error.
+#[test]
+fn keys_list_lists_every_key_and_filters_by_status_environment_and_owner() {
+    let db = Db::sqlite();
+    db.ok(&["migrate"]);
+    let id = |run: Run| run.json()["id"].as_str().unwrap().to_owned();
+    let create = |owner: &str, name: &str, more: &[&str]| {
+        let mut args = vec!["--json"];
+        args.extend(keys_create(owner, name, "read", more));
+        id(db.ok(&args))
+    };
+    let live = create("user:ann", "live", &[]);
+    let soon = create("user:bob", "soon", &["--expires-in", "1d", "--test"]);
+    let later = create("service:ci", "later", &["--expires-in", "30d"]);
+    let revoked = create("user:ann", "revoked", &[]);
+    db.ok(&["keys", "revoke", &revoked]);
+    // Expired: its expiry moved into the past behind the CLI's back.
+    let expired = create("user:bob", "expired", &[]);
+    let store = db.sqlite_store();
+    let past = keygate_core::time::OffsetDateTime::now_utc() - keygate_core::time::Duration::HOUR;
+    block_on(store.update(
+        expired.parse().unwrap(),
+        &keygate_core::KeyUpdate {
+            expires_at: Some(Some(keygate_core::to_micros(past))),
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["--json", "keys", "list"];
+        all.extend_from_slice(args);
+        db.ok(&all).json()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Newest first, every owner.
+    assert_eq!(
+        ids(&[]),
+        [
+            expired.as_str(),
+            revoked.as_str(),
+            later.as_str(),
+            soon.as_str(),
+            live.as_str()
+        ]
+    );
+    assert_eq!(
+        ids(&["--status", "active"]),
+        [later.as_str(), soon.as_str(), live.as_str()]
+    );
+    assert_eq!(ids(&["--status", "expiring"]), [soon.as_str()]);
+    assert_eq!(ids(&["--status", "revoked"]), [revoked.as_str()]);
+    assert_eq!(ids(&["--status", "expired"]), [expired.as_str()]);
+    assert_eq!(ids(&["--environment", "test"]), [soon.as_str()]);
+    assert_eq!(
+        ids(&["--owner", "user:ann", "--status", "active"]),
+        [live.as_str()]
+    );
+    assert!(ids(&["--owner", "user:nobody"]).is_empty());
+
+    // The table names each key's owner, and the next page's command keeps
+    // the filters.
+    let page = db.ok(&["keys", "list", "--status", "active", "--limit", "2"]);
+    assert!(page.stdout.contains("OWNER"), "{}", page.stdout);
+    assert!(page.stdout.contains("service:ci"), "{}", page.stdout);
+    let next = page
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("More keys: keygate "))
+        .unwrap_or_else(|| panic!("no next page in:\n{}", page.stdout))
+        .to_owned();
+    assert!(
+        next.starts_with("keys list --status active --limit 2 --cursor "),
+        "{next}"
+    );
+    let mut args = vec!["--json"];
+    args.extend(next.split_whitespace());
+    let rest = db.ok(&args).json();
+    assert_eq!(rest["keys"][0]["id"], live.as_str());
+    assert_eq!(rest["keys"].as_array().unwrap().len(), 1);
+    assert!(rest["next_cursor"].is_null());
+    let none = db.ok(&[
+        "keys",
+        "list",
+        "--owner",
+        "user:nobody",
+        "--status",
+        "revoked",
+    ]);
+    assert_eq!(
+        none.stdout,
+        "No keys match --owner user:nobody --status revoked.\n"
+    );
+
+    db.fails(
+        &["keys", "list", "--status", "superseded"],
+        2,
+        "possible values",
+    );
+    db.fails(
+        &["keys", "list", "--environment", "prod"],
+        2,
+        "possible values",
+    );
+}
+
+/// `--default-key-lifetime` and `--max-key-lifetime` bind every way the CLI
+/// makes or changes a key: create with and without `--expires-in`, huge
+/// values, update past the maximum or to no expiry, and rotation of a key
+/// made before the policy. Refusals are usage errors that store nothing.
+#[test]
+fn the_lifetime_policy_binds_the_cli() {
+    let db = Db::sqlite();
+    db.ok(&["migrate"]);
+    let policy = ["--default-key-lifetime", "30d", "--max-key-lifetime", "90d"];
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = policy.to_vec();
+        all.push("--json");
+        all.extend_from_slice(args);
+        all.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
+    };
+    let lifetime = |key: &Value| {
+        let at = |f: &str| {
+            keygate_core::time::OffsetDateTime::parse(
+                key[f].as_str().unwrap(),
+                &keygate_core::time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+        };
+        (at("expires_at") - at("created_at")).whole_days()
+    };
+    let ok = |args: &[&str]| {
+        let args = run(args);
+        db.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .json()
+    };
+    // A key from before the policy: no expiry.
+    let legacy = db
+        .ok(&[
+            "--json", "keys", "create", "--owner", "user:a", "--name", "old", "--scopes", "read",
+        ])
+        .json();
+    assert!(legacy["expires_at"].is_null());
+
+    assert_eq!(
+        lifetime(&ok(&keys_create("user:a", "plain", "read", &[]))),
+        30
+    );
+    assert_eq!(
+        lifetime(&ok(&keys_create(
+            "user:a",
+            "max",
+            "read",
+            &["--expires-in", "90d"]
+        ))),
+        90
+    );
+    let before = block_on(db.sqlite_store().list_keys(
+        &keygate_core::KeyFilter::all(),
+        keygate_core::time::OffsetDateTime::now_utc(),
+        keygate_core::Page::first(100),
+    ))
+    .unwrap()
+    .len();
+    for asked in ["91d", "90d1s", "36500d"] {
+        let mut args: Vec<&str> = policy.to_vec();
+        args.extend(keys_create(
+            "user:a",
+            "long",
+            "read",
+            &["--expires-in", asked],
+        ));
+        db.fails(&args, 2, "a key lives at most 90d from its creation");
+    }
+    // Past the parser's own bound: refused before the database is touched.
+    let mut args: Vec<&str> = policy.to_vec();
+    args.extend(keys_create(
+        "user:a",
+        "huge",
+        "read",
+        &["--expires-in", "99999999999999999999d"],
+    ));
+    db.fails(&args, 2, "too long");
+    let after = block_on(db.sqlite_store().list_keys(
+        &keygate_core::KeyFilter::all(),
+        keygate_core::time::OffsetDateTime::now_utc(),
+        keygate_core::Page::first(100),
+    ))
+    .unwrap()
+    .len();
+    assert_eq!(before, after, "a refused key is not stored");
+
+    // Changes count from creation; no expiry at all is refused.
+    let plain = ok(&keys_create("user:a", "changed", "read", &[]));
+    let id = plain["id"].as_str().unwrap();
+    for change in [&["--expires-in", "91d"][..], &["--no-expiry"]] {
+        let mut args: Vec<&str> = policy.to_vec();
+        args.extend(["keys", "update", id]);
+        args.extend_from_slice(change);
+        db.fails(&args, 2, "a key lives at most 90d from its creation");
+    }
+    assert_eq!(
+        lifetime(&ok(&["keys", "update", id, "--expires-in", "60d"])),
+        60
+    );
+
+    // Rotating the pre-policy key gives its successor the default lifetime.
+    let legacy_id = legacy["id"].as_str().unwrap();
+    let rotated = ok(&["keys", "rotate", legacy_id, "--grace", "0s"]);
+    assert_eq!(lifetime(&rotated), 30);
+
+    // The policy is in the help, with its environment variables.
+    let help = db.ok(&["keys", "create", "--help"]).stdout;
+    assert!(help.contains("--max-key-lifetime"), "{help}");
+    let help = db.ok(&["--help"]).stdout;
+    assert!(help.contains("KEYGATE_MAX_KEY_LIFETIME"), "{help}");
+    assert!(help.contains("KEYGATE_DEFAULT_KEY_LIFETIME"), "{help}");
+}

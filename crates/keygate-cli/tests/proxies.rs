@@ -225,7 +225,13 @@ fn scenario(proxy: &Proxy, upstream: &Upstream, serve: &Serve, keys: &Keys) {
         assert_eq!(r.json()["required_scope"], "delete");
     }
     // The route table: /admin needs `admin`, however the path is spelled.
-    for path in ["/admin", "/admin/keys", "/%61dmin/keys", "/admin;x/keys", "//admin"] {
+    for path in [
+        "/admin",
+        "/admin/keys",
+        "/%61dmin/keys",
+        "/admin;x/keys",
+        "//admin",
+    ] {
         let r = http(at, "GET", path, &[("X-API-Key", &keys.read)]);
         assert_eq!(r.status, 403, "{path}: {r:#?}\n{}", ctx());
         assert_eq!(r.json()["required_scope"], "admin", "{path}");

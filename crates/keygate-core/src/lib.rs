@@ -87,8 +87,8 @@ pub use reconnect::Backoff;
 pub use record::{InvalidOwner, KeyInfo, KeyRecord, KeyStatus, Metadata, Owner, parse_allowed_net};
 pub use scope::{InvalidScope, MAX_SCOPE_LEN, Scope, Scopes};
 pub use store::{
-    BoxFuture, Cursor, DynKeyStore, InvalidCursor, KeyStore, MemoryStore, Page, Replacement,
-    Rotation,
+    BoxFuture, Cursor, DEFAULT_EXPIRY_WARNING, DynKeyStore, InvalidCursor, InvalidStatusFilter,
+    KeyFilter, KeyStore, MemoryStore, Page, Replacement, Rotation, StatusFilter,
 };
 pub use time_range::{
     MAX_TIME, MIN_TIME, TimeOutOfRange, checked_after, checked_utc, from_unix_micros, to_micros,

@@ -66,7 +66,9 @@ impl FromStr for Owner {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (kind, id) = s.split_once(':').ok_or(InvalidOwner(()))?;
-        if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+        // Characters, as the error (and the management API's OpenAPI
+        // pattern) say: 256 `é` are 512 bytes and were refused.
+        if id.is_empty() || id.chars().count() > 256 || id.chars().any(char::is_control) {
             return Err(InvalidOwner(()));
         }
         match kind {
@@ -318,6 +320,13 @@ mod tests {
             assert!(bad.parse::<Owner>().is_err(), "{bad:?}");
         }
         assert_eq!(Owner::user("7").kind(), "user");
+        // 1 to 256 characters, not bytes.
+        assert!(format!("user:{}", "é".repeat(256)).parse::<Owner>().is_ok());
+        assert!(
+            format!("user:{}", "a".repeat(257))
+                .parse::<Owner>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -106,6 +106,14 @@ impl KeyStore for TestStore {
     async fn list_by_owner(&self, o: &Owner, p: Page) -> Result<Vec<KeyRecord>, StoreError> {
         self.inner.list_by_owner(o, p).await
     }
+    async fn list_keys(
+        &self,
+        filter: &crate::KeyFilter,
+        now: OffsetDateTime,
+        page: Page,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_keys(filter, now, page).await
+    }
     async fn list_expiring(
         &self,
         before: OffsetDateTime,

@@ -411,6 +411,15 @@ impl<S: KeyStore> KeyStore for InvalidatingStore<S> {
         self.store.list_by_owner(owner, page).await
     }
 
+    async fn list_keys(
+        &self,
+        filter: &keygate_core::KeyFilter,
+        now: OffsetDateTime,
+        page: Page,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.store.list_keys(filter, now, page).await
+    }
+
     async fn list_expiring(
         &self,
         before: OffsetDateTime,

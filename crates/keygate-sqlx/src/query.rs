@@ -4,7 +4,8 @@
 //! ([`Backend`]).
 
 use keygate_core::{
-    AuditQuery, KeyId, KeyRecord, KeyUpdate, Owner, Rotation, StoreError, UsageBucket, usage_bucket,
+    AuditQuery, KeyFilter, KeyId, KeyRecord, KeyUpdate, Owner, Page, Rotation, StatusFilter,
+    StoreError, UsageBucket, usage_bucket,
 };
 use sqlx::{
     AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, SqlSafeStr, Transaction,
@@ -145,6 +146,95 @@ where
             .bind(DB::time_param(c.created_at)?)
             .bind(c.id.to_string()),
     })
+}
+
+/// The `WHERE … ORDER BY … LIMIT …` tail of [`KeyStore::list_keys`](keygate_core::KeyStore::list_keys),
+/// with placeholders from `param(1)` on, in the order [`bind_list`] binds
+/// them: owner, environment, the status's times, the cursor's time and id,
+/// the limit. [`KeyFilter::matches`] is the rule it states in SQL.
+pub(crate) fn list_filter(
+    filter: &KeyFilter,
+    page: Page,
+    param: impl Fn(usize) -> String,
+) -> String {
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        param(n)
+    };
+    let mut conditions = Vec::new();
+    if filter.owner.is_some() {
+        conditions.push(format!("owner = {}", next()));
+    }
+    if filter.environment.is_some() {
+        conditions.push(format!("environment = {}", next()));
+    }
+    match filter.status {
+        None => {}
+        Some(StatusFilter::Active) => conditions.push(format!(
+            "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > {})",
+            next()
+        )),
+        Some(StatusFilter::Expiring { .. }) => {
+            let (now, until) = (next(), next());
+            conditions.push(format!(
+                "revoked_at IS NULL AND expires_at > {now} AND expires_at <= {until}"
+            ));
+        }
+        Some(StatusFilter::Revoked) => conditions.push("revoked_at IS NOT NULL".to_owned()),
+        Some(StatusFilter::Expired) => {
+            conditions.push(format!("revoked_at IS NULL AND expires_at <= {}", next()));
+        }
+    }
+    if page.cursor.is_some() {
+        let (at, id) = (next(), next());
+        conditions.push(format!("(created_at, id) < ({at}, {id})"));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    format!(
+        "{filter} ORDER BY created_at DESC, id DESC LIMIT {}",
+        next()
+    )
+}
+
+/// The statement of [`KeyStore::list_keys`](keygate_core::KeyStore::list_keys),
+/// with its parameters bound: `select` (`SELECT … FROM keygate_keys`, the
+/// table named as the store names it) followed by [`list_filter`].
+pub(crate) fn bind_list<DB>(
+    select: &str,
+    filter: &KeyFilter,
+    now: OffsetDateTime,
+    page: Page,
+) -> Result<Query<'static, DB, DB::Arguments>, StoreError>
+where
+    DB: Backend,
+    for<'e> String: Encode<'e, DB> + Type<DB>,
+    for<'e> i64: Encode<'e, DB> + Type<DB>,
+{
+    let sql = format!("{select}{}", list_filter(filter, page, DB::placeholder));
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    if let Some(owner) = &filter.owner {
+        q = q.bind(owner.to_string());
+    }
+    if let Some(environment) = filter.environment {
+        q = q.bind(environment.as_str().to_owned());
+    }
+    match filter.status {
+        None | Some(StatusFilter::Revoked) => {}
+        Some(StatusFilter::Active | StatusFilter::Expired) => q = q.bind(DB::time_param(now)?),
+        Some(status @ StatusFilter::Expiring { .. }) => {
+            let until = status.expiring_until(now).unwrap_or(keygate_core::MAX_TIME);
+            q = q.bind(DB::time_param(now)?).bind(DB::time_param(until)?);
+        }
+    }
+    if let Some(c) = page.cursor {
+        q = q.bind(DB::time_param(c.created_at)?).bind(c.id.to_string());
+    }
+    Ok(q.bind(limit(page.limit)))
 }
 
 /// The key rows `query` returns, decoded.

@@ -332,6 +332,8 @@ async fn assert_unavailable(store: &(impl KeyStore + AuditStore)) {
         digest: r.digest,
         at: r.created_at,
         grace_end: r.created_at,
+        default_expiry: None,
+        max_expiry: None,
     };
     unavailable("rotate", store.rotate(r.id, &replacement).await.map(drop));
     unavailable("revoke", store.revoke(r.id, r.created_at).await.map(drop));
@@ -518,6 +520,8 @@ async fn refused_rotation(store: &impl KeyStore) {
         digest: r.digest,
         at: datetime!(2030-01-03 0:00 UTC),
         grace_end: datetime!(2030-01-04 0:00 UTC),
+        default_expiry: None,
+        max_expiry: None,
     };
     let refused = store.rotate(r.id, &replacement).await.unwrap();
     assert!(matches!(refused, keygate_core::Rotation::NotRotatable(_)));

@@ -123,6 +123,8 @@ async fn changes_made_by_another_process_reach_the_feed() {
         digest: live.digest,
         at: OffsetDateTime::now_utc(),
         grace_end: OffsetDateTime::now_utc(),
+        default_expiry: None,
+        max_expiry: None,
     };
     cli.rotate(live.id, &replacement).await.unwrap();
     let mut seen = [next(&mut feed, WITHIN).await, next(&mut feed, WITHIN).await];

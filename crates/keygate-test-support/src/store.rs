@@ -33,6 +33,8 @@ pub enum Op {
     Revoke,
     /// [`KeyStore::list_by_owner`].
     ListByOwner,
+    /// [`KeyStore::list_keys`].
+    ListKeys,
     /// [`KeyStore::list_expiring`].
     ListExpiring,
     /// [`KeyStore::count_active_by_owner`].
@@ -55,13 +57,14 @@ pub enum Op {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Find,
         Self::Insert,
         Self::Update,
         Self::Rotate,
         Self::Revoke,
         Self::ListByOwner,
+        Self::ListKeys,
         Self::ListExpiring,
         Self::CountActiveByOwner,
         Self::ListCreatedBy,
@@ -310,6 +313,16 @@ impl<S: KeyStore> KeyStore for TestStore<S> {
     async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
         self.run(Op::ListByOwner, None, self.inner.list_by_owner(owner, page))
             .await
+    }
+
+    async fn list_keys(
+        &self,
+        filter: &keygate_core::KeyFilter,
+        now: OffsetDateTime,
+        page: Page,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let work = self.inner.list_keys(filter, now, page);
+        self.run(Op::ListKeys, None, work).await
     }
 
     async fn list_expiring(

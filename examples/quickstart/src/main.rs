@@ -13,7 +13,9 @@
 //! `-- --new-keys` to revoke them and issue fresh ones.
 //!
 //! The key-management API is mounted at `/admin` (`/admin/keys`,
-//! `/admin/openapi.json`; the admin key may use it).
+//! `/admin/openapi.json`; the admin key may use it), with its interactive
+//! docs at `/admin/docs/` (open it in a browser, "Authorize" with the admin
+//! key, try any call). Keys created without an expiry expire after a year.
 //! Every authentication attempt is logged to stderr as a `keygate::audit`
 //! event (set `RUST_LOG` to change the filter, default `info`).
 //!
@@ -33,6 +35,7 @@ use std::{
     collections::BTreeMap,
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
 
 use axum::{
@@ -60,6 +63,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Besides the `X-API-Key` header, also accept `?api_key=…` (handy for
         // a browser; headers are better, URLs end up in logs).
         .query_param("api_key")
+        // Keys created without an expiry (here, through the admin API or
+        // the docs page) expire after a year.
+        .default_key_lifetime(Duration::from_secs(365 * 86_400))
         .build();
 
     let new_keys = std::env::args().any(|a| a == "--new-keys");
@@ -78,8 +84,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route_layer(keys.layer().require_scope(Scope::ADMIN));
     let app = notes.merge(stats_route).with_state(Notes::default());
     // The key-management API protects itself (admin or keys:manage keys),
-    // with its own rules rather than the method scopes above.
-    let app = app.nest("/admin", keygate::manage::router(&keys));
+    // with its own rules rather than the method scopes above. Beside it, its
+    // interactive docs at /admin/docs/: the page loads without a key, and
+    // every call it makes carries the key pasted into "Authorize".
+    let admin = keygate::manage::router(&keys).merge(keygate::manage::docs(&keys));
+    let app = app.nest("/admin", admin);
 
     let (listener, addr) = serve::listen("quickstart").await?;
     println!("keys are kept in {location}");
@@ -191,6 +200,8 @@ curl -i -H "X-API-Key: $KEYGATE_ADMIN_KEY" {url}/admin/stats
 
 # the key-management API: list the demo keys, never their secrets
 curl -s -H "X-API-Key: $KEYGATE_ADMIN_KEY" '{url}/admin/keys?owner=service:quickstart'
+# every active key; its interactive docs are in a browser at {url}/admin/docs/
+curl -s -H "X-API-Key: $KEYGATE_ADMIN_KEY" '{url}/admin/keys?status=active'
 
 # 429: ten quick requests against a quota of 5 per second
 for i in $(seq 10); do curl -s -o /dev/null -w '%{{http_code}}\n' -H "X-API-Key: $KEYGATE_READ_KEY" {url}/notes; done

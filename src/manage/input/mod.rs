@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 pub(super) use self::{
     body::{CreateKeyRequest, RotateKeyRequest, UpdateKeyRequest, create, rotate, update},
-    query::{ListQuery, UsageQuery, list, usage},
+    query::{ListQuery, ListStatus, UsageQuery, list, usage},
 };
 
 /// One invalid field of a request.

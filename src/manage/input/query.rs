@@ -1,10 +1,10 @@
 //! The query strings of `GET /keys` and `GET /keys/{id}/usage`.
 
-use keygate_core::{Cursor, Owner};
+use keygate_core::{Cursor, Environment, Owner, StatusFilter};
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 
-use super::{Errors, FieldError, value::timestamp};
+use super::{super::schema::EnvironmentName, Errors, FieldError, value::timestamp};
 
 /// Page size when the query gives none.
 const DEFAULT_LIMIT: usize = 50;
@@ -15,16 +15,46 @@ const MAX_LIMIT: usize = 200;
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(in crate::manage) struct ListQuery {
-    /// Whose keys: `user:<id>` or `service:<name>`. Default: the owner of
-    /// the key making the request.
+    /// Whose keys: `user:<id>` or `service:<name>`. Default: every owner's
+    /// for an `admin` key, the caller's own owner's for a `keys:manage` key
+    /// (which may name no other owner).
     #[param(value_type = Option<String>, example = "user:42")]
     pub(in crate::manage) owner: Option<Owner>,
+    /// Only keys in this state now: `active` (works now: neither revoked nor
+    /// expired, a rotated key in its grace period included), `expiring`
+    /// (active, and expires within the service's expiry-warning window, 7
+    /// days by default: the window in which its responses carry `Sunset`),
+    /// `revoked`, or `expired` (not revoked, past its `expires_at`).
+    #[param(value_type = Option<ListStatus>)]
+    pub(in crate::manage) status: Option<StatusFilter>,
+    /// Only keys of this environment.
+    #[param(value_type = Option<EnvironmentName>)]
+    pub(in crate::manage) environment: Option<Environment>,
     /// Most keys to return (1 to 200, default 50).
     #[param(value_type = Option<usize>, minimum = 1, maximum = 200)]
     pub(in crate::manage) limit: usize,
     /// `next_cursor` of the previous page.
     #[param(value_type = Option<String>)]
     pub(in crate::manage) cursor: Option<Cursor>,
+}
+
+/// The states `GET /keys` filters by, as the OpenAPI document shows them
+/// ([`StatusFilter`]'s text form).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[expect(
+    dead_code,
+    reason = "describes keygate_core::StatusFilter; never built"
+)]
+pub(in crate::manage) enum ListStatus {
+    /// Works now.
+    Active,
+    /// Works now and expires within the expiry-warning window.
+    Expiring,
+    /// Revoked.
+    Revoked,
+    /// Past its expiry, not revoked.
+    Expired,
 }
 
 /// The query of `GET /keys/{id}/usage`.
@@ -60,8 +90,24 @@ fn params<const N: usize>(
 pub(in crate::manage) fn list(query: Option<&str>) -> Result<ListQuery, Vec<FieldError>> {
     let mut errors = Errors::default();
     let e = &mut errors;
-    let [owner, limit, cursor] = params(query, ["owner", "limit", "cursor"], e);
+    let [owner, limit, cursor, status, environment] = params(
+        query,
+        ["owner", "limit", "cursor", "status", "environment"],
+        e,
+    );
     let owner = owner.map(|s| e.check("owner", s.parse().map_err(|err| format!("{err}"))));
+    let status = status.map(|s| {
+        let parsed = s
+            .parse::<StatusFilter>()
+            .map_err(|_| "must be `active`, `expiring`, `revoked` or `expired`".to_owned());
+        e.check("status", parsed)
+    });
+    let environment = environment.map(|s| {
+        let parsed = s
+            .parse::<Environment>()
+            .map_err(|_| "must be `live` or `test`".to_owned());
+        e.check("environment", parsed)
+    });
     let limit = limit.map(|s| {
         let parsed = s
             .parse::<usize>()
@@ -81,6 +127,8 @@ pub(in crate::manage) fn list(query: Option<&str>) -> Result<ListQuery, Vec<Fiel
             owner: owner.flatten(),
             limit: limit.flatten().unwrap_or(DEFAULT_LIMIT),
             cursor: cursor.flatten(),
+            status: status.flatten(),
+            environment: environment.flatten(),
         })
     })
 }
@@ -110,6 +158,11 @@ mod tests {
         assert_eq!(list(None).unwrap().limit, DEFAULT_LIMIT);
         let errors = list(Some("limit=0&cursor=nope&owner=x&limit=3")).unwrap_err();
         assert_eq!(fields(&errors), vec!["limit", "owner", "cursor"]);
+        let q = list(Some("status=expiring&environment=test")).unwrap();
+        assert_eq!(q.status.map(|s| s.as_str()), Some("expiring"));
+        assert_eq!(q.environment, Some(Environment::Test));
+        let errors = list(Some("status=superseded&environment=prod&status=")).unwrap_err();
+        assert_eq!(fields(&errors), vec!["status", "status", "environment"]);
         assert!(usage(Some("since=yesterday")).is_err());
     }
 }

@@ -136,10 +136,18 @@ pub(super) fn environment(v: &Value) -> Result<Environment, String> {
         .map_err(|_| "must be `live` or `test`".to_owned())
 }
 
-/// A whole number of seconds, at least `min`.
+/// A whole number of seconds, at least `min`. A number written with a
+/// zero fraction (`60.0`) is whole, as JSON Schema's `integer` says.
 pub(super) fn seconds(v: &Value, min: u64) -> Result<u64, String> {
     let whole = "a whole number of seconds";
-    match v.as_u64() {
+    // 2^64: the first whole float a u64 cannot hold.
+    let integral = |f: f64| f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f);
+    // Whole, non-negative and below 2^64, checked just before: the cast is
+    // exact.
+    let number = v
+        .as_u64()
+        .or_else(|| v.as_f64().filter(|f| integral(*f)).map(|f| f as u64));
+    match number {
         Some(n) if n >= min => Ok(n),
         Some(_) if min == 1 => Err("must be at least 1 second".to_owned()),
         Some(_) => Err(format!("must be at least {min}")),
@@ -197,6 +205,9 @@ mod tests {
         assert!(seconds(&Value::from(1.5), 1).is_err());
         assert!(seconds(&Value::from("60"), 1).is_err());
         assert_eq!(seconds(&Value::from(0), 0), Ok(0));
+        assert_eq!(seconds(&Value::from(60.0), 1), Ok(60));
+        assert!(seconds(&Value::from(1e300), 1).is_err());
+        assert!(seconds(&Value::from(-60.0), 1).is_err());
         assert!(
             seconds(&Value::from(-1), 0)
                 .unwrap_err()

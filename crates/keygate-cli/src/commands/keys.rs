@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use keygate_core::{CreatedKey, Cursor, Environment, KeyUpdate, NewKey, Page};
+use keygate_core::{CreatedKey, Cursor, Environment, KeyFilter, KeyUpdate, NewKey, Page};
 use serde_json::json;
 
 use super::{Ctx, parse_id, quotas, shell_word};
@@ -80,12 +80,18 @@ fn print_created(
 
 pub(super) async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
     let limit = usize::from(args.limit);
+    // clap accepts only the documented words.
+    let filter = KeyFilter {
+        owner: args.owner.clone(),
+        environment: args.environment.as_deref().and_then(|e| e.parse().ok()),
+        status: args.status.as_deref().and_then(|s| s.parse().ok()),
+    };
     // One more than asked, to know whether there is a next page.
     let page = Page {
         limit: limit + 1,
         cursor: args.cursor,
     };
-    let mut records = ctx.manage(ctx.manager.list(&args.owner, page)).await?;
+    let mut records = ctx.manage(ctx.manager.list_keys(&filter, page)).await?;
     let next_cursor = if records.len() > limit {
         records.truncate(limit);
         records.last().map(|r| Cursor::after(r).to_string())
@@ -100,17 +106,38 @@ pub(super) async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
         }));
         return Ok(());
     }
+    // The filters again, as flags: for the "none" line and the next page.
+    let mut flags = String::new();
+    if let Some(owner) = &args.owner {
+        let _ = write!(flags, " --owner {}", shell_word(&owner.to_string()));
+    }
+    if let Some(status) = &args.status {
+        let _ = write!(flags, " --status {status}");
+    }
+    if let Some(environment) = &args.environment {
+        let _ = write!(flags, " --environment {environment}");
+    }
     if views.is_empty() {
         let more = if args.cursor.is_some() {
             " after this cursor"
         } else {
             ""
         };
-        output::stdout(&format!("No keys for {}{more}.\n", args.owner));
+        let which = if flags.is_empty() {
+            "No keys".to_owned()
+        } else {
+            format!("No keys match{flags}")
+        };
+        output::stdout(&format!("{which}{more}.\n"));
         return Ok(());
     }
-    let mut table = Table::new([
-        "ID",
+    // Without --owner the list mixes owners: say whose each key is.
+    let owners = args.owner.is_none();
+    let mut headings = vec!["ID"];
+    if owners {
+        headings.push("OWNER");
+    }
+    headings.extend([
         "NAME",
         "ENV",
         "STATUS",
@@ -119,28 +146,36 @@ pub(super) async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
         "EXPIRES",
         "LAST USED",
     ]);
+    let mut table = Table::with_columns(&headings);
     for v in &views {
-        table.row([
-            &v.id,
-            &v.name,
+        let scopes = if v.scopes.is_empty() {
+            "-".to_owned()
+        } else {
+            v.scopes.join(",")
+        };
+        let created = timestamp(v.created_at);
+        let expires = v.expires_at.map_or_else(|| "never".to_owned(), timestamp);
+        let used = v.last_used_at.map_or_else(|| "never".to_owned(), timestamp);
+        let mut row: Vec<&str> = vec![&v.id];
+        if owners {
+            row.push(&v.owner);
+        }
+        row.extend([
+            v.name.as_str(),
             v.environment,
             v.status,
-            &if v.scopes.is_empty() {
-                "-".to_owned()
-            } else {
-                v.scopes.join(",")
-            },
-            &timestamp(v.created_at),
-            &v.expires_at.map_or_else(|| "never".to_owned(), timestamp),
-            &v.last_used_at.map_or_else(|| "never".to_owned(), timestamp),
+            &scopes,
+            &created,
+            &expires,
+            &used,
         ]);
+        table.cells(&row);
     }
     let mut text = table.render();
     if let Some(cursor) = next_cursor {
         let _ = write!(
             text,
-            "\nMore keys: keygate keys list --owner {} --limit {limit} --cursor {cursor}\n",
-            shell_word(&args.owner.to_string())
+            "\nMore keys: keygate keys list{flags} --limit {limit} --cursor {cursor}\n"
         );
     }
     output::stdout(&text);

@@ -78,6 +78,14 @@ impl Ctx {
                 "`keygate keys show {id}` says which; rotate the key that replaced it (its \
                  `superseded by`), or issue a new one with `keygate keys create`"
             )),
+            ManageError::OverCap {
+                cap: keygate_core::Cap::KeyLifetime,
+                max,
+            } => CliError::usage(format!(
+                "a key lives at most {} from its creation (--max-key-lifetime)",
+                crate::duration::format(std::time::Duration::from_secs(max))
+            ))
+            .hint("pass a shorter --expires-in, or none to get --default-key-lifetime"),
             ManageError::OverCap { cap, max } => {
                 let hint = match cap {
                     keygate_core::Cap::KeysPerOwner => {

@@ -8,8 +8,8 @@ use std::{
 };
 
 use keygate_core::{
-    DynKeyStore, InvalidationFeed, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page, Replacement,
-    Rotation, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
+    DynKeyStore, InvalidationFeed, KeyFilter, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page,
+    Replacement, Rotation, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
 };
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -189,6 +189,15 @@ impl KeyStore for TimedStore {
 
     async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {
         self.counted(self.inner.list_by_owner(owner, page).await)
+    }
+
+    async fn list_keys(
+        &self,
+        filter: &KeyFilter,
+        now: OffsetDateTime,
+        page: Page,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.counted(self.inner.list_keys(filter, now, page).await)
     }
 
     async fn list_expiring(

@@ -32,6 +32,19 @@ pub struct Limits {
     pub max_allowed_ips: usize,
     /// Longest grace period of a rotation (default 30 days).
     pub max_rotation_grace: Duration,
+    /// The lifetime of a key created without an expiry (default none: such
+    /// a key never expires). Also given to the successor of a key without an
+    /// expiry when it is rotated.
+    pub default_key_lifetime: Option<Duration>,
+    /// The longest lifetime of a key, from its creation (default none).
+    /// Creating a key that expires later is refused
+    /// ([`Cap::KeyLifetime`]); so is changing a key's expiry to a time
+    /// later than its creation plus this, or to none. A key created without
+    /// an expiry gets [`default_key_lifetime`](Self::default_key_lifetime),
+    /// or this when there is no default. A rotation's successor keeps its
+    /// key's expiry, brought forward to this long after the rotation if
+    /// it is later (or none).
+    pub max_key_lifetime: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -41,6 +54,8 @@ impl Default for Limits {
             max_metadata_bytes: 4 * 1024,
             max_allowed_ips: 64,
             max_rotation_grace: Duration::from_secs(30 * 86_400),
+            default_key_lifetime: None,
+            max_key_lifetime: None,
         }
     }
 }
@@ -57,17 +72,21 @@ pub enum Cap {
     AllowedIps,
     /// [`Limits::max_rotation_grace`], in seconds.
     RotationGrace,
+    /// [`Limits::max_key_lifetime`], in seconds.
+    KeyLifetime,
 }
 
 impl Cap {
     /// The field of a request this cap is about: `owner`, `metadata`,
-    /// `allowed_ips` or `grace_seconds`.
+    /// `allowed_ips`, `grace_seconds` or `expires_in_seconds` (the key
+    /// lifetime; a change names `expires_at` instead).
     pub fn field(self) -> &'static str {
         match self {
             Self::KeysPerOwner => "owner",
             Self::MetadataBytes => "metadata",
             Self::AllowedIps => "allowed_ips",
             Self::RotationGrace => "grace_seconds",
+            Self::KeyLifetime => "expires_in_seconds",
         }
     }
 }
@@ -79,11 +98,44 @@ impl std::fmt::Display for Cap {
             Self::MetadataBytes => "bytes of metadata (as compact JSON)",
             Self::AllowedIps => "IP allowlist entries",
             Self::RotationGrace => "seconds of rotation grace",
+            Self::KeyLifetime => "seconds of key lifetime (from the key's creation)",
         })
     }
 }
 
 impl Limits {
+    /// The lifetime a new key gets when it asks for `requested` (`None`:
+    /// no expiry asked for): `requested` itself, the default lifetime, or
+    /// the maximum when there is no default (a default longer than the
+    /// maximum is cut to it).
+    ///
+    /// # Errors
+    ///
+    /// [`ManageError::OverCap`] ([`Cap::KeyLifetime`]) if `requested` is
+    /// longer than [`max_key_lifetime`](Self::max_key_lifetime).
+    pub fn key_lifetime(
+        &self,
+        requested: Option<Duration>,
+    ) -> Result<Option<Duration>, ManageError> {
+        match (requested, self.max_key_lifetime) {
+            (Some(asked), Some(max)) if asked > max => Err(self.over_lifetime()),
+            (Some(asked), _) => Ok(Some(asked)),
+            (None, max) => Ok(match (self.default_key_lifetime, max) {
+                (Some(default), Some(max)) => Some(default.min(max)),
+                (default, max) => default.or(max),
+            }),
+        }
+    }
+
+    /// The error for a key that would live longer than
+    /// [`max_key_lifetime`](Self::max_key_lifetime).
+    pub(crate) fn over_lifetime(&self) -> ManageError {
+        ManageError::OverCap {
+            cap: Cap::KeyLifetime,
+            max: self.max_key_lifetime.map_or(u64::MAX, |d| d.as_secs()),
+        }
+    }
+
     /// Checks the metadata and allowlist of a key being created or changed.
     pub(crate) fn check_settings(
         &self,

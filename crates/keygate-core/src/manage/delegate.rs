@@ -46,7 +46,7 @@ impl KeyManager {
             return self.create(new).await;
         }
         let now = self.now();
-        let expires_at = new.expires_at(now)?;
+        let expires_at = new.expires_at(now, self.limits())?;
         let requested = KeySettings {
             scopes: new.scopes.clone(),
             environment: new.environment,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{CreatedKey, KeyManager, KeyUpdate, ManageError, NewKey, request::check_name};
 use crate::{
-    AuditAction, Cap, KeyId, KeyRecord, Replacement, Rotation, StoreError, checked_after,
+    AuditAction, Cap, KeyId, KeyRecord, MAX_TIME, Replacement, Rotation, StoreError, checked_after,
     checked_utc,
 };
 
@@ -18,7 +18,7 @@ impl KeyManager {
     /// store fails.
     pub async fn create(&self, new: NewKey) -> Result<CreatedKey, ManageError> {
         let now = self.now();
-        let expires_at = new.expires_at(now)?;
+        let expires_at = new.expires_at(now, &self.limits)?;
         self.insert_new(&new, now, expires_at, None).await
     }
 
@@ -101,6 +101,15 @@ impl KeyManager {
             let at = checked_utc(at).map_err(|_| ManageError::ExpiryOutOfRange)?;
             changes.expires_at = Some(Some(at));
         }
+        if let (Some(expiry), Some(max)) = (changes.expires_at, self.limits.max_key_lifetime) {
+            // The maximum counts from the key's creation, which never
+            // changes: repeated changes cannot stretch a key's life.
+            let current = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
+            let latest = checked_after(current.created_at, max).unwrap_or(MAX_TIME);
+            if expiry.is_none_or(|at| at > latest) {
+                return Err(self.limits.over_lifetime());
+            }
+        }
         // An expired key given a later expiry (or none) lives again: it
         // counts against its owner's cap like a new key, or expired keys
         // revived one by one would take an owner past it.
@@ -172,6 +181,10 @@ impl KeyManager {
         }
         let now = self.now();
         let grace_end = checked_after(now, grace).map_err(|_| ManageError::ExpiryOutOfRange)?;
+        // The successor is a new key: the lifetime policy binds it from now.
+        let from_now = |d: Option<Duration>| d.map(|d| checked_after(now, d).unwrap_or(MAX_TIME));
+        let default_expiry = from_now(self.limits.key_lifetime(None)?);
+        let max_expiry = from_now(self.limits.max_key_lifetime);
         // Read first for the environment (it never changes) and to refuse
         // early; the store decides again, atomically, when it writes.
         let old = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
@@ -186,6 +199,8 @@ impl KeyManager {
                 digest: self.hasher.digest(key.expose_secret()),
                 at: now,
                 grace_end,
+                default_expiry,
+                max_expiry,
             };
             // One transaction: the new key exists if and only if the old one
             // is superseded, and a revocation or rotation that won the race

@@ -23,8 +23,8 @@ pub use self::{
     request::{CreatedKey, KeyUpdate, NewKey},
 };
 use crate::{
-    AUDIT_TARGET, AuditAction, AuditEvent, AuditLog, Clock, DynKeyStore, KeyFormat, KeyHasher,
-    KeyId, KeyRecord, Limits, Owner, Page, Verifier, checked_after, checked_utc,
+    AUDIT_TARGET, AuditAction, AuditEvent, AuditLog, Clock, DynKeyStore, KeyFilter, KeyFormat,
+    KeyHasher, KeyId, KeyRecord, Limits, Owner, Page, Verifier, checked_after, checked_utc,
 };
 
 /// Issues, lists, updates and revokes keys in a store.
@@ -122,6 +122,22 @@ impl KeyManager {
     /// The store's error.
     pub async fn list(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, ManageError> {
         Ok(self.store.list_by_owner(owner, page).await?)
+    }
+
+    /// One page of the keys that pass `filter`, judged now by this
+    /// manager's clock, newest first; every owner's when the filter names
+    /// none. The store filters ([`KeyStore::list_keys`](crate::KeyStore::list_keys)).
+    /// Records hold digests, never keys.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn list_keys(
+        &self,
+        filter: &KeyFilter,
+        page: Page,
+    ) -> Result<Vec<KeyRecord>, ManageError> {
+        Ok(self.store.list_keys(filter, self.now(), page).await?)
     }
 
     /// Keys that are not revoked and expire within `within` from now

@@ -59,7 +59,10 @@ impl NewKey {
         self
     }
 
-    /// Expire the key this long after creation.
+    /// Expire the key this long after creation. Without it, the key gets
+    /// the manager's default lifetime, if any
+    /// ([`Limits::default_key_lifetime`](crate::Limits::default_key_lifetime));
+    /// longer than its maximum is refused.
     pub fn expires_in(mut self, after: Duration) -> Self {
         self.expires_in = Some(after);
         self
@@ -85,12 +88,15 @@ impl NewKey {
         self
     }
 
-    /// The expiry of this key if it is created at `now`, to the microsecond.
+    /// The expiry of this key if it is created at `now` under `limits`
+    /// (their default and maximum lifetimes), to the microsecond.
     pub(crate) fn expires_at(
         &self,
         now: time::OffsetDateTime,
+        limits: &crate::Limits,
     ) -> Result<Option<time::OffsetDateTime>, ManageError> {
-        self.expires_in
+        limits
+            .key_lifetime(self.expires_in)?
             .map(|d| checked_after(now, d))
             .transpose()
             .map_err(|_| ManageError::ExpiryOutOfRange)

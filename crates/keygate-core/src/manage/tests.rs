@@ -234,3 +234,129 @@ async fn names_and_expiry_are_checked() {
         Err(ManageError::ExpiryOutOfRange)
     ));
 }
+
+/// The lifetime policy on every way a key is made or changed: create with
+/// and without an expiry, update, and rotation chains, with huge and
+/// boundary values.
+#[tokio::test]
+async fn the_lifetime_policy_binds_creates_changes_and_rotation_chains() {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let clock = FakeClock::starting_now();
+    let (m, store) = manager(Arc::new(clock.clone()));
+    // A key from before the policy: no expiry.
+    let legacy = m
+        .create(NewKey::new(Owner::user("a"), "legacy"))
+        .await
+        .unwrap()
+        .record;
+    assert_eq!(legacy.expires_at, None);
+    let m = m.with_limits(crate::Limits {
+        default_key_lifetime: Some(90 * DAY),
+        max_key_lifetime: Some(365 * DAY),
+        ..crate::Limits::default()
+    });
+    let lifetime = |r: &KeyRecord| r.expires_at.map(|at| at - r.created_at);
+    let over = |r: Result<CreatedKey, ManageError>| {
+        assert!(
+            matches!(
+                r,
+                Err(ManageError::OverCap { cap: crate::Cap::KeyLifetime, max }) if max == 365 * 86_400
+            ),
+            "{r:?}"
+        );
+    };
+
+    // No expiry asked: the default. Exactly the maximum: accepted.
+    let plain = m
+        .create(NewKey::new(Owner::user("a"), "plain"))
+        .await
+        .unwrap();
+    assert_eq!(lifetime(&plain.record), Some(time::Duration::days(90)));
+    let longest = m
+        .create(NewKey::new(Owner::user("a"), "max").expires_in(365 * DAY))
+        .await
+        .unwrap();
+    assert_eq!(lifetime(&longest.record), Some(time::Duration::days(365)));
+    // One second more, huge, and overflowing durations: refused, nothing stored.
+    let before = store.len();
+    for asked in [
+        365 * DAY + Duration::from_secs(1),
+        100_000 * DAY,
+        Duration::MAX,
+    ] {
+        over(
+            m.create(NewKey::new(Owner::user("a"), "long").expires_in(asked))
+                .await,
+        );
+    }
+    assert_eq!(store.len(), before);
+
+    // Changes: the maximum counts from creation, so waiting and extending
+    // again cannot stretch a key's life; no expiry at all is refused; an
+    // expiry in the past (ending the key now) is a change like any other.
+    let id = plain.record.id;
+    let created = plain.record.created_at;
+    let change = |at: Option<time::OffsetDateTime>| KeyUpdate {
+        expires_at: Some(at),
+        ..KeyUpdate::default()
+    };
+    clock.advance(200 * DAY);
+    let latest = created + time::Duration::days(365);
+    assert_eq!(
+        m.update(id, change(Some(latest))).await.unwrap().expires_at,
+        Some(latest)
+    );
+    for bad in [
+        Some(latest + time::Duration::microseconds(1)),
+        Some(crate::MAX_TIME),
+        None,
+    ] {
+        let refused = m.update(id, change(bad)).await;
+        assert!(
+            matches!(
+                refused,
+                Err(ManageError::OverCap {
+                    cap: crate::Cap::KeyLifetime,
+                    ..
+                })
+            ),
+            "{bad:?}: {refused:?}"
+        );
+    }
+    assert_eq!(m.get(id).await.unwrap().unwrap().expires_at, Some(latest));
+    let past = m.now() - time::Duration::days(1);
+    assert_eq!(
+        m.update(id, change(Some(past))).await.unwrap().expires_at,
+        Some(past)
+    );
+
+    // Rotation: the successor keeps its key's expiry, so a chain of
+    // rotations never outlives the first key's maximum...
+    let mut current = longest.record;
+    let first_end = current.expires_at.unwrap();
+    for _ in 0..5 {
+        clock.advance(30 * DAY);
+        let next = m.rotate(current.id, Duration::ZERO).await.unwrap().record;
+        assert_eq!(next.expires_at, Some(first_end));
+        current = next;
+    }
+    // ...and a key from before the policy gets the default from now, never
+    // "no expiry".
+    let successor = m.rotate(legacy.id, Duration::ZERO).await.unwrap().record;
+    assert_eq!(lifetime(&successor), Some(time::Duration::days(90)));
+
+    // A default longer than the maximum is cut to it; a maximum alone is
+    // the default.
+    let cut = crate::Limits {
+        default_key_lifetime: Some(1_000 * DAY),
+        max_key_lifetime: Some(10 * DAY),
+        ..crate::Limits::default()
+    };
+    assert_eq!(cut.key_lifetime(None).unwrap(), Some(10 * DAY));
+    let max_only = crate::Limits {
+        max_key_lifetime: Some(10 * DAY),
+        ..crate::Limits::default()
+    };
+    assert_eq!(max_only.key_lifetime(None).unwrap(), Some(10 * DAY));
+    assert_eq!(crate::Limits::default().key_lifetime(None).unwrap(), None);
+}

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use time::OffsetDateTime;
 
-use super::{BoxFuture, Cursor, Page, Replacement, Rotation};
+use super::{BoxFuture, Cursor, KeyFilter, Page, Replacement, Rotation};
 use crate::{
     InvalidationFeed, KeyId, KeyRecord, KeyUpdate, Owner, StoreError, UsageBucket, UsageDelta,
 };
@@ -75,6 +75,21 @@ pub trait KeyStore: Send + Sync + 'static {
     fn list_by_owner(
         &self,
         owner: &Owner,
+        page: Page,
+    ) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send;
+
+    /// One page of the keys that pass `filter` at `now`
+    /// ([`KeyFilter::matches`] states the rule), newest first (by
+    /// `created_at`, then id), after [`Page::cursor`] like
+    /// [`list_by_owner`](Self::list_by_owner). The filter is applied by the
+    /// store itself (a `WHERE` clause over an index), never by reading every
+    /// key: operators list all keys of a service with it.
+    ///
+    /// Required, with no default: a default could only read every key.
+    fn list_keys(
+        &self,
+        filter: &KeyFilter,
+        now: OffsetDateTime,
         page: Page,
     ) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send;
 
@@ -197,6 +212,13 @@ pub trait DynKeyStore: Send + Sync + 'static {
         owner: &'a Owner,
         page: Page,
     ) -> BoxFuture<'a, Result<Vec<KeyRecord>, StoreError>>;
+    /// See [`KeyStore::list_keys`].
+    fn list_keys<'a>(
+        &'a self,
+        filter: &'a KeyFilter,
+        now: OffsetDateTime,
+        page: Page,
+    ) -> BoxFuture<'a, Result<Vec<KeyRecord>, StoreError>>;
     /// See [`KeyStore::list_expiring`].
     fn list_expiring(
         &self,
@@ -260,6 +282,14 @@ impl<S: KeyStore> DynKeyStore for S {
         page: Page,
     ) -> BoxFuture<'a, Result<Vec<KeyRecord>, StoreError>> {
         Box::pin(KeyStore::list_by_owner(self, owner, page))
+    }
+    fn list_keys<'a>(
+        &'a self,
+        filter: &'a KeyFilter,
+        now: OffsetDateTime,
+        page: Page,
+    ) -> BoxFuture<'a, Result<Vec<KeyRecord>, StoreError>> {
+        Box::pin(KeyStore::list_keys(self, filter, now, page))
     }
     fn list_expiring(
         &self,

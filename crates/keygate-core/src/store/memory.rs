@@ -8,7 +8,7 @@ use std::{
 
 use time::OffsetDateTime;
 
-use super::{KeyStore, Page, Replacement, Rotation};
+use super::{KeyFilter, KeyStore, Page, Replacement, Rotation};
 use crate::{KeyId, KeyRecord, KeyUpdate, Owner, StoreError, UsageBucket, UsageDelta};
 
 /// Keys in process memory: for tests, examples and single-process services
@@ -123,6 +123,25 @@ impl KeyStore for MemoryStore {
             .into_iter()
             .flatten()
             .filter_map(|id| inner.by_id.get(id))
+            .filter(|r| page.cursor.is_none_or(|c| c.precedes(r)))
+            .cloned()
+            .collect();
+        out.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+        out.truncate(page.limit);
+        Ok(out)
+    }
+
+    async fn list_keys(
+        &self,
+        filter: &KeyFilter,
+        now: OffsetDateTime,
+        page: Page,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let inner = self.read();
+        let mut out: Vec<KeyRecord> = inner
+            .by_id
+            .values()
+            .filter(|r| filter.matches(r, now))
             .filter(|r| page.cursor.is_none_or(|c| c.precedes(r)))
             .cloned()
             .collect();

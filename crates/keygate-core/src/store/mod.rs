@@ -1,5 +1,6 @@
 //! The storage boundary: [`KeyStore`], and its in-memory implementation.
 
+mod filter;
 mod key_store;
 mod memory;
 
@@ -8,6 +9,7 @@ use std::{fmt, future::Future, pin::Pin, str::FromStr};
 use time::OffsetDateTime;
 
 pub use self::{
+    filter::{DEFAULT_EXPIRY_WARNING, InvalidStatusFilter, KeyFilter, StatusFilter},
     key_store::{DynKeyStore, KeyStore},
     memory::MemoryStore,
 };
@@ -113,20 +115,35 @@ pub struct Replacement {
     /// The end of the old key's grace period: its expiry becomes the
     /// earlier of its own and this.
     pub grace_end: OffsetDateTime,
+    /// The new key's expiry if the old key has none (a default lifetime
+    /// from [`at`](Self::at)); `None` leaves it without one.
+    pub default_expiry: Option<OffsetDateTime>,
+    /// The latest expiry the new key may have (a maximum lifetime from
+    /// [`at`](Self::at)): a later expiry, or none, becomes this.
+    pub max_expiry: Option<OffsetDateTime>,
 }
 
 impl Replacement {
     /// The rule every store applies: `Some((old, new))` with the old record
     /// as rotation leaves it and the new record, or `None` if `old` is
-    /// revoked, expired at [`at`](Self::at) or already rotated.
+    /// revoked, expired at [`at`](Self::at) or already rotated. The new key
+    /// keeps the old key's expiry (as it is at the write), or gets
+    /// [`default_expiry`](Self::default_expiry) if it has none, and never
+    /// expires later than [`max_expiry`](Self::max_expiry).
     pub fn apply(&self, old: &KeyRecord) -> Option<(KeyRecord, KeyRecord)> {
         if old.revoked_at.is_some() || old.superseded_by.is_some() || old.is_expired_at(self.at) {
             return None;
         }
+        let inherited = old.expires_at.or(self.default_expiry);
+        let expires_at = match (inherited, self.max_expiry) {
+            (Some(at), Some(max)) => Some(at.min(max)),
+            (at, max) => at.or(max),
+        };
         let new = KeyRecord {
             id: self.id,
             digest: self.digest,
             created_at: self.at,
+            expires_at,
             last_used_at: None,
             superseded_by: None,
             revoked_at: None,

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use keygate_core::{
-    InvalidationFeed, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page, Replacement, Rotation,
-    StoreError, UsageBucket, UsageDelta,
+    InvalidationFeed, KeyFilter, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page, Replacement,
+    Rotation, StoreError, UsageBucket, UsageDelta,
 };
 use sqlx::{
     AssertSqlSafe,
@@ -19,8 +19,8 @@ use crate::{
     convert::{FoldedUsage, in_range, store_error},
     listen,
     query::{
-        bind_page, count_active, fetch_record, fetch_records, finish_rotation, insert_record,
-        limit, live_ids, update_sets, usage_since,
+        bind_list, bind_page, count_active, fetch_record, fetch_records, finish_rotation,
+        insert_record, limit, live_ids, update_sets, usage_since,
     },
 };
 
@@ -265,6 +265,16 @@ impl KeyStore for PostgresStore {
             Some(_) => &self.shared.sql.list_after,
         };
         fetch_records(bind_page(Self::query(sql), owner, page)?, &self.pool).await
+    }
+
+    async fn list_keys(
+        &self,
+        filter: &KeyFilter,
+        now: OffsetDateTime,
+        page: Page,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let query = bind_list::<Postgres>(&self.shared.sql.list, filter, now, page)?;
+        fetch_records(query, &self.pool).await
     }
 
     async fn list_expiring(

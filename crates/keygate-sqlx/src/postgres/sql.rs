@@ -18,6 +18,9 @@ pub(super) struct Sql {
     pub(super) revoke: Arc<str>,
     pub(super) list_first: Arc<str>,
     pub(super) list_after: Arc<str>,
+    /// `SELECT … FROM keygate_keys`, to which
+    /// [`list_filter`](crate::query::list_filter) is appended.
+    pub(super) list: String,
     pub(super) expiring: Arc<str>,
     pub(super) add_usage: Arc<str>,
     pub(super) last_used: Arc<str>,
@@ -75,6 +78,7 @@ impl Sql {
                 "SELECT {cols} FROM {keys} WHERE owner = $1 AND (created_at, id) < ($3, $4) \
                  ORDER BY created_at DESC, id DESC LIMIT $2"
             )),
+            list: format!("SELECT {cols} FROM {keys}"),
             expiring: s(format!(
                 "SELECT {cols} FROM {keys} WHERE revoked_at IS NULL AND expires_at IS NOT NULL \
                  AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2"

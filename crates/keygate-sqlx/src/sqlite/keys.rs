@@ -1,8 +1,8 @@
 //! [`SqliteStore`]'s keys and usage.
 
 use keygate_core::{
-    InvalidationFeed, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page, Replacement, Rotation,
-    StoreError, UsageBucket, UsageDelta, unix_micros,
+    InvalidationFeed, KeyFilter, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page, Replacement,
+    Rotation, StoreError, UsageBucket, UsageDelta, unix_micros,
 };
 use sqlx::{AssertSqlSafe, Sqlite, query::Query, sqlite::SqliteArguments};
 use time::OffsetDateTime;
@@ -12,8 +12,8 @@ use crate::{
     convert::{FoldedUsage, in_range, store_error},
     poll,
     query::{
-        bind_page, count_active, fetch_record, fetch_records, finish_rotation, insert_record,
-        limit, live_ids, update_sets, usage_since,
+        bind_list, bind_page, count_active, fetch_record, fetch_records, finish_rotation,
+        insert_record, limit, live_ids, update_sets, usage_since,
     },
 };
 
@@ -230,6 +230,17 @@ impl KeyStore for SqliteStore {
         );
         let sql = if page.cursor.is_some() { AFTER } else { FIRST };
         fetch_records(bind_page(sqlx::query(sql), owner, page)?, &self.pool).await
+    }
+
+    async fn list_keys(
+        &self,
+        filter: &KeyFilter,
+        now: OffsetDateTime,
+        page: Page,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        const SELECT: &str = concat!("SELECT ", key_columns!(), " FROM keygate_keys");
+        let query = bind_list::<Sqlite>(SELECT, filter, now, page)?;
+        fetch_records(query, &self.pool).await
     }
 
     async fn list_expiring(

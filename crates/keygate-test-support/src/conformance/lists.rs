@@ -1,6 +1,9 @@
 //! Listings: live ids, children, an owner's keys and expiring keys.
 
-use keygate_core::{Cursor, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page};
+use keygate_core::{
+    Cursor, Environment, KeyFilter, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page,
+    StatusFilter,
+};
 use time::{Duration, OffsetDateTime};
 
 use super::{T0, id, minimal, secs};
@@ -247,4 +250,148 @@ pub async fn list_expiring_is_soonest_first_without_revoked_or_unexpiring(store:
             .is_empty()
     );
     assert!(store.list_expiring(before, 0).await.unwrap().is_empty());
+}
+
+/// Checks that `list_keys` filters by owner, environment and status in the
+/// store, as [`KeyFilter::matches`] states, newest first, and pages through
+/// a filtered listing with the cursor without losing or repeating a key.
+pub async fn list_keys_filters_by_owner_environment_and_status_and_pages(store: &impl KeyStore) {
+    let now = T0 + secs(1_000);
+    let (ann, bob) = (Owner::user("ann"), Owner::service("bob"));
+    let key = |k: &str, owner: &Owner, age: i64| minimal(k, owner, now - secs(age));
+    let test = |r: KeyRecord| KeyRecord {
+        environment: Environment::Test,
+        ..r
+    };
+    let expires = |r: KeyRecord, at: OffsetDateTime| KeyRecord {
+        expires_at: Some(at),
+        ..r
+    };
+    let records = [
+        // Active, never expiring.
+        key("AnnLive001", &ann, 10),
+        test(key("AnnTest001", &ann, 20)),
+        key("BobLive001", &bob, 30),
+        // Expiring within a day: active too. One expires right at the end
+        // of the window, one a microsecond after it.
+        expires(key("AnnSoon001", &ann, 40), now + secs(3_600)),
+        test(expires(key("BobSoon001", &bob, 50), now + secs(86_400))),
+        expires(
+            key("AnnLater01", &ann, 60),
+            now + secs(86_400) + Duration::microseconds(1),
+        ),
+        // Expired: at `now` exactly, and long ago.
+        expires(key("AnnGone001", &ann, 70), now),
+        test(expires(key("BobGone001", &bob, 80), now - secs(500))),
+        // Revoked: one that had also expired since, one a rotated key in
+        // its grace period, and one live.
+        expires(key("AnnRevExp1", &ann, 90), now - secs(5)),
+        key("BobRevoked", &bob, 100),
+        KeyRecord {
+            superseded_by: Some(id("AnnLive001")),
+            ..expires(key("AnnGrace01", &ann, 110), now + secs(60))
+        },
+    ];
+    for r in &records {
+        store.insert(r).await.unwrap();
+    }
+    let mut records = records.to_vec();
+    for k in ["AnnRevExp1", "BobRevoked"] {
+        let revoked = store.revoke(id(k), now - secs(1)).await.unwrap().unwrap();
+        let revoked_id = revoked.id;
+        *records.iter_mut().find(|r| r.id == revoked_id).unwrap() = revoked;
+    }
+    let day = StatusFilter::Expiring {
+        within: std::time::Duration::from_secs(86_400),
+    };
+    let names = |rs: &[KeyRecord]| rs.iter().map(|r| r.id.to_string()).collect::<Vec<_>>();
+    let list = |filter: KeyFilter| async move {
+        store
+            .list_keys(&filter, now, Page::first(100))
+            .await
+            .unwrap()
+    };
+    let status = |s| KeyFilter {
+        status: Some(s),
+        ..KeyFilter::all()
+    };
+
+    // What an operator reads: the exact keys of each state, newest first.
+    assert_eq!(
+        names(&list(status(StatusFilter::Active)).await),
+        [
+            "AnnLive001",
+            "AnnTest001",
+            "BobLive001",
+            "AnnSoon001",
+            "BobSoon001",
+            "AnnLater01",
+            "AnnGrace01"
+        ]
+    );
+    assert_eq!(
+        names(&list(status(day)).await),
+        ["AnnSoon001", "BobSoon001", "AnnGrace01"]
+    );
+    assert_eq!(
+        names(&list(status(StatusFilter::Expired)).await),
+        ["AnnGone001", "BobGone001"]
+    );
+    assert_eq!(
+        names(&list(status(StatusFilter::Revoked)).await),
+        ["AnnRevExp1", "BobRevoked"]
+    );
+    let all = list(KeyFilter::all()).await;
+    let mut newest_first = records.clone();
+    newest_first.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+    assert_eq!(all, newest_first, "no filter: every key, whole");
+
+    // Every combination agrees with the rule, and pages the same way.
+    let statuses = [
+        None,
+        Some(StatusFilter::Active),
+        Some(day),
+        Some(StatusFilter::Expired),
+        Some(StatusFilter::Revoked),
+    ];
+    for owner in [
+        None,
+        Some(ann.clone()),
+        Some(bob.clone()),
+        Some(Owner::user("nobody")),
+    ] {
+        for environment in [None, Some(Environment::Live), Some(Environment::Test)] {
+            for status in statuses {
+                let filter = KeyFilter {
+                    owner: owner.clone(),
+                    environment,
+                    status,
+                };
+                let want: Vec<KeyRecord> = newest_first
+                    .iter()
+                    .filter(|r| filter.matches(r, now))
+                    .cloned()
+                    .collect();
+                assert_eq!(list(filter.clone()).await, want, "{filter:?}");
+                let mut paged = Vec::new();
+                let mut page = Page::first(2);
+                loop {
+                    let got = store.list_keys(&filter, now, page).await.unwrap();
+                    assert!(got.len() <= 2);
+                    let Some(last) = got.last() else { break };
+                    let cursor: Cursor = Cursor::after(last).to_string().parse().unwrap();
+                    page.cursor = Some(cursor);
+                    paged.extend(got);
+                }
+                assert_eq!(paged, want, "paged {filter:?}");
+            }
+        }
+    }
+    assert!(
+        store
+            .list_keys(&KeyFilter::all(), now, Page::first(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

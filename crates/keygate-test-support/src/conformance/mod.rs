@@ -152,6 +152,7 @@ macro_rules! __conformance_group {
             list_live_ids_lists_every_unrevoked_key_up_to_the_limit,
             list_by_owner_pages_newest_first_per_owner,
             list_expiring_is_soonest_first_without_revoked_or_unexpiring,
+            list_keys_filters_by_owner_environment_and_status_and_pages,
         );
     };
     (usage, $open:path) => {

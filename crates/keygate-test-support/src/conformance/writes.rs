@@ -233,6 +233,8 @@ fn replacement(new: &str, at: OffsetDateTime, grace_end: OffsetDateTime) -> Repl
         digest: KeyHasher::sha256().digest(new),
         at,
         grace_end,
+        default_expiry: None,
+        max_expiry: None,
     }
 }
 

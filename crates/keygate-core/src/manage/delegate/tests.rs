@@ -174,6 +174,7 @@ async fn caps_apply_to_everyone_and_hold_under_concurrency() {
         max_metadata_bytes: 16,
         max_allowed_ips: 1,
         max_rotation_grace: Duration::from_secs(60),
+        ..Limits::default()
     });
     let mut big = crate::Metadata::new();
     big.insert("note".into(), "x".repeat(20).into());
