@@ -103,7 +103,7 @@ pub use crate::{
     layer::{ResponseFuture, WebhookLayer, WebhookService},
     scheme::{STRIPE_SIGNATURE, Scheme, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP},
     secret::{SecretError, WebhookSecret},
-    sign::{SignedHeaders, WebhookSigner},
+    sign::{SignedHeaders, WebhookSigner, new_message_id},
     verify::{
         DEFAULT_MAX_BODY_SIZE, DEFAULT_REPLAY_CAPACITY, DEFAULT_TOLERANCE, MAX_TOLERANCE,
         VerifiedWebhook, WebhookVerifier, WebhookVerifierBuilder,

@@ -162,7 +162,8 @@ impl fmt::Debug for WebhookSecret {
     }
 }
 
-/// Why a [`WebhookSecret`] could not be made.
+/// Why a [`WebhookSecret`] (or a [`new_message_id`](crate::new_message_id))
+/// could not be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SecretError {
@@ -172,8 +173,9 @@ pub enum SecretError {
     /// The text after `whsec_` is not base64.
     #[error("the webhook secret is not `whsec_` followed by base64")]
     NotBase64,
-    /// The operating system could not provide entropy.
-    #[error("the operating system could not provide randomness for a new secret")]
+    /// The operating system could not provide entropy for a new secret or
+    /// message id.
+    #[error("the operating system could not provide randomness")]
     Randomness,
 }
 

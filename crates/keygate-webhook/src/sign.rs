@@ -4,9 +4,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use rand::{
+    RngExt as _, SeedableRng as _,
+    distr::Alphanumeric,
+    rngs::{StdRng, SysRng},
+};
 
 use crate::{
-    Scheme, WebhookError, WebhookSecret,
+    Scheme, SecretError, WebhookError, WebhookSecret,
     scheme::{self, STRIPE_SIGNATURE, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP},
     secret::BASE64,
 };
@@ -153,6 +158,26 @@ impl WebhookSigner {
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         self.sign(id, now, body)
     }
+}
+
+/// A new message id for [`WebhookSigner::sign`]: `msg_` and 27 random
+/// letters and digits (160 bits) from the operating system's CSPRNG.
+///
+/// # Errors
+///
+/// [`SecretError::Randomness`] if the operating system cannot provide
+/// entropy.
+pub fn new_message_id() -> Result<String, SecretError> {
+    let mut rng = StdRng::try_from_rng(&mut SysRng).map_err(|_| SecretError::Randomness)?;
+    let mut id = String::with_capacity(4 + 27);
+    id.push_str("msg_");
+    id.extend(
+        (&mut rng)
+            .sample_iter(Alphanumeric)
+            .take(27)
+            .map(char::from),
+    );
+    Ok(id)
 }
 
 /// The headers [`WebhookSigner::sign`] made, in the order to send them.

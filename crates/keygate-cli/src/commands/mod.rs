@@ -4,6 +4,7 @@
 
 mod audit;
 mod keys;
+pub(crate) mod webhook;
 
 use keygate_core::{
     AuditLog, Environment, ID_LEN, KeyId, KeyManager, KeyRecord, ManageError, Quota, Quotas,
@@ -133,6 +134,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> Result<(), CliError> {
             KeysCommand::Usage(args) => keys::usage(ctx, args).await,
         },
         Command::Audit(args) => audit::audit(ctx, args).await,
+        Command::Webhook(command) => webhook::run(command, ctx.json),
     }
 }
 
