@@ -64,7 +64,8 @@ pub(crate) struct Shared {
     secrets: Vec<WebhookSecret>,
     tolerance: Duration,
     pub(crate) max_body_size: u64,
-    replay: Cache<[u8; 32], ()>,
+    /// `None` with a capacity of 0: no replay protection.
+    replay: Option<Cache<[u8; 32], ()>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -127,7 +128,7 @@ impl WebhookVerifier {
     /// Forgets a verified message, so the same message is accepted once
     /// more: for a caller of [`verify`](Self::verify) whose handling failed.
     pub fn forget(&self, verified: &VerifiedWebhook) {
-        self.shared.replay.invalidate(&verified.replay_key);
+        self.shared.forget(&verified.replay_key);
     }
 }
 
@@ -139,7 +140,10 @@ impl fmt::Debug for WebhookVerifier {
             .field("secrets", &s.secrets)
             .field("tolerance", &s.tolerance)
             .field("max_body_size", &s.max_body_size)
-            .field("replay_capacity", &s.replay.policy().max_capacity())
+            .field(
+                "replay_capacity",
+                &s.replay.as_ref().and_then(|c| c.policy().max_capacity()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -200,8 +204,9 @@ impl Shared {
             // signatures matched (dropping one must not make a new message).
             None => first_mac,
         };
-        let entry = self.replay.entry(replay_key).or_insert(());
-        if !entry.is_fresh() {
+        if let Some(replay) = &self.replay
+            && !replay.entry(replay_key).or_insert(()).is_fresh()
+        {
             return Err(WebhookError::Replayed);
         }
         Ok(VerifiedWebhook {
@@ -239,7 +244,9 @@ impl Shared {
     }
 
     pub(crate) fn forget(&self, key: &[u8; 32]) {
-        self.replay.invalidate(key);
+        if let Some(replay) = &self.replay {
+            replay.invalidate(key);
+        }
     }
 }
 
@@ -309,7 +316,7 @@ impl WebhookVerifierBuilder {
     /// How many message ids the replay cache holds (default 100 000). Each
     /// is kept for twice the tolerance; when the cache is full the oldest
     /// is dropped early, so make it larger than the number of messages
-    /// your senders send in that time.
+    /// your senders send in that time. 0 turns replay protection off.
     pub fn replay_capacity(mut self, ids: u64) -> Self {
         self.replay_capacity = ids;
         self
@@ -328,13 +335,16 @@ impl WebhookVerifierBuilder {
         // acceptable: up to `tolerance` after a timestamp up to `tolerance`
         // ahead of the clock, plus the second the clock may round away.
         let remember = self.tolerance * 2 + Duration::from_secs(1);
-        let replay = Cache::builder()
-            .max_capacity(self.replay_capacity)
-            .time_to_live(remember)
-            // LRU admits every new id; moka's default (TinyLFU) may decline
-            // to cache a new one when full, which would let its replay in.
-            .eviction_policy(EvictionPolicy::lru())
-            .build();
+        let replay = (self.replay_capacity > 0).then(|| {
+            Cache::builder()
+                .max_capacity(self.replay_capacity)
+                .time_to_live(remember)
+                // LRU admits every new id; moka's default (TinyLFU) may
+                // decline to cache a new one when full, which would let its
+                // replay in.
+                .eviction_policy(EvictionPolicy::lru())
+                .build()
+        });
         WebhookVerifier {
             shared: Arc::new(Shared {
                 scheme: self.scheme,

@@ -300,6 +300,21 @@ async fn dropping_one_of_several_stripe_signatures_is_still_a_replay() {
 }
 
 #[tokio::test]
+async fn a_replay_capacity_of_zero_turns_replay_protection_off() {
+    let app = App::with(
+        WebhookVerifier::standard(standard_secret()).replay_capacity(0),
+        WebhookVerifier::stripe(stripe_secret()),
+    );
+    let signed = standard("msg_twice", T0, BODY);
+    for _ in 0..2 {
+        assert_eq!(
+            app.send("/standard", &signed, BODY).await.status,
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_forged_message_cannot_burn_the_id_of_a_real_one() {
     let app = App::new();
     let real = standard("msg_target", T0, BODY);
