@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use keygate_core::{Cursor, IpNet, KeyFormat, Metadata, Owner, Quota, Scopes};
 
-use crate::duration;
+use crate::{commands::webhook::WebhookCommand, duration};
 
 /// Manage keygate API keys: run migrations; create, list, update, rotate and
 /// revoke keys; read their usage and the audit trail.
@@ -96,6 +96,9 @@ pub(crate) enum Command {
     Keys(KeysCommand),
     /// Show the audit trail, newest first; `audit prune` deletes old events.
     Audit(AuditArgs),
+    /// Sign webhook messages (no database needed).
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Run a forward-auth server for nginx, Caddy or Traefik.
     ///
     /// The proxy asks `/auth` about each request; keygate checks the key,

@@ -15,6 +15,7 @@
 //! $ keygate keys rotate Ab3Cd5Ef7G --grace 1h
 //! $ keygate keys revoke Ab3Cd5Ef7G
 //! $ keygate audit --key Ab3Cd5Ef7G --since 7d
+//! $ keygate webhook sign --body-file event.json   # secret from KEYGATE_WEBHOOK_SECRET
 //! ```
 //!
 //! # Settings
@@ -139,6 +140,10 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    // Signing webhooks needs no database.
+    if let Command::Webhook(command) = cli.command {
+        return commands::webhook::run(command, cli.global.json);
+    }
     let hasher = hasher(cli.global.pepper_env.as_deref())?;
     let create_file = matches!(cli.command, Command::Migrate);
     let db = Database::open(

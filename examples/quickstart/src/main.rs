@@ -16,6 +16,12 @@
 //! `/admin/openapi.json`; the admin key may use it), with its interactive
 //! docs at `/admin/docs/` (open it in a browser, "Authorize" with the admin
 //! key, try any call). Keys created without an expiry expire after a year.
+//!
+//! `POST /webhooks` takes webhooks signed the Standard Webhooks way instead
+//! of a key. Its secret (`whsec_…`) is made on the first run and kept in
+//! the file `keygate-webhook.secret` beside `keygate.db` (readable by its
+//! owner only); every run prints it, with commands that sign a message with
+//! `keygate webhook sign` and send it with curl.
 //! Every authentication attempt is logged to stderr as a `keygate::audit`
 //! event (set `RUST_LOG` to change the filter, default `info`).
 //!
@@ -25,6 +31,7 @@
 //! | `POST /notes`        | `write` (from the method)            |
 //! | `DELETE /notes/{id}` | `delete` (from the method)           |
 //! | `GET /admin/stats`   | `read`, and `admin` (from the route) |
+//! | `POST /webhooks`     | none: a valid webhook signature      |
 //!
 //! The `admin` scope grants every other scope.
 
@@ -33,23 +40,30 @@ mod serve;
 
 use std::{
     collections::BTreeMap,
+    error::Error,
+    io::{self, Write as _},
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
+    body::Bytes,
     extract::{Path, State},
     http::StatusCode,
-    routing::{delete, get},
+    routing::{delete, get, post},
 };
 use keygate::{
     ApiKey, Keygate,
     core::{DynKeyStore, KeyManager, NewKey, Owner, Page, PlaintextKey, Quota, Scope},
 };
 use keygate_sqlx::{PostgresStore, SqliteStore};
+use keygate_webhook::{VerifiedWebhook, WebhookSecret, WebhookVerifier};
 use serde::{Deserialize, Serialize};
+
+/// Where the webhook secret is kept: beside `keygate.db`.
+const WEBHOOK_SECRET_FILE: &str = "keygate-webhook.secret";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -82,7 +96,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stats_route = Router::new()
         .route("/admin/stats", get(stats))
         .route_layer(keys.layer().require_scope(Scope::ADMIN));
-    let app = notes.merge(stats_route).with_state(Notes::default());
+    // Webhooks carry a signature instead of a key: a layer of their own,
+    // on their route only.
+    let webhook_secret = webhook_secret()?;
+    let webhooks = WebhookVerifier::standard(webhook_secret.clone()).build();
+    let webhook_route = Router::new()
+        .route("/webhooks", post(receive_webhook))
+        .route_layer(webhooks.layer());
+    let app = notes
+        .merge(stats_route)
+        .merge(webhook_route)
+        .with_state(Notes::default());
     // The key-management API protects itself (admin or keys:manage keys),
     // with its own rules rather than the method scopes above. Beside it, its
     // interactive docs at /admin/docs/: the page loads without a key, and
@@ -108,6 +132,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
+    println!();
+    println!(
+        "# The webhook secret, kept in {WEBHOOK_SECRET_FILE}; `keygate webhook sign` reads it \
+         from this variable"
+    );
+    println!(
+        "export KEYGATE_WEBHOOK_SECRET={}",
+        &*webhook_secret.expose_whsec()
+    );
     print_curl_commands(addr);
 
     serve::serve(listener, app, &keys).await
@@ -137,6 +170,29 @@ async fn open_store() -> Result<(Arc<dyn DynKeyStore>, String), Box<dyn std::err
         url.as_str()
     };
     Ok((Arc::new(store), shown.to_owned()))
+}
+
+/// The webhook secret: read from [`WEBHOOK_SECRET_FILE`], or made and
+/// written there (owner-only permissions) on the first run. Unlike keys,
+/// a webhook secret must be kept as it is: the receiver computes the
+/// signature with it.
+fn webhook_secret() -> Result<WebhookSecret, Box<dyn Error>> {
+    match std::fs::read_to_string(WEBHOOK_SECRET_FILE) {
+        Ok(text) => WebhookSecret::standard(&text).map_err(|e| {
+            format!("{WEBHOOK_SECRET_FILE}: {e} (delete it to make a new one)").into()
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let secret = WebhookSecret::generate()?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(WEBHOOK_SECRET_FILE)?;
+            writeln!(file, "{}", &*secret.expose_whsec())?;
+            Ok(secret)
+        }
+        Err(e) => Err(format!("cannot read {WEBHOOK_SECRET_FILE}: {e}").into()),
+    }
 }
 
 /// The two demo keys: issued on the first run (or with `--new-keys`, after
@@ -205,6 +261,17 @@ curl -s -H "X-API-Key: $KEYGATE_ADMIN_KEY" '{url}/admin/keys?status=active'
 
 # 429: ten quick requests against a quota of 5 per second
 for i in $(seq 10); do curl -s -o /dev/null -w '%{{http_code}}\n' -H "X-API-Key: $KEYGATE_READ_KEY" {url}/notes; done
+
+# webhooks: sign a message with the CLI (secret from $KEYGATE_WEBHOOK_SECRET), keep its headers as a curl config
+echo '{{"type":"note.created","text":"hi"}}' > /tmp/keygate-webhook.json
+cargo run -q -p keygate-cli -- webhook sign --body-file /tmp/keygate-webhook.json --format curl-config > /tmp/keygate-webhook.curl
+
+# 200: the signed message reaches the handler
+curl -i -K /tmp/keygate-webhook.curl --data-binary @/tmp/keygate-webhook.json {url}/webhooks
+
+# 401 replayed_message: the same message again; 401 invalid_signature: a body that was not signed
+curl -i -K /tmp/keygate-webhook.curl --data-binary @/tmp/keygate-webhook.json {url}/webhooks
+curl -i -K /tmp/keygate-webhook.curl --data-binary '{{"type":"note.created","text":"forged"}}' {url}/webhooks
 "#
     );
 }
@@ -267,6 +334,24 @@ async fn delete_note(State(notes): State<Notes>, Path(id): Path<u64>) -> StatusC
         Some(_) => StatusCode::NO_CONTENT,
         None => StatusCode::NOT_FOUND,
     }
+}
+
+#[derive(Serialize)]
+struct Received {
+    id: String,
+    bytes: usize,
+}
+
+/// Runs only for a message whose signature verified (and that is not a
+/// replay); `body` is the signed bytes, unchanged.
+async fn receive_webhook(
+    Extension(msg): Extension<VerifiedWebhook>,
+    body: Bytes,
+) -> Json<Received> {
+    Json(Received {
+        id: msg.id().unwrap_or_default().to_owned(),
+        bytes: body.len(),
+    })
 }
 
 #[derive(Serialize)]

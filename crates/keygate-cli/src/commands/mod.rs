@@ -4,6 +4,7 @@
 
 mod audit;
 mod keys;
+pub(crate) mod webhook;
 
 use keygate_core::{
     AuditLog, Environment, ID_LEN, KeyId, KeyManager, KeyRecord, ManageError, Quota, Quotas,
@@ -141,6 +142,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> Result<(), CliError> {
             KeysCommand::Usage(args) => keys::usage(ctx, args).await,
         },
         Command::Audit(args) => audit::audit(ctx, args).await,
+        Command::Webhook(command) => webhook::run(command, ctx.json),
         // `main` runs the server on a runtime of its own, with its own
         // settings; it never opens a one-shot context for it.
         Command::Serve(_) => Err(CliError::new("`serve` is a server, not a one-shot command")),
