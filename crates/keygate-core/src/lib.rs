@@ -52,6 +52,7 @@ mod periodic;
 mod quota;
 mod reconnect;
 mod record;
+mod remind;
 mod scope;
 mod store;
 mod sync;
@@ -85,6 +86,7 @@ pub use manage::{CreatedKey, KeyManager, KeyUpdate, ManageError, NewKey};
 pub use quota::{InvalidQuota, Quota, Quotas};
 pub use reconnect::Backoff;
 pub use record::{InvalidOwner, KeyInfo, KeyRecord, KeyStatus, Metadata, Owner, parse_allowed_net};
+pub use remind::{Notifier, Reminder, ReminderKind, ReminderPolicy, ReminderReport};
 pub use scope::{InvalidScope, MAX_SCOPE_LEN, Scope, Scopes};
 pub use store::{
     BoxFuture, Cursor, DEFAULT_EXPIRY_WARNING, DynKeyStore, InvalidCursor, InvalidStatusFilter,

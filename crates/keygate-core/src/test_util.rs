@@ -132,6 +132,22 @@ impl KeyStore for TestStore {
     ) -> Result<Vec<UsageBucket>, StoreError> {
         self.inner.usage(family, since).await
     }
+    async fn claim_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.claim_reminder(id, threshold, at).await
+    }
+    async fn release_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        self.inner.release_reminder(id, threshold).await
+    }
     fn subscribe(&self) -> Option<InvalidationFeed> {
         lock(&self.feed).take()
     }

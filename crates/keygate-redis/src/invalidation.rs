@@ -456,6 +456,23 @@ impl<S: KeyStore> KeyStore for InvalidatingStore<S> {
         self.store.list_live_ids(limit).await
     }
 
+    async fn claim_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.store.claim_reminder(id, threshold, at).await
+    }
+
+    async fn release_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        self.store.release_reminder(id, threshold).await
+    }
+
     fn subscribe(&self) -> Option<InvalidationFeed> {
         match self.bus.subscribe() {
             Ok(feed) => Some(feed),

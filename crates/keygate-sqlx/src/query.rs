@@ -349,6 +349,11 @@ pub(crate) async fn finish_rotation<DB: Database>(
     }
 }
 
+/// A reminder's threshold as stored: whole seconds, saturating.
+pub(crate) fn threshold_seconds(threshold: std::time::Duration) -> i64 {
+    i64::try_from(threshold.as_secs()).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use keygate_core::KeyId;

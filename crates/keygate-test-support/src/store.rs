@@ -47,6 +47,10 @@ pub enum Op {
     RecordUsage,
     /// [`KeyStore::usage`].
     Usage,
+    /// [`KeyStore::claim_reminder`].
+    ClaimReminder,
+    /// [`KeyStore::release_reminder`].
+    ReleaseReminder,
     /// [`AuditStore::append_audit`].
     AppendAudit,
     /// [`AuditStore::query_audit`].
@@ -57,7 +61,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 18] = [
         Self::Find,
         Self::Insert,
         Self::Update,
@@ -71,6 +75,8 @@ impl Op {
         Self::ListLiveIds,
         Self::RecordUsage,
         Self::Usage,
+        Self::ClaimReminder,
+        Self::ReleaseReminder,
         Self::AppendAudit,
         Self::QueryAudit,
         Self::PruneAudit,
@@ -365,6 +371,25 @@ impl<S: KeyStore> KeyStore for TestStore<S> {
     async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
         self.run(Op::ListLiveIds, None, self.inner.list_live_ids(limit))
             .await
+    }
+
+    async fn claim_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let work = self.inner.claim_reminder(id, threshold, at);
+        self.run(Op::ClaimReminder, Some(id), work).await
+    }
+
+    async fn release_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let work = self.inner.release_reminder(id, threshold);
+        self.run(Op::ReleaseReminder, Some(id), work).await
     }
 
     fn subscribe(&self) -> Option<InvalidationFeed> {

@@ -236,6 +236,19 @@ impl KeyStore for TimedStore {
         self.counted(self.inner.list_live_ids(limit).await)
     }
 
+    async fn claim_reminder(
+        &self,
+        id: KeyId,
+        threshold: Duration,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.counted(self.inner.claim_reminder(id, threshold, at).await)
+    }
+
+    async fn release_reminder(&self, id: KeyId, threshold: Duration) -> Result<(), StoreError> {
+        self.counted(self.inner.release_reminder(id, threshold).await)
+    }
+
     fn subscribe(&self) -> Option<InvalidationFeed> {
         self.inner.subscribe()
     }

@@ -31,10 +31,14 @@ pub enum AuditAction {
     Revoke,
     /// A key was rotated (the event names the old key; `detail` the new one).
     Rotate,
+    /// A reminder about a key nearing expiry was delivered (`detail`: why
+    /// and how far ahead, `expiring 3d`).
+    Remind,
 }
 
 impl AuditAction {
-    /// The action as stored: `authenticate`, `create`, `update`, `revoke`, `rotate`.
+    /// The action as stored: `authenticate`, `create`, `update`, `revoke`,
+    /// `rotate`, `remind`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Authenticate => "authenticate",
@@ -42,6 +46,7 @@ impl AuditAction {
             Self::Update => "update",
             Self::Revoke => "revoke",
             Self::Rotate => "rotate",
+            Self::Remind => "remind",
         }
     }
 }
@@ -56,6 +61,7 @@ impl std::str::FromStr for AuditAction {
             "update" => Self::Update,
             "revoke" => Self::Revoke,
             "rotate" => Self::Rotate,
+            "remind" => Self::Remind,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "unknown audit action {other:?}"

@@ -168,6 +168,27 @@ pub trait KeyStore: Send + Sync + 'static {
         async { Ok(Vec::new()) }
     }
 
+    /// Claims the reminder of key `id` for `threshold` (how long before the
+    /// key's expiry it is sent): `true` if this call made the claim, `false`
+    /// if some call (in any process sharing the store) already had. Atomic: of
+    /// concurrent claims exactly one wins. Required, with no default: a store
+    /// that answered `true` twice would remind a key's owner twice.
+    fn claim_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives a claim made by [`claim_reminder`](Self::claim_reminder) back,
+    /// because its delivery failed, so a later run tries again. Releasing a
+    /// claim that is not there does nothing.
+    fn release_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Subscribes to invalidations that other processes publish when they
     /// change keys in this store, so their revocations reach this process's
     /// cache. Called once, from within a tokio runtime, when a `Keygate` is
@@ -246,6 +267,19 @@ pub trait DynKeyStore: Send + Sync + 'static {
     fn list_created_by(&self, family: KeyId) -> BoxFuture<'_, Result<Vec<KeyRecord>, StoreError>>;
     /// See [`KeyStore::list_live_ids`].
     fn list_live_ids(&self, limit: usize) -> BoxFuture<'_, Result<Vec<KeyId>, StoreError>>;
+    /// See [`KeyStore::claim_reminder`].
+    fn claim_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+        at: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// See [`KeyStore::release_reminder`].
+    fn release_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 impl<S: KeyStore> DynKeyStore for S {
@@ -326,5 +360,20 @@ impl<S: KeyStore> DynKeyStore for S {
     }
     fn list_live_ids(&self, limit: usize) -> BoxFuture<'_, Result<Vec<KeyId>, StoreError>> {
         Box::pin(KeyStore::list_live_ids(self, limit))
+    }
+    fn claim_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+        at: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(KeyStore::claim_reminder(self, id, threshold, at))
+    }
+    fn release_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(KeyStore::release_reminder(self, id, threshold))
     }
 }

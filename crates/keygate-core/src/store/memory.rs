@@ -26,6 +26,7 @@ struct MemoryInner {
     by_owner: HashMap<Owner, Vec<KeyId>>,
     usage: HashMap<(KeyId, OffsetDateTime), u64>,
     audit: Vec<crate::AuditEvent>,
+    reminders: std::collections::HashSet<(KeyId, std::time::Duration)>,
 }
 
 impl MemoryStore {
@@ -148,6 +149,24 @@ impl KeyStore for MemoryStore {
         out.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
         out.truncate(page.limit);
         Ok(out)
+    }
+
+    async fn claim_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+        _at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        Ok(self.write().reminders.insert((id, threshold)))
+    }
+
+    async fn release_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        self.write().reminders.remove(&(id, threshold));
+        Ok(())
     }
 
     async fn list_expiring(

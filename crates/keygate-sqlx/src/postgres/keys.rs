@@ -20,7 +20,7 @@ use crate::{
     listen,
     query::{
         bind_list, bind_page, count_active, fetch_record, fetch_records, finish_rotation,
-        insert_record, limit, live_ids, update_sets, usage_since,
+        insert_record, limit, live_ids, threshold_seconds, update_sets, usage_since,
     },
 };
 
@@ -257,6 +257,36 @@ impl KeyStore for PostgresStore {
     async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
         let sql = AssertSqlSafe(Arc::clone(&self.shared.sql.live_ids));
         live_ids(sql, limit, &self.pool).await
+    }
+
+    async fn claim_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let done = Self::query(&self.shared.sql.claim_reminder)
+            .bind(id.to_string())
+            .bind(threshold_seconds(threshold))
+            .bind(in_range(at)?)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        Self::query(&self.shared.sql.release_reminder)
+            .bind(id.to_string())
+            .bind(threshold_seconds(threshold))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 
     async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {

@@ -30,6 +30,8 @@ pub(super) struct Sql {
     /// [`audit_filter`](crate::query::audit_filter) is appended.
     pub(super) audit: String,
     pub(super) prune_audit: Arc<str>,
+    pub(super) claim_reminder: Arc<str>,
+    pub(super) release_reminder: Arc<str>,
 }
 
 impl Sql {
@@ -38,6 +40,7 @@ impl Sql {
         let keys = format!("{prefix}keygate_keys");
         let usage = format!("{prefix}keygate_usage");
         let audit = format!("{prefix}keygate_audit");
+        let reminders = format!("{prefix}keygate_reminders");
         let audit_cols = audit_columns!();
         let cols = key_columns!();
         let s = |sql: String| Arc::<str>::from(sql);
@@ -108,6 +111,13 @@ impl Sql {
             audit: format!("SELECT id, {audit_cols} FROM {audit}"),
             prune_audit: s(format!("DELETE FROM {audit} WHERE at < $1")),
             keys,
+            claim_reminder: s(format!(
+                "INSERT INTO {reminders} (key_id, threshold, claimed_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING"
+            )),
+            release_reminder: s(format!(
+                "DELETE FROM {reminders} WHERE key_id = $1 AND threshold = $2"
+            )),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::{
     poll,
     query::{
         bind_list, bind_page, count_active, fetch_record, fetch_records, finish_rotation,
-        insert_record, limit, live_ids, update_sets, usage_since,
+        insert_record, limit, live_ids, threshold_seconds, update_sets, usage_since,
     },
 };
 
@@ -214,6 +214,39 @@ impl KeyStore for SqliteStore {
     async fn list_live_ids(&self, limit: usize) -> Result<Vec<KeyId>, StoreError> {
         const SQL: &str = "SELECT id FROM keygate_keys WHERE revoked_at IS NULL LIMIT ?1";
         live_ids(SQL, limit, &self.pool).await
+    }
+
+    async fn claim_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "INSERT INTO keygate_reminders (key_id, threshold, claimed_at) \
+                           VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+        let done = sqlx::query(SQL)
+            .bind(id.as_str())
+            .bind(threshold_seconds(threshold))
+            .bind(unix_micros(in_range(at)?))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_reminder(
+        &self,
+        id: KeyId,
+        threshold: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "DELETE FROM keygate_reminders WHERE key_id = ?1 AND threshold = ?2";
+        sqlx::query(SQL)
+            .bind(id.as_str())
+            .bind(threshold_seconds(threshold))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 
     async fn list_by_owner(&self, owner: &Owner, page: Page) -> Result<Vec<KeyRecord>, StoreError> {

@@ -162,6 +162,7 @@ macro_rules! __conformance_group {
             record_usage_accumulates_hourly_and_keeps_the_latest_use,
             usage_since_starts_at_the_hour_and_is_oldest_first,
             concurrent_usage_flushes_lose_nothing,
+            reminders_are_claimed_once_per_key_and_threshold_until_given_back,
         );
     };
     (audit, $open:path) => {

@@ -171,3 +171,36 @@ pub async fn usage_since_starts_at_the_hour_and_is_oldest_first(store: &impl Key
     assert!(buckets(hours[4] + Duration::hours(1)).await.is_empty());
     assert!(store.usage(id("OtherFamly"), h0).await.unwrap().is_empty());
 }
+
+/// Checks that a reminder is claimed once per key and threshold, by exactly
+/// one of several concurrent claims, and can be claimed again once given
+/// back.
+pub async fn reminders_are_claimed_once_per_key_and_threshold_until_given_back(
+    store: &impl KeyStore,
+) {
+    let day = std::time::Duration::from_secs(86_400);
+    let (a, b) = (id("RemindKey1"), id("RemindKey2"));
+    let claims = tokio::join!(
+        store.claim_reminder(a, 3 * day, T0),
+        store.claim_reminder(a, 3 * day, T0),
+        store.claim_reminder(a, 3 * day, T0),
+        store.claim_reminder(a, 3 * day, T0),
+    );
+    let won = [claims.0, claims.1, claims.2, claims.3]
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|won| *won)
+        .count();
+    assert_eq!(won, 1, "exactly one concurrent claim wins");
+    assert!(!store.claim_reminder(a, 3 * day, T0).await.unwrap());
+    // Other thresholds and other keys are claims of their own.
+    assert!(store.claim_reminder(a, day, T0).await.unwrap());
+    assert!(store.claim_reminder(b, 3 * day, T0).await.unwrap());
+    // Given back (a failed delivery): the next run may claim it again.
+    store.release_reminder(a, 3 * day).await.unwrap();
+    assert!(store.claim_reminder(a, 3 * day, T0).await.unwrap());
+    assert!(!store.claim_reminder(a, day, T0).await.unwrap());
+    // Giving back what was never claimed does nothing.
+    store.release_reminder(b, day).await.unwrap();
+    assert!(!store.claim_reminder(b, 3 * day, T0).await.unwrap());
+}

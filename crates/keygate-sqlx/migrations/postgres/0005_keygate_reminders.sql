@@ -1,0 +1,11 @@
+-- keygate: reminders claimed for keys nearing expiry, one row per key and
+-- threshold (seconds before expiry), so that no key's owner is reminded
+-- twice for one threshold, whichever node sends it and however often it
+-- restarts. A failed delivery deletes its row, so a later run tries again.
+
+CREATE TABLE keygate_reminders (
+    key_id     TEXT COLLATE "C" NOT NULL,
+    threshold  BIGINT NOT NULL CHECK (threshold >= 0),
+    claimed_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (key_id, threshold)
+);
