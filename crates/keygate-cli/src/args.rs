@@ -151,6 +151,16 @@ pub(crate) enum KeysCommand {
     Rotate(RotateArgs),
     /// List keys that expire soon (or have expired) and are not revoked.
     Expiring(ExpiringArgs),
+    /// Send the reminders due now for keys nearing expiry, each once: meant
+    /// for cron (every hour, say).
+    ///
+    /// A key gets one reminder per threshold (default 14, 3 and 1 days
+    /// before it expires; rotated keys before their grace period ends),
+    /// claimed in the database before it is sent, so overlapping runs never
+    /// send one twice. With --webhook-url each goes out as a signed webhook
+    /// (Standard Webhooks, secret from --secret-env); without it, they are
+    /// printed. A failed delivery is given back for the next run.
+    Remind(RemindArgs),
     /// Show a key's requests per hour.
     Usage(UsageArgs),
 }
@@ -288,6 +298,25 @@ pub(crate) struct ExpiringArgs {
     /// Most keys to show.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub(crate) limit: u16,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RemindArgs {
+    /// POST each reminder to this http:// URL as a signed webhook.
+    #[arg(long, value_name = "URL")]
+    pub(crate) webhook_url: Option<String>,
+    /// The environment variable holding the webhook secret (`whsec_…`).
+    #[arg(long, default_value = "KEYGATE_WEBHOOK_SECRET", value_name = "VAR")]
+    pub(crate) secret_env: String,
+    /// How long before expiry reminders go out, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "14d,3d,1d",
+        value_parser = duration::parse_positive,
+        value_name = "DURATIONS"
+    )]
+    pub(crate) thresholds: Vec<Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -79,8 +79,12 @@
 //!
 //! # Feature flags
 //!
-//! None: the crate depends on `keygate` without its default features (no
-//! axum), and works with any tower stack whose request bodies implement
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `notify` | no | `WebhookNotifier`: keygate's key reminders (`KeyManager::send_reminders`) delivered as signed webhooks over plain HTTP, retried with backoff (hyper's client) |
+//!
+//! The crate depends on `keygate` without its default features (no axum),
+//! and works with any tower stack whose request bodies implement
 //! `http_body::Body`.
 
 // The workspace lint is `deny` so one allocation-counting test can
@@ -92,11 +96,15 @@ mod audit;
 mod body;
 mod error;
 mod layer;
+#[cfg(feature = "notify")]
+mod notify;
 mod scheme;
 mod secret;
 mod sign;
 mod verify;
 
+#[cfg(feature = "notify")]
+pub use crate::notify::{NotifyError, WebhookNotifier};
 pub use crate::{
     body::{ResponseBody, VerifiedBody},
     error::WebhookError,

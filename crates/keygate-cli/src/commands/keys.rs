@@ -3,12 +3,16 @@
 
 use std::fmt::Write as _;
 
-use keygate_core::{CreatedKey, Cursor, Environment, KeyFilter, KeyUpdate, NewKey, Page};
+use keygate_core::{
+    BoxError, BoxFuture, CreatedKey, Cursor, Environment, KeyFilter, KeyUpdate, NewKey, Notifier,
+    Page, Reminder, ReminderPolicy,
+};
+use keygate_webhook::{WebhookNotifier, WebhookSigner};
 use serde_json::json;
 
 use super::{Ctx, parse_id, quotas, shell_word};
 use crate::{
-    args::{CreateArgs, ExpiringArgs, ListArgs, RotateArgs, UpdateArgs, UsageArgs},
+    args::{CreateArgs, ExpiringArgs, ListArgs, RemindArgs, RotateArgs, UpdateArgs, UsageArgs},
     duration,
     error::CliError,
     output::{
@@ -312,6 +316,77 @@ pub(super) async fn expiring(ctx: &Ctx, args: ExpiringArgs) -> Result<(), CliErr
         ]);
     }
     output::stdout(&table.render());
+    Ok(())
+}
+
+/// Takes every reminder as delivered: `keys remind` prints them.
+struct Printed;
+
+impl Notifier for Printed {
+    fn notify<'a>(&'a self, _: &'a Reminder) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+pub(super) async fn remind(ctx: &Ctx, args: RemindArgs) -> Result<(), CliError> {
+    let policy = ReminderPolicy::default().thresholds(args.thresholds);
+    let webhook = match &args.webhook_url {
+        None => None,
+        Some(url) => {
+            let secret = super::webhook::read_secret(
+                keygate_webhook::Scheme::StandardWebhooks,
+                &args.secret_env,
+                std::env::var_os(&args.secret_env),
+            )?;
+            let notifier =
+                WebhookNotifier::new(url, WebhookSigner::standard(secret)).map_err(|e| {
+                    CliError::usage(e.to_string()).hint("pass --webhook-url http://HOST:PORT/PATH")
+                })?;
+            Some(notifier)
+        }
+    };
+    let notifier: &dyn Notifier = match &webhook {
+        Some(w) => w,
+        None => &Printed,
+    };
+    let report = ctx
+        .manage(ctx.manager.send_reminders(&policy, notifier))
+        .await?;
+    let now = Ctx::now();
+    ctx.print(
+        || {
+            let mut out = String::new();
+            if report.sent.is_empty() {
+                out.push_str("No reminders due.\n");
+            } else {
+                let mut table = Table::new(["KEY", "OWNER", "NAME", "WHY", "EXPIRES", "WHEN"]);
+                for r in &report.sent {
+                    table.row([
+                        &r.key_head,
+                        &r.owner.to_string(),
+                        &r.name,
+                        r.kind.as_str(),
+                        &timestamp(r.expires_at),
+                        &from_now(r.expires_at, now),
+                    ]);
+                }
+                out.push_str(&table.render());
+            }
+            if report.already_sent > 0 {
+                let _ = writeln!(out, "{} already sent earlier.", report.already_sent);
+            }
+            out
+        },
+        || json!(report),
+    );
+    if report.failed > 0 {
+        return Err(CliError::new(format!(
+            "{} reminder(s) could not be delivered to {}",
+            report.failed,
+            args.webhook_url.as_deref().unwrap_or("stdout")
+        ))
+        .hint("they were given back: the next run tries again"));
+    }
     Ok(())
 }
 

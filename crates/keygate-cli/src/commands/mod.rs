@@ -139,6 +139,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> Result<(), CliError> {
             KeysCommand::Revoke(IdArg { id }) => keys::revoke(ctx, &id).await,
             KeysCommand::Rotate(args) => keys::rotate(ctx, args).await,
             KeysCommand::Expiring(args) => keys::expiring(ctx, args).await,
+            KeysCommand::Remind(args) => keys::remind(ctx, args).await,
             KeysCommand::Usage(args) => keys::usage(ctx, args).await,
         },
         Command::Audit(args) => audit::audit(ctx, args).await,

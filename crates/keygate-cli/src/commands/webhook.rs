@@ -128,7 +128,7 @@ fn sign(args: &SignArgs, json: bool, secret: Option<OsString>) -> Result<(), Cli
     Ok(())
 }
 
-fn read_secret(
+pub(super) fn read_secret(
     scheme: Scheme,
     var: &str,
     value: Option<OsString>,
