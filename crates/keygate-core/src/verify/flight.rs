@@ -57,12 +57,14 @@ impl Flights {
     }
 
     /// Runs `fill` (a cache fill with `flight`'s answer) unless the flight's
-    /// id was invalidated since the flight began.
-    pub(super) fn fill_unless_stale(&self, flight: &Flight, fill: impl FnOnce()) {
+    /// id was invalidated since the flight began; says whether it ran.
+    pub(super) fn fill_unless_stale(&self, flight: &Flight, fill: impl FnOnce()) -> bool {
         let _map = lock(&self.map);
-        if !flight.stale.load(Ordering::Relaxed) {
+        let fresh = !flight.stale.load(Ordering::Relaxed);
+        if fresh {
             fill();
         }
+        fresh
     }
 
     /// Marks the flight for `id`, if any, stale and lets it go (requests
@@ -189,9 +191,14 @@ impl Joined {
         // An invalidation either comes first (and this answer, possibly
         // read before the change, is not cached) or comes after (and
         // removes what this puts in).
-        v.flights.fill_unless_stale(&self.flight, || {
+        let cached = v.flights.fill_unless_stale(&self.flight, || {
             v.cache.fill(self.id, entry.as_ref());
         });
+        if !cached && let Some(entry) = &entry {
+            // Not in the cache, so no flush would see the uses the waiting
+            // requests count on it: the ledger keeps it until they are done.
+            v.ledger.retire(Arc::clone(entry));
+        }
         Ok(entry)
     }
 }

@@ -85,23 +85,38 @@ pub(super) struct UsageLedger {
 }
 
 impl UsageLedger {
-    /// What the cache calls with every entry it lets go: entries with
-    /// uncounted usage are kept for the next flush.
+    /// What the cache calls with every entry it lets go (see
+    /// [`retire`](Self::retire)).
     pub(super) fn retirer(&self) -> impl Fn(Arc<CachedKey>) + Send + Sync + 'static {
         let retired = Arc::clone(&self.retired);
-        move |entry| {
-            if entry.usage.is_pending() {
-                lock(&retired).push(entry);
-            }
-        }
+        move |entry| retire(&retired, entry)
+    }
+
+    /// Keeps an entry that is not (or no longer) in the cache for the next
+    /// flush, if it has uncounted usage or a request still holds it (and may
+    /// yet count a use on it): a load an invalidation overtook, an entry
+    /// evicted or replaced between a request's lookup and its count.
+    pub(super) fn retire(&self, entry: Arc<CachedKey>) {
+        retire(&self.retired, entry);
     }
 
     /// Takes the usage counted since the last call: what failed to be
     /// written before, then retired entries', then the `live` entries'.
+    /// Retired entries a request still holds stay for the next flush.
     fn take(&self, live: impl Iterator<Item = Arc<CachedKey>>) -> Vec<UsageDelta> {
         let retired = std::mem::take(&mut *lock(&self.retired));
         let mut out = std::mem::take(&mut *lock(&self.unflushed));
-        out.extend(retired.iter().filter_map(|e| e.take_usage()));
+        let mut held = Vec::new();
+        for entry in retired {
+            out.extend(entry.take_usage());
+            // Ours is one reference; any other is a request's.
+            if Arc::strong_count(&entry) > 1 {
+                held.push(entry);
+            }
+        }
+        if !held.is_empty() {
+            lock(&self.retired).extend(held);
+        }
         out.extend(live.filter_map(|e| e.take_usage()));
         out
     }
@@ -138,6 +153,12 @@ impl UsageLedger {
                 "usage could not be written for too long; oldest counts dropped"
             );
         }
+    }
+}
+
+fn retire(retired: &Mutex<Vec<Arc<CachedKey>>>, entry: Arc<CachedKey>) {
+    if entry.usage.is_pending() || Arc::strong_count(&entry) > 1 {
+        lock(retired).push(entry);
     }
 }
 

@@ -458,3 +458,39 @@ async fn verify_is_busy_when_unknown_lookups_are_exhausted() {
         Verification::Busy
     ));
 }
+
+/// An entry that never made it into the cache (its load was overtaken by
+/// an invalidation, such as an invalidation feed's first `All`), or that
+/// left it between the lookup and the count, still has its requests
+/// written: `record_use` on an entry nobody flushes would lose them.
+#[tokio::test]
+async fn usage_counted_on_entries_outside_the_cache_is_flushed() {
+    let (store, _, rec) = one_key(TestStore::slow(Duration::from_millis(50))).await;
+    let v = verifier(store.clone(), Arc::new(SystemClock), CacheConfig::default());
+    // A load overtaken by an invalidation: answered, but not cached.
+    let load = {
+        let v = Arc::clone(&v);
+        tokio::spawn(async move { v.find(rec.id).await.unwrap().unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    v.invalidate_all();
+    let orphan = load.await.unwrap();
+    v.flush_usage().await.unwrap();
+    orphan.record_use(OffsetDateTime::now_utc());
+    // A cached entry replaced between its lookup and its count.
+    let cached = v.find(rec.id).await.unwrap().unwrap();
+    v.invalidate(rec.id);
+    v.flush_usage().await.unwrap();
+    cached.record_use(OffsetDateTime::now_utc());
+    cached.record_use(OffsetDateTime::now_utc());
+    drop((orphan, cached));
+    v.flush_usage().await.unwrap();
+    let total: u64 = store
+        .usage(rec.family, OffsetDateTime::UNIX_EPOCH)
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.requests)
+        .sum();
+    assert_eq!(total, 3, "no request lost");
+}
