@@ -638,7 +638,8 @@ async fn invalid_input_is_a_422_naming_every_bad_field() {
             Method::POST,
             keys.clone(),
             String::new(),
-            vec!["owner", "name", "scopes"],
+            // No owner: the caller's own.
+            vec!["name", "scopes"],
         ),
         (
             Method::POST,
@@ -1074,7 +1075,8 @@ async fn the_openapi_document_describes_every_route_the_router_serves() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(required, BTreeSet::from(["owner", "name", "scopes"]));
+    // `owner` defaults to the caller's own.
+    assert_eq!(required, BTreeSet::from(["name", "scopes"]));
 
     // The document is behind the same authorization as the rest.
     h.call(Method::GET, "/admin/openapi.json", None, None)

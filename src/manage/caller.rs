@@ -1,5 +1,6 @@
-//! Who may manage which keys: the [`Caller`] every route extracts, its
-//! checks, and how a refused management call answers.
+//! Who may manage which keys: the [`Caller`] every route extracts (an API
+//! key, or a person the application signed in), its checks, and how a
+//! refused management call answers.
 
 use axum::{
     extract::FromRequestParts,
@@ -8,37 +9,72 @@ use axum::{
 use http::{StatusCode, request::Parts};
 use keygate_core::{
     Cap, CreatedKey, Environment, GrantDimension, GrantViolation, Grantor, KeyId, KeyManager,
-    KeyRecord, KeyView, ManageError, Owner, Scope, StoreError, may_grant_environment,
-    ungrantable_scopes,
+    KeyRecord, KeySettings, KeyView, ManageError, Metadata, Owner, Scope, Scopes, StoreError,
+    may_grant_environment, ungrantable_scopes,
 };
 
 use super::{
     AdminState, MANAGE_SCOPE,
     input::FieldError,
+    self_service::Signed,
     view::{CreatedKeyView, Problem, json},
 };
 use crate::ApiKey;
 
-/// An authenticated caller allowed to manage keys (its key has `admin` or
-/// [`MANAGE_SCOPE`]), with a manager that records it as the actor.
+/// An authenticated caller allowed to manage keys — an API key with
+/// `admin` or [`MANAGE_SCOPE`], or a person the application signed in —
+/// with a manager that records it as the actor.
 ///
-/// Extracting it is every route's first check: any other key is refused
-/// with 403 `insufficient_scope` before the request is read further.
+/// Extracting it is every route's first check: any other caller is refused
+/// (401 not signed in, 403 `insufficient_scope`) before the request is read
+/// further.
 pub(super) struct Caller {
-    key: ApiKey,
+    who: Who,
+    /// An `admin` key or an operator: every owner's keys, no ceiling.
     admin: bool,
     manager: KeyManager,
     state: AdminState,
+}
+
+/// Who the caller is.
+enum Who {
+    Key(ApiKey),
+    /// A person: the keys of `owner`, under `ceiling` (what the service
+    /// lets people grant).
+    Person {
+        owner: Owner,
+        ceiling: Scopes,
+    },
 }
 
 impl FromRequestParts<AdminState> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, Response> {
-        let key = ApiKey::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        Self::new(key, state).map_err(IntoResponse::into_response)
+        let Some(people) = &state.0.people else {
+            let key = ApiKey::from_request_parts(parts, state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+            return Self::new(key, state).map_err(IntoResponse::into_response);
+        };
+        let Some(identity) = people.identify(parts) else {
+            return Err(people.not_signed_in());
+        };
+        match identity.0 {
+            Signed::Key(key) => Self::new(key, state).map_err(IntoResponse::into_response),
+            Signed::Person { owner, operator } => {
+                let manager = state.0.keys.manager().as_actor(owner.to_string());
+                Ok(Self {
+                    who: Who::Person {
+                        owner,
+                        ceiling: people.grantable.clone(),
+                    },
+                    admin: operator,
+                    manager,
+                    state: state.clone(),
+                })
+            }
+        }
     }
 }
 
@@ -57,7 +93,7 @@ impl Caller {
         }
         let manager = state.0.keys.manager().as_actor(format!("key:{}", key.id()));
         Ok(Self {
-            key,
+            who: Who::Key(key),
             admin,
             manager,
             state: state.clone(),
@@ -74,14 +110,40 @@ impl Caller {
         &self.manager
     }
 
-    /// The owner of the caller's key.
+    /// The caller's own owner: its key's, or the person's.
     pub(super) fn owner(&self) -> &Owner {
-        self.key.owner()
+        match &self.who {
+            Who::Key(key) => key.owner(),
+            Who::Person { owner, .. } => owner,
+        }
     }
 
-    /// The environment of the caller's key.
+    /// The environment the caller's keys are made in by default: its key's,
+    /// or `live` for a person.
     pub(super) fn environment(&self) -> Environment {
-        self.key.environment()
+        match &self.who {
+            Who::Key(key) => key.environment(),
+            Who::Person { .. } => Environment::Live,
+        }
+    }
+
+    /// The scopes the caller may hand out: its key's, or the ceiling the
+    /// service sets for people.
+    fn held(&self) -> &Scopes {
+        match &self.who {
+            Who::Key(key) => key.scopes(),
+            Who::Person { ceiling, .. } => ceiling,
+        }
+    }
+
+    /// Why the caller cannot grant `scope`, for people.
+    fn lacks(&self, scope: &Scope) -> String {
+        match &self.who {
+            Who::Key(_) => format!("this API key lacks `{scope}`, so it cannot grant it"),
+            Who::Person { .. } => {
+                format!("this service does not let people grant `{scope}` on their keys")
+            }
+        }
     }
 
     /// `record` as the API shows it.
@@ -111,19 +173,23 @@ impl Caller {
         }
     }
 
-    /// Whether the caller's key has `admin`: it manages every owner's keys.
+    /// Whether the caller is an `admin` key or an operator: it manages
+    /// every owner's keys.
     pub(super) fn is_admin(&self) -> bool {
         self.admin
     }
 
     /// Whether the caller may see keys of `owner`.
     fn sees(&self, owner: &Owner) -> bool {
-        self.admin || self.key.owner() == owner
+        self.admin || self.owner() == owner
     }
 
-    /// The caller's key may hand out every scope of `scopes`.
+    /// The caller may hand out every scope of `scopes`.
     pub(super) fn may_grant(&self, scopes: &[Scope], field: &str) -> Result<(), Problem> {
-        let lacking: Vec<(usize, &Scope)> = ungrantable_scopes(self.key.scopes(), scopes).collect();
+        if self.admin {
+            return Ok(());
+        }
+        let lacking: Vec<(usize, &Scope)> = ungrantable_scopes(self.held(), scopes).collect();
         let Some((_, first)) = lacking.first() else {
             return Ok(());
         };
@@ -131,17 +197,24 @@ impl Caller {
             .iter()
             .map(|(i, s)| FieldError {
                 field: format!("{field}[{i}]"),
-                message: format!("this API key lacks `{s}`, so it cannot grant it"),
+                message: self.lacks(s),
             })
             .collect();
-        Err(Problem::insufficient_scope(
-            first.as_str(),
-            format!(
+        let detail = match &self.who {
+            Who::Key(_) => format!(
                 "This API key cannot grant `{first}`: a key can only hand out scopes it holds \
                  itself."
             ),
-            errors,
-        ))
+            Who::Person { ceiling, .. } => format!(
+                "You cannot grant `{first}`: this service lets people grant {} only.",
+                if ceiling.is_empty() {
+                    "no scope".to_owned()
+                } else {
+                    format!("`{ceiling}`")
+                }
+            ),
+        };
+        Err(Problem::insufficient_scope(first.as_str(), detail, errors))
     }
 
     /// A `test` key may not create, change or rotate `live` keys (unless it
@@ -151,7 +224,7 @@ impl Caller {
         environment: Environment,
         field: Option<&str>,
     ) -> Result<(), Problem> {
-        if may_grant_environment(self.key.scopes(), self.key.environment(), environment) {
+        if self.admin || may_grant_environment(self.held(), self.environment(), environment) {
             return Ok(());
         }
         let errors = field
@@ -165,15 +238,20 @@ impl Caller {
     }
 
     /// The caller may change or rotate `record`: a key no more powerful
-    /// than its own.
+    /// than its own (or than the ceiling, for a person).
     pub(super) fn may_modify(&self, record: &KeyRecord) -> Result<(), Problem> {
-        if let Some((_, scope)) = ungrantable_scopes(self.key.scopes(), record.scopes.iter()).next()
-        {
+        if self.admin {
+            return Ok(());
+        }
+        if let Some((_, scope)) = ungrantable_scopes(self.held(), record.scopes.iter()).next() {
+            let who = match &self.who {
+                Who::Key(_) => "your API key lacks, so your key",
+                Who::Person { .. } => "this service does not let people grant, so you",
+            };
             return Err(Problem::insufficient_scope(
                 scope.as_str(),
                 format!(
-                    "This key has the `{scope}` scope, which your API key lacks, so your key \
-                     cannot change or rotate it."
+                    "This key has the `{scope}` scope, which {who} cannot change or rotate it."
                 ),
                 Vec::new(),
             ));
@@ -181,14 +259,33 @@ impl Caller {
         self.may_use_environment(record.environment, None)
     }
 
-    /// The caller's key as a grantor, as the store holds it now (its quota
-    /// and allowlist are not in the request's key info), or `None` for an
-    /// admin, which the grant rule does not bind.
+    /// The caller as a grantor: its key as the store holds it now (its
+    /// quota and allowlist are not in the request's key info), or a person
+    /// under the service's ceiling; `None` for an admin or an operator,
+    /// which the grant rule does not bind.
     pub(super) async fn grantor(&self) -> Result<Option<Grantor>, Problem> {
         if self.admin {
             return Ok(None);
         }
-        let id = self.key.id();
+        let key = match &self.who {
+            Who::Key(key) => key,
+            Who::Person { owner, ceiling } => {
+                let ceiling = KeySettings {
+                    scopes: ceiling.clone(),
+                    environment: Environment::Live,
+                    expires_at: None,
+                    rate_limit: None,
+                    allowed_ips: Vec::new(),
+                    metadata: Metadata::default(),
+                };
+                return Ok(Some(Grantor::person(
+                    owner.clone(),
+                    ceiling,
+                    self.state.default_quota(),
+                )));
+            }
+        };
+        let id = key.id();
         match self.manager.get(id).await {
             Ok(Some(record)) => Ok(Some(Grantor::new(&record, self.state.default_quota()))),
             Ok(None) => Err(self.failed(ManageError::Store(StoreError::NotFound(id)))),

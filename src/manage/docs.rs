@@ -68,7 +68,7 @@ pub fn docs(keys: &Keygate) -> Router {
         .display_request_duration(true);
     let state = DocsState(Arc::new(DocsInner {
         config: Arc::new(config),
-        doc: openapi::document(keys),
+        doc: openapi::document(keys, None),
     }));
     Router::new()
         .route("/docs", get(to_page))

@@ -38,7 +38,7 @@ const TIME_RANGE: &str = "must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:
 /// read or is invalid.
 fn read<T>(
     body: Result<Bytes, BytesRejection>,
-    parse: fn(&[u8]) -> Result<T, Vec<FieldError>>,
+    parse: impl FnOnce(&[u8]) -> Result<T, Vec<FieldError>>,
 ) -> Result<T, Problem> {
     let body = body.map_err(|rejection| {
         Problem::unreadable_body(rejection.status(), &rejection.body_text())
@@ -62,7 +62,7 @@ fn read<T>(
     )
 )]
 pub(super) async fn create_key(caller: Caller, raw: Result<Bytes, BytesRejection>) -> Answer {
-    let req = read(raw, input::create)?;
+    let req = read(raw, |body| input::create(body, caller.owner()))?;
     caller.sees_owner(&req.owner, "owner")?;
     caller.may_grant(&req.scopes, "scopes")?;
     let environment = req.environment.unwrap_or(caller.environment());

@@ -56,13 +56,86 @@
 //! keys, or creating one for them, is a 403 `owner_not_allowed`. Changes are
 //! recorded in the audit trail with the actor `key:<id of the caller's key>`.
 //!
+//! # Self-service behind your own sign-in
+//!
+//! [`self_service`] serves the same routes to people signed in with the
+//! application's own authentication (JWTs, session cookies, a proxy's
+//! header): the application tells keygate who is calling with an
+//! [`Identity`] — a [person](Identity::person) owning keys, an
+//! [operator](Identity::operator) acting like `admin`, or an
+//! [API key](Identity::api_key) judged as above — and keygate does the
+//! rest: same validation, answers, OpenAPI document (its security scheme is
+//! the application's, [`AuthScheme`]) and audit events (actor
+//! `user:alice`, the person's owner).
+//!
+//! A person sees and changes the keys of their own owner only (another
+//! owner in a body or `?owner=` is 403 `owner_not_allowed`, another
+//! owner's key id 404), and never makes a key more powerful than the
+//! service lets people grant ([`SelfService::grantable_scopes`], `read` and
+//! `write` by default): the ceiling is a
+//! [`Grantor::person`](keygate_core::Grantor::person), judged by the same
+//! rule as a `keys:manage` key. A request the application does not
+//! identify is a 401 `not_signed_in`.
+//!
+//! ```
+//! use axum::{Router, body::Body, http::{Request, StatusCode, request::Parts}};
+//! use keygate::{
+//!     Keygate,
+//!     core::{MemoryStore, Owner, Scope},
+//!     manage::{self, AuthScheme, Identity, SelfService},
+//! };
+//! use tower::ServiceExt;
+//!
+//! /// Your own sign-in; here a stand-in for a JWT check.
+//! fn signed_in(parts: &Parts) -> Option<Identity> {
+//!     let token = parts.headers.get("authorization")?.to_str().ok()?;
+//!     match token.strip_prefix("Bearer ")? {
+//!         "alice-token" => Some(Identity::person(Owner::user("alice"))),
+//!         "ops-token" => Some(Identity::operator(Owner::user("ops"))),
+//!         _ => None,
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let keys = Keygate::builder(MemoryStore::new()).prefix("mbk").build();
+//! let people = SelfService::new(signed_in)
+//!     .grantable_scopes([Scope::READ])
+//!     .auth_scheme(AuthScheme::bearer().bearer_format("JWT"));
+//! let app: Router = Router::new().nest("/account", manage::self_service(&keys, people));
+//!
+//! // Alice makes a key for herself (no `owner`: her own).
+//! let res = app
+//!     .clone()
+//!     .oneshot(
+//!         Request::post("/account/keys")
+//!             .header("authorization", "Bearer alice-token")
+//!             .body(Body::from(r#"{"name":"laptop","scopes":["read"]}"#))
+//!             .unwrap(),
+//!     )
+//!     .await
+//!     .unwrap();
+//! assert_eq!(res.status(), StatusCode::CREATED);
+//! // Not signed in: 401.
+//! let res = app
+//!     .oneshot(Request::get("/account/keys").body(Body::empty()).unwrap())
+//!     .await
+//!     .unwrap();
+//! assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+//! # }
+//! ```
+//!
+//! When the sign-in needs I/O (a session store, a database), let the
+//! application's own middleware put the [`Identity`] into the request's
+//! extensions and use [`SelfService::from_extension`].
+//!
 //! # Routes
 //!
 //! Paths are relative to where the router is mounted.
 //!
 //! | route | does | success |
 //! |---|---|---|
-//! | `POST /keys` | issues a key; the answer holds the key itself, shown this once | 201 |
+//! | `POST /keys` | issues a key (for the caller's own owner unless `owner` names another); the answer holds the key itself, shown this once | 201 |
 //! | `GET /keys?owner=&status=&environment=&limit=&cursor=` | one page of keys, newest first, with `next_cursor`: every owner's for an `admin` key (or `owner`'s), the caller's own owner's for a `keys:manage` key; `status` is `active`, `expiring`, `revoked` or `expired`, `environment` `live` or `test` | 200 |
 //! | `GET /keys/{id}` | one key | 200 |
 //! | `PATCH /keys/{id}` | changes `name`, `scopes`, `rate_limit`, `allowed_ips`, `metadata` or `expires_at` (RFC 3339); `null` clears `rate_limit` and `expires_at` | 200 |
@@ -138,6 +211,7 @@ mod input;
 mod keys;
 mod openapi;
 mod schema;
+mod self_service;
 mod view;
 
 use std::{sync::Arc, time::Duration};
@@ -151,6 +225,7 @@ use time::OffsetDateTime;
 
 #[cfg(feature = "docs")]
 pub use self::docs::{DOCS_CSP, docs};
+pub use self::self_service::{AuthScheme, Identity, SelfService};
 use crate::{Keygate, MethodScopes};
 
 /// The scope that lets a key manage the keys of its own owner.
@@ -164,7 +239,8 @@ pub const MANAGE_SCOPE: &str = "keys:manage";
 pub fn router(keys: &Keygate) -> Router {
     let state = AdminState(Arc::new(Inner {
         keys: keys.clone(),
-        doc: openapi::document(keys),
+        doc: openapi::document(keys, None),
+        people: None,
     }));
     // Scopes are checked per route (see `Caller`); the layer only
     // authenticates. It is never optional here, whatever the service's own
@@ -173,6 +249,33 @@ pub fn router(keys: &Keygate) -> Router {
         .layer()
         .method_scopes(MethodScopes::none())
         .optional(false);
+    routes().route_layer(auth).with_state(state)
+}
+
+/// The management API for people signed in with the application's own
+/// authentication: the same routes, checks, answers, OpenAPI document and
+/// audit events as [`router`], for the caller `config` identifies.
+///
+/// A [person](Identity::person) sees and changes only the keys of their own
+/// owner, and grants at most [`SelfService::grantable_scopes`]; an
+/// [operator](Identity::operator) acts like an `admin` key; an
+/// [API key](Identity::api_key) is judged as by [`router`]. A request
+/// `config` does not identify is a 401 `not_signed_in` before anything else
+/// is read. Mount it behind the layers that establish the sign-in (a
+/// session layer, an auth middleware), with `route_layer`. See the
+/// [module documentation](self#self-service-behind-your-own-sign-in).
+pub fn self_service(keys: &Keygate, config: SelfService) -> Router {
+    let state = AdminState(Arc::new(Inner {
+        keys: keys.clone(),
+        doc: openapi::document(keys, Some(&config.scheme)),
+        people: Some(config),
+    }));
+    routes().with_state(state)
+}
+
+/// The routes both routers serve; they differ only in how the [`Caller`]
+/// (`caller::Caller`) is found.
+fn routes() -> Router<AdminState> {
     Router::new()
         .route("/keys", get(keys::list_keys).post(keys::create_key))
         .route(
@@ -184,8 +287,6 @@ pub fn router(keys: &Keygate) -> Router {
         .route("/keys/{id}/rotate", post(keys::rotate_key))
         .route("/keys/{id}/usage", get(keys::key_usage))
         .route("/openapi.json", get(openapi::openapi_json))
-        .route_layer(auth)
-        .with_state(state)
 }
 
 /// What every handler shares: the [`Keygate`] whose keys it manages and
@@ -198,6 +299,9 @@ struct Inner {
     /// The OpenAPI document, as JSON: [`openapi::document`] writes the
     /// server's bounds into it.
     doc: serde_json::Value,
+    /// For [`self_service`]: how callers are identified. `None`: by
+    /// `keys`' own layer.
+    people: Option<SelfService>,
 }
 
 impl AdminState {

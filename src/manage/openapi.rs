@@ -22,6 +22,7 @@ use super::{
     input::{FieldError, ListStatus},
     keys,
     schema::{EnvironmentName, KeyStatus},
+    self_service::{AuthScheme, SchemeKind},
     view::{BucketView, json},
 };
 use crate::Keygate;
@@ -152,14 +153,41 @@ fn operations(item: &mut openapi::PathItem) -> impl Iterator<Item = &mut openapi
 }
 
 /// The document for `keys`: the security scheme names the header (or
-/// bearer token) its layer reads keys from, and every input carries the
-/// bounds the server enforces ([`bounds`]), so a request the document calls
-/// valid is accepted and one it calls invalid is refused.
-pub(super) fn document(keys: &Keygate) -> serde_json::Value {
+/// bearer token) its layer reads keys from — or, behind the application's
+/// own sign-in, `people` — and every input carries the bounds the server
+/// enforces ([`bounds`]), so a request the document calls valid is accepted
+/// and one it calls invalid is refused.
+pub(super) fn document(keys: &Keygate, people: Option<&AuthScheme>) -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let (name, scheme) = match people {
+        Some(people) => ("sign_in", sign_in_scheme(people)),
+        None => ("api_key", api_key_scheme(keys)),
+    };
+    doc.components
+        .get_or_insert_with(Components::new)
+        .add_security_scheme(name, scheme);
+    doc.security = Some(vec![SecurityRequirement::new(name, Vec::<String>::new())]);
+    if people.is_some() {
+        doc.info.description = Some(
+            "Create, list, update, rotate and revoke API keys, signed in with this service's own \
+             sign-in: people manage the keys they own, operators every key."
+                .to_owned(),
+        );
+    }
+    let mut doc = serde_json::to_value(&doc).unwrap_or_default();
+    bounds(&mut doc, keys.manager().limits());
+    if people.is_some() {
+        signed_in_answers(&mut doc);
+    }
+    doc
+}
+
+/// The header (or bearer token, or query parameter) `keys`' layer reads
+/// keys from.
+fn api_key_scheme(keys: &Keygate) -> SecurityScheme {
     let sources = &keys.shared.settings.sources;
-    let scheme = match sources.header_names().first() {
+    match sources.header_names().first() {
         Some(header) => {
             SecurityScheme::ApiKey(ApiKeyScheme::Header(ApiKeyValue::new(header.as_str())))
         }
@@ -169,17 +197,65 @@ pub(super) fn document(keys: &Keygate) -> serde_json::Value {
         None => SecurityScheme::ApiKey(ApiKeyScheme::Query(ApiKeyValue::new(
             sources.query_name().unwrap_or("api_key"),
         ))),
+    }
+}
+
+/// The application's sign-in, as it told [`SelfService`](super::SelfService).
+fn sign_in_scheme(people: &AuthScheme) -> SecurityScheme {
+    let description = people.description.clone();
+    match &people.kind {
+        SchemeKind::Bearer { format } => {
+            let mut http = HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(description);
+            if let Some(format) = format {
+                http = http.bearer_format(format.clone());
+            }
+            SecurityScheme::Http(http.build())
+        }
+        SchemeKind::Cookie(name) => SecurityScheme::ApiKey(ApiKeyScheme::Cookie(
+            ApiKeyValue::with_description(name.clone(), description.unwrap_or_default()),
+        )),
+        SchemeKind::Header(name) => SecurityScheme::ApiKey(ApiKeyScheme::Header(
+            ApiKeyValue::with_description(name.clone(), description.unwrap_or_default()),
+        )),
+    }
+}
+
+/// Behind the application's sign-in, the 401 and 403 of every operation
+/// are the router's, not keygate's layer's: say so.
+fn signed_in_answers(doc: &mut serde_json::Value) {
+    let Some(serde_json::Value::Object(paths)) = doc.pointer_mut("/paths") else {
+        return;
     };
-    doc.components
-        .get_or_insert_with(Components::new)
-        .add_security_scheme("api_key", scheme);
-    doc.security = Some(vec![SecurityRequirement::new(
-        "api_key",
-        Vec::<String>::new(),
-    )]);
-    let mut doc = serde_json::to_value(&doc).unwrap_or_default();
-    bounds(&mut doc, keys.manager().limits());
-    doc
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for op in item.values_mut() {
+            for (status, description) in [
+                (
+                    "401",
+                    "`not_signed_in`: the request carries no valid sign-in",
+                ),
+                (
+                    "403",
+                    "`insufficient_scope`: a scope people may not grant, or an API key with \
+                     neither `admin` nor `keys:manage`",
+                ),
+            ] {
+                if let Some(serde_json::Value::String(d)) =
+                    op.pointer_mut(&format!("/responses/{status}/description"))
+                {
+                    // An operation's own 403 (`owner_not_allowed`, …) says
+                    // more than the common one: keep it.
+                    if status == "401" || d.starts_with("`insufficient_scope`: the API key") {
+                        *d = description.to_owned();
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The longest `expires_in_seconds` accepted when the service sets no

@@ -5,21 +5,21 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Router,
     http::{HeaderName, HeaderValue, Method, header},
-    routing::{delete, get, post},
+    middleware,
+    routing::{get, post},
 };
-use keygate::{Keygate, MethodScopes, core::MemoryStore};
+use keygate::{
+    Keygate, MethodScopes,
+    core::{MemoryStore, Scope},
+    manage::{self, AuthScheme, SelfService},
+};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::{handlers, keys, tokens::Tokens};
+use super::{caller, handlers, tokens::Tokens};
 
 /// Origins of browser apps allowed to call cross-origin (Vite's default
 /// dev server).
 pub(crate) const BROWSER_ORIGINS: [&str; 2] = ["http://localhost:5173", "http://127.0.0.1:5173"];
-
-keygate::scope!(
-    /// The scope that lets an API key manage its owner's keys.
-    pub(crate) KeysManage = "keys:manage"
-);
 
 /// keygate for this service: keys look like `dual_live_…` and are read from
 /// `X-API-Key` or `Authorization: Bearer dual_…`.
@@ -60,13 +60,28 @@ pub(crate) fn app(state: AppState) -> Router {
         .route("/reports", get(handlers::reports))
         .route_layer(keys.layer().optional(true));
 
-    // Key self-service: the handlers check `keys:manage`, not the method's
-    // scope (a key that may manage keys needs no `delete` to revoke one).
-    // Same cache and limiter as the other layers.
-    let key_management = Router::new()
-        .route("/me/keys", get(keys::list_keys).post(keys::create_key))
-        .route("/me/keys/{id}", delete(keys::revoke_key))
-        .route("/me/keys/{id}/rotate", post(keys::rotate_key))
+    // Key self-service: keygate's management router, told who is calling
+    // by this service's own `Caller` (a person by JWT, or a key). People
+    // grant at most `read`, `write` and `keys:manage`; a key with
+    // `keys:manage` at most what it holds itself. The router checks that,
+    // not the method's scope (a key that may manage keys needs no `delete`
+    // to revoke one). Same cache and limiter as the other layers.
+    let people = SelfService::from_extension()
+        .grantable_scopes([
+            Scope::READ,
+            Scope::WRITE,
+            Scope::from_static(manage::MANAGE_SCOPE),
+        ])
+        .auth_scheme(
+            AuthScheme::bearer()
+                .bearer_format("JWT")
+                .description("The `access_token` of `POST /login`"),
+        );
+    let key_management = manage::self_service(keys, people)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            caller::identify,
+        ))
         .route_layer(
             keys.layer()
                 .optional(true)
@@ -81,9 +96,9 @@ pub(crate) fn app(state: AppState) -> Router {
     Router::new()
         .route("/login", post(handlers::login))
         .merge(shared)
-        .merge(key_management)
         .merge(machines)
         .with_state(state)
+        .nest("/me", key_management)
         // Outermost, so a browser's preflight (which carries no key) is
         // answered here and never reaches keygate, and rejections get CORS
         // headers too, so the page can read them.
@@ -95,7 +110,7 @@ fn cors() -> CorsLayer {
         .allow_origin(AllowOrigin::list(
             BROWSER_ORIGINS.map(HeaderValue::from_static),
         ))
-        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,

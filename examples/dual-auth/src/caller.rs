@@ -1,11 +1,14 @@
-//! Who is calling: [`Caller`], and the narrower [`Person`] and [`Machine`]
-//! extractors built on it.
+//! Who is calling: [`Caller`], the narrower [`Person`] and [`Machine`]
+//! extractors built on it, and [`identify`], which tells keygate's key
+//! self-service the same.
 
 use axum::{
-    extract::FromRequestParts,
+    extract::{FromRequestParts, Request},
     http::{HeaderMap, header, request::Parts},
+    middleware::Next,
+    response::Response,
 };
-use keygate::ApiKey;
+use keygate::{ApiKey, core::Owner, manage::Identity};
 
 use super::{app::AppState, error::ApiError};
 
@@ -89,4 +92,18 @@ impl FromRequestParts<AppState> for Machine {
             Caller::Person(_) => Err(ApiError::MachinesOnly),
         }
     }
+}
+
+/// Tells keygate's self-service router (`/me/keys`) who is calling, as
+/// [`Caller`] says: a person owns the keys of `user:<id>`; a key is judged
+/// by keygate's own rule (`keys:manage`, no more than it holds). Anything
+/// [`Caller`] refuses (no credentials, two, a bad token) is refused here
+/// with this service's own answer, before keygate's router runs.
+pub(crate) async fn identify(caller: Caller, mut req: Request, next: Next) -> Response {
+    let identity = match caller {
+        Caller::Person(person) => Identity::person(Owner::user(person.user_id)),
+        Caller::Key(key) => Identity::api_key(key),
+    };
+    req.extensions_mut().insert(identity);
+    next.run(req).await
 }

@@ -4,7 +4,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use keygate::{Rejection, core::ManageError};
+use keygate::Rejection;
 
 /// Every refusal of this service, as `application/problem+json` in the
 /// same shape as keygate's own.
@@ -19,36 +19,7 @@ pub(crate) enum ApiError {
     PeopleOnly,
     MachinesOnly,
     BadLogin,
-    NotGrantable(String),
-    /// The key would be more powerful than the key asking for it.
-    ExceedsCaller(Vec<&'static str>),
-    OverCap(String),
-    BadRequest(&'static str),
-    NotFound,
-    NotRotatable,
     Internal,
-}
-
-impl From<ManageError> for ApiError {
-    fn from(e: ManageError) -> Self {
-        match e {
-            ManageError::InvalidName => Self::BadRequest("a key name is 1 to 200 characters"),
-            ManageError::NotRotatable(_) => Self::NotRotatable,
-            ManageError::NotGrantable(violations) => {
-                match violations.iter().find_map(|v| v.scope.as_ref()) {
-                    Some(scope) => Self::NotGrantable(scope.to_string()),
-                    None => Self::ExceedsCaller(
-                        violations.iter().map(|v| v.dimension.field()).collect(),
-                    ),
-                }
-            }
-            ManageError::OverCap { cap, max } => Self::OverCap(format!("at most {max} {cap}")),
-            e => {
-                tracing::error!(error = %e, "key management failed");
-                Self::Internal
-            }
-        }
-    }
 }
 
 impl ApiError {
@@ -92,36 +63,6 @@ impl ApiError {
                 S::UNAUTHORIZED,
                 "invalid_credentials",
                 "Unknown user or wrong password.".into(),
-            ),
-            Self::NotGrantable(scope) => (
-                S::FORBIDDEN,
-                "scope_not_grantable",
-                format!(
-                    "You cannot grant `{}`. People may grant `read`, `write` and \
-                     `keys:manage`; a key only `read` and `write`, if it holds them.",
-                    scope.escape_default()
-                ),
-            ),
-            Self::ExceedsCaller(fields) => (
-                S::FORBIDDEN,
-                "not_grantable",
-                format!(
-                    "A key can only make keys no more powerful than itself; this one would \
-                     exceed it in: {}.",
-                    fields.join(", ")
-                ),
-            ),
-            Self::OverCap(what) => (S::BAD_REQUEST, "invalid_request", format!("{what}.")),
-            Self::BadRequest(detail) => (S::BAD_REQUEST, "invalid_request", (*detail).into()),
-            Self::NotFound => (
-                S::NOT_FOUND,
-                "not_found",
-                "You have no key with this id.".into(),
-            ),
-            Self::NotRotatable => (
-                S::CONFLICT,
-                "not_rotatable",
-                "The key is revoked, expired or already rotated.".into(),
             ),
             Self::Internal => (
                 S::INTERNAL_SERVER_ERROR,

@@ -17,8 +17,14 @@
 //! | `GET /reports`                 | a person (JWT) or a machine (key with `read`)    |
 //! | `GET /export`                  | machines only (key with `read`)                  |
 //! | `GET`, `POST /me/keys`         | a person, or a key with `keys:manage`: own keys  |
-//! | `DELETE /me/keys/{id}`         | the same: revoke one of them                     |
+//! | `GET`, `PATCH`, `DELETE /me/keys/{id}` | the same: read, change, revoke one       |
 //! | `POST /me/keys/{id}/rotate`    | the same: replace one, old key valid for a grace |
+//! | `GET /me/keys/{id}/usage`, `GET /me/openapi.json` | the same: usage; the API's document |
+//!
+//! `/me/keys` is keygate's own management router
+//! (`keygate::manage::self_service`): this service only tells it who is
+//! calling ([`caller::identify`]); the handlers, checks and answers are
+//! keygate's.
 //!
 //! Keys go in `X-API-Key` or `Authorization: Bearer dual_…`; a person's JWT
 //! goes in `Authorization: Bearer eyJ…`. keygate only looks at bearer tokens
@@ -36,8 +42,8 @@
 //! `docs/recipes.md`, "Browser clients and CORS").
 //!
 //! The modules follow a request: [`app`](mod@app) builds the router, [`caller`]
-//! says who is calling, [`tokens`] signs and checks JWTs, [`handlers`] and
-//! [`keys`] answer, and [`error`] renders every refusal.
+//! says who is calling, [`tokens`] signs and checks JWTs, [`handlers`]
+//! answer, and [`error`] renders every refusal.
 
 // The modules name each other through `super::`, not `crate::`: keygate's
 // `tests/dual_auth.rs` includes this file as a module of its own.
@@ -45,7 +51,6 @@ pub(crate) mod app;
 mod caller;
 mod error;
 mod handlers;
-mod keys;
 #[path = "../../support/serve.rs"]
 mod serve;
 pub(crate) mod tokens;
@@ -121,7 +126,7 @@ curl -i -H "Authorization: Bearer $TOKEN" -H "X-API-Key: dual_live_not-a-real-ke
 # The person manages their own keys: create (the key is shown once), list, rotate, revoke
 curl -i -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{"name":"laptop","scopes":["read"]}}' {url}/me/keys
 curl -i -H "Authorization: Bearer $TOKEN" {url}/me/keys
-curl -i -X POST -H "Authorization: Bearer $TOKEN" "{url}/me/keys/<id>/rotate?grace_seconds=600"
+curl -i -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{"grace_seconds":600}}' {url}/me/keys/<id>/rotate
 curl -i -X DELETE -H "Authorization: Bearer $TOKEN" {url}/me/keys/<id>
 
 # A browser on {origin}: the preflight is answered without a key, then the call carries one

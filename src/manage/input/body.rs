@@ -19,8 +19,10 @@ use super::{
 #[derive(Debug, ToSchema)]
 #[schema(as = CreateKey)]
 pub(in crate::manage) struct CreateKeyRequest {
-    /// Who the key belongs to: `user:<id>` or `service:<name>`.
-    #[schema(value_type = String, example = "user:42")]
+    /// Who the key belongs to: `user:<id>` or `service:<name>`. Absent or
+    /// `null`: the caller's own owner (the owner of the API key making the
+    /// request, or the signed-in person).
+    #[schema(value_type = Option<String>, example = "user:42")]
     pub(in crate::manage) owner: Owner,
     /// A name for people: 1 to 200 characters.
     #[schema(min_length = 1, max_length = 200, example = "CI deploy")]
@@ -106,12 +108,19 @@ pub(in crate::manage) struct RotateKeyRequest {
     pub(in crate::manage) grace_seconds: u64,
 }
 
-/// Reads the body of `POST /keys`.
-pub(in crate::manage) fn create(body: &[u8]) -> Result<CreateKeyRequest, Vec<FieldError>> {
+/// Reads the body of `POST /keys`; a key without `owner` is for
+/// `own_owner`, the caller's.
+pub(in crate::manage) fn create(
+    body: &[u8],
+    own_owner: &Owner,
+) -> Result<CreateKeyRequest, Vec<FieldError>> {
     let mut map = object(body)?;
     let mut errors = Errors::default();
     let e = &mut errors;
-    let owner = required(&mut map, "owner", e).and_then(|v| e.check("owner", owner(&v)));
+    let owner = match optional(&mut map, "owner") {
+        Some(v) => e.check("owner", owner(&v)),
+        None => Some(own_owner.clone()),
+    };
     let name = required(&mut map, "name", e).and_then(|v| e.check("name", name(&v)));
     let scopes = required(&mut map, "scopes", e).and_then(|v| scopes("scopes", &v, e));
     let expires_in = optional(&mut map, "expires_in_seconds")
@@ -228,7 +237,7 @@ mod tests {
         let body = br#"{"owner":"team:x","name":" ","scopes":["read","Bad",3],
             "expires_in_seconds":-5,"rate_limit":"5/fortnight","allowed_ips":["10.0.0.0/33"],
             "metadata":[],"environment":"prod","colour":"red"}"#;
-        let errors = create(body).unwrap_err();
+        let errors = create(body, &me()).unwrap_err();
         assert_eq!(
             fields(&errors),
             vec![
@@ -251,7 +260,7 @@ mod tests {
         let body = br#"{"owner":"service:ci","name":"deploy","scopes":["write"],
             "expires_in_seconds":60,"rate_limit":"10/s","allowed_ips":["10.1.2.3/8","192.0.2.7"],
             "metadata":{"team":"infra"},"environment":"test"}"#;
-        let req = create(body).unwrap();
+        let req = create(body, &me()).unwrap();
         assert_eq!(req.owner, Owner::service("ci"));
         assert_eq!(req.expires_in_seconds, Some(60));
         assert_eq!(req.rate_limit, Some(Quota::per_second(10).into()));
@@ -265,14 +274,29 @@ mod tests {
         assert_eq!(req.environment, Some(Environment::Test));
     }
 
+    /// The caller's own owner, in these tests.
+    fn me() -> Owner {
+        Owner::user("me")
+    }
+
+    #[test]
+    fn a_key_without_an_owner_is_the_callers_own() {
+        for body in [
+            &br#"{"name":"n","scopes":[]}"#[..],
+            br#"{"owner":null,"name":"n","scopes":[]}"#,
+        ] {
+            assert_eq!(create(body, &me()).unwrap().owner, me());
+        }
+    }
+
     #[test]
     fn bodies_that_are_not_objects_are_errors_on_body() {
         for body in [&b"{"[..], b"[]", b"\"x\"", b"{\"owner\":}"] {
-            assert_eq!(fields(&create(body).unwrap_err()), vec!["body"]);
+            assert_eq!(fields(&create(body, &me()).unwrap_err()), vec!["body"]);
         }
         assert_eq!(
-            fields(&create(b"").unwrap_err()),
-            vec!["owner", "name", "scopes"]
+            fields(&create(b"", &me()).unwrap_err()),
+            vec!["name", "scopes"]
         );
     }
 

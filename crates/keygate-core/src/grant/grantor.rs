@@ -1,18 +1,26 @@
-//! A delegating key acting on keys.
+//! A delegating key, or a person, acting on keys.
 
 use super::{GrantDimension, GrantViolation, KeySettings, may_grant};
-use crate::{KeyId, KeyRecord, ManageError, Owner, Quotas};
+use crate::{KeyId, KeyRecord, ManageError, Owner, Quotas, Scope};
 
-/// A delegating key acting on keys: the key's record (as the store has it
-/// now) and the service's default quota, which stands in for a missing
-/// quota on both sides.
+/// A delegating key, or a signed-in person, acting on keys: what it holds
+/// (for a key, its record as the store has it now; for a person, the
+/// ceiling the service allows people) and the service's default quota,
+/// which stands in for a missing quota on both sides.
 #[derive(Clone, Debug)]
 pub struct Grantor {
-    pub(crate) id: KeyId,
-    pub(crate) family: KeyId,
+    /// The grantor's key: its id and rotation family. `None` for a person.
+    pub(crate) key: Option<GrantorKey>,
     pub(crate) owner: Owner,
     pub(crate) settings: KeySettings,
     pub(crate) default_rate_limit: Option<Quotas>,
+}
+
+/// The key a grantor is, when it is one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GrantorKey {
+    pub(crate) id: KeyId,
+    pub(crate) family: KeyId,
 }
 
 impl Grantor {
@@ -20,17 +28,72 @@ impl Grantor {
     /// `default_rate_limit`.
     pub fn new(record: &KeyRecord, default_rate_limit: Option<&Quotas>) -> Self {
         Self {
-            id: record.id,
-            family: record.family,
+            key: Some(GrantorKey {
+                id: record.id,
+                family: record.family,
+            }),
             owner: record.owner.clone(),
             settings: KeySettings::of(record, default_rate_limit),
             default_rate_limit: default_rate_limit.cloned(),
         }
     }
 
-    /// The grantor's key id.
-    pub fn id(&self) -> KeyId {
-        self.id
+    /// A signed-in person, `owner`, as a grantor: it may make, change and
+    /// rotate keys of `owner` only, each no more powerful than `ceiling`
+    /// (what the service lets people hand out), under the same rule as a
+    /// delegating key ([`may_grant`]). `default_rate_limit` stands in for a
+    /// missing quota, on the ceiling and on the keys, as for a key.
+    ///
+    /// `admin` is taken out of `ceiling`: `admin` grants everything to
+    /// everyone, which is an operator's power, never a person's.
+    ///
+    /// Unlike a delegating key's, a person's keys do not die with anything
+    /// (a person is not revoked; revoke their keys), and a person may
+    /// rotate every key of their own that fits under the ceiling.
+    ///
+    /// ```
+    /// use keygate_core::{Environment, Grantor, KeySettings, Owner, Scope, Scopes};
+    ///
+    /// let ceiling = KeySettings {
+    ///     scopes: Scopes::from([Scope::READ, Scope::ADMIN]),
+    ///     environment: Environment::Live,
+    ///     expires_at: None,
+    ///     rate_limit: None,
+    ///     allowed_ips: Vec::new(),
+    ///     metadata: Default::default(),
+    /// };
+    /// let alice = Grantor::person(Owner::user("alice"), ceiling.clone(), None);
+    /// assert!(!alice.is_admin());
+    /// let read = KeySettings { scopes: Scopes::from([Scope::READ]), ..ceiling.clone() };
+    /// assert!(alice.may_grant(&Owner::user("alice"), &read).is_ok());
+    /// assert!(alice.may_grant(&Owner::user("bob"), &read).is_err());
+    /// assert!(alice.may_grant(&Owner::user("alice"), &ceiling).is_err());
+    /// ```
+    pub fn person(
+        owner: Owner,
+        mut ceiling: KeySettings,
+        default_rate_limit: Option<&Quotas>,
+    ) -> Self {
+        ceiling.scopes.remove(&Scope::ADMIN);
+        if ceiling.rate_limit.is_none() {
+            ceiling.rate_limit = default_rate_limit.cloned();
+        }
+        Self {
+            key: None,
+            owner,
+            settings: ceiling,
+            default_rate_limit: default_rate_limit.cloned(),
+        }
+    }
+
+    /// The grantor's key id; `None` for a [person](Self::person).
+    pub fn id(&self) -> Option<KeyId> {
+        self.key.map(|k| k.id)
+    }
+
+    /// Whom the grantor manages keys for.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     /// What the grantor holds.

@@ -59,12 +59,16 @@ impl KeyManager {
             metadata: new.metadata.clone(),
         };
         grantor.check(&new.owner, &requested)?;
+        // A person's keys have no creator: nothing revokes a person.
+        let Some(key) = grantor.key else {
+            return self.insert_new(&new, now, expires_at, None).await;
+        };
         let created = self
-            .insert_new(&new, now, expires_at, Some(grantor.family))
+            .insert_new(&new, now, expires_at, Some(key.family))
             .await?;
         // A revocation of the grantor that listed its children before this
         // insert could not see the new key: look at the grantor again.
-        if self.is_gone(grantor.id, true).await? {
+        if self.is_gone(key.id, true).await? {
             self.revoke_quietly(created.record.id, "its creator was revoked")
                 .await?;
             return Err(ManageError::CreatorRevoked);
@@ -146,8 +150,11 @@ impl KeyManager {
             grantor.check_record(&old)?;
             // The successor copies the key's creator: a key the grantor's
             // revocation does not reach (a sibling, its own creator) would
-            // give it a way out of that revocation.
-            if !self.descends_from(&old, grantor.family).await? {
+            // give it a way out of that revocation. A person is never
+            // revoked, so any key of theirs under the ceiling will do.
+            if let Some(key) = grantor.key
+                && !self.descends_from(&old, key.family).await?
+            {
                 return Err(ManageError::NotGrantable(vec![GrantViolation {
                     dimension: GrantDimension::Lineage,
                     scope: None,

@@ -230,3 +230,80 @@ async fn caps_apply_to_everyone_and_hold_under_concurrency() {
         .await
         .unwrap();
 }
+
+/// What a service lets people hand out in these tests: `read`, anywhere,
+/// forever, unlimited, no metadata.
+fn ceiling() -> KeySettings {
+    KeySettings {
+        scopes: Scopes::from([Scope::READ, Scope::ADMIN]),
+        environment: crate::Environment::Live,
+        expires_at: None,
+        rate_limit: None,
+        allowed_ips: Vec::new(),
+        metadata: crate::Metadata::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_person_makes_and_rotates_only_their_own_keys_under_the_ceiling() {
+    let (m, _, _) = manager();
+    let alice = Grantor::person(Owner::user("a"), ceiling(), None);
+    assert_eq!(alice.id(), None);
+    // Under the ceiling: made, with no creator (nothing revokes a person).
+    let mine = m
+        .create_as(
+            &alice,
+            NewKey::new(Owner::user("a"), "laptop").scopes([Scope::READ]),
+        )
+        .await
+        .unwrap()
+        .record;
+    assert_eq!(mine.created_by, None);
+    // `admin` was taken out of the ceiling; `write` was never in it;
+    // another owner is another owner.
+    for new in [
+        NewKey::new(Owner::user("a"), "x").scopes([Scope::ADMIN]),
+        NewKey::new(Owner::user("a"), "x").scopes([Scope::WRITE]),
+        NewKey::new(Owner::user("b"), "x").scopes([Scope::READ]),
+    ] {
+        assert!(matches!(
+            m.create_as(&alice, new).await,
+            Err(ManageError::NotGrantable(_))
+        ));
+    }
+    // Any key of hers under the ceiling rotates, whoever made it; one above
+    // it, or another owner's, does not.
+    let by_operator = m
+        .create(NewKey::new(Owner::user("a"), "ops").scopes([Scope::READ]))
+        .await
+        .unwrap()
+        .record;
+    let powerful = m
+        .create(NewKey::new(Owner::user("a"), "ops").scopes([Scope::WRITE]))
+        .await
+        .unwrap()
+        .record;
+    let bobs = m
+        .create(NewKey::new(Owner::user("b"), "bob").scopes([Scope::READ]))
+        .await
+        .unwrap()
+        .record;
+    let grace = Duration::from_secs(60);
+    m.rotate_as(&alice, mine.id, grace).await.unwrap();
+    m.rotate_as(&alice, by_operator.id, grace).await.unwrap();
+    for id in [powerful.id, bobs.id] {
+        assert!(matches!(
+            m.rotate_as(&alice, id, grace).await,
+            Err(ManageError::NotGrantable(_))
+        ));
+    }
+    // Nor can a change lift a key above the ceiling.
+    let lift = KeyUpdate {
+        scopes: Some(Scopes::from([Scope::READ, Scope::WRITE])),
+        ..KeyUpdate::default()
+    };
+    assert!(matches!(
+        m.update_as(&alice, by_operator.id, lift).await,
+        Err(ManageError::NotGrantable(_))
+    ));
+}
