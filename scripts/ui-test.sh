@@ -34,6 +34,9 @@ chromium="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || tr
 [[ -n "$chromium" && -x "$chromium" ]] || skip "chromium is not installed (apt-get install chromium)"
 command -v node >/dev/null 2>&1 || skip "node is not installed"
 command -v npm >/dev/null 2>&1 || skip "npm is not installed"
+# playwright-core 1.65 needs node 20 or later (Debian 12's own nodejs is 18).
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+[[ "$node_major" -ge 20 ]] || skip "node $node_major is too old for playwright-core (needs 20 or later)"
 
 cd "$root/scripts/ui-test"
 if ! node -e 'import("playwright-core")' >/dev/null 2>&1; then
