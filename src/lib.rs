@@ -82,7 +82,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | yes | `ApiKey`, `Option<ApiKey>` and `RequireScope<S>` extractors; `IntoResponse` for [`Rejection`]; peer address from `ConnectInfo` |
-//! | `manage` | no | `manage::router`: an HTTP API to create, list, update, rotate and revoke keys and read their usage, with an OpenAPI 3.1 document; `manage::self_service`: the same API behind the application's own sign-in |
+//! | `manage` | no | `manage::router`: an HTTP API to create, list, update, rotate and revoke keys and read their usage, with an OpenAPI 3.1 document; `manage::self_service`: the same API behind the application's own sign-in; `manage::ui`: a key-management page for it (served from the binary under a strict CSP) |
 //! | `docs` | no | `manage::docs`: the management API's interactive docs page (Swagger UI, served from the binary under a strict CSP); implies `manage` |
 //! | `tonic` | no | `GrpcRequestExt::api_key()` for tonic handlers, `From<Rejection> for tonic::Status`, peer address from tonic's connect info. Layers from [`Keygate::grpc_layer`] answer with gRPC statuses without it (see [`grpc`] and [`Protocol`]). |
 //!

@@ -171,6 +171,14 @@
 //! the binary, under a strict `Content-Security-Policy`: mount it beside the
 //! router (`router(&keys).merge(docs(&keys))`).
 //!
+//! # Key-management page
+//!
+//! [`ui`] serves a page where people sign in with their key and create,
+//! list, rotate and revoke keys and read their usage, from the binary,
+//! under a strict `Content-Security-Policy` ([`UI_CSP`]): mount it beside
+//! the router (`router(&keys).merge(ui(&keys))`) and open `…/ui/`. A key
+//! the API issues is shown once; the page stores nothing in the browser.
+//!
 //! # Errors
 //!
 //! Errors are `application/problem+json` in the shape of keygate's own
@@ -212,6 +220,7 @@ mod keys;
 mod openapi;
 mod schema;
 mod self_service;
+mod ui;
 mod view;
 
 use std::{sync::Arc, time::Duration};
@@ -226,6 +235,7 @@ use time::OffsetDateTime;
 #[cfg(feature = "docs")]
 pub use self::docs::{DOCS_CSP, docs};
 pub use self::self_service::{AuthScheme, Identity, SelfService};
+pub use self::ui::{UI_CSP, Ui, UiSignIn, ui};
 use crate::{Keygate, MethodScopes};
 
 /// The scope that lets a key manage the keys of its own owner.

@@ -111,7 +111,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // with its own rules rather than the method scopes above. Beside it, its
     // interactive docs at /admin/docs/: the page loads without a key, and
     // every call it makes carries the key pasted into "Authorize".
-    let admin = keygate::manage::router(&keys).merge(keygate::manage::docs(&keys));
+    // And the key-management page at /admin/ui/: paste the admin key, then
+    // create, rotate, revoke keys and read their usage.
+    let admin = keygate::manage::router(&keys)
+        .merge(keygate::manage::docs(&keys))
+        .merge(keygate::manage::ui(&keys));
     let app = app.nest("/admin", admin);
 
     let (listener, addr) = serve::listen("quickstart").await?;
@@ -256,7 +260,7 @@ curl -i -H "X-API-Key: $KEYGATE_ADMIN_KEY" {url}/admin/stats
 
 # the key-management API: list the demo keys, never their secrets
 curl -s -H "X-API-Key: $KEYGATE_ADMIN_KEY" '{url}/admin/keys?owner=service:quickstart'
-# every active key; its interactive docs are in a browser at {url}/admin/docs/
+# every active key; in a browser: the key-management page at {url}/admin/ui/, the interactive docs at {url}/admin/docs/
 curl -s -H "X-API-Key: $KEYGATE_ADMIN_KEY" '{url}/admin/keys?status=active'
 
 # 429: ten quick requests against a quota of 5 per second
