@@ -230,6 +230,9 @@ impl World {
         if let Some((name, value)) = who {
             req = req.header(name, value);
         }
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let req = req.body(axum::body::Body::from(body)).expect("request");
         Reply::read(self.app.clone().oneshot(req).await.expect("infallible")).await
@@ -766,6 +769,7 @@ async fn an_api_key_identified_by_the_application_is_judged_as_by_the_key_router
     let send = |key: &str, body: Value| {
         let req = http::Request::post("/me/keys")
             .header("x-api-key", key)
+            .header(header::CONTENT_TYPE, "application/json")
             .body(axum::body::Body::from(body.to_string()))
             .expect("request");
         let app = app.clone();
@@ -795,4 +799,81 @@ async fn an_api_key_identified_by_the_application_is_judged_as_by_the_key_router
 #[should_panic(expected = "people may not grant `admin`")]
 fn people_are_never_configured_to_grant_admin() {
     let _ = SelfService::from_extension().grantable_scopes([Scope::READ, Scope::ADMIN]);
+}
+
+/// A page on another site can make a signed-in person's browser send a
+/// form (`text/plain`, `application/x-www-form-urlencoded`,
+/// `multipart/form-data`) or a `no-cors` fetch of an untyped body, cookie
+/// included when the cookie allows it: none of them may create or change a
+/// key (CSRF).
+#[tokio::test]
+async fn cross_site_bodies_that_are_not_declared_json_change_nothing() {
+    let w = World::new(false);
+    let (name, cookie) = w.login("alice");
+    let created = w
+        .call(
+            Method::POST,
+            "/me/keys",
+            Some(&(name.clone(), cookie.clone())),
+            Some(serde_json::json!({ "name": "mine", "scopes": ["read"] })),
+        )
+        .await;
+    created.expect(StatusCode::CREATED);
+    let id = str_of(&created.json()["id"]);
+    let payload = r#"{"name":"planted","scopes":["read","write"]}"#;
+    for (method, path, content_type) in [
+        (Method::POST, "/me/keys".to_owned(), Some("text/plain")),
+        (
+            Method::POST,
+            "/me/keys".to_owned(),
+            Some("text/plain;charset=UTF-8"),
+        ),
+        (
+            Method::POST,
+            "/me/keys".to_owned(),
+            Some("application/x-www-form-urlencoded"),
+        ),
+        (
+            Method::POST,
+            "/me/keys".to_owned(),
+            Some("multipart/form-data; boundary=x"),
+        ),
+        (Method::POST, "/me/keys".to_owned(), None),
+        (Method::PATCH, format!("/me/keys/{id}"), Some("text/plain")),
+        (
+            Method::POST,
+            format!("/me/keys/{id}/rotate"),
+            Some("text/plain"),
+        ),
+    ] {
+        let mut req = http::Request::builder()
+            .method(method.clone())
+            .uri(&path)
+            .header(&name, &cookie);
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let req = req.body(axum::body::Body::from(payload)).expect("request");
+        let reply = Reply::read(w.app.clone().oneshot(req).await.expect("infallible")).await;
+        reply.problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+        let _ = method;
+    }
+    let list = w
+        .call(Method::GET, "/me/keys", Some(&(name, cookie)), None)
+        .await;
+    let listed = list.expect(StatusCode::OK);
+    assert_eq!(
+        ids(&listed),
+        BTreeSet::from([id]),
+        "nothing planted, nothing rotated"
+    );
+    // `application/*+json` is JSON.
+    let vendor = w.login("bob");
+    let req = http::Request::post("/me/keys")
+        .header(&vendor.0, &vendor.1)
+        .header(header::CONTENT_TYPE, "application/vnd.api+json")
+        .body(axum::body::Body::from(r#"{"name":"ok","scopes":["read"]}"#))
+        .expect("request");
+    let reply = Reply::read(w.app.clone().oneshot(req).await.expect("infallible")).await;
+    reply.expect(StatusCode::CREATED);
 }

@@ -59,6 +59,7 @@ fn read<T>(
     responses(
         (status = 201, description = "The key was issued", body = CreatedKeyView<'static>),
         (status = 403, description = "`insufficient_scope`, `owner_not_allowed` or `environment_not_allowed`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: a body not sent as `application/json`", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn create_key(caller: Caller, raw: Result<Bytes, BytesRejection>) -> Answer {
@@ -199,6 +200,7 @@ pub(super) async fn get_key(caller: Caller, KeyIdParam(id): KeyIdParam) -> Answe
     responses(
         (status = 200, description = "The updated key", body = KeySchema),
         (status = 403, description = "`insufficient_scope` or `environment_not_allowed`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: a body not sent as `application/json`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such key, or another owner's; `revoked`: the key was revoked, and `key` holds its record", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -263,6 +265,7 @@ pub(super) async fn revoke_key(caller: Caller, KeyIdParam(id): KeyIdParam) -> An
     responses(
         (status = 201, description = "The new key", body = CreatedKeyView<'static>),
         (status = 403, description = "`insufficient_scope` or `environment_not_allowed`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: a body not sent as `application/json`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "`not_rotatable`: the key is revoked, expired or already rotated", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]

@@ -195,6 +195,7 @@
 //! | 404 | `revoked` | `GET`, `PATCH` or usage of a revoked key; `key` holds its record |
 //! | 409 | `not_rotatable` | rotating a key that is revoked, expired or already rotated |
 //! | 413 | `invalid_body` | a body over axum's body limit |
+//! | 415 | `unsupported_media_type` | a body not sent as `application/json` (or `application/*+json`): what a form or `no-cors` fetch from another site sends, so a signed-in person's browser cannot be made to change keys (CSRF) |
 //! | 422 | `invalid_request` | any invalid input, or a cap exceeded (the lifetime policy included); `errors` lists every bad field (`body` for a value the key store cannot keep, such as a NUL character in PostgreSQL) |
 //! | 503 | `unavailable` | the key store cannot answer (`Retry-After`) |
 //!
@@ -297,6 +298,41 @@ fn routes() -> Router<AdminState> {
         .route("/keys/{id}/rotate", post(keys::rotate_key))
         .route("/keys/{id}/usage", get(keys::key_usage))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route_layer(axum::middleware::from_fn(json_bodies_only))
+}
+
+/// Refuses a request body that is not declared JSON (415
+/// `unsupported_media_type`). What browsers send cross-site without asking
+/// first (an HTML form's `text/plain`, `application/x-www-form-urlencoded`
+/// or `multipart/form-data`, a `no-cors` fetch of a string or an untyped
+/// blob) never reaches a handler, so a page on another site cannot make a
+/// signed-in person's browser create or change keys (CSRF). An empty body
+/// needs no type.
+async fn json_bodies_only(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    use http_body::Body as _;
+    let empty = req.body().size_hint().exact() == Some(0);
+    let json = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| {
+            v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+        });
+    if empty || json {
+        return next.run(req).await;
+    }
+    crate::Problem::new(
+        http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "Send the body as JSON, with Content-Type: application/json.",
+    )
+    .into_response()
 }
 
 /// What every handler shares: the [`Keygate`] whose keys it manages and
