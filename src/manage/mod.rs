@@ -110,6 +110,7 @@
 //!     .oneshot(
 //!         Request::post("/account/keys")
 //!             .header("authorization", "Bearer alice-token")
+//!             .header("content-type", "application/json")
 //!             .body(Body::from(r#"{"name":"laptop","scopes":["read"]}"#))
 //!             .unwrap(),
 //!     )

@@ -439,6 +439,7 @@ async fn sqlite_migrations_are_idempotent_and_keep_to_their_table() {
             "keygate_key_changes",
             "keygate_keys",
             "keygate_migrations",
+            "keygate_reminders",
             "keygate_usage",
             // SQLite's own, for keygate_key_changes' AUTOINCREMENT.
             "sqlite_sequence",
@@ -472,6 +473,7 @@ async fn postgres_migrations_are_idempotent_and_keep_to_their_schema() {
             "keygate_audit",
             "keygate_keys",
             "keygate_migrations",
+            "keygate_reminders",
             "keygate_usage"
         ]
     );

@@ -155,8 +155,8 @@ async fn migrate(ctx: &Ctx) -> Result<(), CliError> {
     ctx.print(
         || {
             format!(
-                "Database {} is up to date: keygate_keys, keygate_usage and keygate_audit \
-                 are ready.\n",
+                "Database {} is up to date: keygate_keys, keygate_usage, keygate_audit \
+                 and keygate_reminders are ready.\n",
                 ctx.db.url
             )
         },
