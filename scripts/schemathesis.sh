@@ -84,12 +84,22 @@ export PYTHONPATH="$root/scripts${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=
 status=0
 # From the temporary directory: schemathesis keeps a cache where it runs.
 cd "$work"
+# `ignored_auth` is left out: it re-sends requests without the key, but the
+# hook, which must mint fresh admin keys as the run revokes them, can put a
+# key back on those requests (seen in CI: "accepts requests without
+# authentication" for requests that carried a key). That every route refuses
+# a request without a key is tested through the real routers instead
+# (tests/admin_router.rs; tests/self_service.rs, `not_signed_in`).
+# One worker: with two, CPython 3.11's parser, shared by schemathesis's
+# threads, failed now and then ("AST constructor recursion depth mismatch",
+# a Runtime Error in the report, not a finding); with one, never in our runs.
 timeout "$budget" "${st[@]}" run "$work/openapi.json" \
     --url "$base" \
     --checks all \
+    --exclude-checks ignored_auth \
     --max-examples "$examples" \
     --seed "${SCHEMATHESIS_SEED:-1}" \
-    --workers 2 \
+    --workers 1 \
     --no-color || status=$?
 if [[ $status -ne 0 ]]; then
     echo "schemathesis.sh: schemathesis found mismatches between the document and the server (exit $status)" >&2
