@@ -110,6 +110,17 @@ fn a_refused_delivery_fails_the_run_and_is_tried_again() {
     let out = remind(&site, &rx.url, wrong);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("could not be delivered"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["failed"], 1, "{report:#}");
+    let printed = site
+        .command(&["keys", "remind", "--webhook-url", &rx.url])
+        .env("KEYGATE_WEBHOOK_SECRET", wrong)
+        .output()
+        .expect("keygate runs");
+    assert!(
+        String::from_utf8_lossy(&printed.stdout).contains("No reminders delivered"),
+        "a failed run does not say nothing was due"
+    );
     assert!(remind(&site, &rx.url, SECRET).status.success());
     assert!(remind(&site, &rx.url, SECRET).status.success());
     assert_eq!(rx.taken.lock().expect("lock").len(), 1);

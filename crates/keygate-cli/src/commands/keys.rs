@@ -356,8 +356,10 @@ pub(super) async fn remind(ctx: &Ctx, args: RemindArgs) -> Result<(), CliError> 
     ctx.print(
         || {
             let mut out = String::new();
-            if report.sent.is_empty() {
+            if report.sent.is_empty() && report.failed == 0 {
                 out.push_str("No reminders due.\n");
+            } else if report.sent.is_empty() {
+                out.push_str("No reminders delivered.\n");
             } else {
                 let mut table = Table::new(["KEY", "OWNER", "NAME", "WHY", "EXPIRES", "WHEN"]);
                 for r in &report.sent {
