@@ -251,7 +251,12 @@ fn scenario(proxy: &Proxy, upstream: &Upstream, serve: &Serve, keys: &Keys) {
         let mut headers = headers;
         headers.push(("X-API-Key", keys.read.as_str()));
         let r = http(at, "GET", path, &headers);
-        assert_eq!(r.status, 400, "{path}: {r:#?}\n{}", ctx());
+        // 0: the proxy reset the connection on the request line (see `http`).
+        assert!(
+            r.status == 400 || (r.status == 0 && path.contains('#')),
+            "{path}: {r:#?}\n{}",
+            ctx()
+        );
     }
     assert_eq!(
         upstream.hits(),
