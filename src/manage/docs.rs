@@ -130,20 +130,6 @@ fn serve(state: &DocsState, file: &str) -> Response {
 }
 
 /// The headers every answer of the docs page carries.
-fn secured(mut res: Response) -> Response {
-    let headers = res.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(DOCS_CSP),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    res
+fn secured(res: Response) -> Response {
+    super::secure_page(res, DOCS_CSP)
 }

@@ -302,6 +302,28 @@ fn routes() -> Router<AdminState> {
         .route_layer(axum::middleware::from_fn(json_bodies_only))
 }
 
+/// The headers every answer of a page the routers serve carries (the
+/// key-management page, the docs page): its `Content-Security-Policy`, and
+/// no content sniffing, no referrer, no framing.
+fn secure_page(mut res: axum::response::Response, csp: &'static str) -> axum::response::Response {
+    use http::{HeaderValue, header};
+    let headers = res.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    res
+}
+
 /// Refuses a request body that is not declared JSON (415
 /// `unsupported_media_type`). What browsers send cross-site without asking
 /// first (an HTML form's `text/plain`, `application/x-www-form-urlencoded`

@@ -201,21 +201,9 @@ fn served(body: impl Into<Body>, content_type: &'static str) -> Response {
 /// The headers every answer of the page carries. `no-store`: the files
 /// are small, a browser never mixes old and new ones after an upgrade, and
 /// a page that held a key is not kept in the back/forward cache.
-fn secured(mut res: Response) -> Response {
-    let headers = res.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(UI_CSP),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+fn secured(res: Response) -> Response {
+    let mut res = super::secure_page(res, UI_CSP);
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
