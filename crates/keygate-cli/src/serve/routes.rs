@@ -142,6 +142,9 @@ pub(crate) fn normalize_route(path: &str) -> Option<String> {
     if out.is_empty() {
         out.push('/');
     }
+    // Some upstreams route `/ADMIN` (or `/%41dmin`) to `/admin`: rules and
+    // paths meet in one case, so a rule covers every spelling.
+    out.make_ascii_lowercase();
     Some(out)
 }
 
@@ -221,6 +224,9 @@ pub(crate) fn normalize_request_path(target: &str) -> Option<String> {
     if out.is_empty() {
         out.push('/');
     }
+    // Some upstreams route `/ADMIN` (or `/%41dmin`) to `/admin`: rules and
+    // paths meet in one case, so a rule covers every spelling.
+    out.make_ascii_lowercase();
     Some(out)
 }
 
@@ -404,6 +410,10 @@ mod tests {
     #[test]
     fn rule_paths_must_be_plain() {
         assert_eq!(normalize_route("/admin/*").as_deref(), Some("/admin"));
+        assert_eq!(
+            normalize_route("/Admin/Keys").as_deref(),
+            Some("/admin/keys")
+        );
         assert_eq!(normalize_route("/admin/").as_deref(), Some("/admin"));
         assert_eq!(normalize_route("/").as_deref(), Some("/"));
         assert_eq!(normalize_route("/*").as_deref(), Some("/"));
