@@ -628,6 +628,7 @@ async fn a_far_sunset_in_a_hand_written_record_is_not_a_panic() {
         last_used_at: None,
         superseded_by: Some("Successor1".parse().unwrap()),
         created_by: None,
+        credit_account: None,
     };
     store.insert(&record).await.unwrap();
     let app = Router::new()

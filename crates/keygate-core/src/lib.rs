@@ -9,6 +9,8 @@
 //! * [`Verifier`] — the cache in front of the store, and the checks;
 //! * [`RateLimiter`], [`GovernorLimiter`], [`Quota`], [`Quotas`] — per-key
 //!   limits, one quota or several;
+//! * [`CreditBank`], [`StoreCredits`], [`Refill`] — usage credits that
+//!   metered keys spend, with refills;
 //! * [`KeyManager`] — issuing, listing, updating and revoking keys;
 //!   [`KeyView`] — a key as people and scripts are shown it;
 //! * [`may_grant`], [`Grantor`], [`Limits`] — what a delegating key may hand
@@ -42,6 +44,7 @@
 
 mod audit;
 mod clock;
+mod credits;
 mod error;
 mod grant;
 mod hash;
@@ -68,6 +71,11 @@ pub use audit::{
     DynAuditStore,
 };
 pub use clock::{Clock, FakeClock, SystemClock};
+pub use credits::{
+    Applied, BalanceChange, Charge, CreditAccount, CreditBalance, CreditBank, CreditHints,
+    CreditOp, CreditOutcome, CreditUpdate, EXHAUSTED_HINT_TTL, InvalidRefill, MAX_COST,
+    MAX_CREDITS, Refill, RefillInterval, StoreCredits,
+};
 pub use error::{BoxError, StoreError};
 pub use grant::{
     Cap, GrantDimension, GrantViolation, Grantor, KeySettings, Limits, may_grant,

@@ -152,6 +152,12 @@ pub struct KeyRecord {
     /// by `admin` keys, the CLI or the library directly. A rotation keeps it.
     #[serde(default)]
     pub created_by: Option<KeyId>,
+    /// The credit account the key spends, if it is metered (see
+    /// [`CreditBank`](crate::CreditBank)): its own rotation family for a key
+    /// with credits of its own, its creator's account for a key a metered
+    /// key delegated. `None`: the key is not metered. A rotation keeps it.
+    #[serde(default)]
+    pub credit_account: Option<KeyId>,
 }
 
 impl KeyRecord {

@@ -38,6 +38,7 @@ pub(crate) fn record(format: &KeyFormat, hasher: &KeyHasher) -> (String, KeyReco
         last_used_at: None,
         superseded_by: None,
         created_by: None,
+        credit_account: None,
     };
     (key.expose_secret().to_owned(), rec)
 }
@@ -147,6 +148,15 @@ impl KeyStore for TestStore {
         threshold: std::time::Duration,
     ) -> Result<(), StoreError> {
         self.inner.release_reminder(id, threshold).await
+    }
+    async fn credits(
+        &self,
+        account: KeyId,
+        op: crate::CreditOp,
+        now: OffsetDateTime,
+    ) -> Result<Option<crate::CreditOutcome>, StoreError> {
+        self.check()?;
+        self.inner.credits(account, op, now).await
     }
     fn subscribe(&self) -> Option<InvalidationFeed> {
         lock(&self.feed).take()

@@ -473,6 +473,15 @@ impl<S: KeyStore> KeyStore for InvalidatingStore<S> {
         self.store.release_reminder(id, threshold).await
     }
 
+    async fn credits(
+        &self,
+        account: KeyId,
+        op: keygate_core::CreditOp,
+        now: OffsetDateTime,
+    ) -> Result<Option<keygate_core::CreditOutcome>, StoreError> {
+        self.store.credits(account, op, now).await
+    }
+
     fn subscribe(&self) -> Option<InvalidationFeed> {
         match self.bus.subscribe() {
             Ok(feed) => Some(feed),

@@ -95,7 +95,8 @@
 macro_rules! key_columns {
     () => {
         "id, family, owner, name, scopes, environment, digest, created_at, expires_at, \
-         revoked_at, rate_limit, allowed_ips, metadata, last_used_at, superseded_by, created_by"
+         revoked_at, rate_limit, allowed_ips, metadata, last_used_at, superseded_by, created_by, \
+         credit_account"
     };
 }
 
@@ -108,6 +109,7 @@ macro_rules! audit_columns {
 }
 
 mod convert;
+mod credits;
 mod listen;
 mod poll;
 mod postgres;

@@ -115,6 +115,7 @@ pub(crate) fn update_sets<DB: Backend>(
         (changes.rate_limit.is_some(), "rate_limit"),
         (changes.allowed_ips.is_some(), "allowed_ips"),
         (changes.metadata.is_some(), "metadata"),
+        (changes.credit_account.is_some(), "credit_account"),
     ] {
         if set {
             sets.push(format!("{column} = {}", param()));

@@ -41,6 +41,8 @@ pub(crate) trait Columns {
     fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError>;
     /// A `NOT NULL` integer column.
     fn int(&self, column: &str) -> Result<i64, StoreError>;
+    /// A nullable integer column.
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
 }
 
 impl<R: Row> Columns for R
@@ -63,6 +65,10 @@ where
     }
 
     fn int(&self, column: &str) -> Result<i64, StoreError> {
+        self.try_get(column).map_err(store_error)
+    }
+
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
         self.try_get(column).map_err(store_error)
     }
 }
@@ -105,6 +111,7 @@ pub(crate) fn record(row: &impl StoreRow) -> Result<KeyRecord, StoreError> {
         last_used_at: time("last_used_at")?,
         superseded_by: parse_opt(row, "superseded_by", k)?,
         created_by: parse_opt(row, "created_by", k)?,
+        credit_account: parse_opt(row, "credit_account", k)?,
     })
 }
 

@@ -436,6 +436,7 @@ async fn sqlite_migrations_are_idempotent_and_keep_to_their_table() {
         tables,
         [
             "keygate_audit",
+            "keygate_credits",
             "keygate_key_changes",
             "keygate_keys",
             "keygate_migrations",
@@ -471,6 +472,7 @@ async fn postgres_migrations_are_idempotent_and_keep_to_their_schema() {
         tables,
         [
             "keygate_audit",
+            "keygate_credits",
             "keygate_keys",
             "keygate_migrations",
             "keygate_reminders",

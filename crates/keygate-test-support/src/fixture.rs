@@ -90,6 +90,7 @@ pub fn record(key: &str, owner: &Owner, created_at: OffsetDateTime) -> KeyRecord
         last_used_at: None,
         superseded_by: None,
         created_by: None,
+        credit_account: None,
     }
 }
 

@@ -13,9 +13,9 @@ use std::{
 };
 
 use keygate_core::{
-    AuditEvent, AuditQuery, AuditStore, InvalidationFeed, KeyId, KeyRecord, KeyStore, KeyUpdate,
-    MemoryStore, Owner, Page, Replacement, Rotation, StoreError, UsageBucket, UsageDelta,
-    time::OffsetDateTime,
+    AuditEvent, AuditQuery, AuditStore, CreditOp, CreditOutcome, InvalidationFeed, KeyId,
+    KeyRecord, KeyStore, KeyUpdate, MemoryStore, Owner, Page, Replacement, Rotation, StoreError,
+    UsageBucket, UsageDelta, time::OffsetDateTime,
 };
 
 /// A store operation, as [`TestStore`] fails, delays, counts and hooks it.
@@ -51,6 +51,8 @@ pub enum Op {
     ClaimReminder,
     /// [`KeyStore::release_reminder`].
     ReleaseReminder,
+    /// [`KeyStore::credits`].
+    Credits,
     /// [`AuditStore::append_audit`].
     AppendAudit,
     /// [`AuditStore::query_audit`].
@@ -61,7 +63,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::Find,
         Self::Insert,
         Self::Update,
@@ -77,6 +79,7 @@ impl Op {
         Self::Usage,
         Self::ClaimReminder,
         Self::ReleaseReminder,
+        Self::Credits,
         Self::AppendAudit,
         Self::QueryAudit,
         Self::PruneAudit,
@@ -390,6 +393,16 @@ impl<S: KeyStore> KeyStore for TestStore<S> {
     ) -> Result<(), StoreError> {
         let work = self.inner.release_reminder(id, threshold);
         self.run(Op::ReleaseReminder, Some(id), work).await
+    }
+
+    async fn credits(
+        &self,
+        account: KeyId,
+        op: CreditOp,
+        now: OffsetDateTime,
+    ) -> Result<Option<CreditOutcome>, StoreError> {
+        let work = self.inner.credits(account, op, now);
+        self.run(Op::Credits, Some(account), work).await
     }
 
     fn subscribe(&self) -> Option<InvalidationFeed> {

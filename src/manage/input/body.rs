@@ -95,6 +95,7 @@ impl From<UpdateKeyRequest> for KeyUpdate {
             allowed_ips: r.allowed_ips,
             metadata: r.metadata,
             expires_at: r.expires_at,
+            credit_account: None,
         }
     }
 }

@@ -219,6 +219,7 @@ pub(super) async fn update(ctx: &Ctx, args: UpdateArgs) -> Result<(), CliError> 
             (None, true) => Some(None),
             (None, false) => None,
         },
+        credit_account: None,
     };
     if changes.is_empty() {
         return Err(CliError::usage("nothing to update").hint(

@@ -155,7 +155,7 @@ async fn migrate(ctx: &Ctx) -> Result<(), CliError> {
     ctx.print(
         || {
             format!(
-                "Database {} is up to date: keygate_keys, keygate_usage, keygate_audit \
+                "Database {} is up to date: keygate_keys, keygate_usage, keygate_credits, keygate_audit \
                  and keygate_reminders are ready.\n",
                 ctx.db.url
             )

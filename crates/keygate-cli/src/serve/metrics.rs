@@ -8,8 +8,9 @@ use std::{
 };
 
 use keygate_core::{
-    DynKeyStore, InvalidationFeed, KeyFilter, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page,
-    Replacement, Rotation, StoreError, UsageBucket, UsageDelta, time::OffsetDateTime,
+    CreditOp, CreditOutcome, DynKeyStore, InvalidationFeed, KeyFilter, KeyId, KeyRecord, KeyStore,
+    KeyUpdate, Owner, Page, Replacement, Rotation, StoreError, UsageBucket, UsageDelta,
+    time::OffsetDateTime,
 };
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -247,6 +248,15 @@ impl KeyStore for TimedStore {
 
     async fn release_reminder(&self, id: KeyId, threshold: Duration) -> Result<(), StoreError> {
         self.counted(self.inner.release_reminder(id, threshold).await)
+    }
+
+    async fn credits(
+        &self,
+        account: KeyId,
+        op: CreditOp,
+        now: OffsetDateTime,
+    ) -> Result<Option<CreditOutcome>, StoreError> {
+        self.counted(self.inner.credits(account, op, now).await)
     }
 
     fn subscribe(&self) -> Option<InvalidationFeed> {

@@ -34,11 +34,14 @@ pub enum AuditAction {
     /// A reminder about a key nearing expiry was delivered (`detail`: why
     /// and how far ahead, `expiring 3d`).
     Remind,
+    /// A key's credit balance or refill was set or topped up (`detail`:
+    /// the change, `set 20`, `add 100`, `refill 20/day`).
+    Credits,
 }
 
 impl AuditAction {
     /// The action as stored: `authenticate`, `create`, `update`, `revoke`,
-    /// `rotate`, `remind`.
+    /// `rotate`, `remind`, `credits`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Authenticate => "authenticate",
@@ -47,6 +50,7 @@ impl AuditAction {
             Self::Revoke => "revoke",
             Self::Rotate => "rotate",
             Self::Remind => "remind",
+            Self::Credits => "credits",
         }
     }
 }
@@ -62,6 +66,7 @@ impl std::str::FromStr for AuditAction {
             "revoke" => Self::Revoke,
             "rotate" => Self::Rotate,
             "remind" => Self::Remind,
+            "credits" => Self::Credits,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "unknown audit action {other:?}"

@@ -21,6 +21,7 @@ pub struct Grantor {
 pub(crate) struct GrantorKey {
     pub(crate) id: KeyId,
     pub(crate) family: KeyId,
+    pub(crate) credit_account: Option<KeyId>,
 }
 
 impl Grantor {
@@ -31,6 +32,7 @@ impl Grantor {
             key: Some(GrantorKey {
                 id: record.id,
                 family: record.family,
+                credit_account: record.credit_account,
             }),
             owner: record.owner.clone(),
             settings: KeySettings::of(record, default_rate_limit),

@@ -80,6 +80,9 @@ pub enum GrantDimension {
     /// created: rotating it would give the grantor a key its own
     /// revocation does not reach.
     Lineage,
+    /// Credits of its own for a key made by a metered key (whose keys spend
+    /// their creator's credits), or a change to a key's metering.
+    Credits,
 }
 
 impl GrantDimension {
@@ -96,6 +99,7 @@ impl GrantDimension {
             Self::Metadata => "metadata",
             Self::Owner => "owner",
             Self::Lineage => "id",
+            Self::Credits => "credits",
         }
     }
 }
@@ -117,7 +121,7 @@ pub struct GrantViolation {
 }
 
 impl GrantViolation {
-    fn new(dimension: GrantDimension, message: String) -> Self {
+    pub(crate) fn new(dimension: GrantDimension, message: String) -> Self {
         Self {
             dimension,
             scope: None,

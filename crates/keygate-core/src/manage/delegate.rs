@@ -61,10 +61,19 @@ impl KeyManager {
         grantor.check(&new.owner, &requested)?;
         // A person's keys have no creator: nothing revokes a person.
         let Some(key) = grantor.key else {
-            return self.insert_new(&new, now, expires_at, None).await;
+            return self.insert_new(&new, now, expires_at, None, None).await;
         };
+        // A metered key's keys spend its credits: credits of their own, or
+        // none, would let it mint what it was sold.
+        if key.credit_account.is_some() && new.is_metered() {
+            return Err(ManageError::NotGrantable(vec![GrantViolation::new(
+                GrantDimension::Credits,
+                "this key is metered: the keys it makes spend its credits and cannot have their own"
+                    .to_owned(),
+            )]));
+        }
         let created = self
-            .insert_new(&new, now, expires_at, Some(key.family))
+            .insert_new(&new, now, expires_at, Some(key.family), key.credit_account)
             .await?;
         // A revocation of the grantor that listed its children before this
         // insert could not see the new key: look at the grantor again.
@@ -96,6 +105,12 @@ impl KeyManager {
         if grantor.is_admin() {
             return self.update(id, changes).await;
         }
+        if changes.credit_account.is_some() {
+            return Err(ManageError::NotGrantable(vec![GrantViolation::new(
+                GrantDimension::Credits,
+                "only an admin changes whether a key is metered".to_owned(),
+            )]));
+        }
         let before = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
         // Judge the key as the store's own rule will leave it.
         let mut judged = changes.clone();
@@ -125,6 +140,7 @@ impl KeyManager {
                     .map(|_| before.allowed_ips.clone()),
                 metadata: changes.metadata.as_ref().map(|_| before.metadata.clone()),
                 expires_at: changes.expires_at.map(|_| before.expires_at),
+                credit_account: None,
             };
             self.update(id, undo).await?;
             return Err(refused);

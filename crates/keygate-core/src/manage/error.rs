@@ -44,4 +44,7 @@ pub enum ManageError {
     /// too: children do not outlive their creator.
     #[error("the creating key was revoked meanwhile; the new key was revoked with it")]
     CreatorRevoked,
+    /// A credit balance above [`MAX_CREDITS`](crate::MAX_CREDITS).
+    #[error("a credit balance is 0 to {max} credits", max = crate::MAX_CREDITS)]
+    CreditsOutOfRange,
 }

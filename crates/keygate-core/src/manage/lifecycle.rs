@@ -19,19 +19,24 @@ impl KeyManager {
     pub async fn create(&self, new: NewKey) -> Result<CreatedKey, ManageError> {
         let now = self.now();
         let expires_at = new.expires_at(now, &self.limits)?;
-        self.insert_new(&new, now, expires_at, None).await
+        self.insert_new(&new, now, expires_at, None, None).await
     }
 
     /// Stores `new`, created at `now` by the key family `created_by`, after
-    /// checking its name and the caps.
+    /// checking its name and the caps. The key spends `spends` (its
+    /// creator's credit account) if given, else credits of its own if `new`
+    /// asks for them: the account is opened before the key is stored, so a
+    /// metered key never exists without its balance.
     pub(crate) async fn insert_new(
         &self,
         new: &NewKey,
         now: time::OffsetDateTime,
         expires_at: Option<time::OffsetDateTime>,
         created_by: Option<KeyId>,
+        spends: Option<KeyId>,
     ) -> Result<CreatedKey, ManageError> {
         check_name(&new.name)?;
+        let own_credits = new.credit_setup()?;
         self.limits
             .check_settings(Some(&new.metadata), Some(&new.allowed_ips))?;
         self.check_owner_room(&new.owner, now).await?;
@@ -40,6 +45,15 @@ impl KeyManager {
         let mut attempts = 0;
         loop {
             let key = self.format.generate(new.environment)?;
+            let credit_account = match (spends, &own_credits) {
+                (Some(account), _) => Some(account),
+                (None, Some(setup)) => {
+                    // A fresh family's account: nothing else spends it yet.
+                    self.credits.update(key.id(), setup, now).await?;
+                    Some(key.id())
+                }
+                (None, None) => None,
+            };
             let record = KeyRecord {
                 id: key.id(),
                 family: key.id(),
@@ -57,6 +71,7 @@ impl KeyManager {
                 last_used_at: None,
                 superseded_by: None,
                 created_by,
+                credit_account,
             };
             match self.store.insert(&record).await {
                 Ok(()) => {

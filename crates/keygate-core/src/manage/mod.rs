@@ -5,10 +5,12 @@
 //! * `request`: what to issue ([`NewKey`]) and what to change
 //!   ([`KeyUpdate`]), and what issuing returns ([`CreatedKey`]);
 //! * `lifecycle`: create, update, revoke, rotate;
+//! * `credits`: metered keys' balances;
 //! * `delegate`: the same on behalf of a delegating key, the per-owner cap
 //!   and children that die with their creator;
 //! * `error`: [`ManageError`].
 
+mod credits;
 mod delegate;
 mod error;
 mod lifecycle;
@@ -23,8 +25,9 @@ pub use self::{
     request::{CreatedKey, KeyUpdate, NewKey},
 };
 use crate::{
-    AUDIT_TARGET, AuditAction, AuditEvent, AuditLog, Clock, DynKeyStore, KeyFilter, KeyFormat,
-    KeyHasher, KeyId, KeyRecord, Limits, Owner, Page, Verifier, checked_after, checked_utc,
+    AUDIT_TARGET, AuditAction, AuditEvent, AuditLog, Clock, CreditBank, DynKeyStore, KeyFilter,
+    KeyFormat, KeyHasher, KeyId, KeyRecord, Limits, Owner, Page, StoreCredits, Verifier,
+    checked_after, checked_utc,
 };
 
 /// Issues, lists, updates and revokes keys in a store.
@@ -41,6 +44,7 @@ pub struct KeyManager {
     audit: Option<AuditLog>,
     actor: Option<Arc<str>>,
     limits: Limits,
+    pub(crate) credits: Arc<dyn CreditBank>,
 }
 
 impl KeyManager {
@@ -52,6 +56,7 @@ impl KeyManager {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
+            credits: Arc::new(StoreCredits::new(Arc::clone(&store))),
             store,
             format,
             hasher,
@@ -69,6 +74,20 @@ impl KeyManager {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Keep metered keys' balances in `bank` instead of the key store (the
+    /// default, [`StoreCredits`]). Layers and managers of one service must
+    /// share one bank: `Keygate::builder(..).credit_bank(..)` sets both.
+    #[must_use]
+    pub fn with_credit_bank(mut self, bank: Arc<dyn CreditBank>) -> Self {
+        self.credits = bank;
+        self
+    }
+
+    /// The bank metered keys' balances are kept in.
+    pub fn credit_bank(&self) -> &Arc<dyn CreditBank> {
+        &self.credits
     }
 
     /// The caps this manager enforces.

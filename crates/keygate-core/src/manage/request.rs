@@ -5,7 +5,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::ManageError;
-use crate::{Environment, KeyRecord, Metadata, Owner, PlaintextKey, Quotas, Scopes, checked_after};
+use crate::{
+    CreditUpdate, Environment, KeyRecord, MAX_CREDITS, Metadata, Owner, PlaintextKey, Quotas,
+    Refill, Scopes, checked_after,
+};
 
 /// What to issue: the settings of a new key.
 ///
@@ -29,6 +32,8 @@ pub struct NewKey {
     pub(crate) rate_limit: Option<Quotas>,
     pub(crate) allowed_ips: Vec<IpNet>,
     pub(crate) metadata: Metadata,
+    pub(crate) credits: Option<u64>,
+    pub(crate) refill: Option<Refill>,
 }
 
 impl NewKey {
@@ -44,6 +49,8 @@ impl NewKey {
             rate_limit: None,
             allowed_ips: Vec::new(),
             metadata: Metadata::new(),
+            credits: None,
+            refill: None,
         }
     }
 
@@ -86,6 +93,49 @@ impl NewKey {
     pub fn metadata(mut self, metadata: Metadata) -> Self {
         self.metadata = metadata;
         self
+    }
+
+    /// Meter the key: it starts with `credits` and each admitted request
+    /// spends one (or the cost its route declares); at 0 it is refused with
+    /// 429 `usage_exceeded` until a refill or a top-up. Up to
+    /// [`MAX_CREDITS`].
+    ///
+    /// ```
+    /// use keygate_core::{NewKey, Owner, Refill};
+    ///
+    /// let trial = NewKey::new(Owner::user("42"), "trial")
+    ///     .credits(1_000)
+    ///     .refill(Refill::monthly(1_000)?);
+    /// # Ok::<(), keygate_core::InvalidRefill>(())
+    /// ```
+    pub fn credits(mut self, credits: u64) -> Self {
+        self.credits = Some(credits);
+        self
+    }
+
+    /// Refill the key's credits as `refill` says (the key is metered, and
+    /// starts with `refill.amount` credits unless [`credits`](Self::credits)
+    /// says otherwise).
+    pub fn refill(mut self, refill: Refill) -> Self {
+        self.refill = Some(refill);
+        self
+    }
+
+    /// The credit account a new key with these settings opens, if it is
+    /// metered.
+    pub(crate) fn credit_setup(&self) -> Result<Option<CreditUpdate>, ManageError> {
+        let Some(credits) = self.credits.or(self.refill.map(|r| r.amount)) else {
+            return Ok(None);
+        };
+        if credits > MAX_CREDITS {
+            return Err(ManageError::CreditsOutOfRange);
+        }
+        Ok(Some(CreditUpdate::set(credits).with_refill(self.refill)))
+    }
+
+    /// Whether the key asks for credits of its own.
+    pub(crate) fn is_metered(&self) -> bool {
+        self.credits.is_some() || self.refill.is_some()
     }
 
     /// The expiry of this key if it is created at `now` under `limits`
@@ -145,6 +195,10 @@ pub struct KeyUpdate {
     /// its grace period) the expiry can only be brought forward: a later
     /// time, or `Some(None)`, leaves it at the end of the grace period.
     pub expires_at: Option<Option<time::OffsetDateTime>>,
+    /// A new credit account (`Some(None)`: the key is no longer metered).
+    /// [`KeyManager::update_credits`](super::KeyManager::update_credits)
+    /// meters a key; only an `admin` grantor may change this.
+    pub credit_account: Option<Option<crate::KeyId>>,
 }
 
 impl KeyUpdate {
@@ -169,6 +223,7 @@ impl KeyUpdate {
             allowed_ips,
             metadata,
             expires_at,
+            credit_account,
         } = self;
         if let Some(name) = name {
             record.name.clone_from(name);
@@ -184,6 +239,9 @@ impl KeyUpdate {
         }
         if let Some(metadata) = metadata {
             record.metadata.clone_from(metadata);
+        }
+        if let Some(account) = *credit_account {
+            record.credit_account = account;
         }
         if let Some(expires_at) = *expires_at {
             record.expires_at = if record.superseded_by.is_some() {

@@ -6,7 +6,8 @@ use time::OffsetDateTime;
 
 use super::{BoxFuture, Cursor, KeyFilter, Page, Replacement, Rotation};
 use crate::{
-    InvalidationFeed, KeyId, KeyRecord, KeyUpdate, Owner, StoreError, UsageBucket, UsageDelta,
+    CreditOp, CreditOutcome, InvalidationFeed, KeyId, KeyRecord, KeyUpdate, Owner, StoreError,
+    UsageBucket, UsageDelta,
 };
 
 /// Where keys live: by id for the request path, by owner for management.
@@ -189,6 +190,23 @@ pub trait KeyStore: Send + Sync + 'static {
         threshold: std::time::Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Carries out `op` on the credit account `account` at `now`, in one
+    /// atomic step: reads the account (`None` if there is none), computes
+    /// [`CreditOp::apply`], writes back [`Applied::write`](crate::Applied::write)
+    /// if it is `Some`, and answers [`Applied::outcome`](crate::Applied::outcome).
+    /// Concurrent operations on one account, from any process sharing the
+    /// store, must serialize (a transaction holding the row, a lock), so
+    /// that `N` credits are never charged more than `N` times.
+    ///
+    /// Required, with no default: a store that could not keep balances
+    /// would make every metered key either free or useless.
+    fn credits(
+        &self,
+        account: KeyId,
+        op: CreditOp,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<CreditOutcome>, StoreError>> + Send;
+
     /// Subscribes to invalidations that other processes publish when they
     /// change keys in this store, so their revocations reach this process's
     /// cache. Called once, from within a tokio runtime, when a `Keygate` is
@@ -280,6 +298,13 @@ pub trait DynKeyStore: Send + Sync + 'static {
         id: KeyId,
         threshold: std::time::Duration,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// See [`KeyStore::credits`].
+    fn credits(
+        &self,
+        account: KeyId,
+        op: CreditOp,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<CreditOutcome>, StoreError>>;
 }
 
 impl<S: KeyStore> DynKeyStore for S {
@@ -375,5 +400,13 @@ impl<S: KeyStore> DynKeyStore for S {
         threshold: std::time::Duration,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(KeyStore::release_reminder(self, id, threshold))
+    }
+    fn credits(
+        &self,
+        account: KeyId,
+        op: CreditOp,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<CreditOutcome>, StoreError>> {
+        Box::pin(KeyStore::credits(self, account, op, now))
     }
 }

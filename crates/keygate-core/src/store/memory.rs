@@ -27,6 +27,7 @@ struct MemoryInner {
     usage: HashMap<(KeyId, OffsetDateTime), u64>,
     audit: Vec<crate::AuditEvent>,
     reminders: std::collections::HashSet<(KeyId, std::time::Duration)>,
+    credits: HashMap<KeyId, crate::CreditAccount>,
 }
 
 impl MemoryStore {
@@ -149,6 +150,20 @@ impl KeyStore for MemoryStore {
         out.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
         out.truncate(page.limit);
         Ok(out)
+    }
+
+    async fn credits(
+        &self,
+        account: KeyId,
+        op: crate::CreditOp,
+        now: OffsetDateTime,
+    ) -> Result<Option<crate::CreditOutcome>, StoreError> {
+        let mut inner = self.write();
+        let applied = op.apply(inner.credits.get(&account).copied(), now);
+        if let Some(state) = applied.write {
+            inner.credits.insert(account, state);
+        }
+        Ok(applied.outcome)
     }
 
     async fn claim_reminder(

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use time::OffsetDateTime;
 
 use super::ledger::UsageCounter;
-use crate::{KeyDigest, KeyInfo, KeyRecord, Quotas, record::ip_allowed};
+use crate::{CreditHints, KeyDigest, KeyId, KeyInfo, KeyRecord, Quotas, record::ip_allowed};
 
 /// What the verifier keeps per key: everything the request path checks, and
 /// the shared [`KeyInfo`] handed to handlers. Never the key.
@@ -26,6 +26,9 @@ pub struct CachedKey {
     allowed_ips: Box<[IpNet]>,
     rate_limit: Option<Quotas>,
     superseded: bool,
+    // Boxed: most keys are not metered, and every cached key pays for the
+    // field.
+    metering: Option<Box<Metering>>,
     pub(super) loaded_at: OffsetDateTime,
     // The verifier's epoch when this entry was read; an older epoch means
     // an invalidation feed lost messages since, so the entry is suspect.
@@ -55,6 +58,12 @@ impl CachedKey {
             allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
             rate_limit: record.rate_limit.clone(),
             superseded: record.superseded_by.is_some(),
+            metering: record.credit_account.map(|account| {
+                Box::new(Metering {
+                    account,
+                    hints: CreditHints::default(),
+                })
+            }),
             loaded_at,
             epoch,
             refreshing: AtomicBool::new(false),
@@ -88,6 +97,21 @@ impl CachedKey {
     /// When the key expires, if ever.
     pub fn expires_at(&self) -> Option<OffsetDateTime> {
         self.expires_at
+    }
+
+    /// The credit account the key spends, if it is metered
+    /// ([`KeyRecord::credit_account`]).
+    #[inline]
+    pub fn credit_account(&self) -> Option<KeyId> {
+        self.metering.as_ref().map(|m| m.account)
+    }
+
+    /// What the layer remembers of this metered key's recent refusals;
+    /// `None` for a key that is not metered. A changed key is a new entry,
+    /// so a top-up clears them on every node its invalidation reaches.
+    #[inline]
+    pub fn credit_hints(&self) -> Option<&CreditHints> {
+        self.metering.as_ref().map(|m| &m.hints)
     }
 
     /// Checks a presented key's digest, then revocation, expiry at `now` and
@@ -149,6 +173,13 @@ impl fmt::Debug for CachedKey {
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
+}
+
+/// A metered key's account and refusal hints.
+#[derive(Debug)]
+struct Metering {
+    account: KeyId,
+    hints: CreditHints,
 }
 
 /// Why a well-formed key with a known id was refused.

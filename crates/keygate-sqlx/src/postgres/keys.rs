@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use keygate_core::{
-    InvalidationFeed, KeyFilter, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page, Replacement,
-    Rotation, StoreError, UsageBucket, UsageDelta,
+    CreditOp, CreditOutcome, InvalidationFeed, KeyFilter, KeyId, KeyRecord, KeyStore, KeyUpdate,
+    Owner, Page, Replacement, Rotation, StoreError, UsageBucket, UsageDelta,
 };
 use sqlx::{
     AssertSqlSafe,
@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use super::PostgresStore;
 use crate::{
     convert::{FoldedUsage, in_range, store_error},
+    credits::CreditRow,
     listen,
     query::{
         bind_list, bind_page, count_active, fetch_record, fetch_records, finish_rotation,
@@ -59,7 +60,8 @@ impl PostgresStore {
             .bind(self.shared.channel.clone())
             // `created_by` ($17) is written once, by an insert: updates
             // leave it alone.
-            .bind(r.created_by.map(|id| id.to_string())))
+            .bind(r.created_by.map(|id| id.to_string()))
+            .bind(r.credit_account.map(|id| id.to_string())))
     }
 
     /// The statement of [`KeyStore::update`]: one `UPDATE` that sets only
@@ -112,6 +114,9 @@ impl PostgresStore {
         }
         if let Some(metadata) = &c.metadata {
             query = query.bind(Json(metadata.clone()));
+        }
+        if let Some(account) = c.credit_account {
+            query = query.bind(account.map(|id| id.to_string()));
         }
         if let Some(at) = c.expires_at {
             query = query.bind(at.map(in_range).transpose()?);
@@ -273,6 +278,50 @@ impl KeyStore for PostgresStore {
             .await
             .map_err(store_error)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn credits(
+        &self,
+        account: KeyId,
+        op: CreditOp,
+        now: OffsetDateTime,
+    ) -> Result<Option<CreditOutcome>, StoreError> {
+        let sql = &self.shared.sql;
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        if matches!(op, CreditOp::Update(_)) {
+            // Two first top-ups of one account must not both start from
+            // nothing: make the row, then lock it.
+            Self::query(&sql.open_credits)
+                .bind(account.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        let row = Self::query(&sql.lock_credits)
+            .bind(account.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let current = row
+            .map(|row| CreditRow::read(&row, account)?.account(account))
+            .transpose()?;
+        let applied = op.apply(current, now);
+        if let Some(state) = applied.write {
+            let row = CreditRow::of(&state);
+            Self::query(&sql.write_credits)
+                .bind(account.to_string())
+                .bind(row.remaining)
+                .bind(row.refill_amount)
+                .bind(row.refill_seconds)
+                .bind(row.refilled_at.map(in_range).transpose()?)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        // A read, a refused charge or a refund after a refill writes
+        // nothing; an opened account is kept even then.
+        tx.commit().await.map_err(store_error)?;
+        Ok(applied.outcome)
     }
 
     async fn release_reminder(

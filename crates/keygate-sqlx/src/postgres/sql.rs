@@ -32,6 +32,12 @@ pub(super) struct Sql {
     pub(super) prune_audit: Arc<str>,
     pub(super) claim_reminder: Arc<str>,
     pub(super) release_reminder: Arc<str>,
+    /// Creates an empty credit account if there is none, so that the lock
+    /// that follows always has a row to hold.
+    pub(super) open_credits: Arc<str>,
+    /// Reads a credit account and locks its row until the transaction ends.
+    pub(super) lock_credits: Arc<str>,
+    pub(super) write_credits: Arc<str>,
 }
 
 impl Sql {
@@ -41,6 +47,7 @@ impl Sql {
         let usage = format!("{prefix}keygate_usage");
         let audit = format!("{prefix}keygate_audit");
         let reminders = format!("{prefix}keygate_reminders");
+        let credits = format!("{prefix}keygate_credits");
         let audit_cols = audit_columns!();
         let cols = key_columns!();
         let s = |sql: String| Arc::<str>::from(sql);
@@ -60,7 +67,7 @@ impl Sql {
             insert: s(format!(
                 "WITH k AS (INSERT INTO {keys} ({cols}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                 $17) RETURNING id) \
+                 $17, $18) RETURNING id) \
                  SELECT pg_notify($16, k.id) FROM k"
             )),
             supersede: s(format!(
@@ -117,6 +124,17 @@ impl Sql {
             )),
             release_reminder: s(format!(
                 "DELETE FROM {reminders} WHERE key_id = $1 AND threshold = $2"
+            )),
+            open_credits: s(format!(
+                "INSERT INTO {credits} (account, remaining) VALUES ($1, 0) ON CONFLICT DO NOTHING"
+            )),
+            lock_credits: s(format!(
+                "SELECT remaining, refill_amount, refill_seconds, refilled_at \
+                 FROM {credits} WHERE account = $1 FOR UPDATE"
+            )),
+            write_credits: s(format!(
+                "UPDATE {credits} SET remaining = $2, refill_amount = $3, refill_seconds = $4, \
+                 refilled_at = $5 WHERE account = $1"
             )),
         }
     }

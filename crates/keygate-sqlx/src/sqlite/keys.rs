@@ -1,8 +1,8 @@
 //! [`SqliteStore`]'s keys and usage.
 
 use keygate_core::{
-    InvalidationFeed, KeyFilter, KeyId, KeyRecord, KeyStore, KeyUpdate, Owner, Page, Replacement,
-    Rotation, StoreError, UsageBucket, UsageDelta, unix_micros,
+    CreditOp, CreditOutcome, InvalidationFeed, KeyFilter, KeyId, KeyRecord, KeyStore, KeyUpdate,
+    Owner, Page, Replacement, Rotation, StoreError, UsageBucket, UsageDelta, unix_micros,
 };
 use sqlx::{AssertSqlSafe, Sqlite, query::Query, sqlite::SqliteArguments};
 use time::OffsetDateTime;
@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use super::SqliteStore;
 use crate::{
     convert::{FoldedUsage, in_range, store_error},
+    credits::CreditRow,
     poll,
     query::{
         bind_list, bind_page, count_active, fetch_record, fetch_records, finish_rotation,
@@ -17,7 +18,7 @@ use crate::{
     },
 };
 
-/// The sixteen columns of a record, in `key_columns!()` order, bound to `query`.
+/// The seventeen columns of a record, in `key_columns!()` order, bound to `query`.
 fn bind_record<'q>(
     query: Query<'q, Sqlite, SqliteArguments>,
     r: &KeyRecord,
@@ -43,7 +44,8 @@ fn bind_record<'q>(
         .bind(json(serde_json::to_string(&r.metadata))?)
         .bind(opt_time(r.last_used_at)?)
         .bind(r.superseded_by.map(|id| id.to_string()))
-        .bind(r.created_by.map(|id| id.to_string())))
+        .bind(r.created_by.map(|id| id.to_string()))
+        .bind(r.credit_account.map(|id| id.to_string())))
 }
 
 const FIND: &str = concat!(
@@ -55,7 +57,7 @@ const FIND: &str = concat!(
 const INSERT: &str = concat!(
     "INSERT INTO keygate_keys (",
     key_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
 );
 
 /// The reads and writes of [`SqliteStore::rotate`], inside its transaction.
@@ -137,6 +139,9 @@ fn bind_update<'q>(
     }
     if let Some(metadata) = &c.metadata {
         query = query.bind(json(serde_json::to_string(metadata))?);
+    }
+    if let Some(account) = c.credit_account {
+        query = query.bind(account.map(|id| id.to_string()));
     }
     if let Some(at) = c.expires_at {
         query = query.bind(at.map(|t| in_range(t).map(unix_micros)).transpose()?);
@@ -328,6 +333,55 @@ impl KeyStore for SqliteStore {
             .map_err(store_error)?;
         }
         tx.commit().await.map_err(store_error)
+    }
+
+    async fn credits(
+        &self,
+        account: KeyId,
+        op: CreditOp,
+        now: OffsetDateTime,
+    ) -> Result<Option<CreditOutcome>, StoreError> {
+        // IMMEDIATE takes the write lock before the read: no other process
+        // can charge the account between this read and this write.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)?;
+        let row = sqlx::query(
+            "SELECT remaining, refill_amount, refill_seconds, refilled_at \
+             FROM keygate_credits WHERE account = ?1",
+        )
+        .bind(account.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let current = row
+            .map(|row| CreditRow::read(&row, account)?.account(account))
+            .transpose()?;
+        let applied = op.apply(current, now);
+        if let Some(state) = applied.write {
+            let row = CreditRow::of(&state);
+            let refilled_at = row.refilled_at.map(in_range).transpose()?.map(unix_micros);
+            sqlx::query(
+                "INSERT INTO keygate_credits \
+                 (account, remaining, refill_amount, refill_seconds, refilled_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (account) DO UPDATE SET \
+                 remaining = excluded.remaining, refill_amount = excluded.refill_amount, \
+                 refill_seconds = excluded.refill_seconds, refilled_at = excluded.refilled_at",
+            )
+            .bind(account.as_str())
+            .bind(row.remaining)
+            .bind(row.refill_amount)
+            .bind(row.refill_seconds)
+            .bind(refilled_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
+        }
+        // Nothing written: dropping the transaction rolls it back.
+        Ok(applied.outcome)
     }
 
     async fn usage(

@@ -11,6 +11,7 @@
 //! [`AuditStore`]: keygate_core::AuditStore
 
 pub mod audit;
+pub mod credits;
 pub mod lists;
 pub mod usage;
 pub mod writes;
@@ -81,6 +82,7 @@ pub(crate) fn full(key: &str) -> KeyRecord {
         last_used_at: Some(T0 + secs(5) + Duration::microseconds(999_999)),
         superseded_by: Some(id("NextKey001")),
         created_by: Some(id("ParentFam1")),
+        credit_account: Some(id("CreditAcct")),
     }
 }
 
@@ -103,7 +105,7 @@ pub(crate) fn minimal_at(key: &str, created_at: OffsetDateTime) -> KeyRecord {
 #[macro_export]
 macro_rules! store_conformance {
     ($backend:ident, $open:path) => {
-        $crate::__conformance_module!($backend, $open, writes, lists, usage, audit);
+        $crate::__conformance_module!($backend, $open, writes, lists, usage, credits, audit);
     };
 }
 
@@ -112,7 +114,7 @@ macro_rules! store_conformance {
 #[macro_export]
 macro_rules! key_store_conformance {
     ($backend:ident, $open:path) => {
-        $crate::__conformance_module!($backend, $open, writes, lists, usage);
+        $crate::__conformance_module!($backend, $open, writes, lists, usage, credits);
     };
 }
 
@@ -163,6 +165,14 @@ macro_rules! __conformance_group {
             usage_since_starts_at_the_hour_and_is_oldest_first,
             concurrent_usage_flushes_lose_nothing,
             reminders_are_claimed_once_per_key_and_threshold_until_given_back,
+        );
+    };
+    (credits, $open:path) => {
+        $crate::__conformance_tests!(
+            credits,
+            $open,
+            credits_follow_the_reference_rules,
+            concurrent_charges_admit_exactly_the_balance,
         );
     };
     (audit, $open:path) => {
