@@ -182,6 +182,10 @@ pub(crate) enum Reason {
     RateLimited,
     /// The rate limiter could not answer.
     LimiterUnavailable,
+    /// The key's usage credits cannot pay for the request.
+    UsageExceeded,
+    /// The credit bank could not answer.
+    CreditsUnavailable,
 }
 
 impl Reason {
@@ -214,6 +218,8 @@ impl Reason {
             Self::ExtractorScope => "extractor_scope",
             Self::RateLimited => "rate_limited",
             Self::LimiterUnavailable => "limiter_unavailable",
+            Self::UsageExceeded => "usage_exceeded",
+            Self::CreditsUnavailable => "credits_unavailable",
         }
     }
 }

@@ -29,6 +29,7 @@ pub struct KeygateBuilder {
     hasher: KeyHasher,
     cache: CacheConfig,
     limiter: Option<Arc<dyn RateLimiter>>,
+    credits: Option<Arc<dyn keygate_core::CreditBank>>,
     /// `None`: on when keys may come in a query parameter.
     strip: Option<bool>,
     realm: String,
@@ -45,6 +46,7 @@ impl KeygateBuilder {
             hasher: KeyHasher::sha256(),
             cache: CacheConfig::default(),
             limiter: None,
+            credits: None,
             strip: None,
             realm: "api".to_owned(),
             on_rejection: None,
@@ -137,6 +139,24 @@ impl KeygateBuilder {
     /// several enforced at once, `Quota::per_second(100).and(Quota::per_day(100_000))`.
     pub fn default_rate_limit(mut self, quotas: impl Into<Quotas>) -> Self {
         self.settings.default_quota = Some(quotas.into());
+        self
+    }
+
+    /// Where metered keys' credit balances are kept (default: the key store
+    /// itself, [`StoreCredits`](keygate_core::StoreCredits)), for the layer
+    /// and the [`manager`](crate::Keygate::manager) alike. keygate-redis's
+    /// `RedisCredits` keeps them in Redis.
+    pub fn credit_bank(mut self, bank: impl keygate_core::CreditBank) -> Self {
+        self.credits = Some(Arc::new(bank));
+        self
+    }
+
+    /// What each request admitted with a metered key costs, in credits
+    /// (default 1); a layer can charge otherwise with
+    /// [`KeygateLayer::cost`](crate::KeygateLayer::cost). 0 makes
+    /// requests free. At most [`MAX_COST`](keygate_core::MAX_COST).
+    pub fn credit_cost(mut self, cost: u64) -> Self {
+        self.settings.credit_cost = cost.min(keygate_core::MAX_COST);
         self
     }
 
@@ -367,6 +387,10 @@ impl KeygateBuilder {
         )
         .with_verifier(Arc::clone(&verifier))
         .with_limits(self.manage_limits);
+        let manager = match self.credits {
+            Some(bank) => manager.with_credit_bank(bank),
+            None => manager,
+        };
         let manager = match &self.audit_log {
             Some(log) => manager.with_audit_log(log.clone()),
             None => manager,

@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 use keygate_core::{Environment, KeyId, KeyInfo, Metadata, Owner, Scope, Scopes};
 use time::OffsetDateTime;
 
-use crate::rejection::RejectionRenderer;
+use crate::{layer::Spent, rejection::RejectionRenderer};
 
 /// The key that authenticated a request.
 ///
@@ -25,7 +25,7 @@ use crate::rejection::RejectionRenderer;
 /// [optional](crate::KeygateBuilder::optional) mode a request without a key
 /// has none: take `Option<ApiKey>` there (plain `ApiKey` answers 401).
 #[derive(Clone)]
-pub struct ApiKey(Arc<KeyInfo>, AdmittedBy);
+pub struct ApiKey(Arc<KeyInfo>, AdmittedBy, Option<Spent>);
 
 /// Which [`Keygate`](crate::Keygate) admitted a key: layers of the same one
 /// further in judge only their own rules against it instead of looking for
@@ -34,12 +34,29 @@ pub struct ApiKey(Arc<KeyInfo>, AdmittedBy);
 pub(crate) struct AdmittedBy(pub(crate) u64);
 
 impl ApiKey {
-    pub(crate) fn new(info: Arc<KeyInfo>, by: AdmittedBy) -> Self {
-        Self(info, by)
+    pub(crate) fn new(info: Arc<KeyInfo>, by: AdmittedBy, spent: Option<Spent>) -> Self {
+        Self(info, by, spent)
     }
 
     pub(crate) fn admitted_by(&self) -> AdmittedBy {
         self.1
+    }
+
+    pub(crate) fn set_spent(&mut self, spent: Spent) {
+        self.2 = Some(spent);
+    }
+
+    /// What the request paid in credits, if the key is metered.
+    pub(crate) fn spent(&self) -> Option<Spent> {
+        self.2
+    }
+
+    /// For a metered key, the credits left after this request was charged
+    /// (also sent in the `X-Credits-Remaining` response header); `None`
+    /// for a key that is not metered. On many nodes it is the balance as
+    /// the bank answered this request's charge.
+    pub fn credits_remaining(&self) -> Option<u64> {
+        self.2.map(|s| s.remaining)
     }
 
     /// The key's public id.

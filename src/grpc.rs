@@ -32,7 +32,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use keygate_core::Scope;
 
 use crate::{
-    headers::insert_rate_limit_headers,
+    headers::{insert_credits_header, insert_rate_limit_headers},
     rejection::{Rejection, ceil_secs},
 };
 
@@ -275,6 +275,16 @@ fn add_retry_metadata(rejection: &Rejection, h: &mut HeaderMap) {
                 .max(1);
             h.insert("grpc-retry-pushback-ms", ms.into());
             insert_rate_limit_headers(h, decision);
+        }
+        Rejection::UsageExceeded {
+            remaining,
+            retry_after,
+            ..
+        } => {
+            insert_credits_header(h, *remaining);
+            if let Some(wait) = retry_after {
+                h.insert(header::RETRY_AFTER, ceil_secs(*wait).into());
+            }
         }
         Rejection::Unavailable { retry_after } => {
             h.insert(header::RETRY_AFTER, ceil_secs(*retry_after).into());

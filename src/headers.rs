@@ -1,5 +1,6 @@
-//! Headers keygate adds to responses: the quota (`RateLimit-*`) and the
-//! end of a key's life (`Sunset`, `Deprecation`).
+//! Headers keygate adds to responses: the quota (`RateLimit-*`), a metered
+//! key's balance (`X-Credits-Remaining`) and the end of a key's life
+//! (`Sunset`, `Deprecation`).
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use keygate_core::Decision;
@@ -10,6 +11,15 @@ pub(crate) fn insert_rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
     headers.insert(RATELIMIT_REMAINING, d.remaining.into());
     let reset = d.reset.as_secs() + u64::from(d.reset.subsec_nanos() > 0);
     headers.insert(RATELIMIT_RESET, reset.into());
+}
+
+/// The header that tells a metered key's holder the credits left after
+/// the request (or, on a `usage_exceeded` refusal, before it).
+pub const CREDITS_REMAINING: HeaderName = HeaderName::from_static("x-credits-remaining");
+
+/// Adds `X-Credits-Remaining`.
+pub(crate) fn insert_credits_header(headers: &mut HeaderMap, remaining: u64) {
+    headers.insert(CREDITS_REMAINING, remaining.into());
 }
 
 /// Adds `Sunset` (RFC 8594, an HTTP-date) and `Deprecation` (RFC 9745, a

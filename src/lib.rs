@@ -130,6 +130,7 @@ pub use crate::{
     extract::{ApiKey, ApiKeyRejection},
     grpc::GrpcScopes,
     handle::Keygate,
+    headers::CREDITS_REMAINING,
     layer::{KeygateLayer, KeygateService, ResponseFuture},
     method::MethodScopes,
     problem::Problem,

@@ -6,7 +6,7 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-use keygate_core::{AuditLog, KeyManager, RateLimiter, Verifier};
+use keygate_core::{AuditLog, CreditBank, KeyManager, RateLimiter, Verifier};
 
 use crate::extract::AdmittedBy;
 
@@ -20,6 +20,8 @@ static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct Runtime {
     pub(crate) verifier: Arc<Verifier>,
     pub(crate) limiter: Arc<dyn RateLimiter>,
+    /// Where metered keys' balances are kept (the manager's bank too).
+    pub(crate) credits: Arc<dyn CreditBank>,
     pub(crate) audit_log: Option<AuditLog>,
     pub(crate) manager: KeyManager,
     /// Which `Keygate` this is, stamped on the keys its layers admit.
@@ -37,6 +39,7 @@ impl Runtime {
         manager: KeyManager,
     ) -> Self {
         Self {
+            credits: Arc::clone(manager.credit_bank()),
             verifier,
             limiter,
             audit_log,

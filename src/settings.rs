@@ -34,6 +34,8 @@ pub(crate) struct Settings {
     /// Scopes the layer itself requires on top of the method's.
     pub(crate) extra_scopes: Vec<Scope>,
     pub(crate) default_quota: Option<Quotas>,
+    /// What a request costs a metered key, in credits.
+    pub(crate) credit_cost: u64,
     /// The clock expiry is judged against. Configuration, not state: it is
     /// chosen once and only read.
     pub(crate) clock: Arc<dyn Clock>,
@@ -65,6 +67,7 @@ impl Settings {
             grpc_scopes: GrpcScopes::default(),
             extra_scopes: Vec::new(),
             default_quota: None,
+            credit_cost: 1,
             clock: Arc::new(SystemClock),
             rate_limit_headers: false,
             // The same window `status=expiring` and `keygate keys list

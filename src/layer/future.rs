@@ -105,7 +105,10 @@ where
     R: Ready<S, B>,
 {
     let headers = match next {
-        Next::Pass => AddedHeaders::default(),
+        Next::Pass(spent) => {
+            let (_, req) = ready.parts();
+            pipeline::pass(req, spent)
+        }
         Next::Anonymous => {
             let (shared, req) = ready.parts();
             pipeline::pass_anonymous(shared, req);

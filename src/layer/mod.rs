@@ -4,6 +4,7 @@
 //! itself (extract, parse, look up, verify, judge, limit, admit) in
 //! `pipeline`, which knows nothing of services.
 
+mod credits;
 mod future;
 mod peer_warning;
 mod pipeline;
@@ -14,6 +15,7 @@ use std::{fmt, sync::Arc};
 use keygate_core::Scope;
 use tower_layer::Layer;
 
+pub(crate) use self::credits::Spent;
 pub use self::{future::ResponseFuture, service::KeygateService};
 use crate::{GrpcScopes, MethodScopes, Protocol, handle::Shared, settings::Settings};
 
@@ -82,6 +84,38 @@ impl KeygateLayer {
     #[must_use]
     pub fn require_scope(self, scope: Scope) -> Self {
         self.with(|s| s.extra_scopes.push(scope))
+    }
+
+    /// The same layer, charging `cost` credits (instead of the builder's
+    /// [`credit_cost`](crate::KeygateBuilder::credit_cost), 1 by default)
+    /// for each request it admits with a metered key; keys that are not
+    /// metered are unaffected. Apply it with `route_layer` to the routes
+    /// that cost more (or nothing):
+    ///
+    /// ```
+    /// use axum::{Router, routing::{get, post}};
+    /// use keygate::{Keygate, core::MemoryStore};
+    ///
+    /// let keys = Keygate::builder(MemoryStore::new()).build();
+    /// let cheap = Router::new()
+    ///     .route("/notes", get(|| async { "notes" }))
+    ///     .route_layer(keys.layer());
+    /// let pricey = Router::new()
+    ///     .route("/reports", post(|| async { "report" }))
+    ///     .route_layer(keys.layer().cost(10));
+    /// let app: Router = cheap.merge(pricey);
+    /// ```
+    ///
+    /// Nested in a layer of the same `Keygate` that already admitted the
+    /// key (one on the whole router, say), it charges only what its cost
+    /// adds to the credits paid further out; if the balance cannot pay
+    /// that, the request is refused with `usage_exceeded` and what was paid
+    /// further out is given back. (The outer layer's rate-limit charge
+    /// stays: put costly routes under a layer of their own to keep the two
+    /// all-or-nothing.) At most [`MAX_COST`](keygate_core::MAX_COST).
+    #[must_use]
+    pub fn cost(self, cost: u64) -> Self {
+        self.with(|s| s.credit_cost = cost.min(keygate_core::MAX_COST))
     }
 
     /// The same layer protecting `protocol`: its scope rules and the form of

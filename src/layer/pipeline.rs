@@ -13,18 +13,21 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use keygate_core::{
-    CachedKey, Check, Checked, Decision, Denied, KeyId, LimiterUnavailable, PendingCheck,
+    CachedKey, Charge, Check, Checked, Decision, Denied, KeyId, LimiterUnavailable, PendingCheck,
     PendingVerification, Scopes, StoreError, Verification,
 };
 use time::OffsetDateTime;
 
-use super::peer_warning;
+use super::{
+    credits::{self, ChargeGuard, Charged, PendingCharge, PendingRefund, Spent},
+    peer_warning,
+};
 use crate::{
     ApiKey, Rejection,
     audit::{self, Reason},
     extract::Anonymous,
     handle::Shared,
-    headers::{insert_rate_limit_headers, insert_sunset_headers},
+    headers::{CREDITS_REMAINING, insert_rate_limit_headers, insert_sunset_headers},
     settings::Settings,
     source::SourceError,
 };
@@ -32,9 +35,9 @@ use crate::{
 /// What happens to a request next.
 pub(super) enum Next {
     /// A layer of this `Keygate` further out admitted the key (and charged
-    /// it), and this layer's own rules allow it: pass the request on as it
-    /// is.
-    Pass,
+    /// it), and this layer's own rules allow it: pass the request on, with
+    /// what the key has now paid if this layer charged more.
+    Pass(Option<Spent>),
     /// No key, and the layer is optional: pass the request on without one.
     Anonymous,
     /// Admit the request with this key.
@@ -50,6 +53,8 @@ pub(super) struct Admission {
     entry: Arc<CachedKey>,
     /// The limiter's decision, if the key is limited.
     decision: Option<Decision>,
+    /// The credits paid, if the key is metered.
+    paid: Option<ChargeGuard>,
     now: OffsetDateTime,
 }
 
@@ -68,10 +73,34 @@ pub(super) enum Wait {
         pending: PendingVerification,
         id: KeyId,
     },
-    /// A remote limiter, for a key that passed every other check.
+    /// The credit bank, charging a metered key that passed every check
+    /// before the rate limit's.
+    Credits {
+        charge: PendingCharge,
+        entry: Arc<CachedKey>,
+        cost: u64,
+    },
+    /// A remote limiter, for a key that passed every other check (and paid
+    /// its credits, if metered).
     Limiter {
         check: PendingCheck,
         entry: Arc<CachedKey>,
+        paid: Option<ChargeGuard>,
+    },
+    /// The bank, for what a layer further in charges a key a layer further
+    /// out admitted (and charged `paid`).
+    Extra {
+        charge: PendingCharge,
+        account: KeyId,
+        key: KeyId,
+        paid: Option<Spent>,
+        extra: u64,
+    },
+    /// The bank, giving back what a request refused after its charge paid;
+    /// the refusal waits for it so the next request sees the balance whole.
+    Refund {
+        refund: PendingRefund,
+        refusal: Refusal,
     },
 }
 
@@ -98,10 +127,10 @@ pub(super) fn start<B>(shared: &Shared, req: &Request<B>) -> Next {
         // A layer of this Keygate further out authenticated the key and
         // charged its quota (and may have stripped the credential): judge
         // only this layer's own rules.
-        return match check_scopes(settings, key.scopes(), req) {
-            Ok(()) => Next::Pass,
-            Err((rejection, reason)) => Next::refuse(rejection, Some(key.id()), reason),
-        };
+        if let Err((rejection, reason)) = check_scopes(settings, key.scopes(), req) {
+            return Next::refuse(rejection, Some(key.id()), reason);
+        }
+        return charge_more(shared, key);
     }
     let presented = match settings.sources.extract(req, settings.format.prefix()) {
         Ok(Some(p)) => p,
@@ -159,9 +188,50 @@ impl Wait {
                 Poll::Pending => ControlFlow::Continue(Self::Store { pending, id }),
                 Poll::Ready(loaded) => ControlFlow::Break(loaded_key(shared, req, id, loaded)),
             },
-            Self::Limiter { mut check, entry } => match Pin::new(&mut check).poll(cx) {
-                Poll::Pending => ControlFlow::Continue(Self::Limiter { check, entry }),
-                Poll::Ready(result) => ControlFlow::Break(limited(shared, entry, &result)),
+            Self::Credits {
+                mut charge,
+                entry,
+                cost,
+            } => match Pin::new(&mut charge).poll(cx) {
+                Poll::Pending => ControlFlow::Continue(Self::Credits {
+                    charge,
+                    entry,
+                    cost,
+                }),
+                Poll::Ready(charged) => ControlFlow::Break(paid(shared, entry, cost, charged)),
+            },
+            Self::Limiter {
+                mut check,
+                entry,
+                paid,
+            } => match Pin::new(&mut check).poll(cx) {
+                Poll::Pending => ControlFlow::Continue(Self::Limiter { check, entry, paid }),
+                Poll::Ready(result) => ControlFlow::Break(limited(shared, entry, &result, paid)),
+            },
+            Self::Extra {
+                mut charge,
+                account,
+                key,
+                paid,
+                extra,
+            } => match Pin::new(&mut charge).poll(cx) {
+                Poll::Pending => ControlFlow::Continue(Self::Extra {
+                    charge,
+                    account,
+                    key,
+                    paid,
+                    extra,
+                }),
+                Poll::Ready(charged) => {
+                    ControlFlow::Break(paid_more(shared, account, key, paid, extra, charged))
+                }
+            },
+            Self::Refund {
+                mut refund,
+                refusal,
+            } => match Pin::new(&mut refund).poll(cx) {
+                Poll::Pending => ControlFlow::Continue(Self::Refund { refund, refusal }),
+                Poll::Ready(()) => ControlFlow::Break(Next::Refuse(refusal)),
             },
         }
     }
@@ -187,7 +257,8 @@ fn loaded_key<B>(
 }
 
 /// Steps 4–6 for a known key the verifier has checked (digest, revocation,
-/// expiry): the IP allowlist, scope and quota, all at the time of its checks.
+/// expiry): the IP allowlist, scope, credits and quota, all at the time of
+/// its checks.
 fn decide<B>(shared: &Shared, checked: Checked, req: &Request<B>) -> Next {
     let settings = &shared.settings;
     let now = checked.checked_at();
@@ -215,23 +286,106 @@ fn decide<B>(shared: &Shared, checked: Checked, req: &Request<B>) -> Next {
     if let Err((rejection, reason)) = check_scopes(settings, &entry.info().scopes, req) {
         return Next::refuse(rejection, id, reason);
     }
-    let Some(quotas) = entry.rate_limit().or(settings.default_quota.as_ref()) else {
+    match entry.credit_account() {
+        Some(account) if settings.credit_cost > 0 => charge(shared, entry, account, now),
+        _ => check_limit(shared, entry, now, None),
+    }
+}
+
+/// Step 6's credits, before the quota: a charge the rate limit then
+/// refuses is given back, where a rate-limit charge could not be.
+fn charge(shared: &Shared, entry: Arc<CachedKey>, account: KeyId, now: OffsetDateTime) -> Next {
+    let settings = &shared.settings;
+    let cost = settings.credit_cost;
+    let id = Some(entry.info().id);
+    if let Some(hints) = entry.credit_hints() {
+        // A flood from a key its quota refuses, or whose balance cannot pay,
+        // is refused here, without a round trip to the bank per request.
+        if let Some(decision) = hints.limited(now)
+            && quotas(settings, &entry).is_some()
+        {
+            return Next::refuse(Rejection::RateLimited { decision }, id, Reason::RateLimited);
+        }
+        if let Some(charge) = hints.exhausted(cost, now) {
+            let rejection = usage_exceeded(&charge, cost, now);
+            return Next::refuse(rejection, id, Reason::UsageExceeded);
+        }
+    }
+    let charge = credits::charge(&shared.runtime.credits, account, cost, now);
+    Next::Wait(Wait::Credits {
+        charge,
+        entry,
+        cost,
+    })
+}
+
+/// Step 6's credits, once the bank has answered: the quota next if the
+/// key paid.
+fn paid(shared: &Shared, entry: Arc<CachedKey>, cost: u64, charged: Charged) -> Next {
+    let now = shared.settings.clock.now();
+    let id = Some(entry.info().id);
+    let charge = match charged {
+        Err(err) => {
+            tracing::error!(target: audit::TARGET, error = %err, "credit bank unavailable");
+            let rejection = unavailable(&shared.settings);
+            return Next::refuse(rejection, id, Reason::CreditsUnavailable);
+        }
+        // A metered key without an account has nothing to spend.
+        Ok(charge) => charge.unwrap_or(Charge {
+            admitted: false,
+            remaining: 0,
+            next_refill: None,
+            period: None,
+        }),
+    };
+    if !charge.admitted {
+        if let Some(hints) = entry.credit_hints() {
+            hints.note_exhausted(charge, now);
+        }
+        let rejection = usage_exceeded(&charge, cost, now);
+        return Next::refuse(rejection, id, Reason::UsageExceeded);
+    }
+    let Some(account) = entry.credit_account() else {
+        unreachable!("only metered keys are charged")
+    };
+    let spent = Spent {
+        account,
+        cost,
+        remaining: charge.remaining,
+        period: charge.period,
+    };
+    check_limit(
+        shared,
+        entry,
+        now,
+        Some(ChargeGuard::new(&shared.runtime.credits, spent)),
+    )
+}
+
+/// The quotas a key is held to: its own, or the layer's default.
+fn quotas<'a>(settings: &'a Settings, entry: &'a CachedKey) -> Option<&'a keygate_core::Quotas> {
+    entry.rate_limit().or(settings.default_quota.as_ref())
+}
+
+/// Step 6's quota, for a key that passed every other check and paid what
+/// it owes.
+fn check_limit(
+    shared: &Shared,
+    entry: Arc<CachedKey>,
+    now: OffsetDateTime,
+    paid: Option<ChargeGuard>,
+) -> Next {
+    let Some(quotas) = quotas(&shared.settings, &entry) else {
         return Next::Admit(Admission {
             entry,
             decision: None,
+            paid,
             now,
         });
     };
     match shared.runtime.limiter.check(entry.info().family, quotas) {
-        Check::Ready(result) => match limit_verdict(settings, &result) {
-            Ok(decision) => Next::Admit(Admission {
-                entry,
-                decision: Some(decision),
-                now,
-            }),
-            Err((rejection, reason)) => Next::refuse(rejection, id, reason),
-        },
-        Check::Pending(check) => Next::Wait(Wait::Limiter { check, entry }),
+        Check::Ready(result) => limit_outcome(shared, entry, &result, paid, now),
+        Check::Pending(check) => Next::Wait(Wait::Limiter { check, entry, paid }),
     }
 }
 
@@ -240,21 +394,150 @@ fn limited(
     shared: &Shared,
     entry: Arc<CachedKey>,
     result: &Result<Decision, LimiterUnavailable>,
+    paid: Option<ChargeGuard>,
 ) -> Next {
-    let id = Some(entry.info().id);
     let now = shared.settings.clock.now();
+    // The round trip took time: the key may have expired meanwhile, and
+    // expiry is exact.
+    if matches!(result, Ok(d) if d.allowed) && entry.expires_at().is_some_and(|at| now >= at) {
+        let refusal = Refusal {
+            rejection: Rejection::ExpiredKey,
+            key: Some(entry.info().id),
+            reason: Reason::Expired,
+        };
+        return refuse_and_refund(refusal, paid);
+    }
+    limit_outcome(shared, entry, result, paid, now)
+}
+
+/// What the limiter's answer makes of a request: admitted with what it
+/// paid, or refused with its credits given back.
+fn limit_outcome(
+    shared: &Shared,
+    entry: Arc<CachedKey>,
+    result: &Result<Decision, LimiterUnavailable>,
+    paid: Option<ChargeGuard>,
+    now: OffsetDateTime,
+) -> Next {
     match limit_verdict(&shared.settings, result) {
-        // The round trip took time: the key may have expired meanwhile, and
-        // expiry is exact.
-        Ok(_) if entry.expires_at().is_some_and(|at| now >= at) => {
-            Next::refuse(Rejection::ExpiredKey, id, Reason::Expired)
-        }
         Ok(decision) => Next::Admit(Admission {
             entry,
             decision: Some(decision),
+            paid,
             now,
         }),
-        Err((rejection, reason)) => Next::refuse(rejection, id, reason),
+        Err((rejection, reason)) => {
+            if let (Rejection::RateLimited { decision }, Some(hints)) =
+                (&rejection, entry.credit_hints())
+            {
+                hints.note_limited(*decision, now);
+            }
+            let refusal = Refusal {
+                rejection,
+                key: Some(entry.info().id),
+                reason,
+            };
+            refuse_and_refund(refusal, paid)
+        }
+    }
+}
+
+/// A refusal that first gives back what the request paid, if anything.
+fn refuse_and_refund(refusal: Refusal, paid: Option<ChargeGuard>) -> Next {
+    match paid.and_then(ChargeGuard::give_back) {
+        Some(refund) => Next::Wait(Wait::Refund { refund, refusal }),
+        None => Next::Refuse(refusal),
+    }
+}
+
+/// A nested layer's charge: what its cost adds to what a layer further out
+/// charged the metered key it admitted.
+fn charge_more(shared: &Shared, key: &ApiKey) -> Next {
+    let Some(account) = key.info().credit_account else {
+        return Next::Pass(None);
+    };
+    let cost = shared.settings.credit_cost;
+    let paid = key.spent();
+    let extra = cost.saturating_sub(paid.map_or(0, |p| p.cost));
+    if extra == 0 {
+        return Next::Pass(None);
+    }
+    let now = shared.settings.clock.now();
+    let charge = credits::charge(&shared.runtime.credits, account, extra, now);
+    Next::Wait(Wait::Extra {
+        charge,
+        account,
+        key: key.id(),
+        paid,
+        extra,
+    })
+}
+
+/// A nested layer's charge, once the bank has answered: passed on with what
+/// the key has paid in all, or refused with everything it paid given back.
+fn paid_more(
+    shared: &Shared,
+    account: KeyId,
+    key: KeyId,
+    paid: Option<Spent>,
+    extra: u64,
+    charged: Charged,
+) -> Next {
+    let now = shared.settings.clock.now();
+    let charge = match charged {
+        Err(err) => {
+            tracing::error!(target: audit::TARGET, error = %err, "credit bank unavailable");
+            let refusal = Refusal {
+                rejection: unavailable(&shared.settings),
+                key: Some(key),
+                reason: Reason::CreditsUnavailable,
+            };
+            return refuse_and_refund(refusal, paid.map(|p| guard(shared, p)));
+        }
+        Ok(charge) => charge.unwrap_or(Charge {
+            admitted: false,
+            remaining: 0,
+            next_refill: None,
+            period: None,
+        }),
+    };
+    let before = paid.map_or(0, |p| p.cost);
+    if charge.admitted {
+        return Next::Pass(Some(Spent {
+            account,
+            cost: before + extra,
+            remaining: charge.remaining,
+            period: charge.period,
+        }));
+    }
+    // What the outer layer paid comes back (if no refill came between).
+    let refunded = paid
+        .filter(|p| p.period == charge.period)
+        .map_or(0, |p| p.cost);
+    let shown = Charge {
+        remaining: charge.remaining.saturating_add(refunded),
+        ..charge
+    };
+    let refusal = Refusal {
+        rejection: usage_exceeded(&shown, before + extra, now),
+        key: Some(key),
+        reason: Reason::UsageExceeded,
+    };
+    refuse_and_refund(refusal, paid.map(|p| guard(shared, p)))
+}
+
+fn guard(shared: &Shared, spent: Spent) -> ChargeGuard {
+    ChargeGuard::new(&shared.runtime.credits, spent)
+}
+
+/// The 429 for a balance that cannot pay `cost`.
+fn usage_exceeded(charge: &Charge, cost: u64, now: OffsetDateTime) -> Rejection {
+    Rejection::UsageExceeded {
+        remaining: charge.remaining,
+        cost,
+        retry_after: charge
+            .next_refill
+            .and_then(|at| std::time::Duration::try_from(at - now).ok()),
     }
 }
 
@@ -315,8 +598,10 @@ pub(super) fn admit<B>(
     let Admission {
         entry,
         decision,
+        paid,
         now,
     } = admission;
+    let spent = paid.and_then(ChargeGuard::keep);
     entry.record_use(now);
     let sunset = entry
         .expires_at()
@@ -332,11 +617,28 @@ pub(super) fn admit<B>(
     req.extensions_mut().insert(ApiKey::new(
         Arc::clone(entry.info()),
         shared.runtime.instance,
+        spent,
     ));
     attach_renderer(settings, req);
     AddedHeaders {
         decision: decision.filter(|_| settings.rate_limit_headers),
         sunset,
+        credits: spent.map(|s| s.remaining),
+    }
+}
+
+/// A request a layer further out admitted, passed on by this one: with
+/// what the key has paid in all if this layer charged more.
+pub(super) fn pass<B>(req: &mut Request<B>, spent: Option<Spent>) -> AddedHeaders {
+    let Some(spent) = spent else {
+        return AddedHeaders::default();
+    };
+    if let Some(key) = req.extensions_mut().get_mut::<ApiKey>() {
+        key.set_spent(spent);
+    }
+    AddedHeaders {
+        credits: Some(spent.remaining),
+        ..AddedHeaders::default()
     }
 }
 
@@ -372,6 +674,7 @@ pub(super) fn refuse<B>(shared: &Shared, req: &Request<B>, refusal: &Refusal) ->
 pub(super) struct AddedHeaders {
     decision: Option<Decision>,
     sunset: Option<OffsetDateTime>,
+    credits: Option<u64>,
 }
 
 impl AddedHeaders {
@@ -382,6 +685,13 @@ impl AddedHeaders {
         }
         if let Some(at) = self.sunset {
             insert_sunset_headers(headers, at);
+        }
+        if let Some(remaining) = self.credits {
+            // A layer further in that charged more knows the later balance,
+            // and set the header first.
+            headers
+                .entry(CREDITS_REMAINING)
+                .or_insert_with(|| remaining.into());
         }
     }
 }

@@ -67,6 +67,17 @@ pub enum Rejection {
         /// headers.
         decision: Decision,
     },
+    /// The key's usage credits cannot pay for the request (429,
+    /// `usage_exceeded`): distinct from `rate_limited`, since waiting a
+    /// second does not help; with `Retry-After` when the balance refills.
+    UsageExceeded {
+        /// Credits left (fewer than the request costs).
+        remaining: u64,
+        /// What the request costs.
+        cost: u64,
+        /// Time until the balance refills, if it does.
+        retry_after: Option<Duration>,
+    },
     /// The key store or rate limiter cannot answer (503, `unavailable`).
     /// Never reported as a 401.
     Unavailable {
@@ -98,7 +109,7 @@ impl Rejection {
             | Self::WrongEnvironment { .. } => StatusCode::UNAUTHORIZED,
             Self::ConflictingKeys | Self::WrongProtocol { .. } => StatusCode::BAD_REQUEST,
             Self::InsufficientScope { .. } | Self::IpNotAllowed => StatusCode::FORBIDDEN,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::UsageExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -117,6 +128,7 @@ impl Rejection {
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::IpNotAllowed => "ip_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
+            Self::UsageExceeded { .. } => "usage_exceeded",
             Self::Unavailable { .. } => "unavailable",
             Self::LayerMissing => "layer_missing",
             Self::WrongProtocol { .. } => "wrong_protocol",
@@ -164,6 +176,26 @@ impl Rejection {
                 describe_quota(decision.quota),
                 seconds(ceil_secs(decision.retry_after))
             ),
+            Self::UsageExceeded {
+                remaining,
+                cost,
+                retry_after,
+            } => {
+                let left = match (remaining, cost) {
+                    (0, _) => "has no usage credits left".to_owned(),
+                    (n, c) => format!(
+                        "has {n} usage credit{} left and this request costs {c}",
+                        if *n == 1 { "" } else { "s" }
+                    ),
+                };
+                match retry_after {
+                    Some(wait) => format!(
+                        "This API key {left}. Its credits refill in {}.",
+                        seconds(ceil_secs(*wait))
+                    ),
+                    None => format!("This API key {left}. Ask the key's owner to top it up."),
+                }
+            }
             Self::Unavailable { retry_after } => format!(
                 "API keys cannot be verified right now. Retry after {}.",
                 seconds(ceil_secs(*retry_after))

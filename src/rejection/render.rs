@@ -8,7 +8,10 @@ use http::{HeaderValue, Response, header};
 use keygate_core::Environment;
 
 use super::{Rejection, ceil_secs};
-use crate::{Problem, Protocol, headers::insert_rate_limit_headers};
+use crate::{
+    Problem, Protocol,
+    headers::{insert_credits_header, insert_rate_limit_headers},
+};
 
 impl Rejection {
     pub(crate) fn render(&self, ctx: &RenderContext) -> Response<Bytes> {
@@ -33,6 +36,19 @@ impl Rejection {
             Self::RateLimited { decision } => {
                 problem.with("retry_after", ceil_secs(decision.retry_after))
             }
+            Self::UsageExceeded {
+                remaining,
+                cost,
+                retry_after,
+            } => {
+                let problem = problem
+                    .with("credits_remaining", *remaining)
+                    .with("cost", *cost);
+                match retry_after {
+                    Some(wait) => problem.with("retry_after", ceil_secs(*wait)),
+                    None => problem,
+                }
+            }
             Self::Unavailable { retry_after } => {
                 problem.with("retry_after", ceil_secs(*retry_after))
             }
@@ -44,6 +60,16 @@ impl Rejection {
             Self::RateLimited { decision } => {
                 headers.insert(header::RETRY_AFTER, ceil_secs(decision.retry_after).into());
                 insert_rate_limit_headers(headers, decision);
+            }
+            Self::UsageExceeded {
+                remaining,
+                retry_after,
+                ..
+            } => {
+                insert_credits_header(headers, *remaining);
+                if let Some(wait) = retry_after {
+                    headers.insert(header::RETRY_AFTER, ceil_secs(*wait).into());
+                }
             }
             Self::Unavailable { retry_after } => {
                 headers.insert(header::RETRY_AFTER, ceil_secs(*retry_after).into());

@@ -290,6 +290,8 @@ pub struct KeyInfo {
     pub expires_at: Option<OffsetDateTime>,
     /// [`KeyRecord::metadata`].
     pub metadata: Metadata,
+    /// [`KeyRecord::credit_account`].
+    pub credit_account: Option<KeyId>,
 }
 
 impl From<&KeyRecord> for KeyInfo {
@@ -303,6 +305,7 @@ impl From<&KeyRecord> for KeyInfo {
             environment: r.environment,
             expires_at: r.expires_at,
             metadata: r.metadata.clone(),
+            credit_account: r.credit_account,
         }
     }
 }

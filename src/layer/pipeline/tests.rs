@@ -27,20 +27,21 @@ fn request(method: Method, key: Option<&str>) -> Request<()> {
     req.body(()).unwrap()
 }
 
-/// Lets a parked request wait until the store or limiter answers.
-async fn waited(next: Next, shared: &Shared, req: &Request<()>) -> Next {
-    let Next::Wait(wait) = next else {
-        return next;
-    };
-    let mut wait = Some(wait);
-    poll_fn(|cx| match wait.take().unwrap().poll(cx, shared, req) {
-        ControlFlow::Continue(still) => {
-            wait = Some(still);
-            Poll::Pending
-        }
-        ControlFlow::Break(next) => Poll::Ready(next),
-    })
-    .await
+/// Lets a parked request wait until the store, the bank or the limiter
+/// answers, as often as it is parked.
+async fn waited(mut next: Next, shared: &Shared, req: &Request<()>) -> Next {
+    while let Next::Wait(wait) = next {
+        let mut wait = Some(wait);
+        next = poll_fn(|cx| match wait.take().unwrap().poll(cx, shared, req) {
+            ControlFlow::Continue(still) => {
+                wait = Some(still);
+                Poll::Pending
+            }
+            ControlFlow::Break(next) => Poll::Ready(next),
+        })
+        .await;
+    }
+    next
 }
 
 fn refusal(next: &Next) -> (&str, &str) {
@@ -116,7 +117,7 @@ async fn the_scope_is_checked_and_a_nested_layer_judges_only_its_own() {
         panic!("a read key may GET");
     };
     admit(shared, &mut get, admission);
-    assert!(matches!(start(shared, &get), Next::Pass));
+    assert!(matches!(start(shared, &get), Next::Pass(None)));
     let billing: KeygateLayer = keys
         .layer()
         .require_scope(Scope::from_static("billing:read"));
