@@ -189,6 +189,23 @@ pub(crate) enum Reason {
 }
 
 impl Reason {
+    /// How usage history counts a refusal of the key's holder for this
+    /// reason; `None` for reasons that are not about the key, or not its
+    /// holder's (a digest that does not match).
+    pub(crate) const fn refusal_kind(self) -> Option<keygate_core::RefusalKind> {
+        use keygate_core::RefusalKind as K;
+        match self {
+            Self::Revoked => Some(K::Revoked),
+            Self::Expired => Some(K::Expired),
+            Self::PeerUnknown | Self::IpNotAllowed | Self::Scope | Self::RouteScope => {
+                Some(K::Forbidden)
+            }
+            Self::RateLimited => Some(K::RateLimited),
+            Self::UsageExceeded => Some(K::UsageExceeded),
+            _ => None,
+        }
+    }
+
     /// The `reason` field's value.
     pub(crate) const fn as_str(self) -> &'static str {
         match self {

@@ -501,3 +501,90 @@ async fn metering_and_top_ups_take_effect_at_once() {
         StatusCode::OK
     );
 }
+
+/// The key's hourly history counts its holder's refusals by reason beside
+/// its admitted requests; forged secrets for its id add nothing.
+#[tokio::test]
+async fn usage_history_counts_refusals_by_reason() {
+    let keys = Keygate::builder(MemoryStore::new()).build();
+    let key = issue(
+        &keys,
+        NewKey::new(Owner::user("history"), "history")
+            .scopes([Scope::READ])
+            .credits(2)
+            .rate_limit(Quota::per_hour(3)),
+    )
+    .await;
+    let id = keys.format().parse(&key).unwrap().id();
+    let router = app(&keys);
+    let forged = common::forge(&key);
+    let mut codes = Vec::new();
+    for (method, key) in [
+        (Method::GET, &key),
+        (Method::POST, &key),
+        (Method::GET, &key),
+        (Method::GET, &key),
+        (Method::GET, &forged),
+    ] {
+        let r = send(&router, keyed(method, "/notes", key)).await;
+        codes.push(if r.status == StatusCode::OK {
+            "ok".to_owned()
+        } else {
+            r.code()
+        });
+    }
+    assert_eq!(
+        codes,
+        [
+            "ok",
+            "insufficient_scope",
+            "ok",
+            "usage_exceeded",
+            "invalid_key"
+        ]
+    );
+    keys.manager()
+        .update_credits(id, CreditUpdate::add(10))
+        .await
+        .unwrap();
+    // The quota's 3rd request, then its refusal.
+    assert_eq!(
+        send(&router, keyed(Method::GET, "/notes", &key))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&router, keyed(Method::GET, "/notes", &key))
+            .await
+            .code(),
+        "rate_limited"
+    );
+    keys.manager().revoke(id).await.unwrap();
+    assert_eq!(
+        send(&router, keyed(Method::GET, "/notes", &key))
+            .await
+            .code(),
+        "revoked_key"
+    );
+    keys.verifier().flush_usage().await.unwrap();
+    let since = keygate::core::time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+    let history = keys.manager().usage(id, since).await.unwrap();
+    let requests: u64 = history.iter().map(|b| b.requests).sum();
+    let mut refused = keygate::core::Refusals::default();
+    for b in &history {
+        refused.add(&b.refused);
+    }
+    assert_eq!(requests, 3);
+    assert_eq!(
+        (
+            refused.forbidden,
+            refused.usage_exceeded,
+            refused.rate_limited,
+            refused.revoked,
+            refused.expired
+        ),
+        (1, 1, 1, 1, 0),
+        "{history:?}"
+    );
+}

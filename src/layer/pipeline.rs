@@ -269,7 +269,6 @@ fn decide<B>(shared: &Shared, checked: Checked, req: &Request<B>) -> Next {
         other => other,
     };
     let entry = checked.into_entry();
-    let id = Some(entry.info().id);
     if let Err(denied) = outcome {
         let (rejection, reason) = match denied {
             Denied::DigestMismatch => (Rejection::InvalidKey, Reason::DigestMismatch),
@@ -281,10 +280,10 @@ fn decide<B>(shared: &Shared, checked: Checked, req: &Request<B>) -> Next {
             }
             _ => (Rejection::IpNotAllowed, Reason::IpNotAllowed),
         };
-        return Next::refuse(rejection, id, reason);
+        return refuse_key(&entry, rejection, reason, now);
     }
     if let Err((rejection, reason)) = check_scopes(settings, &entry.info().scopes, req) {
-        return Next::refuse(rejection, id, reason);
+        return refuse_key(&entry, rejection, reason, now);
     }
     match entry.credit_account() {
         Some(account) if settings.credit_cost > 0 => charge(shared, entry, account, now),
@@ -297,18 +296,18 @@ fn decide<B>(shared: &Shared, checked: Checked, req: &Request<B>) -> Next {
 fn charge(shared: &Shared, entry: Arc<CachedKey>, account: KeyId, now: OffsetDateTime) -> Next {
     let settings = &shared.settings;
     let cost = settings.credit_cost;
-    let id = Some(entry.info().id);
     if let Some(hints) = entry.credit_hints() {
         // A flood from a key its quota refuses, or whose balance cannot pay,
         // is refused here, without a round trip to the bank per request.
         if let Some(decision) = hints.limited(now)
             && quotas(settings, &entry).is_some()
         {
-            return Next::refuse(Rejection::RateLimited { decision }, id, Reason::RateLimited);
+            let rejection = Rejection::RateLimited { decision };
+            return refuse_key(&entry, rejection, Reason::RateLimited, now);
         }
         if let Some(charge) = hints.exhausted(cost, now) {
             let rejection = usage_exceeded(&charge, cost, now);
-            return Next::refuse(rejection, id, Reason::UsageExceeded);
+            return refuse_key(&entry, rejection, Reason::UsageExceeded, now);
         }
     }
     let charge = credits::charge(&shared.runtime.credits, account, cost, now);
@@ -343,7 +342,7 @@ fn paid(shared: &Shared, entry: Arc<CachedKey>, cost: u64, charged: Charged) -> 
             hints.note_exhausted(charge, now);
         }
         let rejection = usage_exceeded(&charge, cost, now);
-        return Next::refuse(rejection, id, Reason::UsageExceeded);
+        return refuse_key(&entry, rejection, Reason::UsageExceeded, now);
     }
     let Some(account) = entry.credit_account() else {
         unreachable!("only metered keys are charged")
@@ -400,6 +399,7 @@ fn limited(
     // The round trip took time: the key may have expired meanwhile, and
     // expiry is exact.
     if matches!(result, Ok(d) if d.allowed) && entry.expires_at().is_some_and(|at| now >= at) {
+        entry.record_refusal(keygate_core::RefusalKind::Expired, now);
         let refusal = Refusal {
             rejection: Rejection::ExpiredKey,
             key: Some(entry.info().id),
@@ -432,6 +432,9 @@ fn limit_outcome(
             {
                 hints.note_limited(*decision, now);
             }
+            if let Some(kind) = reason.refusal_kind() {
+                entry.record_refusal(kind, now);
+            }
             let refusal = Refusal {
                 rejection,
                 key: Some(entry.info().id),
@@ -440,6 +443,20 @@ fn limit_outcome(
             refuse_and_refund(refusal, paid)
         }
     }
+}
+
+/// A refusal of `entry`'s holder (its secret matched), counted in its
+/// usage history.
+fn refuse_key(
+    entry: &CachedKey,
+    rejection: Rejection,
+    reason: Reason,
+    now: OffsetDateTime,
+) -> Next {
+    if let Some(kind) = reason.refusal_kind() {
+        entry.record_refusal(kind, now);
+    }
+    Next::refuse(rejection, Some(entry.info().id), reason)
 }
 
 /// A refusal that first gives back what the request paid, if anything.

@@ -446,6 +446,7 @@ fn the_whole_lifecycle_through_the_binary() {
     assert!(quiet.contains("No requests"), "{quiet}");
     let hour = usage_bucket(time::OffsetDateTime::now_utc());
     block_on(store.record_usage(&[UsageDelta {
+        refused: Default::default(),
         key_id: id,
         family: id,
         bucket: hour,

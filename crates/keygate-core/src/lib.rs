@@ -104,7 +104,9 @@ pub use time_range::{
     MAX_TIME, MIN_TIME, TimeOutOfRange, checked_after, checked_utc, from_unix_micros, to_micros,
     unix_micros,
 };
-pub use usage::{Invalidation, InvalidationFeed, UsageBucket, UsageDelta, usage_bucket};
+pub use usage::{
+    Invalidation, InvalidationFeed, RefusalKind, Refusals, UsageBucket, UsageDelta, usage_bucket,
+};
 pub use verify::{
     CacheConfig, CachedKey, Checked, Denied, Loaded, Lookup, Pending, PendingVerification,
     Verification, Verifier,

@@ -21,7 +21,10 @@ pub struct UsageDelta {
     pub bucket: OffsetDateTime,
     /// Requests to add to that bucket.
     pub requests: u64,
-    /// The latest use seen.
+    /// Refusals to add to that bucket, by reason.
+    pub refused: Refusals,
+    /// The latest use seen; stores ignore it when `requests` is 0 (a key
+    /// that was only refused was not used).
     pub last_used_at: OffsetDateTime,
 }
 
@@ -36,8 +39,115 @@ pub struct UsageBucket {
     /// The start of the hour.
     #[serde(with = "time::serde::rfc3339")]
     pub bucket: OffsetDateTime,
-    /// Requests counted in it.
+    /// Requests admitted in it.
     pub requests: u64,
+    /// Requests of the key refused in it, by reason.
+    pub refused: Refusals,
+}
+
+/// Why a request presenting a key's real secret was refused, as usage
+/// counts it. Only refusals of the key's holder count (the digest matched):
+/// a forger cannot add to another key's history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefusalKind {
+    /// The key was revoked (401 `revoked_key`).
+    Revoked,
+    /// The key had expired (401 `expired_key`).
+    Expired,
+    /// The key lacked a scope, or was used from an address outside its
+    /// allowlist (403).
+    Forbidden,
+    /// The key's rate limit refused it (429 `rate_limited`).
+    RateLimited,
+    /// The key's credits could not pay (429 `usage_exceeded`).
+    UsageExceeded,
+}
+
+impl RefusalKind {
+    /// Every kind, in [`Refusals`]' order.
+    pub const ALL: [Self; 5] = [
+        Self::Revoked,
+        Self::Expired,
+        Self::Forbidden,
+        Self::RateLimited,
+        Self::UsageExceeded,
+    ];
+
+    /// `revoked`, `expired`, `forbidden`, `rate_limited`, `usage_exceeded`:
+    /// the field of [`Refusals`], and the column `refused_{kind}`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::UsageExceeded => "usage_exceeded",
+        }
+    }
+
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Refused requests of a key family, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Refusals {
+    /// See [`RefusalKind::Revoked`].
+    pub revoked: u64,
+    /// See [`RefusalKind::Expired`].
+    pub expired: u64,
+    /// See [`RefusalKind::Forbidden`].
+    pub forbidden: u64,
+    /// See [`RefusalKind::RateLimited`].
+    pub rate_limited: u64,
+    /// See [`RefusalKind::UsageExceeded`].
+    pub usage_exceeded: u64,
+}
+
+impl Refusals {
+    /// The count of `kind`.
+    pub fn get(&self, kind: RefusalKind) -> u64 {
+        match kind {
+            RefusalKind::Revoked => self.revoked,
+            RefusalKind::Expired => self.expired,
+            RefusalKind::Forbidden => self.forbidden,
+            RefusalKind::RateLimited => self.rate_limited,
+            RefusalKind::UsageExceeded => self.usage_exceeded,
+        }
+    }
+
+    /// The count of `kind`, to change.
+    pub fn get_mut(&mut self, kind: RefusalKind) -> &mut u64 {
+        match kind {
+            RefusalKind::Revoked => &mut self.revoked,
+            RefusalKind::Expired => &mut self.expired,
+            RefusalKind::Forbidden => &mut self.forbidden,
+            RefusalKind::RateLimited => &mut self.rate_limited,
+            RefusalKind::UsageExceeded => &mut self.usage_exceeded,
+        }
+    }
+
+    /// Adds `other`'s counts (saturating).
+    pub fn add(&mut self, other: &Refusals) {
+        for kind in RefusalKind::ALL {
+            let n = self.get_mut(kind);
+            *n = n.saturating_add(other.get(kind));
+        }
+    }
+
+    /// All refusals.
+    pub fn total(&self) -> u64 {
+        RefusalKind::ALL
+            .iter()
+            .fold(0u64, |sum, &k| sum.saturating_add(self.get(k)))
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
 }
 
 /// A message from another process that cached entries are out of date.

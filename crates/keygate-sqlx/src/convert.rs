@@ -100,8 +100,9 @@ pub(crate) fn requests(n: i64, family: &str) -> Result<u64, StoreError> {
 /// locks in the same order and cannot deadlock.
 #[derive(Debug, Default)]
 pub(crate) struct FoldedUsage {
-    /// Requests to add, per (family, hour).
-    pub(crate) counts: BTreeMap<(KeyId, OffsetDateTime), i64>,
+    /// Requests, then refusals by [`RefusalKind::ALL`](keygate_core::RefusalKind::ALL),
+    /// to add, per (family, hour).
+    pub(crate) counts: BTreeMap<(KeyId, OffsetDateTime), UsageCounts>,
     /// The latest use, per key.
     pub(crate) last_used: BTreeMap<KeyId, OffsetDateTime>,
 }
@@ -109,13 +110,23 @@ pub(crate) struct FoldedUsage {
 impl FoldedUsage {
     pub(crate) fn new(batch: &[UsageDelta]) -> Self {
         let mut folded = Self::default();
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         for d in batch {
-            let n = i64::try_from(d.requests).unwrap_or(i64::MAX);
-            let count = folded
+            let counts = folded
                 .counts
                 .entry((d.family, to_micros(d.bucket)))
                 .or_default();
-            *count = count.saturating_add(n);
+            counts.requests = counts.requests.saturating_add(int(d.requests));
+            for (kind, n) in keygate_core::RefusalKind::ALL
+                .iter()
+                .zip(&mut counts.refused)
+            {
+                *n = n.saturating_add(int(d.refused.get(*kind)));
+            }
+            // Refusals alone are not a use of the key.
+            if d.requests == 0 {
+                continue;
+            }
             let at = to_micros(d.last_used_at);
             folded
                 .last_used
@@ -125,6 +136,14 @@ impl FoldedUsage {
         }
         folded
     }
+}
+
+/// What one (family, hour) row of `keygate_usage` gets added.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct UsageCounts {
+    pub(crate) requests: i64,
+    /// By [`RefusalKind::ALL`](keygate_core::RefusalKind::ALL).
+    pub(crate) refused: [i64; 5],
 }
 
 /// Key ids read back from an `id` column.
@@ -172,6 +191,7 @@ mod tests {
             ("AAAAAAAAA1".parse().unwrap(), "AAAAAAAAA2".parse().unwrap());
         let h = datetime!(2030-01-01 10:00 UTC);
         let delta = |key_id, requests, minute| UsageDelta {
+            refused: Default::default(),
             key_id,
             family: k1,
             bucket: h,
@@ -180,7 +200,7 @@ mod tests {
         };
         let folded = FoldedUsage::new(&[delta(k1, 2, 5), delta(k2, 3, 1), delta(k1, u64::MAX, 2)]);
         assert_eq!(folded.counts.len(), 1);
-        assert_eq!(folded.counts[&(k1, h)], i64::MAX);
+        assert_eq!(folded.counts[&(k1, h)].requests, i64::MAX);
         assert_eq!(folded.last_used[&k1], h + time::Duration::minutes(5));
         assert_eq!(folded.last_used[&k2], h + time::Duration::minutes(1));
     }

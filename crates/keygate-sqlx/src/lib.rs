@@ -100,6 +100,15 @@ macro_rules! key_columns {
     };
 }
 
+/// The columns of `keygate_usage` a `UsageBucket` is read from, and the
+/// counts a `UsageDelta` adds, in [`RefusalKind::ALL`](keygate_core::RefusalKind::ALL)'s order.
+macro_rules! usage_columns {
+    () => {
+        "bucket, requests, refused_revoked, refused_expired, refused_forbidden, \
+         refused_rate_limited, refused_usage_exceeded"
+    };
+}
+
 /// The columns of `keygate_audit` an `AuditEvent` is written to, in the
 /// order statements bind them.
 macro_rules! audit_columns {

@@ -5,7 +5,8 @@
 use std::{fmt, net::IpAddr, str::FromStr};
 
 use keygate_core::{
-    AuditEvent, IpNet, KeyRecord, Metadata, Owner, Scopes, StoreError, UsageBucket,
+    AuditEvent, IpNet, KeyRecord, Metadata, Owner, RefusalKind, Refusals, Scopes, StoreError,
+    UsageBucket,
 };
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use time::OffsetDateTime;
@@ -155,12 +156,18 @@ pub(crate) fn audit_event(row: &impl StoreRow) -> Result<AuditEvent, StoreError>
     })
 }
 
-/// A row of `keygate_usage` (`bucket, requests`) of the key family `family`.
+/// A row of `keygate_usage` (`usage_columns!()`) of the key family `family`.
 pub(crate) fn usage(row: &impl StoreRow, family: &str) -> Result<UsageBucket, StoreError> {
+    let mut refused = Refusals::default();
+    for kind in RefusalKind::ALL {
+        let column = format!("refused_{}", kind.as_str());
+        *refused.get_mut(kind) = requests(row.int(&column)?, family)?;
+    }
     Ok(UsageBucket {
         bucket: row
             .time("bucket", Origin::Key(family))?
             .ok_or_else(|| corrupt(family, "bucket", "NULL"))?,
         requests: requests(row.int("requests")?, family)?,
+        refused,
     })
 }

@@ -349,6 +349,7 @@ async fn assert_unavailable(store: &(impl KeyStore + AuditStore)) {
         store.list_expiring(r.created_at, 1).await.map(drop),
     );
     let delta = UsageDelta {
+        refused: Default::default(),
         key_id: r.id,
         family: r.id,
         bucket: r.created_at,

@@ -156,6 +156,7 @@ async fn usage_is_not_a_change() {
 
     let now = OffsetDateTime::now_utc();
     let delta = UsageDelta {
+        refused: Default::default(),
         key_id: a.id,
         family: a.family,
         bucket: usage_bucket(now),

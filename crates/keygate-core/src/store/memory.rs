@@ -24,7 +24,7 @@ pub struct MemoryStore {
 struct MemoryInner {
     by_id: HashMap<KeyId, KeyRecord>,
     by_owner: HashMap<Owner, Vec<KeyId>>,
-    usage: HashMap<(KeyId, OffsetDateTime), u64>,
+    usage: HashMap<(KeyId, OffsetDateTime), (u64, crate::Refusals)>,
     audit: Vec<crate::AuditEvent>,
     reminders: std::collections::HashSet<(KeyId, std::time::Duration)>,
     credits: HashMap<KeyId, crate::CreditAccount>,
@@ -242,7 +242,12 @@ impl KeyStore for MemoryStore {
     async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), StoreError> {
         let mut inner = self.write();
         for d in batch {
-            *inner.usage.entry((d.family, d.bucket)).or_default() += d.requests;
+            let (requests, refused) = inner.usage.entry((d.family, d.bucket)).or_default();
+            *requests = requests.saturating_add(d.requests);
+            refused.add(&d.refused);
+            if d.requests == 0 {
+                continue;
+            }
             if let Some(r) = inner.by_id.get_mut(&d.key_id) {
                 r.last_used_at = r.last_used_at.max(Some(d.last_used_at));
             }
@@ -260,7 +265,11 @@ impl KeyStore for MemoryStore {
             .usage
             .iter()
             .filter(|((f, bucket), _)| *f == family && *bucket >= crate::usage_bucket(since))
-            .map(|(&(_, bucket), &requests)| UsageBucket { bucket, requests })
+            .map(|(&(_, bucket), &(requests, refused))| UsageBucket {
+                bucket,
+                requests,
+                refused,
+            })
             .collect();
         out.sort_by_key(|b| b.bucket);
         Ok(out)

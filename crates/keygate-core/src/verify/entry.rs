@@ -83,6 +83,13 @@ impl CachedKey {
         self.usage.record(now);
     }
 
+    /// Counts one refused request of the key's holder at `now`, by reason
+    /// (see [`RefusalKind`](crate::RefusalKind)), towards the key's usage
+    /// history. Call it only once the presented secret matched.
+    pub fn record_refusal(&self, kind: crate::RefusalKind, now: OffsetDateTime) {
+        self.usage.refuse(kind, now);
+    }
+
     /// The key's public information.
     pub fn info(&self) -> &Arc<KeyInfo> {
         &self.info

@@ -4,7 +4,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex, Weak,
+        Arc, Mutex, OnceLock, Weak,
         atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
@@ -13,7 +13,7 @@ use std::{
 use time::OffsetDateTime;
 
 use super::{CachedKey, Verifier};
-use crate::{DynKeyStore, StoreError, UsageDelta, sync::lock, usage_bucket};
+use crate::{DynKeyStore, RefusalKind, Refusals, StoreError, UsageDelta, sync::lock, usage_bucket};
 
 /// Most usage deltas kept across failing flushes before the oldest are
 /// dropped (and logged).
@@ -24,6 +24,16 @@ const MAX_UNFLUSHED: usize = 100_000;
 pub(super) struct UsageCounter {
     requests: AtomicU64,
     last_used: AtomicI64,
+    // Allocated at a key's first refusal: most keys are never refused, and
+    // every cached key pays for what is inline.
+    refused: OnceLock<Box<RefusalCounter>>,
+}
+
+/// One key's refusals since the last flush.
+#[derive(Debug)]
+struct RefusalCounter {
+    counts: [AtomicU64; RefusalKind::ALL.len()],
+    last: AtomicI64,
 }
 
 impl Default for UsageCounter {
@@ -31,6 +41,7 @@ impl Default for UsageCounter {
         Self {
             requests: AtomicU64::new(0),
             last_used: AtomicI64::new(i64::MIN),
+            refused: OnceLock::new(),
         }
     }
 }
@@ -48,9 +59,40 @@ impl UsageCounter {
         }
     }
 
-    /// Whether requests were counted since the last flush.
+    /// Counts one refusal of the key's holder at `now`.
+    pub(super) fn refuse(&self, kind: RefusalKind, now: OffsetDateTime) {
+        let counter = self.refused.get_or_init(|| {
+            Box::new(RefusalCounter {
+                counts: Default::default(),
+                last: AtomicI64::new(i64::MIN),
+            })
+        });
+        counter.counts[kind.index()].fetch_add(1, Ordering::Relaxed);
+        counter
+            .last
+            .fetch_max(now.unix_timestamp(), Ordering::Relaxed);
+    }
+
+    /// Whether requests or refusals were counted since the last flush.
     fn is_pending(&self) -> bool {
         self.requests.load(Ordering::Relaxed) > 0
+            || self
+                .refused
+                .get()
+                .is_some_and(|r| r.counts.iter().any(|n| n.load(Ordering::Relaxed) > 0))
+    }
+
+    /// Takes the refusals counted since the last call, and the latest
+    /// one's time (unix seconds).
+    fn take_refusals(&self) -> (Refusals, i64) {
+        let mut refused = Refusals::default();
+        let Some(counter) = self.refused.get() else {
+            return (refused, i64::MIN);
+        };
+        for kind in RefusalKind::ALL {
+            *refused.get_mut(kind) = counter.counts[kind.index()].swap(0, Ordering::AcqRel);
+        }
+        (refused, counter.last.load(Ordering::Relaxed))
     }
 }
 
@@ -58,18 +100,20 @@ impl CachedKey {
     /// Takes the usage counted on this entry since the last call.
     fn take_usage(&self) -> Option<UsageDelta> {
         let requests = self.usage.requests.swap(0, Ordering::AcqRel);
-        if requests == 0 {
+        let (refused, last_refused) = self.usage.take_refusals();
+        if requests == 0 && refused.is_empty() {
             return None;
         }
-        let last =
-            OffsetDateTime::from_unix_timestamp(self.usage.last_used.load(Ordering::Relaxed))
-                .unwrap_or(self.loaded_at);
+        let last_used = self.usage.last_used.load(Ordering::Relaxed);
+        let at = |secs: i64| OffsetDateTime::from_unix_timestamp(secs).unwrap_or(self.loaded_at);
         Some(UsageDelta {
             key_id: self.info.id,
             family: self.info.family,
-            bucket: usage_bucket(last),
+            // The hour of the latest event counted, admitted or refused.
+            bucket: usage_bucket(at(last_used.max(last_refused))),
             requests,
-            last_used_at: last,
+            refused,
+            last_used_at: at(last_used),
         })
     }
 }

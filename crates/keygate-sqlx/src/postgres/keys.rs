@@ -181,15 +181,25 @@ impl PostgresStore {
             let mut families = Vec::with_capacity(folded.counts.len());
             let mut buckets = Vec::with_capacity(folded.counts.len());
             let mut counts = Vec::with_capacity(folded.counts.len());
-            for (&(family, bucket), &n) in &folded.counts {
+            let mut refused: [Vec<i64>; 5] = Default::default();
+            for (&(family, bucket), c) in &folded.counts {
                 families.push(family.to_string());
                 buckets.push(bucket);
-                counts.push(n);
+                counts.push(c.requests);
+                for (column, &n) in refused.iter_mut().zip(&c.refused) {
+                    column.push(n);
+                }
             }
+            let [revoked, expired, forbidden, rate_limited, usage_exceeded] = refused;
             Self::query(&self.shared.sql.add_usage)
                 .bind(families)
                 .bind(buckets)
                 .bind(counts)
+                .bind(revoked)
+                .bind(expired)
+                .bind(forbidden)
+                .bind(rate_limited)
+                .bind(usage_exceeded)
                 .execute(&mut *tx)
                 .await?;
         }

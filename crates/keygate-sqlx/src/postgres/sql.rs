@@ -50,6 +50,7 @@ impl Sql {
         let credits = format!("{prefix}keygate_credits");
         let audit_cols = audit_columns!();
         let cols = key_columns!();
+        let usage_cols = usage_columns!();
         let s = |sql: String| Arc::<str>::from(sql);
         Self {
             find: s(format!("SELECT {cols} FROM {keys} WHERE id = $1")),
@@ -94,9 +95,17 @@ impl Sql {
                  AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2"
             )),
             add_usage: s(format!(
-                "INSERT INTO {usage} AS u (family, bucket, requests) \
-                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[]) \
-                 ON CONFLICT (family, bucket) DO UPDATE SET requests = u.requests + EXCLUDED.requests"
+                "INSERT INTO {usage} AS u (family, {usage_cols}) \
+                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::int8[], $4::int8[], \
+                 $5::int8[], $6::int8[], $7::int8[], $8::int8[]) \
+                 ON CONFLICT (family, bucket) DO UPDATE SET \
+                 requests = u.requests + EXCLUDED.requests, \
+                 refused_revoked = u.refused_revoked + EXCLUDED.refused_revoked, \
+                 refused_expired = u.refused_expired + EXCLUDED.refused_expired, \
+                 refused_forbidden = u.refused_forbidden + EXCLUDED.refused_forbidden, \
+                 refused_rate_limited = u.refused_rate_limited + EXCLUDED.refused_rate_limited, \
+                 refused_usage_exceeded = \
+                 u.refused_usage_exceeded + EXCLUDED.refused_usage_exceeded"
             )),
             last_used: s(format!(
                 "UPDATE {keys} AS k SET last_used_at = u.at \
@@ -104,7 +113,7 @@ impl Sql {
                  WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)"
             )),
             usage: s(format!(
-                "SELECT bucket, requests FROM {usage} WHERE family = $1 AND bucket >= $2 \
+                "SELECT {usage_cols} FROM {usage} WHERE family = $1 AND bucket >= $2 \
                  ORDER BY bucket"
             )),
             // One statement for the whole batch; ORDER BY the position in

@@ -308,14 +308,28 @@ impl KeyStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(store_error)?;
-        for (&(family, bucket), &n) in &folded.counts {
-            sqlx::query(
-                "INSERT INTO keygate_usage (family, bucket, requests) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (family, bucket) DO UPDATE SET requests = requests + excluded.requests",
-            )
+        for (&(family, bucket), counts) in &folded.counts {
+            let [revoked, expired, forbidden, rate_limited, usage_exceeded] = counts.refused;
+            sqlx::query(concat!(
+                "INSERT INTO keygate_usage (family, ",
+                usage_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (family, bucket) DO UPDATE SET \
+                 requests = requests + excluded.requests, \
+                 refused_revoked = refused_revoked + excluded.refused_revoked, \
+                 refused_expired = refused_expired + excluded.refused_expired, \
+                 refused_forbidden = refused_forbidden + excluded.refused_forbidden, \
+                 refused_rate_limited = refused_rate_limited + excluded.refused_rate_limited, \
+                 refused_usage_exceeded = refused_usage_exceeded + excluded.refused_usage_exceeded",
+            ))
             .bind(family.as_str())
             .bind(unix_micros(bucket))
-            .bind(n)
+            .bind(counts.requests)
+            .bind(revoked)
+            .bind(expired)
+            .bind(forbidden)
+            .bind(rate_limited)
+            .bind(usage_exceeded)
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
@@ -389,8 +403,11 @@ impl KeyStore for SqliteStore {
         family: KeyId,
         since: OffsetDateTime,
     ) -> Result<Vec<UsageBucket>, StoreError> {
-        const SQL: &str = "SELECT bucket, requests FROM keygate_usage \
-            WHERE family = ?1 AND bucket >= ?2 ORDER BY bucket";
+        const SQL: &str = concat!(
+            "SELECT ",
+            usage_columns!(),
+            " FROM keygate_usage WHERE family = ?1 AND bucket >= ?2 ORDER BY bucket"
+        );
         usage_since(SQL, family, since, &self.pool).await
     }
 

@@ -165,6 +165,7 @@ macro_rules! __conformance_group {
             usage_since_starts_at_the_hour_and_is_oldest_first,
             concurrent_usage_flushes_lose_nothing,
             reminders_are_claimed_once_per_key_and_threshold_until_given_back,
+            refusals_are_counted_by_reason_and_are_not_uses,
         );
     };
     (credits, $open:path) => {

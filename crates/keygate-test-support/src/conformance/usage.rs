@@ -22,6 +22,7 @@ pub async fn record_usage_accumulates_hourly_and_keeps_the_latest_use(store: &im
     let h1 = h0 + Duration::hours(1);
     let min = Duration::minutes;
     let delta = |k: &KeyRecord, bucket, requests, last_used_at| UsageDelta {
+        refused: Default::default(),
         key_id: k.id,
         family: k.family,
         bucket,
@@ -53,7 +54,11 @@ pub async fn record_usage_accumulates_hourly_and_keeps_the_latest_use(store: &im
         .await
         .unwrap();
 
-    let bucket = |bucket, requests| UsageBucket { bucket, requests };
+    let bucket = |bucket, requests| UsageBucket {
+        refused: Default::default(),
+        bucket,
+        requests,
+    };
     assert_eq!(
         store.usage(k1.family, h0).await.unwrap(),
         vec![bucket(h0, 10), bucket(h1, 6)]
@@ -103,6 +108,7 @@ pub async fn concurrent_usage_flushes_lose_nothing(store: &impl KeyStore) {
             let mut batch: Vec<UsageDelta> = keys
                 .iter()
                 .map(|k| UsageDelta {
+                    refused: Default::default(),
                     key_id: k.id,
                     family: k.family,
                     bucket: h0,
@@ -121,6 +127,7 @@ pub async fn concurrent_usage_flushes_lose_nothing(store: &impl KeyStore) {
         assert_eq!(
             store.usage(k.family, h0).await.unwrap(),
             vec![UsageBucket {
+                refused: Default::default(),
                 bucket: h0,
                 requests: 100
             }]
@@ -144,6 +151,7 @@ pub async fn usage_since_starts_at_the_hour_and_is_oldest_first(store: &impl Key
         .rev()
         .zip(1..)
         .map(|(&bucket, n)| UsageDelta {
+            refused: Default::default(),
             key_id: k.id,
             family: k.family,
             bucket,
@@ -203,4 +211,80 @@ pub async fn reminders_are_claimed_once_per_key_and_threshold_until_given_back(
     // Giving back what was never claimed does nothing.
     store.release_reminder(b, day).await.unwrap();
     assert!(!store.claim_reminder(b, 3 * day, T0).await.unwrap());
+}
+
+/// Checks that refusals are added to the hour by reason, beside the
+/// admitted requests, and that a key that was only refused is not "used".
+pub async fn refusals_are_counted_by_reason_and_are_not_uses(store: &impl KeyStore) {
+    use keygate_core::{RefusalKind, Refusals};
+
+    let owner = Owner::user("refused");
+    let key = minimal("RefusedKy1", &owner, T0);
+    store.insert(&key).await.unwrap();
+    let h0 = usage_bucket(T0);
+    let refused = |pairs: &[(RefusalKind, u64)]| {
+        let mut r = Refusals::default();
+        for &(kind, n) in pairs {
+            *r.get_mut(kind) = n;
+        }
+        r
+    };
+    let delta = |requests, refused, at| UsageDelta {
+        key_id: key.id,
+        family: key.family,
+        bucket: h0,
+        requests,
+        refused,
+        last_used_at: at,
+    };
+    // Refusals only: counted, and the key still has never been used.
+    store
+        .record_usage(&[delta(
+            0,
+            refused(&[(RefusalKind::Revoked, 2), (RefusalKind::UsageExceeded, 5)]),
+            h0 + Duration::minutes(3),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.find(key.id).await.unwrap().unwrap().last_used_at,
+        None,
+        "a refused key was not used"
+    );
+    let big = u64::try_from(i64::MAX).unwrap() - 1;
+    store
+        .record_usage(&[
+            delta(
+                4,
+                refused(&[
+                    (RefusalKind::Expired, 1),
+                    (RefusalKind::Forbidden, 3),
+                    (RefusalKind::RateLimited, big),
+                    (RefusalKind::UsageExceeded, 1),
+                ]),
+                h0 + Duration::minutes(9),
+            ),
+            delta(1, Refusals::default(), h0 + Duration::minutes(8)),
+        ])
+        .await
+        .unwrap();
+    let buckets = store.usage(key.family, h0).await.unwrap();
+    assert_eq!(
+        buckets,
+        vec![UsageBucket {
+            bucket: h0,
+            requests: 5,
+            refused: refused(&[
+                (RefusalKind::Revoked, 2),
+                (RefusalKind::Expired, 1),
+                (RefusalKind::Forbidden, 3),
+                (RefusalKind::RateLimited, big),
+                (RefusalKind::UsageExceeded, 6),
+            ]),
+        }]
+    );
+    assert_eq!(
+        store.find(key.id).await.unwrap().unwrap().last_used_at,
+        Some(h0 + Duration::minutes(9))
+    );
 }
