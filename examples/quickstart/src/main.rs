@@ -7,10 +7,13 @@
 //! It listens on 127.0.0.1:3000 (set `KEYGATE_ADDR` to change that). Keys
 //! live in the SQLite file `keygate.db` in the current directory, created on
 //! the first run; set `KEYGATE_DATABASE_URL=postgres://…` to use PostgreSQL
-//! instead. The first run issues two keys and prints them, with curl commands
-//! to paste into another shell. Later runs reuse those keys: keygate stores
-//! only their SHA-256 digests, so it cannot print them again — run with
-//! `-- --new-keys` to revoke them and issue fresh ones.
+//! instead. The first run issues three keys and prints them, with curl
+//! commands to paste into another shell: a read-only key, an admin key, and
+//! a *metered* read-only key with 20 usage credits a day (refilled at
+//! midnight UTC), so the 21st `GET /notes` of the day is refused with 429
+//! `usage_exceeded`, restart or not. Later runs reuse those keys: keygate
+//! stores only their SHA-256 digests, so it cannot print them again — run
+//! with `-- --new-keys` to revoke them and issue fresh ones.
 //!
 //! The key-management API is mounted at `/admin` (`/admin/keys`,
 //! `/admin/openapi.json`; the admin key may use it), with its interactive
@@ -56,7 +59,7 @@ use axum::{
 };
 use keygate::{
     ApiKey, Keygate,
-    core::{DynKeyStore, KeyManager, NewKey, Owner, Page, PlaintextKey, Quota, Scope},
+    core::{DynKeyStore, KeyManager, NewKey, Owner, Page, PlaintextKey, Quota, Refill, Scope},
 };
 use keygate_sqlx::{PostgresStore, SqliteStore};
 use keygate_webhook::{VerifiedWebhook, WebhookSecret, WebhookVerifier};
@@ -120,20 +123,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (listener, addr) = serve::listen("quickstart").await?;
     println!("keys are kept in {location}");
-    match issued {
-        Some((read_key, admin_key)) => {
-            println!("Paste these lines into another shell (shown once: only digests are stored):");
-            println!();
-            println!("KEYGATE_READ_KEY={}", read_key.expose_secret());
-            println!("KEYGATE_ADMIN_KEY={}", admin_key.expose_secret());
-        }
-        None => {
-            println!(
-                "Reusing the demo keys issued on the first run; they were printed then as \
-                 KEYGATE_READ_KEY=… and KEYGATE_ADMIN_KEY=…. keygate keeps only their digests, \
-                 so it cannot show them again. Lost them? Stop and run \
-                 `cargo run -p keygate-quickstart -- --new-keys`."
-            );
+    if issued.len() < DEMO_KEYS.len() {
+        println!(
+            "Reusing the demo keys issued on an earlier run; they were printed then as \
+             KEYGATE_READ_KEY=…, KEYGATE_ADMIN_KEY=… and KEYGATE_METERED_KEY=…. keygate keeps \
+             only their digests, so it cannot show them again. Lost them? Stop and run \
+             `cargo run -p keygate-quickstart -- --new-keys`."
+        );
+    }
+    if !issued.is_empty() {
+        println!("Paste these lines into another shell (shown once: only digests are stored):");
+        println!();
+        for (variable, key) in &issued {
+            println!("{variable}={}", key.expose_secret());
         }
     }
     println!();
@@ -199,13 +201,37 @@ fn webhook_secret() -> Result<WebhookSecret, Box<dyn Error>> {
     }
 }
 
-/// The two demo keys: issued on the first run (or with `--new-keys`, after
-/// revoking the old ones), reused otherwise. Returns the plaintexts only when
-/// it issued them. Five requests per second makes a 429 easy to see.
+/// The demo keys: the variable the quickstart prints each as, its name,
+/// and its settings. Five requests per second makes a 429 `rate_limited`
+/// easy to see; the metered key's 20 credits a day a 429 `usage_exceeded`.
+const DEMO_KEYS: [(&str, &str); 3] = [
+    ("KEYGATE_READ_KEY", "quickstart read-only"),
+    ("KEYGATE_ADMIN_KEY", "quickstart admin"),
+    ("KEYGATE_METERED_KEY", "quickstart metered"),
+];
+
+fn demo_key(owner: &Owner, name: &str) -> Result<NewKey, Box<dyn Error>> {
+    let new = NewKey::new(owner.clone(), name);
+    Ok(match name {
+        "quickstart admin" => new.scopes([Scope::ADMIN]).rate_limit(Quota::per_second(5)),
+        "quickstart metered" => new
+            .scopes([Scope::READ])
+            // 20 a day, topped up to 20 at midnight UTC; a generous rate
+            // limit, so the credits are what refuses.
+            .refill(Refill::daily(20)?)
+            .rate_limit(Quota::per_second(100)),
+        _ => new.scopes([Scope::READ]).rate_limit(Quota::per_second(5)),
+    })
+}
+
+/// Issues the demo keys that are missing (all of them on the first run, or
+/// with `--new-keys` after revoking the old ones; the metered key alone for
+/// a `keygate.db` from before it existed), and returns those it issued with
+/// the variable to print each as. The others are reused.
 async fn demo_keys(
     manager: &KeyManager,
     renew: bool,
-) -> Result<Option<(PlaintextKey, PlaintextKey)>, Box<dyn std::error::Error>> {
+) -> Result<Vec<(&'static str, PlaintextKey)>, Box<dyn Error>> {
     let owner = Owner::service("quickstart");
     let existing: Vec<_> = manager
         .list(&owner, Page::first(100))
@@ -213,30 +239,22 @@ async fn demo_keys(
         .into_iter()
         .filter(|k| k.revoked_at.is_none())
         .collect();
-    if !existing.is_empty() && !renew {
-        return Ok(None);
+    if renew {
+        for old in &existing {
+            manager.revoke(old.id).await?;
+        }
     }
-    for old in existing {
-        manager.revoke(old.id).await?;
+    let mut issued = Vec::new();
+    for (variable, name) in DEMO_KEYS {
+        if !renew && existing.iter().any(|k| k.name == name) {
+            continue;
+        }
+        // The plaintext exists only in `.key`: the store keeps a SHA-256
+        // digest.
+        let created = manager.create(demo_key(&owner, name)?).await?;
+        issued.push((variable, created.key));
     }
-    // The plaintext exists only in `.key`: the store keeps a SHA-256 digest.
-    let read = manager
-        .create(
-            NewKey::new(owner.clone(), "quickstart read-only")
-                .scopes([Scope::READ])
-                .rate_limit(Quota::per_second(5)),
-        )
-        .await?
-        .key;
-    let admin = manager
-        .create(
-            NewKey::new(owner, "quickstart admin")
-                .scopes([Scope::ADMIN])
-                .rate_limit(Quota::per_second(5)),
-        )
-        .await?
-        .key;
-    Ok(Some((read, admin)))
+    Ok(issued)
 }
 
 fn print_curl_commands(addr: SocketAddr) {
@@ -265,6 +283,11 @@ curl -s -H "X-API-Key: $KEYGATE_ADMIN_KEY" '{url}/admin/keys?status=active'
 
 # 429: ten quick requests against a quota of 5 per second
 for i in $(seq 10); do curl -s -o /dev/null -w '%{{http_code}}\n' -H "X-API-Key: $KEYGATE_READ_KEY" {url}/notes; done
+
+# the metered key: 20 credits a day; each answer tells the balance (X-Credits-Remaining)
+for i in $(seq 20); do curl -s -o /dev/null -w '%{{http_code}} %header{{x-credits-remaining}}\n' -H "X-API-Key: $KEYGATE_METERED_KEY" {url}/notes; done
+# 429 usage_exceeded: the 21st, also after a restart; Retry-After says when the credits refill (midnight UTC)
+curl -i -H "X-API-Key: $KEYGATE_METERED_KEY" {url}/notes
 
 # webhooks: sign a message with the CLI (secret from $KEYGATE_WEBHOOK_SECRET), keep its headers as a curl config
 echo '{{"type":"note.created","text":"hi"}}' > /tmp/keygate-webhook.json
