@@ -84,16 +84,21 @@ local now = tonumber(ARGV[2])
 local month = tonumber(ARGV[3])
 local MAX = 1000000000000000
 local MAX_PERIOD = 31622400
+-- The instants `time` can hold: years -9999 to 9999.
+local MIN_TIME, MAX_TIME = -377705116800, 253402300799
 
 local function fmt(n) return string.format('%.0f', n) end
 local function show(v) return string.sub(v, 1, 32) end
 
 -- RefillInterval::period_start: the calendar month for 0, else
--- floor(now / secs) * secs, corrected in case the division rounded.
+-- floor(now / secs) * secs, corrected in case the division rounded (it
+-- cannot below 2^53, but the correction is cheap); like it, `now` when
+-- that start would be before the first instant `time` can hold.
 local function period_start(secs)
   if secs == 0 then return month end
   local p = math.floor(now / secs) * secs
   if p > now then p = p - secs elseif p + secs <= now then p = p + secs end
+  if p < MIN_TIME then return now end
   return p
 end
 
@@ -133,8 +138,7 @@ if kind == 'hash' then
   end
   if f[4] then
     local t = string.match(f[4], '^%-?%d+$') and #f[4] <= 16 and tonumber(f[4])
-    -- The instants `time` can hold: years -9999 to 9999.
-    if not t or t < -377705116800 or t > 253402300799 then
+    if not t or t < MIN_TIME or t > MAX_TIME then
       return {'corrupt', 'refilled_at is not a time: ' .. show(f[4])}
     end
     acct.refilled_at = t
