@@ -331,6 +331,8 @@ pub async fn periods_start_where_period_start_says(bank: &dyn CreditBank) {
     for (n, at) in [
         datetime!(2031-03-04 05:06:07.123456 UTC),
         datetime!(9999-12-31 23:59:59.999999 UTC),
+        datetime!(-9999-01-01 00:00 UTC),
+        datetime!(-9999-01-01 23:59:59 UTC),
         datetime!(2106-02-07 06:28:15 UTC),
         datetime!(2286-11-20 17:46:39 UTC),
         datetime!(1901-12-13 20:45:52 UTC),
@@ -664,4 +666,34 @@ pub async fn two_nodes_admit_exactly_the_balance(a: &dyn CreditBank, b: &dyn Cre
     assert!(c.admitted);
     a.refund(account, 3, c.period).await.unwrap();
     assert_eq!(balance(b, account, T0).await.remaining, 5);
+
+    // Clocks that disagree at midnight: the node ahead refills, the node
+    // behind does not refill again, and the day's 5 credits admit 5
+    // charges between them.
+    assert!(charge(a, account, 5, T0).await.admitted);
+    let midnight = datetime!(2031-03-05 00:00 UTC);
+    let ahead = midnight + Duration::milliseconds(300);
+    let behind = midnight - Duration::milliseconds(700);
+    let charges = (0..20).map(|i| {
+        if i % 2 == 0 {
+            a.charge(account, 1, ahead)
+        } else {
+            b.charge(account, 1, behind)
+        }
+    });
+    let admitted = join_all(charges)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().unwrap().admitted)
+        .count();
+    assert!(admitted <= 5, "{admitted} admitted: refilled twice");
+    // What the node behind admits depends on whether the refill came
+    // first; the node ahead then takes the rest.
+    let rest = (0..10).map(|_| a.charge(account, 1, ahead));
+    let rest = join_all(rest)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().unwrap().admitted)
+        .count();
+    assert_eq!(admitted + rest, 5, "one refill of 5 between both nodes");
 }
