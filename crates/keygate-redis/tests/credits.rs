@@ -343,6 +343,8 @@ async fn corrupt_accounts_are_corrupt_and_left_alone() {
         &[("remaining", "2.5")],
         &[("remaining", " 5")],
         &[("remaining", "1000000000000001")],
+        &[("remaining", "5\u{0}")],
+        &[("remaining", "0x10")],
         &[("remaining", "99999999999999999999999")],
         &[("refill_amount", "5")],
         &[("remaining", "5"), ("refill_amount", "5")],
@@ -564,4 +566,123 @@ fn building_outside_a_runtime_fails() {
         RedisCredits::new(client),
         Err(keygate_redis::Error::NoRuntime)
     ));
+}
+
+/// The script's reply reads the same over RESP3 (where Lua's `false` would
+/// be a boolean, not a nil: the script returns integers only).
+#[tokio::test]
+async fn speaks_resp3_too() {
+    let Some(client) = test_redis().await else {
+        return;
+    };
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    let resp3 = Client::open(info.set_redis_settings(settings)).unwrap();
+    let prefix = unique_prefix("keygate-test", "credit-resp3");
+    let bank = bank(&resp3, &prefix);
+    keygate_test_support::conformance::bank::bank_follows_the_reference_rules(&bank).await;
+    keygate_test_support::conformance::bank::bank_matches_the_reference_model(&bank).await;
+    clean_up(&client, &prefix).await;
+}
+
+/// Redis forgetting its scripts (`SCRIPT FLUSH`, a restart, a failover)
+/// costs one reload, not a failed charge.
+#[tokio::test]
+async fn a_flushed_script_cache_is_reloaded() {
+    let Some(client) = test_redis().await else {
+        return;
+    };
+    let prefix = unique_prefix("keygate-test", "credit-flush");
+    let bank = bank(&client, &prefix);
+    let account = id("Flushed001");
+    bank.update(account, &CreditUpdate::set(2), T0)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw(&client).await)
+        .await
+        .unwrap();
+    let c = bank.charge(account, 1, T0).await.unwrap().unwrap();
+    assert_eq!((c.admitted, c.remaining), (true, 1));
+    clean_up(&client, &prefix).await;
+}
+
+/// Two nodes charging, refunding and topping up one account (without a
+/// refill, so every refund lands) all at once: the balance ends exactly at
+/// what the operations that were answered add up to — none lost to a race
+/// between the nodes, none applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_mixing_charges_refunds_and_top_ups_lose_nothing() {
+    let Some(client) = test_redis().await else {
+        return;
+    };
+    let _serial = TIMING.lock().await;
+    let prefix = unique_prefix("keygate-test", "credit-mixed");
+    let nodes = [bank(&client, &prefix), bank(&client, &prefix)];
+    let account = id("MixedOps01");
+    let start = 1_000;
+    nodes[0]
+        .update(account, &CreditUpdate::set(start), T0)
+        .await
+        .unwrap();
+    let mut tasks = JoinSet::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for t in 0..3_u64 {
+            let node = node.clone();
+            let seed = u64::try_from(n).unwrap() * 3 + t;
+            tasks.spawn(async move {
+                // (charged, refunded, added) by this task.
+                let (mut charged, mut refunded, mut added) = (0, 0, 0);
+                for i in 0..400_u64 {
+                    match (i * 7 + seed) % 5 {
+                        0..=2 => {
+                            let cost = 1 + (i + seed) % 4;
+                            let c = node.charge(account, cost, T0).await.unwrap().unwrap();
+                            if c.admitted {
+                                charged += cost;
+                                if i % 3 == 0 {
+                                    node.refund(account, cost, c.period).await.unwrap();
+                                    refunded += cost;
+                                }
+                            }
+                        }
+                        3 => {
+                            let n = (i + seed) % 3;
+                            node.update(account, &CreditUpdate::add(n), T0)
+                                .await
+                                .unwrap();
+                            added += n;
+                        }
+                        _ => {
+                            node.balance(account, T0).await.unwrap().unwrap();
+                        }
+                    }
+                }
+                (charged, refunded, added)
+            });
+        }
+    }
+    let (mut charged, mut refunded, mut added) = (0, 0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (c, r, a) = done.unwrap();
+        charged += c;
+        refunded += r;
+        added += a;
+    }
+    let left = nodes[1]
+        .balance(account, T0)
+        .await
+        .unwrap()
+        .unwrap()
+        .remaining;
+    eprintln!(
+        "mixed ops on two nodes: {start} + {added} added - {charged} charged + {refunded} \
+         refunded = {left}"
+    );
+    assert_eq!(start + added + refunded - charged, left);
+    clean_up(&client, &prefix).await;
 }
