@@ -29,7 +29,8 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use keygate_core::{
     BalanceChange, BoxFuture, Charge, CreditAccount, CreditBalance, CreditBank, CreditOutcome,
-    CreditUpdate, KeyId, MAX_CREDITS, Refill, RefillInterval, StoreError, time::OffsetDateTime,
+    CreditUpdate, KeyId, MAX_CREDITS, Refill, RefillInterval, StoreError,
+    time::{OffsetDateTime, UtcOffset},
 };
 use redis::{
     Client, Script, Value,
@@ -340,7 +341,8 @@ impl fmt::Debug for RedisCreditsBuilder {
 ///   so an outage adds no latency. A hash this bank cannot read is
 ///   [`StoreError::Corrupt`]; a [`Refill`] no store can keep (built by hand
 ///   with an amount of 0 or above [`MAX_CREDITS`], or a period that is not
-///   whole seconds from 1 s to 366 days) is [`StoreError::Rejected`].
+///   whole seconds from 1 s to 366 days) is [`StoreError::Rejected`], as
+///   is a `now` that is out of `time`'s range once in UTC.
 ///
 /// A charge that times out, or whose future is dropped after it was sent,
 /// may still be carried out by Redis: the credit is then spent on a request
@@ -433,6 +435,14 @@ impl RedisCredits {
         now: OffsetDateTime,
         args: &[String],
     ) -> Result<Reply, StoreError> {
+        // `time` holds years -9999 to 9999 in any offset, and e.g.
+        // 9999-12-31T23:59:59-23:59 is in year 10000 in UTC: no period can
+        // be computed for it (`period_start` would panic).
+        if now.checked_to_offset(UtcOffset::UTC).is_none() {
+            return Err(StoreError::Rejected(format!(
+                "{now} is out of range once in UTC"
+            )));
+        }
         let probe = match self.inner.breaker.admit() {
             Admit::Skip => return Err(StoreError::unavailable(Error::CircuitOpen)),
             Admit::Go(probe) => probe,

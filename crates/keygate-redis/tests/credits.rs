@@ -686,3 +686,38 @@ async fn two_nodes_mixing_charges_refunds_and_top_ups_lose_nothing() {
     assert_eq!(start + added + refunded - charged, left);
     clean_up(&client, &prefix).await;
 }
+
+/// A `now` that `time` can hold but not in UTC (year 10000 there) is
+/// `Rejected` by every operation that computes a period, without a panic
+/// and without a write.
+#[tokio::test]
+async fn times_out_of_range_in_utc_are_rejected() {
+    let Some(client) = test_redis().await else {
+        return;
+    };
+    let prefix = unique_prefix("keygate-test", "credit-times");
+    let bank = bank(&client, &prefix);
+    let account = id("FarFuture1");
+    let daily = CreditUpdate::set(5).with_refill(Some(Refill::daily(5).unwrap()));
+    bank.update(account, &daily, T0).await.unwrap();
+    let hostile = datetime!(9999-12-31 23:59:59 -23:59);
+    let rejected = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Rejected(_)));
+    assert!(rejected(bank.charge(account, 1, hostile).await.map(|_| ())));
+    assert!(rejected(bank.balance(account, hostile).await.map(|_| ())));
+    assert!(rejected(
+        bank.update(account, &daily, hostile).await.map(|_| ())
+    ));
+    // A refund takes no time, and no charge was made in such a period.
+    bank.refund(account, 1, Some(hostile)).await.unwrap();
+    let b = bank.balance(account, T0).await.unwrap().unwrap();
+    assert_eq!(b.remaining, 5);
+    // The edges themselves are fine.
+    for at in [
+        datetime!(9999-12-31 23:59:59.999999 UTC),
+        datetime!(-9999-01-01 00:00 UTC),
+        datetime!(9999-12-31 23:59:59 +00:00),
+    ] {
+        bank.charge(account, 0, at).await.unwrap().unwrap();
+    }
+    clean_up(&client, &prefix).await;
+}
