@@ -6,7 +6,8 @@
 //! Without the variable each test that needs Redis says so on stderr and
 //! passes; with `CI=true` it fails instead, as it does whenever the variable
 //! is set but the server does not answer. Each test writes under a key
-//! prefix of its own (pid + time) and deletes its keys when done. Traffic
+//! prefix of its own (pid + time) and deletes its keys when done, failed
+//! or not. Traffic
 //! goes to 127.0.0.1 only, bounded in count and time.
 
 use std::{
@@ -27,11 +28,20 @@ use keygate_redis::{
     RedisCredits,
     redis::{self, Client},
 };
-use keygate_test_support::redis::{clean_up, test_redis, unique_prefix};
+use keygate_test_support::redis::{clean_up_blocking, test_redis, unique_prefix};
 use time::{OffsetDateTime, macros::datetime};
 use tokio::task::JoinSet;
 
 keygate_test_support::bank_conformance!(conformance, keygate_test_support::redis::credit_banks);
+
+/// Deletes a test's keys when dropped: when the test ends, passed or not.
+struct Cleanup(Client, String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        clean_up_blocking(&self.0, &self.1);
+    }
+}
 
 /// Held by the tests that measure time, so they do not measure each other.
 static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -80,6 +90,7 @@ async fn two_nodes_under_load_admit_exactly_the_balance() {
     };
     let _serial = TIMING.lock().await;
     let prefix = unique_prefix("keygate-test", "credit-nodes");
+    let _clean = Cleanup(client.clone(), prefix.clone());
     let nodes = [bank(&client, &prefix), bank(&client, &prefix)];
     for n in &nodes {
         n.ping().await.unwrap();
@@ -150,7 +161,6 @@ async fn two_nodes_under_load_admit_exactly_the_balance() {
             assert!(left < 13, "a task stopped while {left} credits were left");
         }
     }
-    clean_up(&client, &prefix).await;
 }
 
 /// Charges cancelled mid-flight (dropped after their first poll, or by a
@@ -165,6 +175,7 @@ async fn cancelled_charges_never_admit_for_free() {
     };
     let _serial = TIMING.lock().await;
     let prefix = unique_prefix("keygate-test", "credit-cancel");
+    let _clean = Cleanup(client.clone(), prefix.clone());
     let node = bank(&client, &prefix);
     node.ping().await.unwrap();
     let account = id("Cancelled1");
@@ -174,11 +185,19 @@ async fn cancelled_charges_never_admit_for_free() {
         .await
         .unwrap();
     let dropped = poll_once(node.charge(account, 1, T0)).await;
-    assert!(dropped.is_none(), "a round trip in one poll?");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let after_drop = node.balance(account, T0).await.unwrap().unwrap().remaining;
-    eprintln!("a charge dropped after its first poll: balance 10 -> {after_drop}");
-    assert!(after_drop == 9 || after_drop == 10);
+    eprintln!(
+        "a charge dropped after its first poll: balance 10 -> {after_drop} (answered: {dropped:?})"
+    );
+    match dropped {
+        // On a loaded machine the whole round trip can fit in one poll.
+        Some(answered) => {
+            assert!(answered.unwrap().unwrap().admitted);
+            assert_eq!(after_drop, 9);
+        }
+        None => assert!(after_drop == 9 || after_drop == 10),
+    }
 
     // Many, cancelled at random points.
     let balance = 200;
@@ -218,7 +237,6 @@ async fn cancelled_charges_never_admit_for_free() {
         seen + left <= balance,
         "a cancelled charge admitted for free"
     );
-    clean_up(&client, &prefix).await;
 }
 
 async fn expect_unavailable<T: std::fmt::Debug>(
@@ -253,7 +271,9 @@ async fn an_unreachable_redis_is_unavailable_within_the_timeout() {
         .build()
         .unwrap();
     let account = id("Nowhere001");
-    let within = timeout + Duration::from_millis(100);
+    // Generous: timers fire late on a loaded two-core machine; what matters
+    // is that nothing waits for a connection that never comes.
+    let within = timeout + Duration::from_secs(1);
     let update = CreditUpdate::set(5);
     for _ in 0..2 {
         expect_unavailable("charge", bank.charge(account, 1, T0), within).await;
@@ -264,7 +284,7 @@ async fn an_unreachable_redis_is_unavailable_within_the_timeout() {
     assert!(bank.breaker_open());
     let fast = expect_unavailable("charge", bank.charge(account, 1, T0), within).await;
     assert!(
-        fast < Duration::from_millis(5),
+        fast < Duration::from_millis(100),
         "the open breaker took {fast:?}"
     );
     let err = bank.charge(account, 1, T0).await.unwrap_err();
@@ -299,10 +319,13 @@ async fn a_silent_redis_times_out() {
         .build()
         .unwrap();
     let account = id("Silence001");
+    // Generous upper bound (timers fire late on a loaded machine); the
+    // error's source below shows it was this timeout that fired, not the
+    // connection's own (500 ms).
     let took = expect_unavailable(
         "charge",
         bank.charge(account, 1, T0),
-        timeout + Duration::from_millis(150),
+        timeout + Duration::from_secs(1),
     )
     .await;
     assert!(took >= timeout, "gave up after {took:?}");
@@ -330,6 +353,7 @@ async fn corrupt_accounts_are_corrupt_and_left_alone() {
         return;
     };
     let prefix = unique_prefix("keygate-test", "credit-corrupt");
+    let _clean = Cleanup(client.clone(), prefix.clone());
     let bank = bank(&client, &prefix);
     let mut conn = raw(&client).await;
     let account = id("Corrupt001");
@@ -448,7 +472,6 @@ async fn corrupt_accounts_are_corrupt_and_left_alone() {
         .unwrap();
     let c = bank.charge(account, 2, T0).await.unwrap().unwrap();
     assert_eq!((c.admitted, c.remaining), (true, 3));
-    clean_up(&client, &prefix).await;
 }
 
 /// An account is a plain hash under `{prefix}:credits:{account}` with no
@@ -460,6 +483,7 @@ async fn accounts_are_plain_hashes_without_a_ttl() {
         return;
     };
     let prefix = unique_prefix("keygate-test", "credit-layout");
+    let _clean = Cleanup(client.clone(), prefix.clone());
     let bank = bank(&client, &prefix);
     let mut conn = raw(&client).await;
     let account = id("Layout0001");
@@ -512,7 +536,6 @@ async fn accounts_are_plain_hashes_without_a_ttl() {
         .await
         .unwrap();
     assert_eq!(fields, ["remaining"]);
-    clean_up(&client, &prefix).await;
 }
 
 /// A refill built by hand that no store could read back (an amount of 0 or
@@ -524,6 +547,7 @@ async fn refills_no_store_can_keep_are_rejected() {
         return;
     };
     let prefix = unique_prefix("keygate-test", "credit-reject");
+    let _clean = Cleanup(client.clone(), prefix.clone());
     let bank = bank(&client, &prefix);
     let account = id("Rejected01");
     for refill in [
@@ -556,7 +580,6 @@ async fn refills_no_store_can_keep_are_rejected() {
         );
     }
     assert_eq!(bank.balance(account, T0).await.unwrap(), None);
-    clean_up(&client, &prefix).await;
 }
 
 #[test]
@@ -582,10 +605,10 @@ async fn speaks_resp3_too() {
         .set_protocol(redis::ProtocolVersion::RESP3);
     let resp3 = Client::open(info.set_redis_settings(settings)).unwrap();
     let prefix = unique_prefix("keygate-test", "credit-resp3");
+    let _clean = Cleanup(client.clone(), prefix.clone());
     let bank = bank(&resp3, &prefix);
     keygate_test_support::conformance::bank::bank_follows_the_reference_rules(&bank).await;
     keygate_test_support::conformance::bank::bank_matches_the_reference_model(&bank).await;
-    clean_up(&client, &prefix).await;
 }
 
 /// Redis forgetting its scripts (`SCRIPT FLUSH`, a restart, a failover)
@@ -596,6 +619,7 @@ async fn a_flushed_script_cache_is_reloaded() {
         return;
     };
     let prefix = unique_prefix("keygate-test", "credit-flush");
+    let _clean = Cleanup(client.clone(), prefix.clone());
     let bank = bank(&client, &prefix);
     let account = id("Flushed001");
     bank.update(account, &CreditUpdate::set(2), T0)
@@ -608,7 +632,6 @@ async fn a_flushed_script_cache_is_reloaded() {
         .unwrap();
     let c = bank.charge(account, 1, T0).await.unwrap().unwrap();
     assert_eq!((c.admitted, c.remaining), (true, 1));
-    clean_up(&client, &prefix).await;
 }
 
 /// Two nodes charging, refunding and topping up one account (without a
@@ -622,6 +645,7 @@ async fn two_nodes_mixing_charges_refunds_and_top_ups_lose_nothing() {
     };
     let _serial = TIMING.lock().await;
     let prefix = unique_prefix("keygate-test", "credit-mixed");
+    let _clean = Cleanup(client.clone(), prefix.clone());
     let nodes = [bank(&client, &prefix), bank(&client, &prefix)];
     let account = id("MixedOps01");
     let start = 1_000;
@@ -684,7 +708,6 @@ async fn two_nodes_mixing_charges_refunds_and_top_ups_lose_nothing() {
          refunded = {left}"
     );
     assert_eq!(start + added + refunded - charged, left);
-    clean_up(&client, &prefix).await;
 }
 
 /// A `now` that `time` can hold but not in UTC (year 10000 there) is
@@ -696,6 +719,7 @@ async fn times_out_of_range_in_utc_are_rejected() {
         return;
     };
     let prefix = unique_prefix("keygate-test", "credit-times");
+    let _clean = Cleanup(client.clone(), prefix.clone());
     let bank = bank(&client, &prefix);
     let account = id("FarFuture1");
     let daily = CreditUpdate::set(5).with_refill(Some(Refill::daily(5).unwrap()));
@@ -719,5 +743,4 @@ async fn times_out_of_range_in_utc_are_rejected() {
     ] {
         bank.charge(account, 0, at).await.unwrap().unwrap();
     }
-    clean_up(&client, &prefix).await;
 }
