@@ -174,7 +174,7 @@ impl RedisLimiterBuilder {
     }
 }
 
-fn default_connection_config() -> ConnectionManagerConfig {
+pub(crate) fn default_connection_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_number_of_retries(3)
         .set_min_delay(Duration::from_millis(20))

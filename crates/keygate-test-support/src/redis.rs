@@ -1,15 +1,20 @@
 //! The test Redis: a checked client, key prefixes of each test's own, and
-//! keygate-redis's `InvalidatingStore` as a conformance fixture.
+//! keygate-redis's `InvalidatingStore` and `RedisCredits` as conformance
+//! fixtures.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use keygate_core::MemoryStore;
 use keygate_redis::{
-    InvalidatingStore, RedisInvalidation,
+    InvalidatingStore, RedisCredits, RedisInvalidation,
     redis::{self, Client},
 };
 
 use crate::{
+    conformance::bank::Banks,
     env::{REDIS_URL_VAR, redis_url},
     fixture::Fixture,
 };
@@ -75,4 +80,48 @@ pub async fn invalidating() -> Option<Fixture<InvalidatingStore<MemoryStore>>> {
         InvalidatingStore::new(MemoryStore::new(), bus),
         || {},
     ))
+}
+
+/// Two [`RedisCredits`] built separately (two connections, as two nodes
+/// hold them) on one fresh key prefix, for the bank conformance cases; the
+/// prefix's keys are deleted when the fixture is dropped, even after a
+/// panic. `None` when Redis is not configured (outside CI).
+///
+/// # Panics
+///
+/// As [`test_redis`]; or if a bank cannot be built.
+pub async fn credit_banks() -> Option<Fixture<Banks>> {
+    let client = test_redis().await?;
+    let prefix = unique_prefix("keygate-test", "credits");
+    let bank = || {
+        RedisCredits::builder(client.clone())
+            .key_prefix(&prefix)
+            // Generous: these tests are about Redis's answers, on a busy
+            // machine running a debug build.
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("a bank")
+    };
+    let banks = Banks {
+        a: Arc::new(bank()),
+        b: Arc::new(bank()),
+    };
+    Some(Fixture::new(banks, move || {
+        clean_up_blocking(&client, &prefix);
+    }))
+}
+
+/// [`clean_up`] over a blocking connection, for cleanups that run in
+/// `Drop`; failures are ignored (the keys are a test's own).
+pub fn clean_up_blocking(client: &Client, prefix: &str) {
+    let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(3)) else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _ = redis::cmd("DEL").arg(&keys).query::<i64>(&mut conn);
+    }
 }

@@ -1,6 +1,7 @@
 //! The store conformance suite: what every [`KeyStore`] and
 //! [`AuditStore`] must do, as async functions over any store, and the
-//! macros that turn them into one `#[tokio::test]` each.
+//! macros that turn them into one `#[tokio::test]` each; and the same for
+//! every [`CreditBank`](keygate_core::CreditBank) ([`bank`]).
 //!
 //! `MemoryStore` holds the reference semantics; the SQL stores and
 //! wrappers such as keygate-redis's `InvalidatingStore` must behave alike.
@@ -11,6 +12,7 @@
 //! [`AuditStore`]: keygate_core::AuditStore
 
 pub mod audit;
+pub mod bank;
 pub mod credits;
 pub mod lists;
 pub mod usage;
