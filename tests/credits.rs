@@ -588,3 +588,48 @@ async fn usage_history_counts_refusals_by_reason() {
         "{history:?}"
     );
 }
+
+/// Two nodes keeping balances in Redis (`KEYGATE_TEST_REDIS_URL`), each
+/// with a bank of its own over one Redis, the keys in one shared store:
+/// between them, exactly the balance is admitted, and every node's
+/// manager reads the same balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_sharing_redis_credits_admit_exactly_the_balance() {
+    let Some(banks) = keygate_test_support::redis::credit_banks().await else {
+        return;
+    };
+    let store = MemoryStore::new();
+    let node = |bank: &Arc<dyn keygate::core::CreditBank>| {
+        Keygate::builder(store.clone())
+            .credit_bank(Arc::clone(bank))
+            .default_rate_limit(Quota::per_second(10_000))
+            .build()
+    };
+    let (a, b) = (node(&banks.store.a), node(&banks.store.b));
+    let key = issue(&a, metered(25)).await;
+    let id = a.format().parse(&key).unwrap().id();
+    let (ra, rb) = (app(&a), app(&b));
+    let (sa, sb) = tokio::join!(burst(&ra, &key, 40), burst(&rb, &key, 40));
+    let admitted: Vec<u64> = sa
+        .iter()
+        .chain(&sb)
+        .filter(|r| r.status == StatusCode::OK)
+        .map(|r| r.number("x-credits-remaining"))
+        .collect();
+    assert_eq!(
+        admitted.len(),
+        25,
+        "25 credits admit 25 requests across two nodes"
+    );
+    assert_eq!(
+        admitted.iter().copied().collect::<BTreeSet<_>>(),
+        (0..25).collect(),
+        "each admitted request saw its own balance"
+    );
+    assert_eq!(b.manager().credits(id).await.unwrap().unwrap().remaining, 0);
+    b.manager()
+        .update_credits(id, CreditUpdate::add(1))
+        .await
+        .unwrap();
+    assert_eq!(a.manager().credits(id).await.unwrap().unwrap().remaining, 1);
+}

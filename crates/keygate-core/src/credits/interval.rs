@@ -65,6 +65,21 @@ impl Refill {
         Self::new(amount, RefillInterval::every(period)?)
     }
 
+    /// This refill, if every field is in range (its fields are public, so a
+    /// refill built by hand may not be); a period of exactly a day becomes
+    /// [`RefillInterval::Daily`], as stores read it back.
+    ///
+    /// # Errors
+    ///
+    /// An amount or period out of range.
+    pub fn checked(self) -> Result<Self, InvalidRefill> {
+        let interval = match self.interval {
+            RefillInterval::Every(period) => RefillInterval::every(period)?,
+            other => other,
+        };
+        Self::new(self.amount, interval)
+    }
+
     /// Tops up to `amount` at the start of each `interval`.
     ///
     /// # Errors
@@ -180,9 +195,13 @@ impl RefillInterval {
         }
     }
 
-    /// The start of the period `now` falls in.
+    /// The start of the period `now` falls in. (`now` itself for the few
+    /// instants `time` can hold in some offset but not in UTC, at the ends
+    /// of its range: never a panic.)
     pub fn period_start(self, now: OffsetDateTime) -> OffsetDateTime {
-        let now = now.to_offset(time::UtcOffset::UTC);
+        let Some(now) = now.checked_to_offset(time::UtcOffset::UTC) else {
+            return now;
+        };
         match self {
             Self::Monthly => now
                 .replace_date(month_start(now.date()))

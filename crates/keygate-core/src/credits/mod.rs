@@ -521,3 +521,42 @@ impl CreditHints {
         crate::sync::lock(&self.state).limited = Some((now.saturating_add(wait), decision));
     }
 }
+
+/// A shared bank is a bank: `Arc<dyn CreditBank>` can be handed to
+/// anything that takes one.
+impl<B: CreditBank + ?Sized> CreditBank for Arc<B> {
+    fn charge(
+        &self,
+        account: KeyId,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<Charge>, StoreError>> {
+        (**self).charge(account, cost, now)
+    }
+
+    fn refund(
+        &self,
+        account: KeyId,
+        cost: u64,
+        period: Option<OffsetDateTime>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        (**self).refund(account, cost, period)
+    }
+
+    fn balance(
+        &self,
+        account: KeyId,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'_, Result<Option<CreditBalance>, StoreError>> {
+        (**self).balance(account, now)
+    }
+
+    fn update<'a>(
+        &'a self,
+        account: KeyId,
+        update: &'a CreditUpdate,
+        now: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<CreditBalance, StoreError>> {
+        (**self).update(account, update, now)
+    }
+}

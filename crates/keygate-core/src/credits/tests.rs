@@ -219,3 +219,48 @@ fn operations_on_a_missing_account() {
     assert_eq!(created.write.unwrap().remaining, 7);
     assert_eq!(created.outcome.unwrap().account.remaining, 7);
 }
+
+#[test]
+fn instants_outside_utc_have_a_period_and_never_panic() {
+    // Representable at -23:59, not in UTC.
+    let edge = time::PrimitiveDateTime::new(
+        time::Date::from_calendar_date(9999, time::Month::December, 31).unwrap(),
+        time::Time::from_hms(23, 59, 59).unwrap(),
+    )
+    .assume_offset(time::UtcOffset::from_hms(-23, 59, 0).unwrap());
+    for interval in [RefillInterval::Daily, RefillInterval::Monthly] {
+        let _ = interval.period_start(edge);
+        let account = CreditAccount::new(1, Some(Refill::new(5, interval).unwrap()), edge);
+        let _ = account.balance(edge);
+    }
+}
+
+#[test]
+fn hand_built_refills_are_checked() {
+    let bad = [
+        Refill {
+            amount: 0,
+            interval: RefillInterval::Daily,
+        },
+        Refill {
+            amount: MAX_CREDITS + 1,
+            interval: RefillInterval::Monthly,
+        },
+        Refill {
+            amount: 5,
+            interval: RefillInterval::Every(Duration::from_millis(1500)),
+        },
+        Refill {
+            amount: 5,
+            interval: RefillInterval::Every(Duration::ZERO),
+        },
+    ];
+    for refill in bad {
+        assert!(refill.checked().is_err(), "{refill:?}");
+    }
+    let day = Refill {
+        amount: 5,
+        interval: RefillInterval::Every(Duration::from_secs(86_400)),
+    };
+    assert_eq!(day.checked().unwrap(), daily(5));
+}

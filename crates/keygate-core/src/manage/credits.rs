@@ -70,6 +70,13 @@ impl KeyManager {
         {
             return Err(ManageError::CreditsOutOfRange);
         }
+        let mut update = update;
+        if let Some(Some(refill)) = update.refill {
+            let refill = refill
+                .checked()
+                .map_err(|_| ManageError::CreditsOutOfRange)?;
+            update.refill = Some(Some(refill));
+        }
         let record = self.store.find(id).await?.ok_or(StoreError::NotFound(id))?;
         let now = self.now();
         let (account, metered_now) = match record.credit_account {

@@ -44,7 +44,12 @@ pub enum ManageError {
     /// too: children do not outlive their creator.
     #[error("the creating key was revoked meanwhile; the new key was revoked with it")]
     CreatorRevoked,
-    /// A credit balance above [`MAX_CREDITS`](crate::MAX_CREDITS).
-    #[error("a credit balance is 0 to {max} credits", max = crate::MAX_CREDITS)]
+    /// A credit balance above [`MAX_CREDITS`](crate::MAX_CREDITS), or a
+    /// refill out of range (an amount of 0 or above it, a period that is
+    /// not 1 s to 366 days in whole seconds).
+    #[error(
+        "a credit balance is 0 to {max} credits, and a refill 1 to {max} credits every 1 s to 366 days",
+        max = crate::MAX_CREDITS
+    )]
     CreditsOutOfRange,
 }

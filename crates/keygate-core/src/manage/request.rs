@@ -130,7 +130,12 @@ impl NewKey {
         if credits > MAX_CREDITS {
             return Err(ManageError::CreditsOutOfRange);
         }
-        Ok(Some(CreditUpdate::set(credits).with_refill(self.refill)))
+        let refill = self
+            .refill
+            .map(Refill::checked)
+            .transpose()
+            .map_err(|_| ManageError::CreditsOutOfRange)?;
+        Ok(Some(CreditUpdate::set(credits).with_refill(refill)))
     }
 
     /// Whether the key asks for credits of its own.
