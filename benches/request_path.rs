@@ -106,6 +106,10 @@ struct Fixture {
     /// As `keys`, over a SQLite file, with a key of its own.
     sqlite: Keygate,
     sqlite_header: HeaderValue,
+    /// A metered key of `keys` (credits in the memory store).
+    metered_header: HeaderValue,
+    /// A metered key of `sqlite` (credits in the SQLite file).
+    sqlite_metered_header: HeaderValue,
     /// Optional mode over the memory store.
     optional: Keygate,
     /// As `keys`, over the same store, with admissions audited at `DEBUG`.
@@ -129,16 +133,18 @@ impl Fixture {
             .audit_admitted_level(tracing::Level::DEBUG)
             .build();
         let header = rt.block_on(bench::read_key(&keys));
+        let metered_header = rt.block_on(bench::metered_key(&keys));
         let key = header.to_str().expect("keys are visible ASCII").to_owned();
 
         let db = TempSqlite::new("keygate-request-path");
-        let (sqlite, sqlite_header) = rt.block_on(async {
+        let (sqlite, sqlite_header, sqlite_metered_header) = rt.block_on(async {
             let store = SqliteStore::open(db.path())
                 .await
                 .expect("open SQLite file");
             let sqlite = bench::builder(store).build();
             let header = bench::read_key(&sqlite).await;
-            (sqlite, header)
+            let metered = bench::metered_key(&sqlite).await;
+            (sqlite, header, metered)
         });
         let optional = bench::builder(MemoryStore::new()).optional(true).build();
         Self {
@@ -148,6 +154,8 @@ impl Fixture {
             header,
             sqlite,
             sqlite_header,
+            metered_header,
+            sqlite_metered_header,
             optional,
             quiet_audit,
             _db: db,
@@ -195,6 +203,19 @@ fn variants(fx: &Fixture) -> Vec<Variant> {
             name: "keygate_sqlite",
             router: app().layer(fx.sqlite.layer()),
             header: Some(fx.sqlite_header.clone()),
+        },
+        // Beside `keygate`: the same key with credits, which the memory
+        // store's bank charges in a task per request.
+        Variant {
+            name: "keygate_metered",
+            router: app().layer(fx.keys.layer()),
+            header: Some(fx.metered_header.clone()),
+        },
+        // Beside `keygate_sqlite`: one SQLite write transaction per request.
+        Variant {
+            name: "keygate_sqlite_metered",
+            router: app().layer(fx.sqlite.layer()),
+            header: Some(fx.sqlite_metered_header.clone()),
         },
         Variant {
             name: "keygate_optional_no_key",

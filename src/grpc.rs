@@ -455,6 +455,21 @@ mod tests {
         assert_eq!(res.headers()["retry-after"], "2");
         assert_eq!(res.headers()["grpc-retry-pushback-ms"], "1500");
         assert!(res.body().is_empty());
+        let res = Rejection::UsageExceeded {
+            remaining: 2,
+            cost: 5,
+            retry_after: Some(Duration::from_millis(3500)),
+        }
+        .to_grpc_response();
+        assert_eq!(res.headers()["grpc-status"], "8", "RESOURCE_EXHAUSTED");
+        assert_eq!(res.headers()["retry-after"], "4");
+        assert_eq!(res.headers()["x-credits-remaining"], "2");
+        assert!(
+            res.headers()["grpc-message"]
+                .to_str()
+                .unwrap()
+                .starts_with("usage_exceeded: ")
+        );
         let res = Rejection::InvalidKey.to_grpc_response();
         assert_eq!(res.headers()["grpc-status"], "16");
         assert!(

@@ -54,6 +54,21 @@ pub async fn read_key(keys: &Keygate) -> HeaderValue {
     header(created.key.expose_secret())
 }
 
+/// A metered `read` key with as many credits as a balance can hold, so a
+/// bench never runs it dry: what a charge costs, beside [`read_key`].
+pub async fn metered_key(keys: &Keygate) -> HeaderValue {
+    let created = keys
+        .manager()
+        .create(
+            NewKey::new(Owner::service("bench"), "bench metered")
+                .scopes([Scope::READ])
+                .credits(keygate::core::MAX_CREDITS),
+        )
+        .await
+        .expect("create key");
+    header(created.key.expose_secret())
+}
+
 /// `s` as a header value.
 pub fn header(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).expect("visible ASCII")
