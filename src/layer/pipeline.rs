@@ -78,7 +78,7 @@ pub(super) enum Wait {
     Credits {
         charge: PendingCharge,
         entry: Arc<CachedKey>,
-        cost: u64,
+        spend: Spend,
     },
     /// A remote limiter, for a key that passed every other check (and paid
     /// its credits, if metered).
@@ -191,14 +191,14 @@ impl Wait {
             Self::Credits {
                 mut charge,
                 entry,
-                cost,
+                spend,
             } => match Pin::new(&mut charge).poll(cx) {
                 Poll::Pending => ControlFlow::Continue(Self::Credits {
                     charge,
                     entry,
-                    cost,
+                    spend,
                 }),
-                Poll::Ready(charged) => ControlFlow::Break(paid(shared, entry, cost, charged)),
+                Poll::Ready(charged) => ControlFlow::Break(paid(shared, entry, spend, charged)),
             },
             Self::Limiter {
                 mut check,
@@ -314,13 +314,21 @@ fn charge(shared: &Shared, entry: Arc<CachedKey>, account: KeyId, now: OffsetDat
     Next::Wait(Wait::Credits {
         charge,
         entry,
-        cost,
+        spend: Spend { account, cost },
     })
+}
+
+/// What a metered request is charged, and to which account.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Spend {
+    account: KeyId,
+    cost: u64,
 }
 
 /// Step 6's credits, once the bank has answered: the quota next if the
 /// key paid.
-fn paid(shared: &Shared, entry: Arc<CachedKey>, cost: u64, charged: Charged) -> Next {
+fn paid(shared: &Shared, entry: Arc<CachedKey>, spend: Spend, charged: Charged) -> Next {
+    let Spend { account, cost } = spend;
     let now = shared.settings.clock.now();
     let id = Some(entry.info().id);
     let charge = match charged {
@@ -344,9 +352,6 @@ fn paid(shared: &Shared, entry: Arc<CachedKey>, cost: u64, charged: Charged) -> 
         let rejection = usage_exceeded(&charge, cost, now);
         return refuse_key(&entry, rejection, Reason::UsageExceeded, now);
     }
-    let Some(account) = entry.credit_account() else {
-        unreachable!("only metered keys are charged")
-    };
     let spent = Spent {
         account,
         cost,
