@@ -633,3 +633,43 @@ async fn two_nodes_sharing_redis_credits_admit_exactly_the_balance() {
         .unwrap();
     assert_eq!(a.manager().credits(id).await.unwrap().unwrap().remaining, 1);
 }
+
+/// Expiry is exact even when the bank takes time to answer: a key that
+/// expires during its charge is refused, and the charge given back.
+#[tokio::test]
+async fn a_key_that_expires_while_the_bank_answers_is_refused_and_refunded() {
+    let clock = FakeClock::starting_now();
+    let store = TestStore::memory();
+    let keys = Keygate::builder(store.clone()).clock(clock.clone()).build();
+    let created = keys
+        .manager()
+        .create(metered(5).expires_in(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    // From now on every bank operation takes 600 ms.
+    let lag = clock.clone();
+    store.after(Op::Credits, move |_| {
+        let clock = lag.clone();
+        Box::pin(async move { clock.advance(Duration::from_millis(600)) })
+    });
+    let key = created.key.expose_secret();
+    let router = app(&keys);
+    // Asked at 0, answered at 600 ms.
+    assert_eq!(
+        send(&router, keyed(Method::GET, "/notes", key))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Asked at 600 ms, answered at 1 200 ms: expired meanwhile.
+    let r = send(&router, keyed(Method::GET, "/notes", key)).await;
+    assert_eq!(r.code(), "expired_key");
+    let balance = keys
+        .manager()
+        .credits(created.record.id)
+        .await
+        .unwrap()
+        .unwrap();
+    // The refund is a bank operation too (another 600 ms): 5 − 1 admitted.
+    assert_eq!(balance.remaining, 4, "the expired request paid nothing");
+}

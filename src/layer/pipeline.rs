@@ -358,12 +358,19 @@ fn paid(shared: &Shared, entry: Arc<CachedKey>, spend: Spend, charged: Charged) 
         remaining: charge.remaining,
         period: charge.period,
     };
-    check_limit(
-        shared,
-        entry,
-        now,
-        Some(ChargeGuard::new(&shared.runtime.credits, spent)),
-    )
+    let paid = ChargeGuard::new(&shared.runtime.credits, spent);
+    // The round trip took time: the key may have expired meanwhile, and
+    // expiry is exact.
+    if entry.expires_at().is_some_and(|at| now >= at) {
+        entry.record_refusal(keygate_core::RefusalKind::Expired, now);
+        let refusal = Refusal {
+            rejection: Rejection::ExpiredKey,
+            key: Some(entry.info().id),
+            reason: Reason::Expired,
+        };
+        return refuse_and_refund(refusal, Some(paid));
+    }
+    check_limit(shared, entry, now, Some(paid))
 }
 
 /// The quotas a key is held to: its own, or the layer's default.
