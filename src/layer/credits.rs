@@ -8,7 +8,7 @@ use std::{
     fmt,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use keygate_core::{BoxFuture, Charge, CreditBank, KeyId, StoreError};
@@ -53,22 +53,37 @@ impl<T> Pending<T> {
     }
 }
 
-/// Charges `cost` credits to `account` at `now`.
+/// A charge: answered at once (an in-process bank), or on its way.
+pub(super) enum Charging {
+    Ready(Charged),
+    Pending(PendingCharge),
+}
+
+/// Charges `cost` credits to `account` at `now`. A bank that answers
+/// without waiting (the memory store) answers here, with no task; one that
+/// must wait continues in a task.
 pub(super) fn charge(
     bank: &Arc<dyn CreditBank>,
     account: KeyId,
     cost: u64,
     now: OffsetDateTime,
-) -> PendingCharge {
-    let bank = Arc::clone(bank);
+) -> Charging {
+    let owned = Arc::clone(bank);
+    let mut work: BoxFuture<'static, Charged> = Box::pin(async move {
+        owned.charge(account, cost, now).await.map_err(Arc::new)
+    });
+    // Polled once here, with nobody to wake: a future that is not ready
+    // is polled again, with a real waker, where it goes next.
+    if let Poll::Ready(charged) = work.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        return Charging::Ready(charged);
+    }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return PendingCharge(Pending::Inline(Box::pin(async move {
-            bank.charge(account, cost, now).await.map_err(Arc::new)
-        })));
+        return Charging::Pending(PendingCharge(Pending::Inline(work)));
     };
+    let bank = Arc::clone(bank);
     let (tx, rx) = oneshot::channel();
     runtime.spawn(async move {
-        let charged = bank.charge(account, cost, now).await.map_err(Arc::new);
+        let charged = work.await;
         // The request is gone: give back what it paid for nothing.
         if let Err(Ok(Some(charge))) = tx.send(charged)
             && charge.admitted
@@ -76,7 +91,7 @@ pub(super) fn charge(
             give_back(&*bank, account, cost, charge.period).await;
         }
     });
-    PendingCharge(Pending::Spawned(rx))
+    Charging::Pending(PendingCharge(Pending::Spawned(rx)))
 }
 
 impl Future for PendingCharge {

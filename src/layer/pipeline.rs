@@ -19,7 +19,7 @@ use keygate_core::{
 use time::OffsetDateTime;
 
 use super::{
-    credits::{self, ChargeGuard, Charged, PendingCharge, PendingRefund, Spent},
+    credits::{self, ChargeGuard, Charged, Charging, PendingCharge, PendingRefund, Spent},
     peer_warning,
 };
 use crate::{
@@ -310,12 +310,15 @@ fn charge(shared: &Shared, entry: Arc<CachedKey>, account: KeyId, now: OffsetDat
             return refuse_key(&entry, rejection, Reason::UsageExceeded, now);
         }
     }
-    let charge = credits::charge(&shared.runtime.credits, account, cost, now);
-    Next::Wait(Wait::Credits {
-        charge,
-        entry,
-        spend: Spend { account, cost },
-    })
+    let spend = Spend { account, cost };
+    match credits::charge(&shared.runtime.credits, account, cost, now) {
+        Charging::Ready(charged) => paid(shared, entry, spend, charged),
+        Charging::Pending(charge) => Next::Wait(Wait::Credits {
+            charge,
+            entry,
+            spend,
+        }),
+    }
 }
 
 /// What a metered request is charged, and to which account.
@@ -492,14 +495,16 @@ fn charge_more(shared: &Shared, key: &ApiKey) -> Next {
         return Next::Pass(None);
     }
     let now = shared.settings.clock.now();
-    let charge = credits::charge(&shared.runtime.credits, account, extra, now);
-    Next::Wait(Wait::Extra {
-        charge,
-        account,
-        key: key.id(),
-        paid,
-        extra,
-    })
+    match credits::charge(&shared.runtime.credits, account, extra, now) {
+        Charging::Ready(charged) => paid_more(shared, account, key.id(), paid, extra, charged),
+        Charging::Pending(charge) => Next::Wait(Wait::Extra {
+            charge,
+            account,
+            key: key.id(),
+            paid,
+            extra,
+        }),
+    }
 }
 
 /// A nested layer's charge, once the bank has answered: passed on with what
