@@ -984,6 +984,8 @@ async fn the_openapi_document_describes_every_route_the_router_serves() {
         ("delete", "/keys/{id}"),
         ("post", "/keys/{id}/rotate"),
         ("get", "/keys/{id}/usage"),
+        ("get", "/keys/{id}/credits"),
+        ("patch", "/keys/{id}/credits"),
         ("get", "/openapi.json"),
     ];
     let h = Harness::new().await;
@@ -1061,6 +1063,9 @@ async fn the_openapi_document_describes_every_route_the_router_serves() {
         "Usage",
         "Problem",
         "FieldError",
+        "Credits",
+        "UpdateCredits",
+        "Refill",
     ] {
         assert!(
             schemas.contains_key(name),

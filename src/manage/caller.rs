@@ -259,6 +259,32 @@ impl Caller {
         self.may_use_environment(record.environment, None)
     }
 
+    /// The caller may set or top up credits: only an `admin` key or an
+    /// operator. A `keys:manage` key could otherwise hand itself, or the keys
+    /// it makes, credits nobody sold it; a person, likewise. Refused with 403
+    /// `insufficient_scope` naming `admin`, whatever the key, so a refusal
+    /// says nothing about it.
+    pub(super) fn may_change_credits(&self) -> Result<(), Problem> {
+        if self.admin {
+            return Ok(());
+        }
+        let detail = match &self.who {
+            Who::Key(_) => {
+                "Setting or topping up credits needs an API key with the `admin` scope: a \
+                 `keys:manage` key cannot give credits, not even to itself or the keys it made. \
+                 Read them with GET."
+            }
+            Who::Person { .. } => {
+                "Only operators set or top up credits; you can read a key's credits with GET."
+            }
+        };
+        Err(Problem::insufficient_scope(
+            Scope::ADMIN.as_str(),
+            detail,
+            Vec::new(),
+        ))
+    }
+
     /// The caller as a grantor: its key as the store holds it now (its
     /// quota and allowlist are not in the request's key info), or a person
     /// under the service's ceiling; `None` for an admin or an operator,
@@ -324,6 +350,17 @@ impl Caller {
     /// The response for a failed management call whose request names its
     /// expiry `expiry_field` (`expires_in_seconds` for a create).
     pub(super) fn refused(&self, err: ManageError, expiry_field: &str) -> Problem {
+        self.refused_naming(err, expiry_field, "credits")
+    }
+
+    /// [`refused`](Self::refused), for a request that names its credits
+    /// `credits_field` (`refill`, for a create that asks for a refill only).
+    pub(super) fn refused_naming(
+        &self,
+        err: ManageError,
+        expiry_field: &str,
+        credits_field: &str,
+    ) -> Problem {
         match err {
             ManageError::Store(StoreError::NotFound(_)) => Problem::not_found(),
             ManageError::Store(StoreError::Unavailable(cause)) => {
@@ -360,23 +397,32 @@ impl Caller {
             ManageError::NotGrantable(violations) => Problem::not_grantable(
                 violations
                     .iter()
-                    .map(|v| violation(v, expiry_field))
+                    .map(|v| violation(v, expiry_field, credits_field))
                     .collect(),
             ),
             ManageError::CreatorRevoked => Problem::creator_revoked(),
             ManageError::InvalidName => {
                 Problem::invalid_field("name", "must be 1 to 200 characters")
             }
+            ManageError::CreditsOutOfRange => Problem::invalid_field(
+                credits_field,
+                format!(
+                    "a credit balance is 0 to {} credits",
+                    keygate_core::MAX_CREDITS
+                ),
+            ),
             other => Problem::internal(&other),
         }
     }
 }
 
 /// One grant violation as a field error: the field of the request it is
-/// about (`expiry_field` names the request's expiry field).
-fn violation(v: &GrantViolation, expiry_field: &str) -> FieldError {
+/// about (`expiry_field` names the request's expiry field, `credits_field`
+/// its credits).
+fn violation(v: &GrantViolation, expiry_field: &str, credits_field: &str) -> FieldError {
     let field = match (v.dimension, v.index, &v.entry) {
         (GrantDimension::Expiry, _, _) => expiry_field.to_owned(),
+        (GrantDimension::Credits, _, _) => credits_field.to_owned(),
         (GrantDimension::AllowedIps, Some(i), _) => format!("allowed_ips[{i}]"),
         (GrantDimension::Metadata, _, Some(entry)) => format!("metadata.{entry}"),
         (dimension, _, _) => dimension.field().to_owned(),

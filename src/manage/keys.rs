@@ -28,7 +28,7 @@ use super::{
 };
 
 /// What a handler answers: a JSON response, or problem+json.
-type Answer = Result<axum::response::Response, Problem>;
+pub(super) type Answer = Result<axum::response::Response, Problem>;
 
 /// What a 422 says about a time outside keygate's bounds
 /// ([`keygate_core::checked_utc`]).
@@ -36,7 +36,7 @@ const TIME_RANGE: &str = "must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:
 
 /// The body read by `parse`, or a problem+json answer when it cannot be
 /// read or is invalid.
-fn read<T>(
+pub(super) fn read<T>(
     body: Result<Bytes, BytesRejection>,
     parse: impl FnOnce(&[u8]) -> Result<T, Vec<FieldError>>,
 ) -> Result<T, Problem> {
@@ -50,7 +50,9 @@ fn read<T>(
 ///
 /// The answer holds the key itself, which is shown this once. A
 /// `keys:manage` key can only create keys for its own owner, with scopes
-/// it holds itself.
+/// it holds itself. With `credits` or `refill` the key is metered; the keys
+/// a metered `keys:manage` key makes spend its credits and may not ask for
+/// their own (403 `not_grantable` on `credits`).
 #[utoipa::path(
     post,
     path = "/keys",
@@ -58,7 +60,7 @@ fn read<T>(
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "The key was issued", body = CreatedKeyView<'static>),
-        (status = 403, description = "`insufficient_scope`, `owner_not_allowed` or `environment_not_allowed`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`, `owner_not_allowed`, `environment_not_allowed` or `not_grantable` (`credits`: the caller is a metered key, whose keys spend its credits)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`: a body not sent as `application/json`", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -93,6 +95,18 @@ pub(super) async fn create_key(caller: Caller, raw: Result<Bytes, BytesRejection
     if let Some(quota) = req.rate_limit {
         new = new.rate_limit(quota);
     }
+    if let Some(credits) = req.credits {
+        new = new.credits(credits);
+    }
+    if let Some(refill) = req.refill {
+        new = new.refill(refill);
+    }
+    // A refusal about credits names the field the request used for them.
+    let credits_field = if req.credits.is_none() && req.refill.is_some() {
+        "refill"
+    } else {
+        "credits"
+    };
     let manager = caller.manager();
     let created = match caller.grantor().await? {
         Some(grantor) => manager.create_as(&grantor, new).await,
@@ -104,7 +118,7 @@ pub(super) async fn create_key(caller: Caller, raw: Result<Bytes, BytesRejection
             "expires_in_seconds",
             "is too far in the future",
         )),
-        Err(e) => Err(caller.refused(e, "expires_in_seconds")),
+        Err(e) => Err(caller.refused_naming(e, "expires_in_seconds", credits_field)),
     }
 }
 

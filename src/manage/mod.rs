@@ -38,6 +38,12 @@
 //!   create, a change or a rotation would produce, so a key cannot lift its
 //!   own restrictions either. It may still read, list and revoke every key
 //!   of its owner;
+//! * only an `admin` key (or an [operator](Identity::operator)) sets or
+//!   tops up credits (`PATCH /keys/{id}/credits`): a `keys:manage` key or a
+//!   person gets 403 `insufficient_scope` (`required_scope`: `admin`), for
+//!   its own keys too, since it would mint credits; they may read them. The
+//!   keys a metered `keys:manage` key makes spend its credits and may not
+//!   ask for their own (403 `not_grantable` on `credits`);
 //! * any other key gets 403 `insufficient_scope`.
 //!
 //! Keys created by a `keys:manage` key die with it: revoking it (unless it
@@ -143,10 +149,28 @@
 //! | `DELETE /keys/{id}` | revokes the key, at once; revoking again keeps the first time; afterwards the other routes on the key answer 404 `revoked` | 200, with the record |
 //! | `POST /keys/{id}/rotate` | replaces the key; the old one works for `grace_seconds` more | 201, with the new key |
 //! | `GET /keys/{id}/usage?since=` | hourly request counts of the key's rotation family (default: the last 24 hours) | 200 |
+//! | `GET /keys/{id}/credits` | the credits the key spends: `metered`, `account`, `remaining`, `refill`, `next_refill` | 200 |
+//! | `PATCH /keys/{id}/credits` | `admin` only: `set` (the new balance) or `add` (a top-up), and/or `refill` (`{"amount": 20, "interval": "day"}`, `null` removes it) | 200, with the credits |
 //! | `GET /openapi.json` | the OpenAPI 3.1 document of these routes, behind the same authorization | 200 |
 //!
 //! No answer ever holds a key's digest, and only the two 201s hold a key.
 //! Every answer carries `Cache-Control: no-store`.
+//!
+//! # Credits
+//!
+//! `POST /keys` with `credits` (0 to 10¹⁵) or `refill` meters the new key:
+//! each admitted request spends one credit (or its route's cost), and at 0
+//! the key is refused until a refill or a top-up. Keys show the account
+//! they spend as `credit_account` (never the balance: listings would read
+//! it once per key); `GET /keys/{id}/credits` reads the balance. A key made
+//! by a metered `keys:manage` key spends its creator's account, and a
+//! rotated key its predecessor's, so `PATCH /keys/{id}/credits` on such a
+//! key changes the account they share.
+//!
+//! ```json
+//! {"metered":true,"account":"Ab3Cd5Ef7G","remaining":740,
+//!  "refill":{"amount":1000,"interval":"month"},"next_refill":"2030-02-01T00:00:00Z"}
+//! ```
 //!
 //! `status=expiring` lists the keys that work now and expire within the
 //! service's expiry-warning window (`KeygateBuilder::expiry_warning`, 7 days
@@ -188,13 +212,14 @@
 //! | status | `code` | when |
 //! |---|---|---|
 //! | 401, 429, 503 | the layer's (`missing_key`, `rate_limited`, …) | the caller's key itself is refused |
-//! | 403 | `insufficient_scope` | the key has neither `admin` nor `keys:manage`, or asks for a scope it lacks (`required_scope` says which) |
+//! | 403 | `insufficient_scope` | the key has neither `admin` nor `keys:manage`, or asks for a scope it lacks (`required_scope` says which), or changes credits without `admin` |
 //! | 403 | `owner_not_allowed`, `environment_not_allowed` | see above |
-//! | 403 | `not_grantable` | the key would be more powerful than the caller's; `errors` names each field (`rate_limit`, `expires_at` / `expires_in_seconds`, `allowed_ips[i]`, `metadata.<entry>`) |
+//! | 403 | `not_grantable` | the key would be more powerful than the caller's; `errors` names each field (`rate_limit`, `expires_at` / `expires_in_seconds`, `allowed_ips[i]`, `metadata.<entry>`, `credits`) |
 //! | 409 | `creator_revoked` | the caller's key was revoked while it created a key, which was revoked with it |
 //! | 404 | `not_found` | no such key, or another owner's |
 //! | 404 | `revoked` | `GET`, `PATCH` or usage of a revoked key; `key` holds its record |
 //! | 409 | `not_rotatable` | rotating a key that is revoked, expired or already rotated |
+//! | 409 | `superseded` | metering (`PATCH /keys/{id}/credits`) a key that is not metered and was rotated away: meter its newest successor |
 //! | 413 | `invalid_body` | a body over axum's body limit |
 //! | 415 | `unsupported_media_type` | a body not sent as `application/json` (or `application/*+json`): what a form or `no-cors` fetch from another site sends, so a signed-in person's browser cannot be made to change keys (CSRF) |
 //! | 422 | `invalid_request` | any invalid input, or a cap exceeded (the lifetime policy included); `errors` lists every bad field (`body` for a value the key store cannot keep, such as a NUL character in PostgreSQL) |
@@ -214,6 +239,7 @@
 //! checks the two agree.
 
 mod caller;
+mod credits;
 #[cfg(feature = "docs")]
 mod docs;
 mod id_param;
@@ -298,6 +324,10 @@ fn routes() -> Router<AdminState> {
         )
         .route("/keys/{id}/rotate", post(keys::rotate_key))
         .route("/keys/{id}/usage", get(keys::key_usage))
+        .route(
+            "/keys/{id}/credits",
+            get(credits::get_credits).patch(credits::update_credits),
+        )
         .route("/openapi.json", get(openapi::openapi_json))
         .route_layer(axum::middleware::from_fn(json_bodies_only))
 }

@@ -19,14 +19,15 @@ use utoipa::{
 
 use super::{
     caller::Caller,
+    credits,
     input::{FieldError, ListStatus},
     keys,
-    schema::{EnvironmentName, KeyStatus},
+    schema::{EnvironmentName, KeyStatus, RefillSchema},
     self_service::{AuthScheme, SchemeKind},
     view::{BucketView, json},
 };
 use crate::Keygate;
-use keygate_core::Limits;
+use keygate_core::{Limits, MAX_CREDITS};
 
 /// This API's OpenAPI 3.1 document.
 ///
@@ -62,14 +63,18 @@ pub(super) fn served(doc: &serde_json::Value, mounted_at: Option<&str>) -> Respo
 #[openapi(
     info(
         title = "keygate key management",
-        description = "Create, list, update, rotate and revoke API keys. Every operation needs an \
-            API key with the `admin` scope (all keys) or `keys:manage` (keys of its own owner).",
+        description = "Create, list, update, rotate and revoke API keys, and read or change the \
+            credits of metered keys. Every operation needs an API key with the `admin` scope (all \
+            keys) or `keys:manage` (keys of its own owner); changing credits needs `admin`.",
     ),
     paths(
         keys::create_key, keys::list_keys, keys::get_key, keys::update_key, keys::revoke_key,
-        keys::rotate_key, keys::key_usage, openapi_json,
+        keys::rotate_key, keys::key_usage, credits::get_credits, credits::update_credits,
+        openapi_json,
     ),
-    components(schemas(KeyStatus, EnvironmentName, ListStatus, FieldError, BucketView)),
+    components(schemas(
+        KeyStatus, EnvironmentName, ListStatus, FieldError, BucketView, RefillSchema
+    )),
     modifiers(&CommonResponses),
     tags(
         (name = "keys", description = "API keys"),
@@ -170,8 +175,9 @@ pub(super) fn document(keys: &Keygate, people: Option<&AuthScheme>) -> serde_jso
     doc.security = Some(vec![SecurityRequirement::new(name, Vec::<String>::new())]);
     if people.is_some() {
         doc.info.description = Some(
-            "Create, list, update, rotate and revoke API keys, signed in with this service's own \
-             sign-in: people manage the keys they own, operators every key."
+            "Create, list, update, rotate and revoke API keys, and read their credits, signed in \
+             with this service's own sign-in: people manage the keys they own, operators every \
+             key (and alone change credits)."
                 .to_owned(),
         );
     }
@@ -308,6 +314,18 @@ const NETWORK: &str = concat!(
 /// An RFC 3339 time from year 1970 to 9999, as the server keeps them (the
 /// server also refuses the few that fall outside once converted to UTC).
 const TIME: &str = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-";
+/// A refill interval as the server reads it (see
+/// [`keygate_core::RefillInterval`]): `day`, `month` (or `daily`,
+/// `monthly`), or a period of 1 s to 366 days in seconds, minutes, hours or
+/// days, without leading zeros.
+pub(super) const REFILL_INTERVAL: &str = concat!(
+    "^(?:day|daily|month|monthly",
+    "|(?:[1-9][0-9]{0,6}|[12][0-9]{7}|30[0-9]{6}|31[0-5][0-9]{5}|316[01][0-9]{4}",
+    "|3162[01][0-9]{3}|31622[0-3][0-9]{2}|31622400)s",
+    "|(?:[1-9][0-9]{0,4}|[1-4][0-9]{5}|5[01][0-9]{4}|52[0-6][0-9]{3}|5270[0-3][0-9]|527040)min",
+    "|(?:[1-9][0-9]{0,2}|[1-7][0-9]{3}|8[0-6][0-9]{2}|87[0-7][0-9]|878[0-4])h",
+    "|(?:[1-9][0-9]?|[12][0-9]{2}|3[0-5][0-9]|36[0-6])d)$",
+);
 /// A cursor as `next_cursor` hands it out: `{unix-nanos}.{id}`.
 const CURSOR: &str = "^[0-9]{1,20}\\.[0-9A-Za-z]{10}$";
 
@@ -343,6 +361,23 @@ fn bounds(doc: &mut serde_json::Value, limits: &Limits) {
             "grace_seconds",
             json!({"maximum": limits.max_rotation_grace.as_secs()}),
         ),
+        (
+            "CreateKey",
+            "credits",
+            json!({"minimum": 0, "maximum": MAX_CREDITS}),
+        ),
+        (
+            "UpdateCredits",
+            "set",
+            json!({"minimum": 0, "maximum": MAX_CREDITS}),
+        ),
+        (
+            "UpdateCredits",
+            "add",
+            json!({"minimum": 0, "maximum": MAX_CREDITS}),
+        ),
+        ("Refill", "amount", json!({"maximum": MAX_CREDITS})),
+        ("Refill", "interval", json!({"pattern": REFILL_INTERVAL})),
     ] {
         if let Some(target) = doc.pointer_mut(&format!("{schemas}/{schema}/properties/{field}")) {
             merge(target, change);
@@ -375,7 +410,13 @@ fn bounds(doc: &mut serde_json::Value, limits: &Limits) {
     }
     // Unknown body fields are refused (a misspelt field must not go
     // unnoticed).
-    for schema in ["CreateKey", "UpdateKey", "RotateKey"] {
+    for schema in [
+        "CreateKey",
+        "UpdateKey",
+        "RotateKey",
+        "UpdateCredits",
+        "Refill",
+    ] {
         if let Some(target) = doc.pointer_mut(&format!("{schemas}/{schema}")) {
             merge(target, json!({"additionalProperties": false}));
         }
@@ -385,6 +426,13 @@ fn bounds(doc: &mut serde_json::Value, limits: &Limits) {
         if let Some(target) = doc.pointer_mut(&format!("{schemas}/CreateKey/properties/{field}")) {
             merge(target, json!({"type": [kind, "null"]}));
         }
+    }
+    // A change to credits changes something, and one balance at most.
+    if let Some(target) = doc.pointer_mut(&format!("{schemas}/UpdateCredits")) {
+        merge(
+            target,
+            json!({"minProperties": 1, "not": {"required": ["set", "add"]}}),
+        );
     }
     // An empty `PATCH` changes nothing, and answers the key as it is.
     if let Some(body) = doc.pointer_mut("/paths/~1keys~1{id}/patch/requestBody") {

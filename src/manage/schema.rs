@@ -65,6 +65,29 @@ pub(super) struct KeySchema {
     /// until its `expires_at`, the end of the grace period.
     #[schema(required = true)]
     superseded_by: Option<String>,
+    /// The id of the credit account the key spends, if it is metered: its
+    /// own family's, or, for a key made by a metered `keys:manage` key, its
+    /// creator's (the keys share one balance). `null`: not metered. The
+    /// balance is at `GET /keys/{id}/credits`.
+    #[schema(required = true, example = "Ab3Cd5Ef7G")]
+    credit_account: Option<String>,
+}
+
+/// How a balance refills: to `amount` credits at the start of each
+/// `interval`, in UTC (a balance above `amount`, after a top-up, is kept).
+// keygate_core::Refill as the document shows it.
+#[derive(ToSchema)]
+#[schema(as = Refill, example = json!({"amount": 1000, "interval": "month"}))]
+#[expect(dead_code, reason = "describes keygate_core::Refill; never built")]
+pub(super) struct RefillSchema {
+    /// The balance each refill tops up to: 1 to 10^15 credits.
+    #[schema(minimum = 1, example = 1000)]
+    amount: u64,
+    /// `day` (midnight UTC), `month` (the first, midnight UTC), or a period
+    /// from 1 s to 366 days counted from the Unix epoch: `90s`, `15min`,
+    /// `6h`, `7d`.
+    #[schema(example = "day")]
+    interval: String,
 }
 
 /// Whether a key works now: [`keygate_core::KeyStatus`] as the OpenAPI

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use keygate_core::{Cursor, IpNet, KeyFormat, Metadata, Owner, Quota, Scopes};
+use keygate_core::{Cursor, IpNet, KeyFormat, MAX_CREDITS, Metadata, Owner, Quota, Refill, Scopes};
 
 use crate::{commands::webhook::WebhookCommand, duration};
 
@@ -163,6 +163,15 @@ pub(crate) enum KeysCommand {
     Remind(RemindArgs),
     /// Show a key's requests per hour.
     Usage(UsageArgs),
+    /// Show a key's credits; --set, --add, --refill or --no-refill change
+    /// them.
+    ///
+    /// A metered key spends one credit per request (or its route's cost)
+    /// and is refused at 0 until a refill or a top-up. Changing the credits
+    /// of a key that is not metered meters it, starting from 0 before the
+    /// change. A key made by a metered key spends its creator's account:
+    /// changing its credits changes that shared account.
+    Credits(CreditsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +212,20 @@ pub(crate) struct CreateArgs {
     /// Issue a `test` key instead of a `live` one.
     #[arg(long)]
     pub(crate) test: bool,
+    /// Meter the key: the credits it starts with (0 to 10^15). Each request
+    /// spends one (or its route's cost); at 0 the key is refused until a
+    /// refill or a top-up (`keygate keys credits ID --add N`).
+    #[arg(long, value_parser = parse_credits, allow_negative_numbers = true, value_name = "N")]
+    pub(crate) credits: Option<u64>,
+    /// Refill the key's credits to AMOUNT every INTERVAL, e.g. 20/day,
+    /// 1000/month or 500/6h. Without --credits the key starts with AMOUNT.
+    #[arg(
+        long,
+        value_parser = parse_refill,
+        allow_hyphen_values = true,
+        value_name = "AMOUNT/INTERVAL"
+    )]
+    pub(crate) refill: Option<Refill>,
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +300,39 @@ pub(crate) struct UpdateArgs {
     /// New metadata, a JSON object (replaces the old one).
     #[arg(long, value_parser = parse_metadata, value_name = "JSON")]
     pub(crate) metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreditsArgs {
+    /// The key's id.
+    #[arg(value_name = "ID")]
+    pub(crate) id: String,
+    /// Set the balance to N credits (0 to 10^15).
+    #[arg(
+        long,
+        value_parser = parse_credits,
+        allow_negative_numbers = true,
+        value_name = "N",
+        conflicts_with = "add"
+    )]
+    pub(crate) set: Option<u64>,
+    /// Add N credits to the balance (a top-up; the balance stays at most
+    /// 10^15).
+    #[arg(long, value_parser = parse_credits, allow_negative_numbers = true, value_name = "N")]
+    pub(crate) add: Option<u64>,
+    /// Refill the balance to AMOUNT every INTERVAL from now on, e.g. 20/day,
+    /// 1000/month or 500/6h.
+    #[arg(
+        long,
+        value_parser = parse_refill,
+        allow_hyphen_values = true,
+        value_name = "AMOUNT/INTERVAL",
+        conflicts_with = "no_refill"
+    )]
+    pub(crate) refill: Option<Refill>,
+    /// Stop refilling the balance.
+    #[arg(long)]
+    pub(crate) no_refill: bool,
 }
 
 #[derive(Debug, Args)]
@@ -391,6 +447,35 @@ fn parse_metadata(s: &str) -> Result<Metadata, String> {
     }
 }
 
+/// A balance or top-up: a whole number from 0 to [`MAX_CREDITS`].
+fn parse_credits(s: &str) -> Result<u64, String> {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return match digits.parse::<u64>() {
+            Ok(n) if n <= MAX_CREDITS => Ok(n),
+            _ => Err(format!(
+                "too many credits: a balance is at most {MAX_CREDITS} (10^15)"
+            )),
+        };
+    }
+    let why = if s.starts_with('-') {
+        "credits cannot be negative"
+    } else {
+        "credits are a whole number, written with digits only"
+    };
+    Err(format!("{why}: pass 0 to {MAX_CREDITS} (10^15), e.g. 5000"))
+}
+
+/// A refill, `AMOUNT/INTERVAL`.
+fn parse_refill(s: &str) -> Result<Refill, String> {
+    s.parse().map_err(|e| {
+        format!(
+            "{e}; a refill is AMOUNT/INTERVAL with AMOUNT from 1 to {MAX_CREDITS}, e.g. 20/day, \
+             1000/month or 500/6h (INTERVAL: day, month, or 1s to 366d as 90s, 15min, 6h, 7d)"
+        )
+    })
+}
+
 fn parse_cursor(s: &str) -> Result<Cursor, String> {
     s.parse().map_err(|_| {
         "not a page cursor: pass the value `keygate keys list` printed after its last page"
@@ -422,6 +507,37 @@ mod tests {
             "2001:db8::1/128"
         );
         assert!(parse_net("10.0.0.0/40").unwrap_err().contains("CIDR"));
+    }
+
+    #[test]
+    fn credits_are_whole_numbers_up_to_the_maximum() {
+        assert_eq!(parse_credits("0"), Ok(0));
+        assert_eq!(parse_credits("+5"), Ok(5));
+        assert_eq!(parse_credits("1000000000000000"), Ok(MAX_CREDITS));
+        for (bad, says) in [
+            ("1000000000000001", "at most"),
+            ("99999999999999999999", "at most"),
+            ("-1", "negative"),
+            ("1e3", "whole number"),
+            ("1.5", "whole number"),
+            ("", "whole number"),
+            ("+", "whole number"),
+            (" 5", "whole number"),
+        ] {
+            let err = parse_credits(bad).unwrap_err();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+        assert_eq!(parse_refill("20/day").unwrap().to_string(), "20/day");
+        for bad in [
+            "0/day",
+            "5/week",
+            "20",
+            "x/day",
+            "1000000000000001/day",
+            "5/0h",
+        ] {
+            assert!(parse_refill(bad).unwrap_err().contains("20/day"), "{bad}");
+        }
     }
 
     #[test]

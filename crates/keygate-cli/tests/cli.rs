@@ -243,7 +243,7 @@ fn help_lists_the_commands_and_settings() {
     }
     let keys = db.ok(&["keys", "--help"]).stdout;
     for command in [
-        "create", "list", "show", "update", "revoke", "rotate", "expiring", "usage",
+        "create", "list", "show", "update", "revoke", "rotate", "expiring", "usage", "credits",
     ] {
         assert!(
             lists(&keys, command),
@@ -1346,4 +1346,265 @@ fn the_lifetime_policy_binds_the_cli() {
     let help = db.ok(&["--help"]).stdout;
     assert!(help.contains("KEYGATE_MAX_KEY_LIFETIME"), "{help}");
     assert!(help.contains("KEYGATE_DEFAULT_KEY_LIFETIME"), "{help}");
+}
+
+/// Credits through the binary: a key metered at creation (credits and a
+/// refill, or a refill alone), shown with its account by `show` and `list`,
+/// read and changed by `keys credits` in text and JSON (the HTTP API's
+/// shape), every change in the audit trail; a key that is not metered says
+/// so, and a first top-up meters it.
+#[test]
+fn credits_through_the_binary() {
+    let db = Db::sqlite();
+    db.ok(&["migrate"]);
+    let created = db.ok(&[
+        "--json",
+        "keys",
+        "create",
+        "--owner",
+        "user:ann",
+        "--name",
+        "trial",
+        "--scopes",
+        "read",
+        "--credits",
+        "100",
+        "--refill",
+        "20/day",
+    ]);
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.json()["credit_account"], id.as_str());
+    let store = db.sqlite_store();
+    assert_eq!(
+        find(&store, id.parse().unwrap()).credit_account,
+        Some(id.parse().unwrap())
+    );
+
+    let shown = db.ok(&["keys", "show", &id]).stdout;
+    assert!(
+        shown.contains(&format!("credit account  {id} (its own)")),
+        "{shown}"
+    );
+    let listed = db.ok(&["keys", "list"]).stdout;
+    assert!(listed.contains("CREDIT ACCOUNT"), "{listed}");
+    assert_eq!(
+        db.ok(&["--json", "keys", "list"]).json()["keys"][0]["credit_account"],
+        id.as_str()
+    );
+
+    let text = db.ok(&["keys", "credits", &id]).stdout;
+    for part in ["100 credits", "20/day", "next refill", &id] {
+        assert!(text.contains(part), "{part} in:\n{text}");
+    }
+    let json = db.ok(&["--json", "keys", "credits", &id]).json();
+    assert_eq!(json["metered"], true);
+    assert_eq!(json["account"], id.as_str());
+    assert_eq!(json["remaining"], 100);
+    assert_eq!(
+        json["refill"],
+        serde_json::json!({"amount": 20, "interval": "day"})
+    );
+    assert!(
+        json["next_refill"]
+            .as_str()
+            .unwrap()
+            .ends_with("T00:00:00Z")
+    );
+
+    let credits = |args: &[&str]| {
+        let mut all = vec!["--json", "keys", "credits", &id];
+        all.extend_from_slice(args);
+        db.ok(&all).json()
+    };
+    assert_eq!(credits(&["--add", "5"])["remaining"], 105);
+    assert_eq!(credits(&["--set", "7"])["remaining"], 7);
+    let monthly = credits(&["--refill", "1000/month"]);
+    assert_eq!(
+        monthly["refill"],
+        serde_json::json!({"amount": 1000, "interval": "month"})
+    );
+    assert_eq!(monthly["remaining"], 7);
+    let none = credits(&["--set", "1000000000000000", "--no-refill"]);
+    assert_eq!(none["remaining"], 1_000_000_000_000_000_u64);
+    assert_eq!(none["refill"], Value::Null);
+    assert_eq!(none["next_refill"], Value::Null);
+    let changed = db.ok(&["keys", "credits", &id, "--add", "1"]).stdout;
+    assert!(
+        changed.starts_with(&format!("Changed the credits of key {id}: 1 added.")),
+        "{changed}"
+    );
+    let audit = db.ok(&["--json", "audit", "--key", &id]).json();
+    assert_eq!(
+        actions(&audit),
+        [
+            "credits", "credits", "credits", "credits", "credits", "create"
+        ]
+    );
+
+    // A refill alone meters a key with its amount.
+    let free = db
+        .ok(&[
+            "--json", "keys", "create", "--owner", "user:ann", "--name", "free", "--scopes", "",
+            "--refill", "50/6h",
+        ])
+        .json();
+    let free = free["id"].as_str().unwrap().to_owned();
+    let json = db.ok(&["--json", "keys", "credits", &free]).json();
+    assert_eq!(json["remaining"], 50);
+    assert_eq!(json["refill"]["interval"], "6h");
+
+    // Not metered: said so; `--no-refill` alone changes nothing (it must
+    // not meter the key with nothing to spend); a top-up meters it.
+    let plain = db
+        .ok(&keys_create("user:ann", "plain", "read", &["--json"]))
+        .json();
+    let plain = plain["id"].as_str().unwrap().to_owned();
+    let text = db.ok(&["keys", "credits", &plain]).stdout;
+    assert!(text.contains("is not metered"), "{text}");
+    assert_eq!(
+        db.ok(&["--json", "keys", "credits", &plain]).json(),
+        serde_json::json!({
+            "metered": false, "account": null, "remaining": null, "refill": null, "next_refill": null
+        })
+    );
+    assert!(
+        db.ok(&["keys", "show", &plain])
+            .stdout
+            .contains("- (not metered)")
+    );
+    let nothing = db.ok(&["keys", "credits", &plain, "--no-refill"]).stdout;
+    assert!(
+        nothing.contains("has no refill to remove: nothing changed"),
+        "{nothing}"
+    );
+    assert_eq!(
+        db.ok(&["--json", "keys", "credits", &plain, "--no-refill"])
+            .json()["metered"],
+        false
+    );
+    assert_eq!(find(&store, plain.parse().unwrap()).credit_account, None);
+    let metered = db.ok(&["keys", "credits", &plain, "--add", "30"]).stdout;
+    assert!(metered.contains("metered from now on"), "{metered}");
+    assert!(metered.contains("30 credits"), "{metered}");
+    assert_eq!(
+        find(&store, plain.parse().unwrap()).credit_account,
+        Some(plain.parse().unwrap())
+    );
+    // A key rotated away is not metered alone: its successor would stay
+    // free. Rotating a metered key keeps its account.
+    let old = db
+        .ok(&keys_create("user:ann", "rotating", "read", &["--json"]))
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let new = db
+        .ok(&["--json", "keys", "rotate", &old, "--grace", "1h"])
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = db.fails(
+        &["keys", "credits", &old, "--set", "5"],
+        1,
+        &format!("key {old} was rotated to {new} and is not metered"),
+    );
+    assert!(
+        run.stderr.contains(&format!("keygate keys show {new}")),
+        "{run:#?}"
+    );
+    assert_eq!(find(&store, old.parse().unwrap()).credit_account, None);
+    let rotated = db
+        .ok(&["--json", "keys", "rotate", &id, "--grace", "0s"])
+        .json();
+    assert_eq!(rotated["credit_account"], id.as_str());
+    let new_id = rotated["id"].as_str().unwrap();
+    assert_eq!(
+        db.ok(&["--json", "keys", "credits", new_id]).json()["account"],
+        id.as_str()
+    );
+    db.fails(
+        &["keys", "credits", "Ab3Cd5Ef7G"],
+        1,
+        "no key with id Ab3Cd5Ef7G",
+    );
+    db.fails(
+        &["keys", "credits", "Ab3Cd5Ef7G", "--add", "1"],
+        1,
+        "no key with id Ab3Cd5Ef7G",
+    );
+}
+
+/// Hostile credit values are usage errors that say what is accepted, never
+/// a panic, and change nothing.
+#[test]
+fn credits_flags_refuse_hostile_values() {
+    let db = Db::sqlite();
+    db.ok(&["migrate"]);
+    let id = db
+        .ok(&keys_create(
+            "user:ann",
+            "m",
+            "read",
+            &["--json", "--credits", "5"],
+        ))
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refill_forms = "e.g. 20/day, 1000/month or 500/6h";
+    let cases: &[(&[&str], &str)] = &[
+        (&["--set", "-1"], "credits cannot be negative"),
+        (&["--add", "-1"], "credits cannot be negative"),
+        (&["--add", "1e3"], "credits are a whole number"),
+        (&["--set", "1.5"], "credits are a whole number"),
+        (&["--set", "five"], "credits are a whole number"),
+        (&["--set", ""], "credits are a whole number"),
+        (
+            &["--set", "99999999999999999999"],
+            "at most 1000000000000000",
+        ),
+        (&["--add", "1000000000000001"], "at most 1000000000000000"),
+        (&["--refill", "0/day"], refill_forms),
+        (&["--refill", "5/week"], "unknown refill interval \"week\""),
+        (&["--refill", "5/week"], refill_forms),
+        (&["--refill", "20"], refill_forms),
+        (&["--refill", "-5/day"], refill_forms),
+        (&["--refill", "1000000000000001/day"], refill_forms),
+        (&["--refill", "5/367d"], refill_forms),
+        (&["--refill", "5/0h"], refill_forms),
+        (&["--set", "1", "--add", "1"], "cannot be used with"),
+        (&["--refill", "5/day", "--no-refill"], "cannot be used with"),
+    ];
+    for (flags, message) in cases {
+        let mut args = vec!["keys", "credits", &id];
+        args.extend_from_slice(flags);
+        let run = db.fails(&args, 2, message);
+        assert!(!run.stderr.contains("panicked"), "{run:#?}");
+    }
+    for (flags, message) in [
+        (&["--credits", "-5"][..], "credits cannot be negative"),
+        (&["--credits", "1e3"], "credits are a whole number"),
+        (
+            &["--credits", "1000000000000001"],
+            "at most 1000000000000000",
+        ),
+        (&["--refill", "0/day"], refill_forms),
+        (&["--refill", "5/week"], refill_forms),
+    ] {
+        let mut args = keys_create("user:ann", "hostile", "read", flags);
+        args.insert(0, "--json");
+        let run = db.fails(&args, 2, message);
+        assert!(!run.stderr.contains("panicked"), "{run:#?}");
+    }
+    let json = db.ok(&["--json", "keys", "credits", &id]).json();
+    assert_eq!(json["remaining"], 5, "nothing changed");
+    assert_eq!(
+        db.ok(&["--json", "keys", "list"]).json()["keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "no key was made"
+    );
 }

@@ -77,6 +77,12 @@ pub struct KeyView {
     pub metadata: Metadata,
     /// [`KeyRecord::superseded_by`].
     pub superseded_by: Option<String>,
+    /// [`KeyRecord::credit_account`]: the id of the credit account the key
+    /// spends (its own family's, or its metered creator's), or `None` for a
+    /// key that is not metered. Never the balance: that is one read of the
+    /// [`CreditBank`](crate::CreditBank) per key
+    /// ([`KeyManager::credits`](crate::KeyManager::credits)).
+    pub credit_account: Option<String>,
 }
 
 impl KeyView {
@@ -100,6 +106,7 @@ impl KeyView {
             allowed_ips: record.allowed_ips.iter().map(ToString::to_string).collect(),
             metadata: record.metadata.clone(),
             superseded_by: record.superseded_by.map(|id| id.to_string()),
+            credit_account: record.credit_account.map(|id| id.to_string()),
         }
     }
 }

@@ -1,17 +1,20 @@
-//! The bodies of `POST /keys`, `PATCH /keys/{id}` and
-//! `POST /keys/{id}/rotate`.
+//! The bodies of `POST /keys`, `PATCH /keys/{id}`,
+//! `POST /keys/{id}/rotate` and `PATCH /keys/{id}/credits`.
 
-use keygate_core::{Environment, IpNet, KeyUpdate, Metadata, Owner, Quotas, Scope};
+use keygate_core::{
+    BalanceChange, CreditUpdate, Environment, IpNet, KeyUpdate, Metadata, Owner, Quotas, Refill,
+    Scope,
+};
 use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::{
-    super::schema::EnvironmentName,
+    super::schema::{EnvironmentName, RefillSchema},
     Errors, FieldError,
     value::{
-        environment, metadata, name, networks, object, optional, optional_timestamp, owner, quotas,
-        required, scopes, seconds, unknown_fields,
+        credits, environment, metadata, name, networks, object, optional, optional_timestamp,
+        owner, quotas, refill, required, scopes, seconds, unknown_fields,
     },
 };
 
@@ -53,6 +56,19 @@ pub(in crate::manage) struct CreateKeyRequest {
     /// request.
     #[schema(value_type = Option<EnvironmentName>)]
     pub(in crate::manage) environment: Option<Environment>,
+    /// Meter the key: the credits it starts with (0 to 10^15). Each
+    /// admitted request spends one, or the cost its route declares; at 0
+    /// the key is refused until a refill or a top-up. With `refill` and
+    /// without `credits`, the key starts with the refill's `amount`. Absent
+    /// or `null` (and no `refill`): the key is not metered. A key made by a
+    /// metered `keys:manage` key spends its creator's credits and cannot
+    /// have its own (403 `not_grantable` on `credits`).
+    #[schema(example = 1000)]
+    pub(in crate::manage) credits: Option<u64>,
+    /// Refill the key's credits to `amount` at the start of each
+    /// `interval` (UTC). Absent or `null`: no refill.
+    #[schema(value_type = Option<RefillSchema>)]
+    pub(in crate::manage) refill: Option<Refill>,
 }
 
 /// Changes to a key: only the fields present change.
@@ -84,6 +100,45 @@ pub(in crate::manage) struct UpdateKeyRequest {
     #[schema(value_type = Option<String>, format = DateTime, example = "2030-01-01T00:00:00Z")]
     #[serde(default)]
     pub(in crate::manage) expires_at: Option<Option<OffsetDateTime>>,
+}
+
+/// A change to the credits of a key: its balance (`set` or `add`, not
+/// both), its refill, or both. A key that is not metered becomes metered,
+/// with an account of its own that starts from 0 before the change.
+#[derive(Debug, Default, ToSchema)]
+#[schema(
+    as = UpdateCredits,
+    example = json!({"add": 5000, "refill": {"amount": 1000, "interval": "month"}})
+)]
+pub(in crate::manage) struct UpdateCreditsRequest {
+    /// The new balance (0 to 10^15): it replaces the current one, and
+    /// counts as this refill period's.
+    #[schema(value_type = u64, example = 5000)]
+    #[serde(default)]
+    pub(in crate::manage) set: Option<u64>,
+    /// Credits to add to the balance (a purchase); the balance never goes
+    /// above 10^15.
+    #[schema(value_type = u64, example = 1000)]
+    #[serde(default)]
+    pub(in crate::manage) add: Option<u64>,
+    /// The new refill rule, effective from the current period; `null`:
+    /// the balance no longer refills.
+    #[schema(value_type = Option<RefillSchema>)]
+    #[serde(default)]
+    pub(in crate::manage) refill: Option<Option<Refill>>,
+}
+
+impl From<&UpdateCreditsRequest> for CreditUpdate {
+    fn from(r: &UpdateCreditsRequest) -> Self {
+        Self {
+            balance: match (r.set, r.add) {
+                (Some(n), _) => Some(BalanceChange::Set(n)),
+                (None, Some(n)) => Some(BalanceChange::Add(n)),
+                (None, None) => None,
+            },
+            refill: r.refill,
+        }
+    }
 }
 
 impl From<UpdateKeyRequest> for KeyUpdate {
@@ -133,9 +188,12 @@ pub(in crate::manage) fn create(
     let metadata = optional(&mut map, "metadata").map(|v| e.check("metadata", metadata(&v)));
     let environment =
         optional(&mut map, "environment").map(|v| e.check("environment", environment(&v)));
+    let credits = optional(&mut map, "credits").map(|v| e.check("credits", credits(&v)));
+    let refill = optional(&mut map, "refill").map(|v| refill("refill", &v, e));
     unknown_fields(
         map,
-        "owner, name, scopes, expires_in_seconds, rate_limit, allowed_ips, metadata, environment",
+        "owner, name, scopes, expires_in_seconds, rate_limit, allowed_ips, metadata, \
+         environment, credits, refill",
         e,
     );
     errors.finish(|| {
@@ -148,6 +206,8 @@ pub(in crate::manage) fn create(
             allowed_ips: allowed_ips.flatten().unwrap_or_default(),
             metadata: metadata.flatten().unwrap_or_default(),
             environment: environment.flatten(),
+            credits: credits.flatten(),
+            refill: refill.flatten(),
         })
     })
 }
@@ -193,11 +253,60 @@ pub(in crate::manage) fn update(body: &[u8]) -> Result<UpdateKeyRequest, Vec<Fie
             );
         }
     }
+    // A key's credits are not a setting of the key: they have a route of
+    // their own, which only an `admin` may use.
+    for credit in ["credits", "refill", "credit_account", "set", "add"] {
+        if map.remove(credit).is_some() {
+            e.push(
+                credit,
+                "credits are changed with `PATCH /keys/{id}/credits` (by an `admin` only), not \
+                 here",
+            );
+        }
+    }
     unknown_fields(
         map,
         "name, scopes, rate_limit, allowed_ips, metadata, expires_at",
         e,
     );
+    errors.finish(|| Some(req))
+}
+
+/// Reads the body of `PATCH /keys/{id}/credits`: `set` or `add` (not
+/// both), and/or `refill`; at least one of them.
+pub(in crate::manage) fn update_credits(
+    body: &[u8],
+) -> Result<UpdateCreditsRequest, Vec<FieldError>> {
+    let mut map = object(body)?;
+    let mut errors = Errors::default();
+    let e = &mut errors;
+    let mut req = UpdateCreditsRequest::default();
+    if let Some(v) = map.remove("set") {
+        req.set = e.check("set", credits(&v));
+    }
+    if let Some(v) = map.remove("add") {
+        req.add = e.check("add", credits(&v));
+    }
+    if let Some(v) = map.remove("refill") {
+        req.refill = match v {
+            Value::Null => Some(None),
+            v => refill("refill", &v, e).map(Some),
+        };
+    }
+    unknown_fields(map, "set, add, refill", e);
+    if req.set.is_some() && req.add.is_some() {
+        e.push(
+            "add",
+            "give either `set` (the new balance) or `add` (a top-up), not both",
+        );
+    }
+    if e.0.is_empty() && req.set.is_none() && req.add.is_none() && req.refill.is_none() {
+        e.push(
+            "body",
+            "nothing to change: give `set` (the new balance) or `add` (a top-up), and/or \
+             `refill` (`null` removes it)",
+        );
+    }
     errors.finish(|| Some(req))
 }
 

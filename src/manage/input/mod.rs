@@ -5,9 +5,10 @@
 //! each with the path of the field it concerns (`scopes[1]`), instead of
 //! the first one only as a line of text.
 //!
-//! [`body`] reads the bodies of `POST /keys`, `PATCH /keys/{id}` and
-//! `POST /keys/{id}/rotate`, [`query`] the query strings of the `GET`
-//! routes, both with the readers of single values in [`value`].
+//! [`body`] reads the bodies of `POST /keys`, `PATCH /keys/{id}`,
+//! `POST /keys/{id}/rotate` and `PATCH /keys/{id}/credits`, [`query`] the
+//! query strings of the `GET` routes, both with the readers of single
+//! values in [`value`].
 
 mod body;
 mod query;
@@ -17,7 +18,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub(super) use self::{
-    body::{CreateKeyRequest, RotateKeyRequest, UpdateKeyRequest, create, rotate, update},
+    body::{
+        CreateKeyRequest, RotateKeyRequest, UpdateCreditsRequest, UpdateKeyRequest, create, rotate,
+        update, update_credits,
+    },
     query::{ListQuery, ListStatus, UsageQuery, list, usage},
 };
 

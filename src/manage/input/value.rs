@@ -1,7 +1,9 @@
 //! Readers of single JSON values: each says what it expected and what it
 //! found, in words a client can act on.
 
-use keygate_core::{Environment, IpNet, Metadata, Owner, Quotas, Scope};
+use keygate_core::{
+    Environment, IpNet, MAX_CREDITS, Metadata, Owner, Quotas, Refill, RefillInterval, Scope,
+};
 use serde_json::{Map, Value};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -140,14 +142,7 @@ pub(super) fn environment(v: &Value) -> Result<Environment, String> {
 /// zero fraction (`60.0`) is whole, as JSON Schema's `integer` says.
 pub(super) fn seconds(v: &Value, min: u64) -> Result<u64, String> {
     let whole = "a whole number of seconds";
-    // 2^64: the first whole float a u64 cannot hold.
-    let integral = |f: f64| f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f);
-    // Whole, non-negative and below 2^64, checked just before: the cast is
-    // exact.
-    let number = v
-        .as_u64()
-        .or_else(|| v.as_f64().filter(|f| integral(*f)).map(|f| f as u64));
-    match number {
+    match as_whole(v) {
         Some(n) if n >= min => Ok(n),
         Some(_) if min == 1 => Err("must be at least 1 second".to_owned()),
         Some(_) => Err(format!("must be at least {min}")),
@@ -157,6 +152,91 @@ pub(super) fn seconds(v: &Value, min: u64) -> Result<u64, String> {
         None if v.is_number() => Err(format!("expected {whole}, found a fraction")),
         None => Err(expected(whole, v)),
     }
+}
+
+/// `v` as a whole, non-negative number a `u64` holds, if it is one. A
+/// number written with a zero fraction (`60.0`) is whole, as JSON Schema's
+/// `integer` says.
+fn as_whole(v: &Value) -> Option<u64> {
+    // 2^64: the first whole float a u64 cannot hold.
+    let integral = |f: f64| f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f);
+    // Whole, non-negative and below 2^64, checked just before: the cast is
+    // exact.
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| integral(*f)).map(|f| f as u64))
+}
+
+/// A whole number from `min` to `max` (see [`as_whole`]), for the quantity
+/// `what` (`credits`).
+fn whole(v: &Value, min: u64, max: u64, what: &str) -> Result<u64, String> {
+    let range = || format!("must be a whole number of {what} from {min} to {max}");
+    match as_whole(v) {
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        Some(_) => Err(range()),
+        None if v.as_i64().is_some() || v.as_f64().is_some_and(|f| f < 0.0) => {
+            Err(format!("must not be negative: {}", range()))
+        }
+        None if v.is_number() => Err(format!(
+            "expected a whole number of {what}, found a fraction"
+        )),
+        None => Err(expected(&format!("a whole number of {what}"), v)),
+    }
+}
+
+/// A credit balance or top-up: 0 to [`MAX_CREDITS`].
+pub(super) fn credits(v: &Value) -> Result<u64, String> {
+    whole(v, 0, MAX_CREDITS, "credits")
+}
+
+/// A refill, `{"amount": 20, "interval": "day"}`: each problem at its own
+/// path (`refill.amount`), unknown members refused. `None` after recording
+/// what is wrong.
+pub(super) fn refill(field: &str, v: &Value, errors: &mut Errors) -> Option<Refill> {
+    let Value::Object(map) = v else {
+        errors.push(
+            field,
+            expected(r#"an object such as {"amount": 20, "interval": "day"}"#, v),
+        );
+        return None;
+    };
+    let mut map = map.clone();
+    let at = |member: &str| format!("{field}.{member}");
+    let amount = match map.remove("amount") {
+        None | Some(Value::Null) => {
+            errors.push(at("amount"), "required: the balance each refill tops up to");
+            None
+        }
+        Some(v) => errors.check(&at("amount"), whole(&v, 1, MAX_CREDITS, "credits")),
+    };
+    let interval = match map.remove("interval") {
+        None | Some(Value::Null) => {
+            errors.push(at("interval"), format!("required: {INTERVALS}"));
+            None
+        }
+        Some(v) => errors.check(&at("interval"), string(&v).and_then(refill_interval)),
+    };
+    for (name, _) in map {
+        errors.push(at(&name), "unknown field; expected amount, interval");
+    }
+    Refill::new(amount?, interval?).ok()
+}
+
+/// What a refill interval may be, for messages.
+const INTERVALS: &str = "`day`, `month`, or a period from 1 s to 366 days written `{n}s`, \
+    `{n}min`, `{n}h` or `{n}d` (`90s`, `15min`, `6h`, `7d`)";
+
+/// A refill interval, exactly as the document's pattern describes it: no
+/// surrounding spaces, no leading zeros.
+fn refill_interval(s: &str) -> Result<RefillInterval, String> {
+    let shown = || s.chars().take(32).collect::<String>();
+    if s.trim() != s || s.starts_with('0') {
+        return Err(format!(
+            "{:?} is not a refill interval: use {INTERVALS}",
+            shown()
+        ));
+    }
+    s.parse()
+        .map_err(|_| format!("{:?} is not a refill interval: use {INTERVALS}", shown()))
 }
 
 /// An RFC 3339 time, in UTC, within keygate's bounds

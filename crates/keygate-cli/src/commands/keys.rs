@@ -1,23 +1,26 @@
-//! `keygate keys …`: create, list, show, update, revoke, rotate, and the
-//! expiry and usage reports.
+//! `keygate keys …`: create, list, show, update, revoke, rotate, credits,
+//! and the expiry and usage reports.
 
 use std::fmt::Write as _;
 
 use keygate_core::{
-    BoxError, BoxFuture, CreatedKey, Cursor, Environment, KeyFilter, KeyUpdate, NewKey, Notifier,
-    Page, Reminder, ReminderPolicy,
+    BalanceChange, BoxError, BoxFuture, CreatedKey, CreditUpdate, Cursor, Environment, KeyFilter,
+    KeyRecord, KeyUpdate, NewKey, Notifier, Page, Reminder, ReminderPolicy,
 };
 use keygate_webhook::{WebhookNotifier, WebhookSigner};
 use serde_json::json;
 
 use super::{Ctx, parse_id, quotas, shell_word};
 use crate::{
-    args::{CreateArgs, ExpiringArgs, ListArgs, RemindArgs, RotateArgs, UpdateArgs, UsageArgs},
+    args::{
+        CreateArgs, CreditsArgs, ExpiringArgs, ListArgs, RemindArgs, RotateArgs, UpdateArgs,
+        UsageArgs,
+    },
     duration,
     error::CliError,
     output::{
-        self, BucketView, CreatedView, KeyListView, KeyView, Table, UsageView, from_now, printable,
-        timestamp,
+        self, BucketView, CreatedView, CreditsView, KeyListView, KeyView, Table, UsageView,
+        from_now, printable, timestamp,
     },
 };
 
@@ -39,6 +42,12 @@ pub(super) async fn create(ctx: &Ctx, args: CreateArgs) -> Result<(), CliError> 
     }
     if let Some(metadata) = args.metadata {
         new = new.metadata(metadata);
+    }
+    if let Some(credits) = args.credits {
+        new = new.credits(credits);
+    }
+    if let Some(refill) = args.refill {
+        new = new.refill(refill);
     }
     let created = ctx.manage(ctx.manager.create(new)).await?;
     let view = ctx.view(&created.record);
@@ -137,6 +146,8 @@ pub(super) async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
     }
     // Without --owner the list mixes owners: say whose each key is.
     let owners = args.owner.is_none();
+    // The account each metered key spends, when the page has one.
+    let metered = views.iter().any(|v| v.credit_account.is_some());
     let mut headings = vec!["ID"];
     if owners {
         headings.push("OWNER");
@@ -150,6 +161,9 @@ pub(super) async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
         "EXPIRES",
         "LAST USED",
     ]);
+    if metered {
+        headings.push("CREDIT ACCOUNT");
+    }
     let mut table = Table::with_columns(&headings);
     for v in &views {
         let scopes = if v.scopes.is_empty() {
@@ -173,6 +187,9 @@ pub(super) async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), CliError> {
             &expires,
             &used,
         ]);
+        if metered {
+            row.push(v.credit_account.as_deref().unwrap_or("-"));
+        }
         table.cells(&row);
     }
     let mut text = table.render();
@@ -391,6 +408,135 @@ pub(super) async fn remind(ctx: &Ctx, args: RemindArgs) -> Result<(), CliError> 
         .hint("they were given back: the next run tries again"));
     }
     Ok(())
+}
+
+pub(super) async fn credits(ctx: &Ctx, args: CreditsArgs) -> Result<(), CliError> {
+    let id = parse_id(&args.id, ctx.prefix())?;
+    let update = CreditUpdate {
+        balance: match (args.set, args.add) {
+            (Some(n), _) => Some(BalanceChange::Set(n)),
+            (None, Some(n)) => Some(BalanceChange::Add(n)),
+            (None, None) => None,
+        },
+        refill: match (args.refill, args.no_refill) {
+            (Some(refill), _) => Some(Some(refill)),
+            (None, true) => Some(None),
+            (None, false) => None,
+        },
+    };
+    let record = ctx.record(id).await?;
+    if update.is_empty() {
+        let balance = ctx.manage(ctx.manager.credits(id)).await?;
+        // A key metered between the two reads spends its own family's
+        // account: the one `update_credits` opens.
+        let account = record
+            .credit_account
+            .or_else(|| balance.is_some().then_some(record.family));
+        let view = CreditsView::new(account, balance);
+        ctx.print(|| credits_text(&record, &view), || json!(view));
+        return Ok(());
+    }
+    if record.credit_account.is_none() && update.balance.is_none() && update.refill == Some(None) {
+        // Nothing to remove, and the key must not become metered with no
+        // credits at all: nothing changes.
+        let view = CreditsView::new(None, None);
+        ctx.print(
+            || {
+                format!(
+                    "Key {id} is not metered, so it has no refill to remove: nothing changed.\n\
+                     Meter it with: keygate keys credits {id} --set N [--refill 1000/month]\n"
+                )
+            },
+            || json!(view),
+        );
+        return Ok(());
+    }
+    // A first change meters the key it names, and only that one: a key in
+    // its grace period would be metered while its successor stayed free.
+    if let (None, Some(successor)) = (record.credit_account, record.superseded_by) {
+        return Err(CliError::new(format!(
+            "key {id} was rotated to {successor} and is not metered: metering it would leave its \
+             successor free"
+        ))
+        .hint(format!(
+            "change the credits of its newest successor (`keygate keys show {successor}`); keys \
+             rotated from a metered key spend its account"
+        )));
+    }
+    let account = record.credit_account.unwrap_or(record.family);
+    let balance = ctx.manage(ctx.manager.update_credits(id, update)).await?;
+    let view = CreditsView::new(Some(account), Some(balance));
+    let metered_now = if record.credit_account.is_none() {
+        format!(" The key is metered from now on. {}", ctx.propagation())
+    } else {
+        String::new()
+    };
+    ctx.print(
+        || {
+            format!(
+                "Changed the credits of key {id}: {}.{metered_now}\n\n{}",
+                describe(&update),
+                credits_text(&record, &view)
+            )
+        },
+        || json!(view),
+    );
+    Ok(())
+}
+
+/// A change to credits in words: `balance set to 500, refills to 20/day`.
+fn describe(update: &CreditUpdate) -> String {
+    let mut parts = Vec::new();
+    match update.balance {
+        Some(BalanceChange::Set(n)) => parts.push(format!("balance set to {n}")),
+        Some(BalanceChange::Add(n)) => parts.push(format!("{n} added")),
+        None => {}
+    }
+    match update.refill {
+        Some(Some(refill)) => parts.push(format!("refills to {refill}")),
+        Some(None) => parts.push("no longer refills".to_owned()),
+        None => {}
+    }
+    parts.join(", ")
+}
+
+/// The credits of `record`'s key, for people.
+fn credits_text(record: &KeyRecord, view: &CreditsView) -> String {
+    let id = record.id;
+    let Some(account) = &view.account else {
+        return format!(
+            "Key {id} is not metered: its requests spend no credits.\n\
+             Meter it with: keygate keys credits {id} --set N [--refill 1000/month]\n"
+        );
+    };
+    let now = Ctx::now();
+    let mut t = Table::new(["", ""]);
+    t.row([
+        "remaining",
+        &format!("{} credits", view.remaining.unwrap_or(0)),
+    ]);
+    t.row([
+        "refill",
+        &view
+            .refill
+            .map_or_else(|| "none".to_owned(), |r| r.to_string()),
+    ]);
+    t.row([
+        "next refill",
+        &view
+            .next_refill
+            .map_or_else(|| "-".to_owned(), |at| output::relative(at, now)),
+    ]);
+    t.row(["account", account]);
+    let mut text = t.render_without_header();
+    if *account != record.family.to_string() {
+        let _ = writeln!(
+            text,
+            "\nKey {id} spends the credits of account {account} (the key that created it): the \
+             balance is shared by every key spending it, and a change applies to all of them."
+        );
+    }
+    text
 }
 
 pub(super) async fn usage(ctx: &Ctx, args: UsageArgs) -> Result<(), CliError> {

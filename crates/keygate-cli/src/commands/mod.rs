@@ -141,6 +141,7 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> Result<(), CliError> {
             KeysCommand::Expiring(args) => keys::expiring(ctx, args).await,
             KeysCommand::Remind(args) => keys::remind(ctx, args).await,
             KeysCommand::Usage(args) => keys::usage(ctx, args).await,
+            KeysCommand::Credits(args) => keys::credits(ctx, args).await,
         },
         Command::Audit(args) => audit::audit(ctx, args).await,
         Command::Webhook(command) => webhook::run(command, ctx.json),
