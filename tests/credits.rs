@@ -673,3 +673,78 @@ async fn a_key_that_expires_while_the_bank_answers_is_refused_and_refunded() {
     // The refund is a bank operation too (another 600 ms): 5 − 1 admitted.
     assert_eq!(balance.remaining, 4, "the expired request paid nothing");
 }
+
+/// Metering a key later meters what it made and what replaced it, so a
+/// delegated key is never less limited than its creator.
+#[tokio::test]
+async fn metering_a_key_later_meters_its_children_and_successors() {
+    let keys = Keygate::builder(MemoryStore::new()).build();
+    let parent = keys
+        .manager()
+        .create(
+            NewKey::new(Owner::user("later"), "parent")
+                .scopes([Scope::READ, Scope::from_static("keys:manage")]),
+        )
+        .await
+        .unwrap();
+    let grantor = keygate::core::Grantor::new(&parent.record, None);
+    let child = keys
+        .manager()
+        .create_as(
+            &grantor,
+            NewKey::new(Owner::user("later"), "child").scopes([Scope::READ]),
+        )
+        .await
+        .unwrap();
+    let child_grantor = keygate::core::Grantor::new(&child.record, None);
+    let grandchild = keys
+        .manager()
+        .create_as(
+            &child_grantor,
+            NewKey::new(Owner::user("later"), "grandchild").scopes([Scope::READ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(child.record.credit_account, None);
+    // The parent is rotated, then its old key is metered.
+    let rotated = keys
+        .manager()
+        .rotate(parent.record.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    keys.manager()
+        .update_credits(parent.record.id, CreditUpdate::set(2))
+        .await
+        .unwrap();
+    let account = Some(parent.record.family);
+    for id in [rotated.record.id, child.record.id, grandchild.record.id] {
+        let record = keys.manager().get(id).await.unwrap().unwrap();
+        assert_eq!(
+            record.credit_account, account,
+            "{id} spends the parent's credits"
+        );
+    }
+    let router = app(&keys);
+    let (c, g) = (child.key.expose_secret(), grandchild.key.expose_secret());
+    assert_eq!(
+        send(&router, keyed(Method::GET, "/notes", c))
+            .await
+            .number("x-credits-remaining"),
+        1
+    );
+    assert_eq!(
+        send(&router, keyed(Method::GET, "/notes", g))
+            .await
+            .number("x-credits-remaining"),
+        0
+    );
+    assert_eq!(
+        send(
+            &router,
+            keyed(Method::GET, "/notes", rotated.key.expose_secret())
+        )
+        .await
+        .code(),
+        "usage_exceeded"
+    );
+}

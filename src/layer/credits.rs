@@ -69,9 +69,8 @@ pub(super) fn charge(
     now: OffsetDateTime,
 ) -> Charging {
     let owned = Arc::clone(bank);
-    let mut work: BoxFuture<'static, Charged> = Box::pin(async move {
-        owned.charge(account, cost, now).await.map_err(Arc::new)
-    });
+    let mut work: BoxFuture<'static, Charged> =
+        Box::pin(async move { owned.charge(account, cost, now).await.map_err(Arc::new) });
     // Polled once here, with nobody to wake: a future that is not ready
     // is polled again, with a real waker, where it goes next.
     if let Poll::Ready(charged) = work.as_mut().poll(&mut Context::from_waker(Waker::noop())) {

@@ -1,6 +1,12 @@
 //! Metered keys' balances through the manager: read, set, top up, refill.
 
+use std::collections::HashSet;
+
 use super::{KeyManager, ManageError};
+
+/// How many families a metering cascade walks at most: the bound only
+/// keeps a corrupt store (a creation cycle) from looping.
+const MAX_FAMILIES: usize = 100_000;
 use crate::{
     AuditAction, BalanceChange, CreditBalance, CreditUpdate, KeyId, KeyRecord, KeyUpdate,
     MAX_CREDITS, StoreError,
@@ -96,13 +102,44 @@ impl KeyManager {
         Ok(balance)
     }
 
-    /// Makes `record`'s key spend `account`.
+    /// Makes `record`'s key spend `account`, and with it every key that
+    /// would otherwise be more powerful than it in this dimension: its
+    /// successors in its rotation chain, and the keys its family created
+    /// (and theirs, transitively) that are neither revoked nor metered
+    /// already. A delegated key is never less limited than its creator.
     async fn meter(&self, record: &KeyRecord, account: KeyId) -> Result<(), ManageError> {
         let changes = KeyUpdate {
             credit_account: Some(Some(account)),
             ..KeyUpdate::default()
         };
-        self.store.update(record.id, &changes).await?;
+        let mut seen = HashSet::new();
+        let mut next = Some(record.id);
+        // The chain forward: the key, then the keys that replaced it.
+        while let Some(id) = next.filter(|id| seen.insert(*id)) {
+            let written = self.store.update(id, &changes).await?;
+            self.invalidate(id);
+            next = written.superseded_by;
+        }
+        let mut families = vec![record.family];
+        let mut walked = HashSet::new();
+        while let Some(family) = families.pop() {
+            if !walked.insert(family) || walked.len() > MAX_FAMILIES {
+                continue;
+            }
+            for child in self.store.list_created_by(family).await? {
+                families.push(child.family);
+                if child.is_revoked() || child.credit_account.is_some() {
+                    continue;
+                }
+                self.store.update(child.id, &changes).await?;
+                self.invalidate(child.id);
+                self.audit(
+                    AuditAction::Credits,
+                    child.id,
+                    Some(format!("metered with its creator {family}")),
+                );
+            }
+        }
         Ok(())
     }
 }
