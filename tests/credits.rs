@@ -748,3 +748,79 @@ async fn metering_a_key_later_meters_its_children_and_successors() {
         "usage_exceeded"
     );
 }
+
+/// A key that gave its children credits of their own while it was not
+/// metered cannot keep them out of its balance once it is metered, and its
+/// old key in a rotation's grace period is metered with it.
+#[tokio::test]
+async fn metering_reaches_self_credited_children_and_old_keys_in_their_grace_period() {
+    let keys = Keygate::builder(MemoryStore::new()).build();
+    let parent = keys
+        .manager()
+        .create(
+            NewKey::new(Owner::user("escape"), "parent")
+                .scopes([Scope::READ, Scope::from_static("keys:manage")]),
+        )
+        .await
+        .unwrap();
+    let grantor = keygate::core::Grantor::new(&parent.record, None);
+    let rich = keys
+        .manager()
+        .create_as(
+            &grantor,
+            NewKey::new(Owner::user("escape"), "rich")
+                .scopes([Scope::READ])
+                .credits(keygate::core::MAX_CREDITS),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rich.record.credit_account, Some(rich.record.family));
+    let successor = keys
+        .manager()
+        .rotate(parent.record.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    // The admin meters the key in use now.
+    keys.manager()
+        .update_credits(successor.record.id, CreditUpdate::set(1))
+        .await
+        .unwrap();
+    let router = app(&keys);
+    let old = parent.key.expose_secret();
+    assert_eq!(
+        send(&router, keyed(Method::GET, "/notes", old))
+            .await
+            .number("x-credits-remaining"),
+        0
+    );
+    let r = send(
+        &router,
+        keyed(Method::GET, "/notes", rich.key.expose_secret()),
+    )
+    .await;
+    assert_eq!(r.code(), "usage_exceeded", "the child's own 10^15 is gone");
+}
+
+/// A request a nested layer refuses for scope gets back what the layer
+/// further out charged.
+#[tokio::test]
+async fn a_nested_scope_refusal_is_refunded() {
+    let keys = Keygate::builder(MemoryStore::new()).build();
+    let key = issue(&keys, metered(3)).await;
+    let id = keys.format().parse(&key).unwrap().id();
+    let router = Router::new()
+        .route(
+            "/billing",
+            get(|| async { "invoices" }).route_layer(
+                keys.layer()
+                    .require_scope(Scope::from_static("billing:read")),
+            ),
+        )
+        .layer(keys.layer());
+    let r = send(&router, keyed(Method::GET, "/billing", &key)).await;
+    assert_eq!(r.code(), "insufficient_scope");
+    assert_eq!(
+        keys.manager().credits(id).await.unwrap().unwrap().remaining,
+        3
+    );
+}

@@ -128,7 +128,14 @@ pub(super) fn start<B>(shared: &Shared, req: &Request<B>) -> Next {
         // charged its quota (and may have stripped the credential): judge
         // only this layer's own rules.
         if let Err((rejection, reason)) = check_scopes(settings, key.scopes(), req) {
-            return Next::refuse(rejection, Some(key.id()), reason);
+            // A refused request costs no credits: what the layer further
+            // out charged comes back.
+            let refusal = Refusal {
+                rejection,
+                key: Some(key.id()),
+                reason,
+            };
+            return refuse_and_refund(refusal, key.spent().map(|s| guard(shared, s)));
         }
         return charge_more(shared, key);
     }

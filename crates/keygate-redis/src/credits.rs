@@ -8,7 +8,7 @@
 //! | `remaining` | credits left, 0 to [`MAX_CREDITS`] |
 //! | `refill_amount` | the refill's amount (absent: no refill) |
 //! | `refill_seconds` | the refill's period, [`RefillInterval::as_seconds`] (0: monthly) |
-//! | `refilled_at` | start of the period of the last refill or set, Unix seconds (absent: none) |
+//! | `refilled_at` | start of the period of the last refill, or the instant of the last set or rule change, Unix seconds (absent: none) |
 //!
 //! The script carries out [`CreditOp::apply`]'s rules on the hash; its reply
 //! is the account after the operation, which becomes a [`Charge`] or a
@@ -156,16 +156,17 @@ if op == 'update' then
   local change, n = ARGV[4], tonumber(ARGV[5])
   if change == 'set' then
     out.remaining = math.min(n, MAX)
-    -- A balance set by hand is this period's.
-    if out.amount then out.refilled_at = period_start(out.seconds) else out.refilled_at = nil end
+    -- CreditAccount::update: a set balance is marked with its instant, so
+    -- the refill due now does not overwrite it and older refunds are dropped.
+    out.refilled_at = now
   elseif change == 'add' then
     out.remaining = math.min(out.remaining + n, MAX)
   end
   if ARGV[6] == 'none' then
-    out.amount, out.seconds, out.refilled_at = nil, nil, nil
+    out.amount, out.seconds, out.refilled_at = nil, nil, now
   elseif ARGV[6] == 'set' then
     out.amount, out.seconds = tonumber(ARGV[7]), tonumber(ARGV[8])
-    out.refilled_at = period_start(out.seconds)
+    out.refilled_at = now
   end
   write = true
 elseif not acct then

@@ -504,13 +504,14 @@ async fn accounts_are_plain_hashes_without_a_ttl() {
         .await
         .unwrap();
     fields.sort();
-    let period = refill.interval.period_start(at).unix_timestamp();
+    // A set marks its instant, in whole seconds.
+    let set_at = at.unix_timestamp();
     assert_eq!(
         fields,
         [
             ("refill_amount".to_owned(), "1000000000000000".to_owned()),
             ("refill_seconds".to_owned(), "604800".to_owned()),
-            ("refilled_at".to_owned(), period.to_string()),
+            ("refilled_at".to_owned(), set_at.to_string()),
             ("remaining".to_owned(), "999999999999999".to_owned()),
         ]
     );
@@ -520,7 +521,8 @@ async fn accounts_are_plain_hashes_without_a_ttl() {
         .await
         .unwrap();
     assert_eq!(ttl, -1, "balances must not expire");
-    // Removing the refill removes its fields.
+    // Removing the refill removes its fields (but for the mark of the
+    // change).
     let c = bank
         .charge(account, 999_999_999_999_998, at)
         .await
@@ -530,12 +532,14 @@ async fn accounts_are_plain_hashes_without_a_ttl() {
     bank.update(account, &CreditUpdate::default().with_refill(None), at)
         .await
         .unwrap();
-    let fields: Vec<String> = redis::cmd("HKEYS")
+    let mut fields: Vec<String> = redis::cmd("HKEYS")
         .arg(&key)
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(fields, ["remaining"]);
+    fields.sort();
+    // The change is marked with its instant, like a set.
+    assert_eq!(fields, ["refilled_at", "remaining"]);
 }
 
 /// A refill built by hand that no store could read back (an amount of 0 or

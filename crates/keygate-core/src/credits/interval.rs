@@ -208,6 +208,10 @@ impl RefillInterval {
                 .replace_time(Time::MIDNIGHT),
             Self::Daily | Self::Every(_) => {
                 let period = i64::try_from(self.as_seconds()).unwrap_or(i64::MAX);
+                // A hand-built `Every` under a second has no period.
+                if period == 0 {
+                    return now;
+                }
                 let t = now.unix_timestamp();
                 // `OffsetDateTime` never goes below year -9999, so this
                 // stays in range.

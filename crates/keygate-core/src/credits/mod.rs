@@ -74,7 +74,7 @@ impl CreditAccount {
         Self {
             remaining: remaining.min(MAX_CREDITS),
             refill,
-            refilled_at: refill.map(|r| r.interval.period_start(now)),
+            refilled_at: Some(whole_seconds(now)),
         }
     }
 
@@ -105,11 +105,12 @@ impl CreditAccount {
         }
     }
 
-    /// When the next refill is due: the start of the period after the
-    /// last refill; `None` if the balance does not refill.
+    /// When the next refill is due: the start of the period after the one
+    /// of the last refill (or set); `None` if the balance does not refill.
     pub fn next_refill(self) -> Option<OffsetDateTime> {
         let refill = self.refill?;
-        Some(refill.interval.next_start(self.refilled_at?))
+        let interval = refill.interval;
+        Some(interval.next_start(interval.period_start(self.refilled_at?)))
     }
 }
 
@@ -124,7 +125,8 @@ pub enum CreditOp {
     /// Take this many credits, all or nothing.
     Charge(u64),
     /// Give back what a charge in `period` took (see [`Charge::period`]),
-    /// unless the balance was refilled or set since.
+    /// unless the balance was refilled, set or given a new refill rule
+    /// since.
     Refund {
         /// The credits the charge took.
         cost: u64,
@@ -227,15 +229,19 @@ impl CreditAccount {
 
     /// Applies `update` at `now`: a due refill first, then the new balance,
     /// then the new refill rule.
+    ///
+    /// A set balance or a new rule marks the account with the instant it
+    /// was made (`refilled_at`, whole seconds): the refill due now must not
+    /// overwrite it, and a refund of a charge made before it is dropped, as
+    /// after a refill — a balance set to 0 to cut a customer off stays 0.
     #[must_use]
     pub fn update(self, update: &CreditUpdate, now: OffsetDateTime) -> Self {
         let mut state = self.at(now);
+        let mark = Some(whole_seconds(now));
         match update.balance {
             Some(BalanceChange::Set(n)) => {
                 state.remaining = n.min(MAX_CREDITS);
-                // A balance set by hand is this period's: the refill that is
-                // due now must not overwrite it.
-                state.refilled_at = state.refill.map(|r| r.interval.period_start(now));
+                state.refilled_at = mark;
             }
             Some(BalanceChange::Add(n)) => {
                 state.remaining = state.remaining.saturating_add(n).min(MAX_CREDITS);
@@ -244,10 +250,17 @@ impl CreditAccount {
         }
         if let Some(refill) = update.refill {
             state.refill = refill;
-            state.refilled_at = refill.map(|r| r.interval.period_start(now));
+            state.refilled_at = mark;
         }
         state
     }
+}
+
+/// `t` without its fraction of a second: what every bank keeps (Redis
+/// keeps whole seconds), and at or after the start of the period `t` falls
+/// in, since periods start on whole seconds.
+fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
 }
 
 /// What a charge told the request.
@@ -461,10 +474,12 @@ pub const EXHAUSTED_HINT_TTL: time::Duration = time::Duration::seconds(1);
 /// from a key that cannot pay, or that its rate limit refuses, costs no
 /// round trip to the bank per request (see [`CachedKey::credit_hints`]).
 ///
-/// Both hints only ever refuse what the bank or the limiter would refuse:
-/// an exhausted balance is trusted for at most [`EXHAUSTED_HINT_TTL`] and
-/// never past its next refill, and a rate limit's refusal until its
-/// `Retry-After`, before which a GCRA limiter admits nothing.
+/// A rate limit's refusal is trusted until its `Retry-After`, before which
+/// a GCRA limiter admits nothing. An exhausted balance is trusted for at
+/// most [`EXHAUSTED_HINT_TTL`] and never past its next refill; within that
+/// second it may refuse a request the bank would now admit, after a refund
+/// or a top-up made through another key of the same account (a top-up
+/// through this key replaces its cache entry, and the hint with it).
 ///
 /// [`CachedKey::credit_hints`]: crate::CachedKey::credit_hints
 #[derive(Debug, Default)]

@@ -8,8 +8,8 @@ use super::{KeyManager, ManageError};
 /// keeps a corrupt store (a creation cycle) from looping.
 const MAX_FAMILIES: usize = 100_000;
 use crate::{
-    AuditAction, BalanceChange, CreditBalance, CreditUpdate, KeyId, KeyRecord, KeyUpdate,
-    MAX_CREDITS, StoreError,
+    AuditAction, BalanceChange, CreditBalance, CreditUpdate, Cursor, KeyId, KeyRecord, KeyUpdate,
+    MAX_CREDITS, Page, StoreError,
 };
 
 impl KeyManager {
@@ -103,42 +103,65 @@ impl KeyManager {
     }
 
     /// Makes `record`'s key spend `account`, and with it every key that
-    /// would otherwise be more powerful than it in this dimension: its
-    /// successors in its rotation chain, and the keys its family created
-    /// (and theirs, transitively) that are neither revoked nor metered
-    /// already. A delegated key is never less limited than its creator.
+    /// would otherwise be more powerful than it in this dimension: the
+    /// other live keys of its rotation family (its successors, and its
+    /// predecessors in their grace periods), and every key its family
+    /// created, transitively, that is not revoked — including keys given
+    /// credits of their own while their creator was not metered, which
+    /// would otherwise keep a balance nobody limited. A delegated key is
+    /// never less limited than its creator.
     async fn meter(&self, record: &KeyRecord, account: KeyId) -> Result<(), ManageError> {
+        let now = self.now();
+        let mut family = Vec::new();
+        let mut page = Page::first(500);
+        loop {
+            let keys = self.store.list_by_owner(&record.owner, page).await?;
+            family.extend(
+                keys.iter()
+                    .filter(|k| k.family == record.family && !k.is_revoked())
+                    .filter(|k| k.id == record.id || !k.is_expired_at(now))
+                    .map(|k| k.id),
+            );
+            match keys.last() {
+                Some(last) if keys.len() == page.limit => page.cursor = Some(Cursor::after(last)),
+                _ => break,
+            }
+        }
+        for id in family {
+            self.set_account(id, account, None).await?;
+        }
+        let mut families = vec![record.family];
+        let mut walked = HashSet::new();
+        while let Some(creator) = families.pop() {
+            if !walked.insert(creator) || walked.len() > MAX_FAMILIES {
+                continue;
+            }
+            for child in self.store.list_created_by(creator).await? {
+                families.push(child.family);
+                if child.is_revoked() || child.credit_account == Some(account) {
+                    continue;
+                }
+                let why = format!("metered with its creator {creator}");
+                self.set_account(child.id, account, Some(why)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_account(
+        &self,
+        id: KeyId,
+        account: KeyId,
+        why: Option<String>,
+    ) -> Result<(), ManageError> {
         let changes = KeyUpdate {
             credit_account: Some(Some(account)),
             ..KeyUpdate::default()
         };
-        let mut seen = HashSet::new();
-        let mut next = Some(record.id);
-        // The chain forward: the key, then the keys that replaced it.
-        while let Some(id) = next.filter(|id| seen.insert(*id)) {
-            let written = self.store.update(id, &changes).await?;
-            self.invalidate(id);
-            next = written.superseded_by;
-        }
-        let mut families = vec![record.family];
-        let mut walked = HashSet::new();
-        while let Some(family) = families.pop() {
-            if !walked.insert(family) || walked.len() > MAX_FAMILIES {
-                continue;
-            }
-            for child in self.store.list_created_by(family).await? {
-                families.push(child.family);
-                if child.is_revoked() || child.credit_account.is_some() {
-                    continue;
-                }
-                self.store.update(child.id, &changes).await?;
-                self.invalidate(child.id);
-                self.audit(
-                    AuditAction::Credits,
-                    child.id,
-                    Some(format!("metered with its creator {family}")),
-                );
-            }
+        self.store.update(id, &changes).await?;
+        self.invalidate(id);
+        if why.is_some() {
+            self.audit(AuditAction::Credits, id, why);
         }
         Ok(())
     }

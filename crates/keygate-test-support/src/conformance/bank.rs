@@ -151,7 +151,9 @@ pub async fn bank_follows_the_reference_rules(bank: &dyn CreditBank) {
         admitted: true,
         remaining: 1,
         next_refill: Some(midnight),
-        period: Some(datetime!(2031-03-04 00:00 UTC)),
+        // The set's instant, to the second: a refund after another set or
+        // a refill is dropped.
+        period: Some(datetime!(2031-03-04 13:00:00 UTC)),
     };
     assert_eq!(first, want);
     let refused = charge(bank, account, 2, t).await;
@@ -229,12 +231,21 @@ pub async fn bank_follows_the_reference_rules(bank: &dyn CreditBank) {
     let all = charge(bank, account, MAX_CREDITS, day_after).await;
     assert_eq!(
         (all.admitted, all.remaining, all.period),
-        (true, 0, None),
-        "no refill: no period"
+        (true, 0, Some(day_after)),
+        "no refill: the period is the set's instant"
     );
-    // Without a refill, a refund with no period lands.
+    // A refund with an older period, or none, no longer lands: the balance
+    // was set since.
     bank.refund(account, 7, None).await.unwrap();
+    assert_eq!(balance(bank, account, day_after).await.remaining, 0);
+    bank.refund(account, 7, all.period).await.unwrap();
     assert_eq!(balance(bank, account, day_after).await.remaining, 7);
+    // A set to 0 (a customer cut off) is not undone by a refund of a
+    // charge made before it.
+    let paid = charge(bank, account, 1, day_after).await;
+    update(bank, account, CreditUpdate::set(0), day_after + Duration::seconds(1)).await;
+    bank.refund(account, 1, paid.period).await.unwrap();
+    assert_eq!(balance(bank, account, day_after).await.remaining, 0);
 
     // Other accounts are untouched.
     assert_eq!(bank.balance(id("BankRules2"), t).await.unwrap(), None);
@@ -261,7 +272,8 @@ pub async fn periods_start_where_period_start_says(bank: &dyn CreditBank) {
     let spent = charge(bank, account, 5, eve).await;
     assert_eq!(
         (spent.admitted, spent.period),
-        (true, Some(datetime!(2031-12-01 00:00 UTC)))
+        (true, Some(mid_dec)),
+        "the set's instant"
     );
     assert!(!charge(bank, account, 1, eve).await.admitted);
     let new_year = charge(bank, account, 1, datetime!(2032-01-01 00:00 UTC)).await;
@@ -350,19 +362,22 @@ pub async fn periods_start_where_period_start_says(bank: &dyn CreditBank) {
         .enumerate()
         {
             let account = id(&format!("Period{n}R{r}x"));
+            // Opened more than a period before, so a refill is due at `at`
+            // and the bank computes its period; a set marks its own
+            // instant instead.
+            let (opened, refilled) = match at.checked_sub(Duration::days(400)) {
+                Some(before) => (before, refill.interval.period_start(at)),
+                None => (at, at.replace_nanosecond(0).unwrap()),
+            };
             update(
                 bank,
                 account,
                 CreditUpdate::set(0).with_refill(Some(refill)),
-                at,
+                opened,
             )
             .await;
             let c = charge(bank, account, 0, at).await;
-            assert_eq!(
-                c.period,
-                Some(refill.interval.period_start(at)),
-                "{refill} at {at}"
-            );
+            assert_eq!(c.period, Some(refilled), "{refill} at {at}");
         }
     }
 }

@@ -83,6 +83,41 @@ pub async fn credits_follow_the_reference_rules(store: &impl KeyStore) {
     assert_eq!((read.refill, read.next_refill), (None, None));
     assert!(charge(MAX_CREDITS, later).await.admitted);
     assert_eq!(balance(store, account, later).await.remaining, 0);
+    // A set cuts off what was charged before it: a refund of an earlier
+    // charge does not raise the set balance, refill or not.
+    for (name, refill) in [("CreditAcc5", None), ("CreditAcc6", Some(daily))] {
+        let cut = id(name);
+        let open = CreditUpdate::set(1).with_refill(refill);
+        store.credits(cut, CreditOp::Update(open), t).await.unwrap();
+        let paid = Charge::of(
+            store
+                .credits(cut, CreditOp::Charge(1), t + Duration::seconds(1))
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+        assert!(paid.admitted);
+        let zero = CreditOp::Update(CreditUpdate::set(0));
+        store
+            .credits(cut, zero, t + Duration::seconds(2))
+            .await
+            .unwrap();
+        let late = CreditOp::Refund {
+            cost: 1,
+            period: paid.period,
+        };
+        store
+            .credits(cut, late, t + Duration::seconds(3))
+            .await
+            .unwrap();
+        assert_eq!(
+            balance(store, cut, t + Duration::seconds(3))
+                .await
+                .remaining,
+            0,
+            "{name}: a refund after a set is dropped"
+        );
+    }
     // Other accounts are untouched.
     let other = id("CreditAcc2");
     assert_eq!(store.credits(other, CreditOp::Read, t).await.unwrap(), None);
