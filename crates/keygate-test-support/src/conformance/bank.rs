@@ -243,7 +243,13 @@ pub async fn bank_follows_the_reference_rules(bank: &dyn CreditBank) {
     // A set to 0 (a customer cut off) is not undone by a refund of a
     // charge made before it.
     let paid = charge(bank, account, 1, day_after).await;
-    update(bank, account, CreditUpdate::set(0), day_after + Duration::seconds(1)).await;
+    update(
+        bank,
+        account,
+        CreditUpdate::set(0),
+        day_after + Duration::seconds(1),
+    )
+    .await;
     bank.refund(account, 1, paid.period).await.unwrap();
     assert_eq!(balance(bank, account, day_after).await.remaining, 0);
 
