@@ -31,7 +31,45 @@ pub(crate) struct Spent {
 }
 
 /// A charge on its way.
-pub(super) struct PendingCharge(Pending<Charged>);
+pub(super) struct PendingCharge(Pending<Delivery>);
+
+/// A charge the task hands to its request: given back when dropped
+/// untaken, wherever that happens — the request gone before the task
+/// answered, or after, with the answer still in the channel.
+struct Delivery {
+    charged: Option<Charged>,
+    bank: Arc<dyn CreditBank>,
+    account: KeyId,
+    cost: u64,
+}
+
+impl Delivery {
+    /// The charge, for the request that waited for it: it stands.
+    fn take(mut self) -> Charged {
+        self.charged.take().unwrap_or_else(|| {
+            Err(Arc::new(StoreError::unavailable(
+                "the credit charge was already taken",
+            )))
+        })
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if let Some(Ok(Some(charge))) = self.charged.take()
+            && charge.admitted
+        {
+            let spent = Spent {
+                account: self.account,
+                cost: self.cost,
+                remaining: charge.remaining,
+                period: charge.period,
+            };
+            // A guard dropped at once: it refunds in a task.
+            drop(ChargeGuard::new(&self.bank, spent));
+        }
+    }
+}
 
 /// A refund on its way.
 pub(super) struct PendingRefund(Pending<()>);
@@ -45,10 +83,10 @@ enum Pending<T> {
 }
 
 impl<T> Pending<T> {
-    fn poll_with(&mut self, cx: &mut Context<'_>, lost: impl FnOnce() -> T) -> Poll<T> {
+    fn poll_with(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         match self {
-            Self::Spawned(rx) => Pin::new(rx).poll(cx).map(|r| r.unwrap_or_else(|_| lost())),
-            Self::Inline(f) => f.as_mut().poll(cx),
+            Self::Spawned(rx) => Pin::new(rx).poll(cx).map(Result::ok),
+            Self::Inline(f) => f.as_mut().poll(cx).map(Some),
         }
     }
 }
@@ -69,26 +107,28 @@ pub(super) fn charge(
     now: OffsetDateTime,
 ) -> Charging {
     let owned = Arc::clone(bank);
-    let mut work: BoxFuture<'static, Charged> =
-        Box::pin(async move { owned.charge(account, cost, now).await.map_err(Arc::new) });
+    let deliver = Arc::clone(bank);
+    let mut work: BoxFuture<'static, Delivery> = Box::pin(async move {
+        let charged = owned.charge(account, cost, now).await.map_err(Arc::new);
+        Delivery {
+            charged: Some(charged),
+            bank: deliver,
+            account,
+            cost,
+        }
+    });
     // Polled once here, with nobody to wake: a future that is not ready
     // is polled again, with a real waker, where it goes next.
-    if let Poll::Ready(charged) = work.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        return Charging::Ready(charged);
+    if let Poll::Ready(delivery) = work.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        return Charging::Ready(delivery.take());
     }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return Charging::Pending(PendingCharge(Pending::Inline(work)));
     };
-    let bank = Arc::clone(bank);
     let (tx, rx) = oneshot::channel();
     runtime.spawn(async move {
-        let charged = work.await;
-        // The request is gone: give back what it paid for nothing.
-        if let Err(Ok(Some(charge))) = tx.send(charged)
-            && charge.admitted
-        {
-            give_back(&*bank, account, cost, charge.period).await;
-        }
+        // Nobody to send it to: dropped here, it gives back what it took.
+        let _ = tx.send(work.await);
     });
     Charging::Pending(PendingCharge(Pending::Spawned(rx)))
 }
@@ -97,11 +137,12 @@ impl Future for PendingCharge {
     type Output = Charged;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Charged> {
-        self.0.poll_with(cx, || {
+        self.0.poll_with(cx).map(|delivery| match delivery {
+            Some(delivery) => delivery.take(),
             // The runtime is shutting down under the task.
-            Err(Arc::new(StoreError::unavailable(
+            None => Err(Arc::new(StoreError::unavailable(
                 "the credit charge was cancelled",
-            )))
+            ))),
         })
     }
 }
@@ -127,7 +168,7 @@ impl Future for PendingRefund {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0.poll_with(cx, || ())
+        self.0.poll_with(cx).map(|_| ())
     }
 }
 
@@ -203,5 +244,125 @@ impl fmt::Debug for ChargeGuard {
         f.debug_struct("ChargeGuard")
             .field("spent", &self.spent)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    };
+
+    use keygate_core::{CreditBalance, CreditUpdate};
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// A bank that answers a charge when told to, and counts refunds.
+    #[derive(Debug, Default)]
+    struct Gated {
+        open: Notify,
+        charged: AtomicU64,
+        refunded: AtomicU64,
+        answered: Mutex<bool>,
+    }
+
+    impl CreditBank for Gated {
+        fn charge(
+            &self,
+            _: KeyId,
+            cost: u64,
+            _: OffsetDateTime,
+        ) -> BoxFuture<'_, Result<Option<Charge>, StoreError>> {
+            Box::pin(async move {
+                self.open.notified().await;
+                self.charged.fetch_add(cost, Ordering::SeqCst);
+                *self.answered.lock().unwrap() = true;
+                Ok(Some(Charge {
+                    admitted: true,
+                    remaining: 0,
+                    next_refill: None,
+                    period: None,
+                }))
+            })
+        }
+
+        fn refund(
+            &self,
+            _: KeyId,
+            cost: u64,
+            _: Option<OffsetDateTime>,
+        ) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.refunded.fetch_add(cost, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }
+
+        fn balance(
+            &self,
+            _: KeyId,
+            _: OffsetDateTime,
+        ) -> BoxFuture<'_, Result<Option<CreditBalance>, StoreError>> {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn update<'a>(
+            &'a self,
+            _: KeyId,
+            _: &'a CreditUpdate,
+            _: OffsetDateTime,
+        ) -> BoxFuture<'a, Result<CreditBalance, StoreError>> {
+            unreachable!("not used here")
+        }
+    }
+
+    async fn settle(bank: &Gated, charged: u64, refunded: u64) {
+        for _ in 0..200 {
+            if bank.charged.load(Ordering::SeqCst) == charged
+                && bank.refunded.load(Ordering::SeqCst) == refunded
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!(
+            "charged {}, refunded {}; wanted {charged}, {refunded}",
+            bank.charged.load(Ordering::SeqCst),
+            bank.refunded.load(Ordering::SeqCst)
+        );
+    }
+
+    fn pending(bank: &Arc<dyn CreditBank>, cost: u64) -> PendingCharge {
+        let account = "Account001".parse().unwrap();
+        match charge(bank, account, cost, OffsetDateTime::UNIX_EPOCH) {
+            Charging::Pending(p) => p,
+            Charging::Ready(_) => panic!("the gated bank cannot answer at once"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_charge_nobody_takes_is_given_back_before_or_after_it_answers() {
+        let gated = Arc::new(Gated::default());
+        let bank: Arc<dyn CreditBank> = gated.clone();
+        // Dropped before the bank answers.
+        let early = pending(&bank, 3);
+        drop(early);
+        gated.open.notify_one();
+        settle(&gated, 3, 3).await;
+        // Dropped after the answer reached the channel, before it was read.
+        let late = pending(&bank, 5);
+        gated.open.notify_one();
+        while !*gated.answered.lock().unwrap() || gated.charged.load(Ordering::SeqCst) < 8 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        drop(late);
+        settle(&gated, 8, 8).await;
+        // Taken by the request: it stands.
+        let taken = pending(&bank, 7);
+        gated.open.notify_one();
+        let charge = taken.await.unwrap().unwrap();
+        assert!(charge.admitted);
+        settle(&gated, 15, 8).await;
     }
 }
