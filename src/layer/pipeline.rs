@@ -347,13 +347,7 @@ fn paid(shared: &Shared, entry: Arc<CachedKey>, spend: Spend, charged: Charged) 
             let rejection = unavailable(&shared.settings);
             return Next::refuse(rejection, id, Reason::CreditsUnavailable);
         }
-        // A metered key without an account has nothing to spend.
-        Ok(charge) => charge.unwrap_or(Charge {
-            admitted: false,
-            remaining: 0,
-            next_refill: None,
-            period: None,
-        }),
+        Ok(charge) => charge.unwrap_or(NO_ACCOUNT),
     };
     if !charge.admitted {
         if let Some(hints) = entry.credit_hints() {
@@ -368,19 +362,35 @@ fn paid(shared: &Shared, entry: Arc<CachedKey>, spend: Spend, charged: Charged) 
         remaining: charge.remaining,
         period: charge.period,
     };
-    let paid = ChargeGuard::new(&shared.runtime.credits, spent);
-    // The round trip took time: the key may have expired meanwhile, and
-    // expiry is exact.
+    let paid = Some(ChargeGuard::new(&shared.runtime.credits, spent));
     if entry.expires_at().is_some_and(|at| now >= at) {
-        entry.record_refusal(keygate_core::RefusalKind::Expired, now);
-        let refusal = Refusal {
-            rejection: Rejection::ExpiredKey,
-            key: Some(entry.info().id),
-            reason: Reason::Expired,
-        };
-        return refuse_and_refund(refusal, Some(paid));
+        return expired_meanwhile(&entry, now, paid);
     }
-    check_limit(shared, entry, now, Some(paid))
+    check_limit(shared, entry, now, paid)
+}
+
+/// What a metered key without an account gets from the bank: nothing to
+/// spend.
+const NO_ACCOUNT: Charge = Charge {
+    admitted: false,
+    remaining: 0,
+    next_refill: None,
+    period: None,
+};
+
+/// A key that expired while the bank or a remote limiter answered: the
+/// round trip took time, and expiry is exact. What it paid comes back.
+fn expired_meanwhile(entry: &CachedKey, now: OffsetDateTime, paid: Option<ChargeGuard>) -> Next {
+    let reason = Reason::Expired;
+    if let Some(kind) = reason.refusal_kind() {
+        entry.record_refusal(kind, now);
+    }
+    let refusal = Refusal {
+        rejection: Rejection::ExpiredKey,
+        key: Some(entry.info().id),
+        reason,
+    };
+    refuse_and_refund(refusal, paid)
 }
 
 /// The quotas a key is held to: its own, or the layer's default.
@@ -418,16 +428,8 @@ fn limited(
     paid: Option<ChargeGuard>,
 ) -> Next {
     let now = shared.settings.clock.now();
-    // The round trip took time: the key may have expired meanwhile, and
-    // expiry is exact.
     if matches!(result, Ok(d) if d.allowed) && entry.expires_at().is_some_and(|at| now >= at) {
-        entry.record_refusal(keygate_core::RefusalKind::Expired, now);
-        let refusal = Refusal {
-            rejection: Rejection::ExpiredKey,
-            key: Some(entry.info().id),
-            reason: Reason::Expired,
-        };
-        return refuse_and_refund(refusal, paid);
+        return expired_meanwhile(&entry, now, paid);
     }
     limit_outcome(shared, entry, result, paid, now)
 }
@@ -535,12 +537,7 @@ fn paid_more(
             };
             return refuse_and_refund(refusal, paid.map(|p| guard(shared, p)));
         }
-        Ok(charge) => charge.unwrap_or(Charge {
-            admitted: false,
-            remaining: 0,
-            next_refill: None,
-            period: None,
-        }),
+        Ok(charge) => charge.unwrap_or(NO_ACCOUNT),
     };
     let before = paid.map_or(0, |p| p.cost);
     if charge.admitted {
