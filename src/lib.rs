@@ -1,6 +1,6 @@
 //! API-key authentication for axum and tonic services: a tower [`Layer`]
-//! that checks hashed keys, scopes and per-key rate limits, and extractors
-//! that hand the authenticated key to handlers.
+//! that checks hashed keys, scopes, per-key rate limits and usage credits,
+//! and extractors that hand the authenticated key to handlers.
 //!
 //! ```
 //! use axum::{Json, Router, routing::get};
@@ -49,6 +49,7 @@
 //! | scope missing for method or route | 403 | `insufficient_scope` |
 //! | client address not in the key's allowlist | 403 | `ip_not_allowed` |
 //! | quota used up | 429 + `Retry-After`, `RateLimit-*` | `rate_limited` |
+//! | usage credits used up ([`KeygateLayer::cost`]) | 429 + `X-Credits-Remaining`, `Retry-After` at the refill | `usage_exceeded` |
 //! | store cannot answer | 503 + `Retry-After` | `unavailable` |
 //!
 //! Bodies are `application/problem+json` (RFC 9457); see [`Rejection`], and
