@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::Arc};
 
-use keygate_core::{Environment, KeyId, KeyInfo, Metadata, Owner, Scope, Scopes};
+use keygate_core::{CreditHints, Environment, KeyId, KeyInfo, Metadata, Owner, Scope, Scopes};
 use time::OffsetDateTime;
 
 use crate::{layer::Spent, rejection::RejectionRenderer};
@@ -25,7 +25,12 @@ use crate::{layer::Spent, rejection::RejectionRenderer};
 /// [optional](crate::KeygateBuilder::optional) mode a request without a key
 /// has none: take `Option<ApiKey>` there (plain `ApiKey` answers 401).
 #[derive(Clone)]
-pub struct ApiKey(Arc<KeyInfo>, AdmittedBy, Option<Spent>);
+pub struct ApiKey(
+    Arc<KeyInfo>,
+    AdmittedBy,
+    Option<Spent>,
+    Option<Arc<CreditHints>>,
+);
 
 /// Which [`Keygate`](crate::Keygate) admitted a key: layers of the same one
 /// further in judge only their own rules against it instead of looking for
@@ -34,8 +39,20 @@ pub struct ApiKey(Arc<KeyInfo>, AdmittedBy, Option<Spent>);
 pub(crate) struct AdmittedBy(pub(crate) u64);
 
 impl ApiKey {
-    pub(crate) fn new(info: Arc<KeyInfo>, by: AdmittedBy, spent: Option<Spent>) -> Self {
-        Self(info, by, spent)
+    /// The key `info` that `by` admitted; for a metered key, what it paid
+    /// and its refusal hints, which layers further in use.
+    pub(crate) fn new(
+        info: Arc<KeyInfo>,
+        by: AdmittedBy,
+        spent: Option<Spent>,
+        hints: Option<Arc<CreditHints>>,
+    ) -> Self {
+        Self(info, by, spent, hints)
+    }
+
+    /// A metered key's refusal hints.
+    pub(crate) fn credit_hints(&self) -> Option<&Arc<CreditHints>> {
+        self.3.as_ref()
     }
 
     pub(crate) fn admitted_by(&self) -> AdmittedBy {

@@ -824,3 +824,33 @@ async fn a_nested_scope_refusal_is_refunded() {
         3
     );
 }
+
+/// Under a nested costlier layer, a key that cannot pay the whole cost is
+/// refused from memory after the first refusal: each later request costs
+/// the outer layer's charge and its refund, not also a refused charge, and
+/// the balance is left whole.
+#[tokio::test]
+async fn a_nested_costlier_layer_remembers_a_balance_too_low_for_it() {
+    let store = TestStore::memory();
+    let keys = Keygate::builder(store.clone()).build();
+    let key = issue(&keys, metered(5)).await;
+    let id = keys.format().parse(&key).unwrap().id();
+    let router = Router::new()
+        .route(
+            "/report",
+            get(|| async { "report" }).route_layer(keys.layer().cost(10)),
+        )
+        .layer(keys.layer());
+    let before = store.calls(Op::Credits);
+    for _ in 0..50 {
+        let r = send(&router, keyed(Method::GET, "/report", &key)).await;
+        assert_eq!(r.code(), "usage_exceeded");
+        assert_eq!(r.json()["credits_remaining"], 5);
+    }
+    let calls = store.calls(Op::Credits) - before;
+    assert!(calls <= 3 + 49 * 2, "{calls} bank calls for 50 refusals");
+    assert_eq!(
+        keys.manager().credits(id).await.unwrap().unwrap().remaining,
+        5
+    );
+}

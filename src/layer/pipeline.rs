@@ -89,13 +89,7 @@ pub(super) enum Wait {
     },
     /// The bank, for what a layer further in charges a key a layer further
     /// out admitted (and charged `paid`).
-    Extra {
-        charge: PendingCharge,
-        account: KeyId,
-        key: KeyId,
-        paid: Option<Spent>,
-        extra: u64,
-    },
+    Extra { charge: PendingCharge, more: More },
     /// The bank, giving back what a request refused after its charge paid;
     /// the refusal waits for it so the next request sees the balance whole.
     Refund {
@@ -215,23 +209,9 @@ impl Wait {
                 Poll::Pending => ControlFlow::Continue(Self::Limiter { check, entry, paid }),
                 Poll::Ready(result) => ControlFlow::Break(limited(shared, entry, &result, paid)),
             },
-            Self::Extra {
-                mut charge,
-                account,
-                key,
-                paid,
-                extra,
-            } => match Pin::new(&mut charge).poll(cx) {
-                Poll::Pending => ControlFlow::Continue(Self::Extra {
-                    charge,
-                    account,
-                    key,
-                    paid,
-                    extra,
-                }),
-                Poll::Ready(charged) => {
-                    ControlFlow::Break(paid_more(shared, account, key, paid, extra, charged))
-                }
+            Self::Extra { mut charge, more } => match Pin::new(&mut charge).poll(cx) {
+                Poll::Pending => ControlFlow::Continue(Self::Extra { charge, more }),
+                Poll::Ready(charged) => ControlFlow::Break(paid_more(shared, more, charged)),
             },
             Self::Refund {
                 mut refund,
@@ -491,8 +471,20 @@ fn refuse_and_refund(refusal: Refusal, paid: Option<ChargeGuard>) -> Next {
     }
 }
 
+/// What a nested layer charges on top of what a layer further out did.
+pub(super) struct More {
+    account: KeyId,
+    key: KeyId,
+    /// The key's refusal hints.
+    hints: Option<Arc<keygate_core::CreditHints>>,
+    /// What the layer further out charged.
+    paid: Option<Spent>,
+    extra: u64,
+}
+
 /// A nested layer's charge: what its cost adds to what a layer further out
-/// charged the metered key it admitted.
+/// charged the metered key it admitted. A balance known to be too low for
+/// the whole cost refuses at once, giving back what was paid further out.
 fn charge_more(shared: &Shared, key: &ApiKey) -> Next {
     let Some(account) = key.info().credit_account else {
         return Next::Pass(None);
@@ -504,28 +496,41 @@ fn charge_more(shared: &Shared, key: &ApiKey) -> Next {
         return Next::Pass(None);
     }
     let now = shared.settings.clock.now();
+    let hints = key.credit_hints().cloned();
+    // No usage count here: the layer further out counted the request as
+    // admitted.
+    if let Some(known) = hints.as_ref().and_then(|h| h.exhausted(cost, now)) {
+        let refusal = Refusal {
+            rejection: usage_exceeded(&known, cost, now),
+            key: Some(key.id()),
+            reason: Reason::UsageExceeded,
+        };
+        return refuse_and_refund(refusal, paid.map(|p| guard(shared, p)));
+    }
+    let more = More {
+        account,
+        key: key.id(),
+        hints,
+        paid,
+        extra,
+    };
     match credits::charge(&shared.runtime.credits, account, extra, now) {
-        Charging::Ready(charged) => paid_more(shared, account, key.id(), paid, extra, charged),
-        Charging::Pending(charge) => Next::Wait(Wait::Extra {
-            charge,
-            account,
-            key: key.id(),
-            paid,
-            extra,
-        }),
+        Charging::Ready(charged) => paid_more(shared, more, charged),
+        Charging::Pending(charge) => Next::Wait(Wait::Extra { charge, more }),
     }
 }
 
 /// A nested layer's charge, once the bank has answered: passed on with what
-/// the key has paid in all, or refused with everything it paid given back.
-fn paid_more(
-    shared: &Shared,
-    account: KeyId,
-    key: KeyId,
-    paid: Option<Spent>,
-    extra: u64,
-    charged: Charged,
-) -> Next {
+/// the key has paid in all, or refused with everything it paid given back
+/// (and the balance remembered, as a refused charge is).
+fn paid_more(shared: &Shared, more: More, charged: Charged) -> Next {
+    let More {
+        account,
+        key,
+        hints,
+        paid,
+        extra,
+    } = more;
     let now = shared.settings.clock.now();
     let charge = match charged {
         Err(err) => {
@@ -556,6 +561,9 @@ fn paid_more(
         remaining: charge.remaining.saturating_add(refunded),
         ..charge
     };
+    if let Some(hints) = &hints {
+        hints.note_exhausted(shown, now);
+    }
     let refusal = Refusal {
         rejection: usage_exceeded(&shown, before + extra, now),
         key: Some(key),
@@ -652,10 +660,14 @@ pub(super) fn admit<B>(
             .sources
             .mark_sensitive(req, settings.format.prefix());
     }
+    // A metered key's refusal hints go along, for layers further in that
+    // charge more; other keys pay nothing for them.
+    let hints = spent.and_then(|_| entry.credit_hints().cloned());
     req.extensions_mut().insert(ApiKey::new(
         Arc::clone(entry.info()),
         shared.runtime.instance,
         spent,
+        hints,
     ));
     attach_renderer(settings, req);
     AddedHeaders {

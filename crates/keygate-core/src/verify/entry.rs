@@ -61,7 +61,7 @@ impl CachedKey {
             metering: record.credit_account.map(|account| {
                 Box::new(Metering {
                     account,
-                    hints: CreditHints::default(),
+                    hints: Arc::default(),
                 })
             }),
             loaded_at,
@@ -116,8 +116,10 @@ impl CachedKey {
     /// What the layer remembers of this metered key's recent refusals;
     /// `None` for a key that is not metered. A changed key is a new entry,
     /// so a top-up clears them on every node its invalidation reaches.
+    /// Shared, so a request can carry them to layers further in without
+    /// holding the entry.
     #[inline]
-    pub fn credit_hints(&self) -> Option<&CreditHints> {
+    pub fn credit_hints(&self) -> Option<&Arc<CreditHints>> {
         self.metering.as_ref().map(|m| &m.hints)
     }
 
@@ -186,7 +188,7 @@ impl fmt::Debug for CachedKey {
 #[derive(Debug)]
 struct Metering {
     account: KeyId,
-    hints: CreditHints,
+    hints: Arc<CreditHints>,
 }
 
 /// Why a well-formed key with a known id was refused.
