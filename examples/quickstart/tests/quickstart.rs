@@ -97,13 +97,24 @@ fn get(addr: &str, path: &str, key: Option<&str>) -> (u16, Vec<(String, String)>
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let key = key.map_or_else(String::new, |k| format!("X-API-Key: {k}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{key}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    // One write: the whole request in one segment.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{key}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&chunk[..n]),
+            // A server that closes a `Connection: close` exchange may reset
+            // it once it has answered: what arrived is the answer.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !response.is_empty() => {
+                break;
+            }
+            Err(e) => panic!("reading the answer to GET {path}: {e}"),
+        }
+    }
+    let response = String::from_utf8_lossy(&response);
     let (head, _) = response.split_once("\r\n\r\n").expect("a whole response");
     let mut lines = head.lines();
     let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
