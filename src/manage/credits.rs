@@ -92,8 +92,9 @@ pub(super) async fn update_credits(
     {
         return Ok(json(StatusCode::OK, &CreditsView::new(None, None)));
     }
-    // A first change meters the key it names, and only that one: a key in
-    // its grace period would be metered while its successor stayed free.
+    // Metering is asked of the key in use: one rotated away and not
+    // metered is refused, so the caller names its successor (metering
+    // reaches the whole family and the keys it made either way).
     if let (None, Some(successor)) = (record.credit_account, record.superseded_by) {
         return Err(Problem::superseded(successor.as_str()));
     }
