@@ -123,15 +123,18 @@ struct Keys {
     read: String,
     read_id: String,
     quota: String,
+    metered: String,
 }
 
 fn keys(site: &Site) -> Keys {
     let (read, read_id) = site.key("user:alice", "read", &[]);
     let (quota, _) = site.key("service:batch", "read", &["--rate-limit", "2/min"]);
+    let (metered, _) = site.key("service:metered", "read", &["--credits", "2"]);
     Keys {
         read,
         read_id,
         quota,
+        metered,
     }
 }
 
@@ -178,9 +181,10 @@ fn scenario(proxy: &Proxy, upstream: &Upstream, serve: &Serve, keys: &Keys) {
         ("X-Keygate-Owner", "user:root"),
         ("X-Keygate-Scopes", "admin"),
         ("x-keygate-key-id", "AAAAAAAAAA"),
-        // keygate sends none for a key without a quota: it must not
-        // survive from the client either.
+        // keygate sends none for a key without a quota (or credits): it
+        // must not survive from the client either.
         ("X-Keygate-RateLimit-Remaining", "999999"),
+        ("X-Keygate-Credits-Remaining", "999999"),
         // Read as X-Keygate-Owner by frameworks that map `-` and `_` alike.
         ("X_Keygate_Owner", "user:root"),
     ];
@@ -196,12 +200,15 @@ fn scenario(proxy: &Proxy, upstream: &Upstream, serve: &Serve, keys: &Keys) {
         "{r:#?}"
     );
     assert!(r.upstream_saw("x_keygate_owner").is_empty(), "{r:#?}");
-    assert!(
-        r.upstream_saw("x-keygate-ratelimit-remaining")
-            .iter()
-            .all(String::is_empty),
-        "{r:#?}"
-    );
+    for name in [
+        "x-keygate-ratelimit-remaining",
+        "x-keygate-credits-remaining",
+    ] {
+        assert!(
+            r.upstream_saw(name).iter().all(String::is_empty),
+            "{name}: {r:#?}"
+        );
+    }
     let hits = upstream.hits();
     let r = http(at, "GET", "/notes", &forged);
     assert_eq!(r.status, 401, "{r:#?}");
@@ -284,6 +291,36 @@ fn scenario(proxy: &Proxy, upstream: &Upstream, serve: &Serve, keys: &Keys) {
         .expect("seconds");
     assert!((1..=60).contains(&retry), "{r:#?}");
     assert_eq!(r.header("ratelimit-remaining"), Some("0"), "{r:#?}");
+
+    // Credits: 2, then 429 usage_exceeded, with what is left; the upstream
+    // learns the balance (never a client's figure).
+    for left in ["1", "0"] {
+        let r = http(
+            at,
+            "GET",
+            "/notes",
+            &[
+                ("X-API-Key", &keys.metered),
+                ("X-Keygate-Credits-Remaining", "999999"),
+            ],
+        );
+        assert_eq!(r.status, 200, "{r:#?}\n{}", ctx());
+        assert_eq!(
+            r.upstream_saw("x-keygate-credits-remaining"),
+            [left],
+            "{r:#?}"
+        );
+    }
+    let hits = upstream.hits();
+    let r = http(at, "GET", "/notes", &[("X-API-Key", &keys.metered)]);
+    assert_eq!(r.status, 429, "{r:#?}\n{}", ctx());
+    assert_eq!(r.code(), "usage_exceeded");
+    assert_eq!(r.header("x-credits-remaining"), Some("0"), "{r:#?}");
+    assert_eq!(
+        upstream.hits(),
+        hits,
+        "an exhausted key reached the upstream"
+    );
 
     // A key that is not one: 401 invalid (no lookup for garbage).
     let r = http(at, "GET", "/notes", &[("X-API-Key", "kg_live_nonsense")]);

@@ -401,3 +401,32 @@ fn a_revocation_on_postgres_reaches_the_server_at_once() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A metered key's balance reaches the upstream as an identity header, and
+/// its exhaustion is the layer's 429 `usage_exceeded`, told to the client
+/// with what is left; a key that is not metered gets the header empty.
+#[test]
+fn a_metered_keys_balance_is_an_identity_header_and_runs_out() {
+    let site = Site::new("serve_credits");
+    let (metered, _) = site.key("user:alice", "read", &["--credits", "2"]);
+    let (free, _) = site.key("user:bob", "read", &[]);
+    let s = serve(&site, "");
+    for left in ["1", "0"] {
+        let r = ask(s.addr, "GET", "/notes", &[("X-API-Key", &metered)]);
+        assert_eq!(r.status, 200, "{r:#?}");
+        assert_eq!(r.header("x-keygate-credits-remaining"), Some(left));
+    }
+    let r = ask(s.addr, "GET", "/notes", &[("X-API-Key", &metered)]);
+    assert_eq!(r.status, 429, "{r:#?}");
+    assert_eq!(r.code(), "usage_exceeded");
+    assert_eq!(r.header("x-credits-remaining"), Some("0"));
+    assert!(r.header("x-keygate-credits-remaining").is_none());
+    let r = ask(s.addr, "GET", "/notes", &[("X-API-Key", &free)]);
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(r.header("x-keygate-credits-remaining"), Some(""));
+    let metrics = http(s.addr, "GET", "/metrics", &[]).body;
+    assert!(
+        metrics.contains("keygate_decisions_total{outcome=\"usage_exceeded\"} 1"),
+        "{metrics}"
+    );
+}

@@ -69,6 +69,7 @@ struct IdentityFile {
     scopes: Option<String>,
     environment: Option<String>,
     remaining: Option<String>,
+    credits: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,11 +181,13 @@ pub(crate) struct Identity {
     pub(crate) scopes: HeaderName,
     pub(crate) environment: HeaderName,
     pub(crate) remaining: HeaderName,
+    /// A metered key's credits left after the request.
+    pub(crate) credits: HeaderName,
 }
 
 impl Identity {
     /// Every identity header, for the docs' "strip these" lists and tests.
-    pub(crate) fn all(&self) -> [&HeaderName; 6] {
+    pub(crate) fn all(&self) -> [&HeaderName; 7] {
         [
             &self.key_id,
             &self.owner,
@@ -192,6 +195,7 @@ impl Identity {
             &self.scopes,
             &self.environment,
             &self.remaining,
+            &self.credits,
         ]
     }
 }
@@ -617,6 +621,11 @@ fn identity(file: IdentityFile) -> Result<Identity, CliError> {
             "identity.remaining",
             file.remaining,
             "x-keygate-ratelimit-remaining",
+        )?,
+        credits: pick(
+            "identity.credits",
+            file.credits,
+            "x-keygate-credits-remaining",
         )?,
     };
     let distinct: BTreeSet<_> = identity.all().iter().map(|h| h.as_str()).collect();

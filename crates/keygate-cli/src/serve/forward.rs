@@ -38,6 +38,7 @@ pub(crate) struct Gate {
     default: KeygateService<Admit>,
     remaining_from: HeaderName,
     remaining_to: HeaderName,
+    credits_to: HeaderName,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -63,6 +64,7 @@ impl Gate {
             default: keys.layer().layer(admit),
             remaining_from: HeaderName::from_static("ratelimit-remaining"),
             remaining_to: config.identity.remaining.clone(),
+            credits_to: config.identity.credits.clone(),
             metrics,
         }
     }
@@ -134,12 +136,17 @@ async fn decide(gate: &Gate, peer: SocketAddr, req: Request) -> Response {
         // Every identity header on every admission, empty when no quota
         // applies: a proxy that copies a header the answer lacks may pass
         // the client's own copy, or (Caddy 2.6) a placeholder, upstream.
-        let remaining = head
-            .headers
-            .get(&gate.remaining_from)
-            .cloned()
-            .unwrap_or_else(|| HeaderValue::from_static(""));
-        head.headers.insert(gate.remaining_to.clone(), remaining);
+        for (from, to) in [
+            (&gate.remaining_from, &gate.remaining_to),
+            (&keygate::CREDITS_REMAINING, &gate.credits_to),
+        ] {
+            let value = head
+                .headers
+                .get(from)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static(""));
+            head.headers.insert(to.clone(), value);
+        }
     }
     Response::from_parts(head, Body::new(body))
 }
