@@ -322,7 +322,7 @@ impl fmt::Debug for RedisCreditsBuilder {
 ///   carries out exactly [`CreditOp::apply`](keygate_core::CreditOp::apply)'s
 ///   rules (the ones [`StoreCredits`](keygate_core::StoreCredits) keeps in
 ///   the key store): charges are all or nothing after any refill that is
-///   due, refunds are dropped after a refill, and so on. `N` credits admit
+///   due, refunds are dropped after a refill or a set, and so on. `N` credits admit
 ///   at most `N` requests however many nodes share the bank, and exactly `N`
 ///   when every charge is answered: nothing is leased or cached.
 /// * Balances are hashes without a TTL, `{prefix}:credits:{account}`.
@@ -345,10 +345,11 @@ impl fmt::Debug for RedisCreditsBuilder {
 ///   whole seconds from 1 s to 366 days) is [`StoreError::Rejected`], as
 ///   is a `now` that is out of `time`'s range once in UTC.
 ///
-/// A charge that times out, or whose future is dropped after it was sent,
-/// may still be carried out by Redis: the credit is then spent on a request
-/// that was not served. It is never the other way round: no request is
-/// admitted without its charge.
+/// A charge that times out may still be carried out by Redis: the credit
+/// is then spent on a request that was refused with 503. (A request the
+/// client drops is another matter: the layer runs each charge in a task
+/// and gives back what a request that is gone paid.) It is never the other
+/// way round: no request is admitted without its charge.
 ///
 /// Clones share the connection. Use it within a tokio runtime; needs Redis
 /// 5 or later (or Valkey). Each operation touches one key, so Redis Cluster
