@@ -3,14 +3,15 @@
 
 use axum::{body::Bytes, extract::rejection::BytesRejection};
 use http::StatusCode;
-use keygate_core::{CreditUpdate, MAX_CREDITS, ManageError};
+use keygate_core::{CreditUpdate, CreditsView, MAX_CREDITS, ManageError};
 
 use super::{
     caller::Caller,
     id_param::KeyIdParam,
     input::{self, UpdateCreditsRequest},
     keys::{Answer, read},
-    view::{CreditsView, Problem, ProblemBody, json},
+    schema::CreditsSchema,
+    view::{Problem, ProblemBody, json},
 };
 
 /// Get the credits a key spends.
@@ -26,7 +27,7 @@ use super::{
     tag = "keys",
     params(KeyIdParam),
     responses(
-        (status = 200, description = "The key's credits", body = CreditsView),
+        (status = 200, description = "The key's credits", body = CreditsSchema),
         (status = 404, description = "`not_found`: no such key, or another owner's; `revoked`: the key was revoked, and `key` holds its record", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -65,7 +66,7 @@ pub(super) async fn get_credits(caller: Caller, KeyIdParam(id): KeyIdParam) -> A
     params(KeyIdParam),
     request_body = UpdateCreditsRequest,
     responses(
-        (status = 200, description = "The key's credits after the change", body = CreditsView),
+        (status = 200, description = "The key's credits after the change", body = CreditsSchema),
         (status = 403, description = "`insufficient_scope` (`required_scope`: `admin`): only an `admin` key or an operator changes credits", body = ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`: a body not sent as `application/json`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such key, or another owner's; `revoked`: the key was revoked, and `key` holds its record", body = ProblemBody, content_type = "application/problem+json"),

@@ -116,3 +116,34 @@ pub(super) enum EnvironmentName {
     /// Sandbox and CI keys.
     Test,
 }
+
+/// The credits a key spends.
+// keygate_core::CreditsView as the document shows it.
+#[derive(ToSchema)]
+#[schema(as = Credits, example = json!({
+    "metered": true,
+    "account": "Ab3Cd5Ef7G",
+    "remaining": 740,
+    "refill": {"amount": 1000, "interval": "month"},
+    "next_refill": "2030-02-01T00:00:00Z"
+}))]
+#[expect(dead_code, reason = "describes keygate_core::CreditsView; never built")]
+pub(super) struct CreditsSchema {
+    /// Whether the key spends credits. A key that is not metered answers
+    /// `null` for the rest.
+    metered: bool,
+    /// The id of the account it spends: its own family's, or, for a key
+    /// made by a metered `keys:manage` key, its creator's (whose balance
+    /// this then is, shared by every key spending it).
+    #[schema(required = true, example = "Ab3Cd5Ef7G")]
+    account: Option<String>,
+    /// Credits left, with any refill that is due applied.
+    #[schema(required = true, example = 740)]
+    remaining: Option<u64>,
+    /// How the balance refills, if it does.
+    #[schema(required = true)]
+    refill: Option<RefillSchema>,
+    /// When the next refill is due, if the balance refills.
+    #[schema(required = true)]
+    next_refill: Option<OffsetDateTime>,
+}

@@ -4,15 +4,12 @@
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
-use keygate_core::{CreditBalance, KeyId, KeyView, Refill, UsageBucket};
+use keygate_core::{KeyView, UsageBucket};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::{
-    input::FieldError,
-    schema::{KeySchema, RefillSchema},
-};
+use super::{input::FieldError, schema::KeySchema};
 
 /// A key just issued: the key itself, shown this once, and its record.
 /// Its `Debug` leaves the key out.
@@ -81,59 +78,6 @@ impl From<UsageBucket> for BucketView {
         Self {
             bucket: b.bucket,
             requests: b.requests,
-        }
-    }
-}
-
-/// The credits a key spends.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = Credits, example = json!({
-    "metered": true,
-    "account": "Ab3Cd5Ef7G",
-    "remaining": 740,
-    "refill": {"amount": 1000, "interval": "month"},
-    "next_refill": "2030-02-01T00:00:00Z"
-}))]
-pub(super) struct CreditsView {
-    /// Whether the key spends credits. A key that is not metered answers
-    /// `null` for the rest.
-    metered: bool,
-    /// The id of the account it spends: its own family's, or, for a key
-    /// made by a metered `keys:manage` key, its creator's (whose balance
-    /// this then is, shared by every key spending it).
-    #[schema(required = true, example = "Ab3Cd5Ef7G")]
-    account: Option<String>,
-    /// Credits left, with any refill that is due applied.
-    #[schema(required = true, example = 740)]
-    remaining: Option<u64>,
-    /// How the balance refills, if it does.
-    #[schema(value_type = Option<RefillSchema>, required = true)]
-    refill: Option<Refill>,
-    /// When the next refill is due, if the balance refills.
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(required = true)]
-    next_refill: Option<OffsetDateTime>,
-}
-
-impl CreditsView {
-    /// The credits of a key spending `account` (`None`: not metered), whose
-    /// balance is `balance`.
-    pub(super) fn new(account: Option<KeyId>, balance: Option<CreditBalance>) -> Self {
-        match (account, balance) {
-            (Some(account), Some(balance)) => Self {
-                metered: true,
-                account: Some(account.to_string()),
-                remaining: Some(balance.remaining),
-                refill: balance.refill,
-                next_refill: balance.next_refill,
-            },
-            _ => Self {
-                metered: false,
-                account: None,
-                remaining: None,
-                refill: None,
-                next_refill: None,
-            },
         }
     }
 }

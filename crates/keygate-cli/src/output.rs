@@ -5,7 +5,7 @@
 
 use std::{fmt::Write as _, io::Write as _};
 
-use keygate_core::{CreditBalance, KeyId, KeyRecord, Refill, UsageBucket};
+use keygate_core::{KeyRecord, UsageBucket};
 use serde::Serialize;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339, macros::format_description};
 
@@ -113,41 +113,6 @@ impl std::fmt::Debug for CreatedView<'_> {
 pub(crate) struct KeyListView {
     pub(crate) keys: Vec<KeyView>,
     pub(crate) next_cursor: Option<String>,
-}
-
-/// The credits a key spends: the shape `GET /keys/{id}/credits` of the
-/// HTTP management API answers.
-#[derive(Debug, Serialize)]
-pub(crate) struct CreditsView {
-    pub(crate) metered: bool,
-    pub(crate) account: Option<String>,
-    pub(crate) remaining: Option<u64>,
-    pub(crate) refill: Option<Refill>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub(crate) next_refill: Option<OffsetDateTime>,
-}
-
-impl CreditsView {
-    /// The credits of a key spending `account` (`None`: not metered),
-    /// whose balance is `balance`.
-    pub(crate) fn new(account: Option<KeyId>, balance: Option<CreditBalance>) -> Self {
-        match (account, balance) {
-            (Some(account), Some(balance)) => Self {
-                metered: true,
-                account: Some(account.to_string()),
-                remaining: Some(balance.remaining),
-                refill: balance.refill,
-                next_refill: balance.next_refill,
-            },
-            _ => Self {
-                metered: false,
-                account: None,
-                remaining: None,
-                refill: None,
-                next_refill: None,
-            },
-        }
-    }
 }
 
 /// Requests of a key family per hour.

@@ -111,7 +111,7 @@ pub use verify::{
     CacheConfig, CachedKey, Checked, Denied, Loaded, Lookup, Pending, PendingVerification,
     Verification, Verifier,
 };
-pub use view::KeyView;
+pub use view::{CreditsView, KeyView};
 
 pub use ipnet::IpNet;
 pub use time;

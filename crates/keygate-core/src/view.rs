@@ -3,7 +3,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::{KeyRecord, Metadata};
+use crate::{CreditBalance, KeyId, KeyRecord, Metadata, Refill};
 
 /// A [`KeyRecord`] in its text form, without its digest: what keygate's
 /// management API answers and what its CLI prints, so that a script can
@@ -107,6 +107,47 @@ impl KeyView {
             metadata: record.metadata.clone(),
             superseded_by: record.superseded_by.map(|id| id.to_string()),
             credit_account: record.credit_account.map(|id| id.to_string()),
+        }
+    }
+}
+
+/// The credits a key spends, as keygate's management API answers and its
+/// CLI prints them (`--json`): `metered`, the `account` id, and for a
+/// metered key its balance; `null` for the rest when it is not metered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CreditsView {
+    /// Whether the key spends credits.
+    pub metered: bool,
+    /// The account it spends ([`KeyRecord::credit_account`]).
+    pub account: Option<KeyId>,
+    /// Credits left, with any refill that is due applied.
+    pub remaining: Option<u64>,
+    /// How the balance refills, if it does.
+    pub refill: Option<Refill>,
+    /// When the next refill is due, if the balance refills.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_refill: Option<OffsetDateTime>,
+}
+
+impl CreditsView {
+    /// The credits of a key spending `account` (`None`: not metered),
+    /// whose balance is `balance`.
+    pub fn new(account: Option<KeyId>, balance: Option<CreditBalance>) -> Self {
+        match (account, balance) {
+            (Some(account), Some(balance)) => Self {
+                metered: true,
+                account: Some(account),
+                remaining: Some(balance.remaining),
+                refill: balance.refill,
+                next_refill: balance.next_refill,
+            },
+            _ => Self {
+                metered: false,
+                account: None,
+                remaining: None,
+                refill: None,
+                next_refill: None,
+            },
         }
     }
 }

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use keygate_core::{
-    BalanceChange, BoxError, BoxFuture, CreatedKey, CreditUpdate, Cursor, Environment, KeyFilter,
-    KeyRecord, KeyUpdate, NewKey, Notifier, Page, Reminder, ReminderPolicy,
+    BalanceChange, BoxError, BoxFuture, CreatedKey, CreditUpdate, CreditsView, Cursor, Environment,
+    KeyFilter, KeyRecord, KeyUpdate, NewKey, Notifier, Page, Reminder, ReminderPolicy,
 };
 use keygate_webhook::{WebhookNotifier, WebhookSigner};
 use serde_json::json;
@@ -19,8 +19,8 @@ use crate::{
     duration,
     error::CliError,
     output::{
-        self, BucketView, CreatedView, CreditsView, KeyListView, KeyView, Table, UsageView,
-        from_now, printable, timestamp,
+        self, BucketView, CreatedView, KeyListView, KeyView, Table, UsageView, from_now, printable,
+        timestamp,
     },
 };
 
@@ -527,9 +527,9 @@ fn credits_text(record: &KeyRecord, view: &CreditsView) -> String {
             .next_refill
             .map_or_else(|| "-".to_owned(), |at| output::relative(at, now)),
     ]);
-    t.row(["account", account]);
+    t.row(["account", account.as_str()]);
     let mut text = t.render_without_header();
-    if *account != record.family.to_string() {
+    if *account != record.family {
         let _ = writeln!(
             text,
             "\nKey {id} spends the credits of account {account} (the key that created it): the \
