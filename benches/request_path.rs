@@ -10,6 +10,14 @@
 //!   a quota that never rejects;
 //! * `tower_http_validate` — `ValidateRequestHeaderLayer::custom` comparing
 //!   `X-API-Key` to a constant: the least a layer can do;
+//! * `hand_written` — a hand-rolled guard on the same tower-http layer:
+//!   SHA-256 of the whole key, a `HashMap` of digests, a governor check
+//!   keyed by a number, the key's information into the extensions, and
+//!   nothing else (no format or checksum, revocation, expiry, scope, usage
+//!   or audit): the floor under any API-key layer;
+//! * `tower_governor_headers`, `keygate_headers` — both with the quota's
+//!   headers on every admitted response (`use_headers()`,
+//!   `rate_limit_headers(true)`);
 //! * `keygate` — the memory store, a warm cache, a key with `read`, and a
 //!   default quota that never rejects (so the limiter runs); no `tracing`
 //!   subscriber, like the peers, which log nothing;
@@ -72,12 +80,18 @@ use tower_governor::governor::GovernorConfigBuilder;
 /// `tower_governor`'s config: one request per nanosecond, a burst of a
 /// billion. A macro because its middleware type (governor's `NoOpMiddleware`)
 /// cannot be named without depending on governor.
-macro_rules! governor_config {
+macro_rules! governor_builder {
     () => {
         GovernorConfigBuilder::default()
             .per_nanosecond(1)
             .burst_size(1_000_000_000)
             .key_extractor(ApiKeyHeader)
+    };
+}
+
+macro_rules! governor_config {
+    () => {
+        governor_builder!()
             .finish()
             .expect("non-zero period and burst")
     };
@@ -114,6 +128,9 @@ struct Fixture {
     optional: Keygate,
     /// As `keys`, over the same store, with admissions audited at `DEBUG`.
     quiet_audit: Keygate,
+    /// As `keys`, over the same store, with RateLimit headers on admitted
+    /// responses (beside `tower_governor`'s `use_headers()`).
+    with_headers: Keygate,
     _db: TempSqlite,
 }
 
@@ -129,9 +146,10 @@ impl Fixture {
         let rt = bench::runtime();
         let store = MemoryStore::new();
         let keys = bench::builder(store.clone()).build();
-        let quiet_audit = bench::builder(store)
+        let quiet_audit = bench::builder(store.clone())
             .audit_admitted_level(tracing::Level::DEBUG)
             .build();
+        let with_headers = bench::builder(store).rate_limit_headers(true).build();
         let header = rt.block_on(bench::read_key(&keys));
         let metered_header = rt.block_on(bench::metered_key(&keys));
         let key = header.to_str().expect("keys are visible ASCII").to_owned();
@@ -162,6 +180,7 @@ impl Fixture {
             sqlite_metered_header,
             optional,
             quiet_audit,
+            with_headers,
             _db: db,
         }
     }
@@ -202,7 +221,19 @@ fn variants(fx: &Fixture) -> Vec<Variant> {
             "tower_http_validate",
             app().layer(bench::validate_header(fx.header.clone())),
         ),
+        keyed("hand_written", app().layer(bench::hand_written(&fx.header))),
         keyed("keygate", app().layer(fx.keys.layer())),
+        // Both with the quota on every admitted response.
+        keyed(
+            "tower_governor_headers",
+            app().layer(tower_governor::GovernorLayer::new(
+                governor_builder!()
+                    .use_headers()
+                    .finish()
+                    .expect("a config"),
+            )),
+        ),
+        keyed("keygate_headers", app().layer(fx.with_headers.layer())),
         Variant {
             name: "keygate_sqlite",
             router: app().layer(fx.sqlite.layer()),

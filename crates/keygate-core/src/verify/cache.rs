@@ -97,8 +97,9 @@ pub(super) enum Probe {
 /// The verifier's cache. Fills and invalidations are ordered by the
 /// verifier's in-flight lock (see `Flights`), not here.
 pub(super) struct Cache {
-    ttl: time::Duration,
-    max_stale: time::Duration,
+    // In nanoseconds, the unit entries are aged in.
+    ttl: i128,
+    max_stale: i128,
     entries: moka::sync::Cache<KeyId, Arc<CachedKey>>,
     // moka decides what stays (size bound, idle timeout, eviction); a read
     // through moka records the access and reads the clock, 150+ ns. Warm
@@ -129,10 +130,10 @@ impl Cache {
     ) -> Self {
         let hot: Hot = Arc::new(dashmap::DashMap::with_hasher(IdHashBuilder::default()));
         let hot_evicted = Arc::clone(&hot);
-        let to_time = |d: Duration| time::Duration::try_from(d).unwrap_or(time::Duration::MAX);
+        let to_nanos = |d: Duration| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX);
         Self {
-            ttl: to_time(config.ttl),
-            max_stale: to_time(config.max_stale.max(config.ttl)),
+            ttl: to_nanos(config.ttl),
+            max_stale: to_nanos(config.max_stale.max(config.ttl)),
             entries: moka::sync::Cache::builder()
                 .max_capacity(config.capacity)
                 // Unused entries go once they are too stale to serve anyway.
@@ -161,7 +162,9 @@ impl Cache {
     /// What the cache says about `id` at `now`.
     #[inline]
     pub(super) fn probe(&self, id: KeyId, now: OffsetDateTime) -> Probe {
-        let Some(hit) = self.get(id, now) else {
+        // One calendar computation; the rest is integer arithmetic.
+        let now_secs = now.unix_timestamp();
+        let Some(hit) = self.get(id, now_secs) else {
             if self.negative.contains_key(&id) {
                 return Probe::Unknown;
             }
@@ -170,7 +173,8 @@ impl Cache {
                 known: self.known.contains_key(&id),
             };
         };
-        let age = now - hit.loaded_at;
+        let now_nanos = i128::from(now_secs) * 1_000_000_000 + i128::from(now.nanosecond());
+        let age = now_nanos - hit.loaded_nanos;
         let suspect = hit.epoch != self.epoch();
         if !suspect && age < self.ttl {
             return Probe::Fresh(hit);
@@ -188,14 +192,13 @@ impl Cache {
         }
     }
 
-    /// The entry for `id`: from the hot mirror (telling moka about the read
-    /// at most once per `touch_every`), else from moka.
+    /// The entry for `id` at unix second `t`: from the hot mirror (telling
+    /// moka about the read at most once per `touch_every`), else from moka.
     #[inline]
-    fn get(&self, id: KeyId, now: OffsetDateTime) -> Option<Arc<CachedKey>> {
+    fn get(&self, id: KeyId, t: i64) -> Option<Arc<CachedKey>> {
         let Some(hit) = self.hot.get(&id).map(|e| Arc::clone(e.value())) else {
             return self.entries.get(&id);
         };
-        let t = now.unix_timestamp();
         if hit.touched.load(Ordering::Relaxed) <= t - self.touch_every {
             hit.touched.store(t, Ordering::Relaxed);
             let _ = self.entries.get(&id);

@@ -30,6 +30,10 @@ pub struct CachedKey {
     // field.
     metering: Option<Box<Metering>>,
     pub(super) loaded_at: OffsetDateTime,
+    // `loaded_at` in nanoseconds since the Unix epoch: the cache ages
+    // entries on every request, and integer arithmetic is far cheaper than
+    // subtracting two `OffsetDateTime`s (a calendar computation).
+    pub(super) loaded_nanos: i128,
     // The verifier's epoch when this entry was read; an older epoch means
     // an invalidation feed lost messages since, so the entry is suspect.
     pub(super) epoch: u64,
@@ -65,6 +69,7 @@ impl CachedKey {
                 })
             }),
             loaded_at,
+            loaded_nanos: loaded_at.unix_timestamp_nanos(),
             epoch,
             refreshing: AtomicBool::new(false),
             usage: UsageCounter::default(),
