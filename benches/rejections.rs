@@ -6,6 +6,7 @@
 //! rejected. Throughput is one request per iteration, so criterion reports
 //! rejections per second. keygate (memory store) sees:
 //!
+//! * `keygate_missing` — no key at all (401);
 //! * `keygate_malformed` — a key of the wrong length (401, no hashing);
 //! * `keygate_bad_checksum` — a well-formed key whose checksum is wrong;
 //! * `keygate_unknown_id` — a well-formed key whose id is not in the store,
@@ -46,7 +47,7 @@ use tower_governor::governor::GovernorConfigBuilder;
 struct Case {
     name: &'static str,
     svc: RouterIntoService<Body>,
-    header: HeaderValue,
+    header: Option<HeaderValue>,
     expect: StatusCode,
     keygate: bool,
 }
@@ -84,7 +85,7 @@ fn rejections(c: &mut Criterion) {
     let keygate = |name, key: &str, expect| Case {
         name,
         svc: gate.clone(),
-        header: header(key),
+        header: Some(header(key)),
         expect,
         keygate: true,
     };
@@ -93,16 +94,20 @@ fn rejections(c: &mut Criterion) {
         Case {
             name: "tower_http_validate_wrong_key",
             svc: bench::service(bench::app().layer(bench::validate_header(header(&valid)))),
-            header: header(&break_checksum(&valid)),
+            header: Some(header(&break_checksum(&valid))),
             expect: StatusCode::UNAUTHORIZED,
             keygate: false,
         },
         Case {
             name: "tower_governor_limited",
             svc: bench::service(bench::app().layer(tower_governor::GovernorLayer::new(governor))),
-            header: header(&valid),
+            header: Some(header(&valid)),
             expect: StatusCode::TOO_MANY_REQUESTS,
             keygate: false,
+        },
+        Case {
+            header: None,
+            ..keygate("keygate_missing", "", StatusCode::UNAUTHORIZED)
         },
         keygate(
             "keygate_malformed",
@@ -139,10 +144,10 @@ fn rejections(c: &mut Criterion) {
         // Warm-up request: fills caches (or uses up the quota) and is
         // counted apart from the timed requests.
         let before_warm_up = verifier.store_queries();
-        let mut first = rt.block_on(call(case.svc.clone(), request(Some(&case.header))));
+        let mut first = rt.block_on(call(case.svc.clone(), request(case.header.as_ref())));
         if case.expect == StatusCode::TOO_MANY_REQUESTS {
             // The first request spends the quota; the second is refused.
-            first = rt.block_on(call(case.svc.clone(), request(Some(&case.header))));
+            first = rt.block_on(call(case.svc.clone(), request(case.header.as_ref())));
         }
         assert_eq!(first.status(), case.expect, "{}", case.name);
         let warm_up_queries = verifier.store_queries() - before_warm_up;
@@ -151,7 +156,7 @@ fn rejections(c: &mut Criterion) {
         let before = verifier.store_queries();
         group.bench_function(case.name, |b| {
             b.to_async(&rt).iter_batched(
-                || (case.svc.clone(), request(Some(&case.header))),
+                || (case.svc.clone(), request(case.header.as_ref())),
                 |(svc, req)| {
                     sent.fetch_add(1, Ordering::Relaxed);
                     async move { black_box(call(svc, req).await.status()) }
@@ -161,7 +166,7 @@ fn rejections(c: &mut Criterion) {
         });
         let queries = verifier.store_queries() - before;
         let status = rt
-            .block_on(call(case.svc.clone(), request(Some(&case.header))))
+            .block_on(call(case.svc.clone(), request(case.header.as_ref())))
             .status();
         assert_eq!(status, case.expect, "{} after the run", case.name);
         if case.keygate {

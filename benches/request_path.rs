@@ -314,6 +314,27 @@ fn request_path(c: &mut Criterion) {
                 BatchSize::SmallInput,
             );
         });
+        // What any INFO event costs under this subscriber (its time, level
+        // and target are written whatever the fields), and what the audit
+        // event's own fields add to that.
+        group.bench_function("tracing_fmt_event_plain", |b| {
+            b.iter(|| tracing::info!(target: "keygate::audit", "ok"));
+        });
+        let id = fx.key.get(11..21).unwrap_or_default();
+        group.bench_function("tracing_fmt_event_audit_fields", |b| {
+            b.iter(|| {
+                tracing::info!(
+                    target: "keygate::audit",
+                    outcome = "ok",
+                    key_id = black_box(id),
+                    method = %Method::GET,
+                    path = "/notes",
+                    peer = None::<tracing::field::DisplayValue<std::net::IpAddr>>,
+                    reminder = None::<&str>,
+                    sunset = None::<tracing::field::DisplayValue<time::OffsetDateTime>>,
+                );
+            });
+        });
         let quiet = service(app().layer(fx.quiet_audit.layer()));
         fx.check(&quiet, "keygate_audit_on_admitted_debug");
         group.bench_function("keygate_audit_on_admitted_debug", |b| {

@@ -192,13 +192,18 @@ impl Cache {
         }
     }
 
-    /// The entry for `id` at unix second `t`: from the hot mirror (telling
-    /// moka about the read at most once per `touch_every`), else from moka.
+    /// The entry for `id` at unix second `t`, from the hot mirror (telling
+    /// moka about the read at most once per `touch_every`).
+    ///
+    /// Every entry moka holds is mirrored: `fill` puts it in both, and
+    /// whatever takes it out of either (eviction, a refused admission,
+    /// invalidation) takes it out of the other. So a miss here is a miss,
+    /// and an unknown id or a cold key costs no moka read; in the instant
+    /// between a fill's two inserts a reader may miss an entry moka already
+    /// has, and read the store again, which is only a wasted query.
     #[inline]
     fn get(&self, id: KeyId, t: i64) -> Option<Arc<CachedKey>> {
-        let Some(hit) = self.hot.get(&id).map(|e| Arc::clone(e.value())) else {
-            return self.entries.get(&id);
-        };
+        let hit = self.hot.get(&id).map(|e| Arc::clone(e.value()))?;
         if hit.touched.load(Ordering::Relaxed) <= t - self.touch_every {
             hit.touched.store(t, Ordering::Relaxed);
             let _ = self.entries.get(&id);
