@@ -198,9 +198,7 @@ impl Cache {
     /// Every entry moka holds is mirrored: `fill` puts it in both, and
     /// whatever takes it out of either (eviction, a refused admission,
     /// invalidation) takes it out of the other. So a miss here is a miss,
-    /// and an unknown id or a cold key costs no moka read; in the instant
-    /// between a fill's two inserts a reader may miss an entry moka already
-    /// has, and read the store again, which is only a wasted query.
+    /// and an unknown id or a cold key costs no moka read.
     #[inline]
     fn get(&self, id: KeyId, t: i64) -> Option<Arc<CachedKey>> {
         let hit = self.hot.get(&id).map(|e| Arc::clone(e.value()))?;
@@ -231,8 +229,11 @@ impl Cache {
     /// (for `None`) that there is none.
     pub(super) fn fill(&self, id: KeyId, entry: Option<&Arc<CachedKey>>) {
         if let Some(entry) = entry {
-            self.entries.insert(id, Arc::clone(entry));
+            // The mirror first: moka may refuse the entry (its admission
+            // policy, at capacity) inside `insert`, and its listener must
+            // then find the entry in the mirror to take it out.
             self.hot.insert(id, Arc::clone(entry));
+            self.entries.insert(id, Arc::clone(entry));
             self.known.insert(id, ());
         } else {
             self.evict(id);
@@ -267,6 +268,14 @@ impl Cache {
     pub(super) fn len(&self) -> u64 {
         self.settle();
         self.entries.entry_count()
+    }
+
+    /// Number of entries in the hot mirror, once moka has processed its
+    /// pending work.
+    #[cfg(test)]
+    pub(super) fn mirrored(&self) -> usize {
+        self.settle();
+        self.hot.len()
     }
 
     /// Lets moka process pending evictions, so their entries are retired.

@@ -494,3 +494,38 @@ async fn usage_counted_on_entries_outside_the_cache_is_flushed() {
         .sum();
     assert_eq!(total, 3, "no request lost");
 }
+
+/// Real keys beyond the cache's capacity: moka refuses or evicts most of
+/// them, and the hot mirror must let go of every entry moka does, or it
+/// would grow without bound (and serve entries moka no longer ages out).
+/// Every key still verifies.
+#[tokio::test]
+async fn the_hot_mirror_holds_no_more_than_moka() {
+    let format = KeyFormat::new("t").unwrap();
+    let hasher = KeyHasher::sha256();
+    let store = Arc::new(TestStore::default());
+    let mut keys = Vec::new();
+    for _ in 0..600 {
+        let (key, rec) = record(&format, &hasher);
+        store.insert(&rec).await.unwrap();
+        keys.push(key);
+    }
+    let config = CacheConfig {
+        capacity: 40,
+        ..CacheConfig::default()
+    };
+    let v = verifier(Arc::clone(&store), Arc::new(SystemClock), config);
+    for round in 0..3 {
+        for key in &keys {
+            let parsed = format.parse(key).unwrap();
+            let found = v.find(parsed.id()).await.unwrap();
+            assert!(found.is_some(), "round {round}: every key is found");
+        }
+    }
+    let (cached, mirrored) = (v.cache.len(), v.cache.mirrored());
+    assert!(cached <= 40, "moka holds {cached}");
+    assert!(
+        mirrored as u64 <= cached,
+        "the mirror holds {mirrored} entries, moka {cached}"
+    );
+}
