@@ -12,6 +12,8 @@ use std::{
 
 use time::OffsetDateTime;
 
+use moka::notification::RemovalCause;
+
 use super::CachedKey;
 use crate::KeyId;
 
@@ -112,10 +114,12 @@ pub(super) struct Cache {
     // read on nearly every request.
     touch_every: i64,
     negative: moka::sync::Cache<KeyId, ()>,
-    // Ids with reason to exist: found in the store, or named by a change made
-    // through keygate or by an invalidation feed. Outlives the positive
-    // cache (eviction, invalidation), so a real key that is merely uncached
-    // does not compete with forged ids for the unknown-lookup permits.
+    // Ids with reason to exist beyond the positive cache: ones it let go
+    // (evicted, invalidated), and ones named by a change made through
+    // keygate, by an invalidation feed or by the preload. A real key that
+    // is merely uncached does not compete with forged ids for the
+    // unknown-lookup permits. An id the positive cache holds is not copied
+    // here: that would cost every cached key a second moka entry.
     known: moka::sync::Cache<KeyId, ()>,
     // Bumped by `distrust_all`: entries of older epochs must be re-read.
     epoch: AtomicU64,
@@ -130,6 +134,10 @@ impl Cache {
     ) -> Self {
         let hot: Hot = Arc::new(dashmap::DashMap::with_hasher(IdHashBuilder::default()));
         let hot_evicted = Arc::clone(&hot);
+        let known: moka::sync::Cache<KeyId, ()> = moka::sync::Cache::builder()
+            .max_capacity(config.capacity)
+            .build();
+        let known_evicted = known.clone();
         let to_nanos = |d: Duration| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX);
         Self {
             ttl: to_nanos(config.ttl),
@@ -138,7 +146,14 @@ impl Cache {
                 .max_capacity(config.capacity)
                 // Unused entries go once they are too stale to serve anyway.
                 .time_to_idle(config.max_stale.max(config.ttl))
-                .eviction_listener(move |id, entry: Arc<CachedKey>, _cause| {
+                .eviction_listener(move |id, entry: Arc<CachedKey>, cause| {
+                    // A cached key existed: once it leaves the cache (and
+                    // before the mirror stops serving it), its id is known,
+                    // so its next lookup is not counted as a forger's. A
+                    // replaced entry's id stays cached.
+                    if cause != RemovalCause::Replaced {
+                        known_evicted.insert(*id, ());
+                    }
                     // Only if it is still this entry: a replacement must stay.
                     hot_evicted.remove_if(&*id, |_, e| Arc::ptr_eq(e, &entry));
                     retire(entry);
@@ -152,9 +167,7 @@ impl Cache {
                 .max_capacity(config.negative_capacity)
                 .time_to_live(config.negative_ttl)
                 .build(),
-            known: moka::sync::Cache::builder()
-                .max_capacity(config.capacity)
-                .build(),
+            known,
             epoch: AtomicU64::new(0),
         }
     }
@@ -234,7 +247,6 @@ impl Cache {
             // then find the entry in the mirror to take it out.
             self.hot.insert(id, Arc::clone(entry));
             self.entries.insert(id, Arc::clone(entry));
-            self.known.insert(id, ());
         } else {
             self.evict(id);
             self.known.invalidate(&id);

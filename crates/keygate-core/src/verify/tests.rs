@@ -529,3 +529,36 @@ async fn the_hot_mirror_holds_no_more_than_moka() {
         "the mirror holds {mirrored} entries, moka {cached}"
     );
 }
+
+/// A key the cache had to let go of is still known to exist (up to as many
+/// ids again as the cache holds keys), so its next lookup draws on the
+/// shared store capacity, not on the small share left to ids a forger may
+/// have made up; an id never seen is not known.
+#[tokio::test]
+async fn keys_the_cache_let_go_stay_known() {
+    let format = KeyFormat::new("t").unwrap();
+    let hasher = KeyHasher::sha256();
+    let store = Arc::new(TestStore::default());
+    let mut ids = Vec::new();
+    for _ in 0..36 {
+        let (key, rec) = record(&format, &hasher);
+        store.insert(&rec).await.unwrap();
+        ids.push(format.parse(&key).unwrap().id());
+    }
+    let config = CacheConfig {
+        capacity: 20,
+        preload_known_ids: false,
+        ..CacheConfig::default()
+    };
+    let v = verifier(Arc::clone(&store), Arc::new(SystemClock), config);
+    for id in &ids {
+        assert!(v.find(*id).await.unwrap().is_some());
+    }
+    let cached = v.cache.len();
+    assert!(cached <= 20, "the cache let keys go ({cached} kept)");
+    for id in &ids {
+        assert!(v.knows(*id), "{id:?} was found in the store");
+    }
+    let (never, _) = record(&format, &hasher);
+    assert!(!v.knows(format.parse(&never).unwrap().id()));
+}
