@@ -12,7 +12,7 @@ use std::{
 
 use time::OffsetDateTime;
 
-use moka::notification::RemovalCause;
+use moka::{notification::RemovalCause, policy::EvictionPolicy};
 
 use super::CachedKey;
 use crate::KeyId;
@@ -125,6 +125,14 @@ pub(super) struct Cache {
     epoch: AtomicU64,
 }
 
+/// `d`, at most what moka accepts: it panics on durations over 1 000
+/// years, and a configured "forever" (`Duration::MAX`) means the same as a
+/// century here.
+fn moka_duration(d: Duration) -> Duration {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    d.min(CENTURY)
+}
+
 impl Cache {
     /// A cache sized by `config` that hands every entry it lets go (evicted,
     /// replaced, invalidated) to `retire`.
@@ -134,8 +142,14 @@ impl Cache {
     ) -> Self {
         let hot: Hot = Arc::new(dashmap::DashMap::with_hasher(IdHashBuilder::default()));
         let hot_evicted = Arc::clone(&hot);
+        // Least recently used goes first: nothing reads this cache through
+        // `get`, so moka's default (TinyLFU) would see every id as never
+        // used and, once full, refuse every new one, keeping the first ids
+        // it saw instead of the latest. Only ids the store returned or
+        // keygate named reach it, so a forger cannot flush it.
         let known: moka::sync::Cache<KeyId, ()> = moka::sync::Cache::builder()
             .max_capacity(config.capacity)
+            .eviction_policy(EvictionPolicy::lru())
             .build();
         let known_evicted = known.clone();
         let to_nanos = |d: Duration| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX);
@@ -145,7 +159,9 @@ impl Cache {
             entries: moka::sync::Cache::builder()
                 .max_capacity(config.capacity)
                 // Unused entries go once they are too stale to serve anyway.
-                .time_to_idle(config.max_stale.max(config.ttl))
+                .time_to_idle(moka_duration(config.max_stale.max(config.ttl)))
+                // moka stops calling a listener that panics once, and the
+                // mirror would then outgrow the cache: nothing here panics.
                 .eviction_listener(move |id, entry: Arc<CachedKey>, cause| {
                     // A cached key existed: once it leaves the cache (and
                     // before the mirror stops serving it), its id is known,
@@ -165,7 +181,7 @@ impl Cache {
                 .max(1),
             negative: moka::sync::Cache::builder()
                 .max_capacity(config.negative_capacity)
-                .time_to_live(config.negative_ttl)
+                .time_to_live(moka_duration(config.negative_ttl))
                 .build(),
             known,
             epoch: AtomicU64::new(0),
@@ -242,6 +258,12 @@ impl Cache {
     /// (for `None`) that there is none.
     pub(super) fn fill(&self, id: KeyId, entry: Option<&Arc<CachedKey>>) {
         if let Some(entry) = entry {
+            // moka admits a new entry to a full cache only if it has been
+            // read more often than what it would evict, and lookups read
+            // the mirror, not moka: count this load as a read, or a full
+            // cache would never take in another key, and every request for
+            // one would go to the store.
+            let _ = self.entries.get(&id);
             // The mirror first: moka may refuse the entry (its admission
             // policy, at capacity) inside `insert`, and its listener must
             // then find the entry in the mirror to take it out.
@@ -249,6 +271,10 @@ impl Cache {
             self.entries.insert(id, Arc::clone(entry));
         } else {
             self.evict(id);
+            // If moka's housekeeping on another thread let go of an older
+            // entry for `id` and calls its listener only now, the id comes
+            // back as known: harmless, as the negative cache answers for it
+            // and its next miss here clears it again.
             self.known.invalidate(&id);
             self.negative.insert(id, ());
         }
@@ -293,6 +319,7 @@ impl Cache {
     /// Lets moka process pending evictions, so their entries are retired.
     pub(super) fn settle(&self) {
         self.entries.run_pending_tasks();
+        self.known.run_pending_tasks();
     }
 
     /// Every positive entry.

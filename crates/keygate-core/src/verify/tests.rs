@@ -562,3 +562,95 @@ async fn keys_the_cache_let_go_stay_known() {
     let (never, _) = record(&format, &hasher);
     assert!(!v.knows(format.parse(&never).unwrap().id()));
 }
+
+/// A full cache still takes in a key that keeps being asked for: moka
+/// admits a newcomer only once it has been read more often than what it
+/// would evict, so the way to the store must count as a read. Otherwise a
+/// full cache (an attacker's own keys, kept warm) would send every request
+/// of every other key to the store, from the capacity kept for known keys.
+#[tokio::test]
+async fn a_full_cache_still_admits_a_key_in_demand() {
+    let format = KeyFormat::new("t").unwrap();
+    let hasher = KeyHasher::sha256();
+    let store = Arc::new(TestStore::default());
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let (key, rec) = record(&format, &hasher);
+        store.insert(&rec).await.unwrap();
+        ids.push(format.parse(&key).unwrap().id());
+    }
+    let config = CacheConfig {
+        capacity: 4,
+        preload_known_ids: false,
+        ..CacheConfig::default()
+    };
+    let v = verifier(Arc::clone(&store), Arc::new(SystemClock), config);
+    // Four keys fill the cache and are read now and then.
+    for _ in 0..3 {
+        for id in &ids[..4] {
+            assert!(v.find(*id).await.unwrap().is_some());
+        }
+        v.cache.settle();
+    }
+    // A fifth key in demand, one request at a time.
+    let before = v.store_queries();
+    for _ in 0..20 {
+        assert!(v.find(ids[4]).await.unwrap().is_some());
+        v.cache.settle();
+    }
+    let queries = v.store_queries() - before;
+    assert!(
+        queries < 10,
+        "the fifth key should be cached after a few loads, not read {queries} times of 20"
+    );
+}
+
+/// The ids the cache let go most recently are known, however many it let
+/// go before: the known-ids cache keeps the newest, not the first it saw.
+#[tokio::test]
+async fn the_latest_key_the_cache_let_go_is_known() {
+    let format = KeyFormat::new("t").unwrap();
+    let hasher = KeyHasher::sha256();
+    let store = Arc::new(TestStore::default());
+    let mut ids = Vec::new();
+    for _ in 0..121 {
+        let (key, rec) = record(&format, &hasher);
+        store.insert(&rec).await.unwrap();
+        ids.push(format.parse(&key).unwrap().id());
+    }
+    let config = CacheConfig {
+        capacity: 20,
+        preload_known_ids: false,
+        ..CacheConfig::default()
+    };
+    let v = verifier(Arc::clone(&store), Arc::new(SystemClock), config);
+    // Far more keys than both caches hold: the known ids fill up.
+    for id in &ids[..120] {
+        assert!(v.find(*id).await.unwrap().is_some());
+        v.cache.settle();
+    }
+    let last = ids[120];
+    assert!(v.find(last).await.unwrap().is_some());
+    v.cache.evict(last);
+    v.cache.settle();
+    assert!(v.knows(last), "the key just let go is known");
+}
+
+/// "Forever" in the cache's settings builds a working verifier: moka
+/// refuses durations over 1 000 years, so they must never reach it as is.
+#[tokio::test]
+async fn durations_of_forever_are_accepted() {
+    let (store, _key, rec) = one_key(TestStore::default()).await;
+    let config = CacheConfig {
+        ttl: Duration::MAX,
+        max_stale: Duration::MAX,
+        negative_ttl: Duration::MAX,
+        ..CacheConfig::default()
+    };
+    let v = verifier(store, Arc::new(SystemClock), config);
+    assert!(v.find(rec.id).await.unwrap().is_some());
+    assert!(
+        v.find(rec.id).await.unwrap().is_some(),
+        "and served from the cache"
+    );
+}
