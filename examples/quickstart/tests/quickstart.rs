@@ -34,11 +34,13 @@ impl Quickstart {
             .expect("the quickstart starts");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
+        // Reads for as long as the quickstart runs, after `start` has
+        // stopped listening too: a pipe closed while the quickstart still
+        // prints would make its `println!` panic, killing the server under
+        // the requests that follow.
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let mut started = Self {
