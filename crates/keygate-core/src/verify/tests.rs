@@ -495,30 +495,42 @@ async fn usage_counted_on_entries_outside_the_cache_is_flushed() {
     assert_eq!(total, 3, "no request lost");
 }
 
+/// `n` fresh keys in a test store, and their ids.
+async fn keys_in_store(n: usize) -> (Arc<TestStore>, Vec<KeyId>) {
+    let format = KeyFormat::new("t").unwrap();
+    let hasher = KeyHasher::sha256();
+    let store = Arc::new(TestStore::default());
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (key, rec) = record(&format, &hasher);
+        store.insert(&rec).await.unwrap();
+        ids.push(format.parse(&key).unwrap().id());
+    }
+    (store, ids)
+}
+
+/// A verifier over `store` whose cache holds `capacity` keys, and that
+/// knows no id before it has looked it up.
+fn cache_of(store: Arc<TestStore>, capacity: u64) -> Arc<Verifier> {
+    let config = CacheConfig {
+        capacity,
+        preload_known_ids: false,
+        ..CacheConfig::default()
+    };
+    verifier(store, Arc::new(SystemClock), config)
+}
+
 /// Real keys beyond the cache's capacity: moka refuses or evicts most of
 /// them, and the hot mirror must let go of every entry moka does, or it
 /// would grow without bound (and serve entries moka no longer ages out).
 /// Every key still verifies.
 #[tokio::test]
 async fn the_hot_mirror_holds_no_more_than_moka() {
-    let format = KeyFormat::new("t").unwrap();
-    let hasher = KeyHasher::sha256();
-    let store = Arc::new(TestStore::default());
-    let mut keys = Vec::new();
-    for _ in 0..600 {
-        let (key, rec) = record(&format, &hasher);
-        store.insert(&rec).await.unwrap();
-        keys.push(key);
-    }
-    let config = CacheConfig {
-        capacity: 40,
-        ..CacheConfig::default()
-    };
-    let v = verifier(Arc::clone(&store), Arc::new(SystemClock), config);
+    let (store, ids) = keys_in_store(600).await;
+    let v = cache_of(store, 40);
     for round in 0..3 {
-        for key in &keys {
-            let parsed = format.parse(key).unwrap();
-            let found = v.find(parsed.id()).await.unwrap();
+        for id in &ids {
+            let found = v.find(*id).await.unwrap();
             assert!(found.is_some(), "round {round}: every key is found");
         }
     }
@@ -536,21 +548,8 @@ async fn the_hot_mirror_holds_no_more_than_moka() {
 /// have made up; an id never seen is not known.
 #[tokio::test]
 async fn keys_the_cache_let_go_stay_known() {
-    let format = KeyFormat::new("t").unwrap();
-    let hasher = KeyHasher::sha256();
-    let store = Arc::new(TestStore::default());
-    let mut ids = Vec::new();
-    for _ in 0..36 {
-        let (key, rec) = record(&format, &hasher);
-        store.insert(&rec).await.unwrap();
-        ids.push(format.parse(&key).unwrap().id());
-    }
-    let config = CacheConfig {
-        capacity: 20,
-        preload_known_ids: false,
-        ..CacheConfig::default()
-    };
-    let v = verifier(Arc::clone(&store), Arc::new(SystemClock), config);
+    let (store, ids) = keys_in_store(36).await;
+    let v = cache_of(store, 20);
     for id in &ids {
         assert!(v.find(*id).await.unwrap().is_some());
     }
@@ -559,8 +558,8 @@ async fn keys_the_cache_let_go_stay_known() {
     for id in &ids {
         assert!(v.knows(*id), "{id:?} was found in the store");
     }
-    let (never, _) = record(&format, &hasher);
-    assert!(!v.knows(format.parse(&never).unwrap().id()));
+    let (_, never) = keys_in_store(1).await;
+    assert!(!v.knows(never[0]), "an id never looked up is not known");
 }
 
 /// A full cache still takes in a key that keeps being asked for: moka
@@ -570,21 +569,8 @@ async fn keys_the_cache_let_go_stay_known() {
 /// of every other key to the store, from the capacity kept for known keys.
 #[tokio::test]
 async fn a_full_cache_still_admits_a_key_in_demand() {
-    let format = KeyFormat::new("t").unwrap();
-    let hasher = KeyHasher::sha256();
-    let store = Arc::new(TestStore::default());
-    let mut ids = Vec::new();
-    for _ in 0..5 {
-        let (key, rec) = record(&format, &hasher);
-        store.insert(&rec).await.unwrap();
-        ids.push(format.parse(&key).unwrap().id());
-    }
-    let config = CacheConfig {
-        capacity: 4,
-        preload_known_ids: false,
-        ..CacheConfig::default()
-    };
-    let v = verifier(Arc::clone(&store), Arc::new(SystemClock), config);
+    let (store, ids) = keys_in_store(5).await;
+    let v = cache_of(store, 4);
     // Four keys fill the cache and are read now and then.
     for _ in 0..3 {
         for id in &ids[..4] {
@@ -609,21 +595,8 @@ async fn a_full_cache_still_admits_a_key_in_demand() {
 /// go before: the known-ids cache keeps the newest, not the first it saw.
 #[tokio::test]
 async fn the_latest_key_the_cache_let_go_is_known() {
-    let format = KeyFormat::new("t").unwrap();
-    let hasher = KeyHasher::sha256();
-    let store = Arc::new(TestStore::default());
-    let mut ids = Vec::new();
-    for _ in 0..121 {
-        let (key, rec) = record(&format, &hasher);
-        store.insert(&rec).await.unwrap();
-        ids.push(format.parse(&key).unwrap().id());
-    }
-    let config = CacheConfig {
-        capacity: 20,
-        preload_known_ids: false,
-        ..CacheConfig::default()
-    };
-    let v = verifier(Arc::clone(&store), Arc::new(SystemClock), config);
+    let (store, ids) = keys_in_store(121).await;
+    let v = cache_of(store, 20);
     // Far more keys than both caches hold: the known ids fill up.
     for id in &ids[..120] {
         assert!(v.find(*id).await.unwrap().is_some());
