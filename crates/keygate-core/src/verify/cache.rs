@@ -10,9 +10,8 @@ use std::{
     time::Duration,
 };
 
-use time::OffsetDateTime;
-
 use moka::{notification::RemovalCause, policy::EvictionPolicy};
+use time::OffsetDateTime;
 
 use super::CachedKey;
 use crate::KeyId;
