@@ -12,7 +12,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The SHA-256 (or HMAC-SHA-256) digest of a key: what stores keep instead of
 /// the key.
@@ -219,6 +219,8 @@ fn sha256(input: &[u8]) -> [u8; 32] {
     block[56..].copy_from_slice(&(len as u64 * 8).to_be_bytes());
     let mut state = INITIAL;
     sha2::block_api::compress256(&mut state, &[block]);
+    // The block holds the key's secret: leave no copy of it on the stack.
+    block.zeroize();
     let mut digest = [0u8; 32];
     for (out, word) in digest.chunks_exact_mut(4).zip(state) {
         out.copy_from_slice(&word.to_be_bytes());
